@@ -1,0 +1,721 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! UAT page tables: one address space's translation tables in memory the GPU walks.
+//!
+//! Table pages are owned by the [`PageTable`] (`Owned<Page>`, turned into the physical address
+//! stored in the parent descriptor and claimed back when the table is freed), except a top-level
+//! table that belongs to the bootloader, which is borrowed by physical address and never freed.
+//!
+//! Every operation validates its arguments and checks the part of the tables it will change
+//! before it changes anything, then makes the change in a pass that cannot fail:
+//!
+//! - `map` first walks the existing tables of the range, refusing an occupied entry (`EEXIST`)
+//!   or a corrupt descriptor (`EIO`) and counting the tables missing; it then allocates exactly
+//!   that many zeroed pages (`ENOMEM` here leaves everything as it was), and finally links them
+//!   and writes runs of descriptors, one leaf table at a time;
+//! - `unmap` validates, then clears runs of descriptors and unlinks every table that became
+//!   empty into the caller's [`Gather`], to be freed after the TLB invalidation;
+//! - `reprot` requires every page of the range to be mapped, then rewrites the attributes.
+//!
+//! The caller serializes modifications (`&mut self`); the GPU may walk the tables at any time,
+//! so descriptors are written whole, and a new table is published only after its zeroed contents.
+
+use crate::geometry::{Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ};
+use crate::page_list::PageList;
+use crate::pte::{pa_aligned, table_desc, Desc, Oas, Prot, PteTemplate};
+use crate::tlb::{FreedTables, Gather};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::page::{Page, PhysAddr, PAGE_SIZE};
+use kernel::prelude::*;
+
+const _: () = assert!(PAGE_SIZE as u64 == UAT_PGSZ, "the UAT granule must be the CPU page size");
+
+/// What a page table covers and how its descriptors are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PtConfig {
+    /// Level geometry of the GPU generation.
+    pub geometry: Geometry,
+    /// The VAs this table manages: page aligned, inside one half. A table with a borrowed
+    /// top level never touches top-level entries outside this range.
+    pub range: VaRange,
+    /// Output address size.
+    pub oas: Oas,
+    /// Whether this is a user (per-context, non-global) address space.
+    pub user: bool,
+}
+
+impl PtConfig {
+    fn validate(&self) -> Result {
+        let g = self.geometry;
+        let r = self.range;
+        let in_half = g.lower_half().contains_range(&r) || g.upper_half().contains_range(&r);
+        if r.start > r.last || r.start & UAT_PGMSK != 0 || r.last & UAT_PGMSK != UAT_PGMSK || !in_half
+        {
+            return Err(EINVAL);
+        }
+        Ok(())
+    }
+}
+
+/// A physically contiguous, page-aligned run of memory (one scatter-list entry).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PhysRange {
+    /// Physical address of the first byte.
+    pub addr: PhysAddr,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Where a VA points.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Translation {
+    /// The physical address of the byte at that VA.
+    pub pa: PhysAddr,
+    /// The protection of its page.
+    pub prot: Prot,
+}
+
+/// A run of pages mapped to contiguous physical memory with one protection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// First VA.
+    pub va: u64,
+    /// Physical address of the first page.
+    pub pa: PhysAddr,
+    /// Length in bytes.
+    pub size: u64,
+    /// Protection of every page of the run.
+    pub prot: Prot,
+}
+
+/// A view of one table page as descriptors.
+struct Table<'a>(&'a Page);
+
+impl Table<'_> {
+    fn with<R>(&self, f: impl FnOnce(&[AtomicU64; PTES_PER_TABLE]) -> R) -> R {
+        self.0.with_page_mapped(|p| {
+            // SAFETY: The mapping is `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes and page aligned.
+            // Descriptors are shared with the GPU and only ever accessed atomically.
+            f(unsafe { &*(p as *const [AtomicU64; PTES_PER_TABLE]) })
+        })
+    }
+
+    fn get(&self, i: usize) -> u64 {
+        self.with(|t| u64::from_le(t[i].load(Ordering::Relaxed)))
+    }
+
+    fn set(&self, i: usize, v: u64) {
+        self.with(|t| t[i].store(v.to_le(), Ordering::Relaxed))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.with(|t| t.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+    }
+}
+
+/// Orders the zeroed contents of a new table before the descriptor that publishes it: the GPU
+/// walks tables outside the CPU's inner-shareable ordering.
+#[inline(always)]
+fn publish_barrier() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: A barrier instruction has no effect on memory safety.
+    unsafe {
+        core::arch::asm!("dmb oshst", options(nostack, preserves_flags))
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    core::sync::atomic::fence(Ordering::Release);
+}
+
+/// How the walker treats tables on its way.
+enum Tables<'a> {
+    /// Visit the existing tables only; missing ones are reported to the visitor.
+    Existing,
+    /// Create the missing tables from preallocated zeroed pages.
+    Create(&'a mut PageList),
+    /// After visiting a table, unlink it if it is empty and put it on the list.
+    Prune(&'a mut PageList),
+}
+
+/// A step of a walk: one leaf table (or a region whose tables are missing) and the part of the
+/// walked range it covers.
+enum Step<'a, 'b> {
+    Leaf(&'a Table<'b>, VaRange),
+    /// No table below level `level` maps this part of the range.
+    Missing(Level, VaRange),
+}
+
+/// Produces the physical page for each successive page of a mapping.
+trait PageSource {
+    fn next_page(&mut self) -> Option<PhysAddr>;
+}
+
+/// Physically contiguous memory.
+struct Contiguous(PhysAddr);
+
+impl PageSource for Contiguous {
+    #[inline(always)]
+    fn next_page(&mut self) -> Option<PhysAddr> {
+        let pa = self.0;
+        self.0 += UAT_PGSZ;
+        Some(pa)
+    }
+}
+
+/// The same page again and again (sparse / null backing).
+struct Repeat(PhysAddr);
+
+impl PageSource for Repeat {
+    #[inline(always)]
+    fn next_page(&mut self) -> Option<PhysAddr> {
+        Some(self.0)
+    }
+}
+
+/// A scatter list, from an offset into its first entry.
+struct Scatter<'a> {
+    ranges: &'a [PhysRange],
+    off: u64,
+}
+
+impl PageSource for Scatter<'_> {
+    #[inline(always)]
+    fn next_page(&mut self) -> Option<PhysAddr> {
+        let r = self.ranges.first()?;
+        let pa = r.addr + self.off;
+        self.off += UAT_PGSZ;
+        if self.off == r.len {
+            self.ranges = &self.ranges[1..];
+            self.off = 0;
+        }
+        Some(pa)
+    }
+}
+
+/// One address space's UAT translation tables.
+///
+/// # Invariants
+///
+/// `root` is a RAM page: owned by this object if `owns_root`, otherwise the bootloader's. Every
+/// valid table descriptor reachable from `root` within `cfg.range` points at a table page this
+/// object owns, obtained from [`Page::into_phys`].
+pub struct PageTable {
+    root: PhysAddr,
+    owns_root: bool,
+    cfg: PtConfig,
+    /// Table pages owned below the top level (for statistics and leak accounting).
+    tables: usize,
+}
+
+impl PageTable {
+    /// Creates an empty page table with its own top-level table.
+    pub fn new(cfg: PtConfig) -> Result<PageTable> {
+        cfg.validate()?;
+        let root = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        Ok(PageTable {
+            root: Page::into_phys(root),
+            owns_root: true,
+            cfg,
+            tables: 0,
+        })
+    }
+
+    /// Creates a page table on a top-level table that someone else owns (the bootloader's
+    /// `pagetables` region), managing only `cfg.range` in it.
+    ///
+    /// # Safety
+    ///
+    /// `root` must be a table page that stays valid for the lifetime of the returned object, and
+    /// nothing else may modify the top-level entries covering `cfg.range` or what they point to.
+    pub unsafe fn new_borrowed(root: PhysAddr, cfg: PtConfig) -> Result<PageTable> {
+        cfg.validate()?;
+        if !pa_aligned(root) || !cfg.oas.fits(root) {
+            return Err(EINVAL);
+        }
+        // SAFETY: Only checks whether the address is RAM; the borrow ends here.
+        if unsafe { Page::borrow_phys(&root) }.is_none() {
+            return Err(EINVAL);
+        }
+        let pt = PageTable {
+            root,
+            owns_root: false,
+            cfg,
+            tables: 0,
+        };
+        // Refuse a borrowed table whose managed part is already corrupt: we would never be able
+        // to free or follow it.
+        pt.walk(cfg.range, &mut Tables::Existing, &mut |_| Ok(()))?;
+        Ok(pt)
+    }
+
+    /// Physical address of the top-level table (what goes into a TTBAT entry).
+    pub fn ttb(&self) -> PhysAddr {
+        self.root
+    }
+
+    /// The configuration this table was created with.
+    pub fn config(&self) -> &PtConfig {
+        &self.cfg
+    }
+
+    /// Number of table pages this object owns below the top level.
+    pub fn table_pages(&self) -> usize {
+        self.tables
+    }
+
+    /// Validates a VA range argument: `EINVAL` if unaligned, empty or wrapping, `ERANGE` if not
+    /// inside the table's range.
+    fn check_range(&self, iova: u64, size: u64) -> Result<VaRange> {
+        let range = VaRange::from_start_size(iova, size)?;
+        if !self.cfg.range.contains_range(&range) {
+            return Err(ERANGE);
+        }
+        Ok(range)
+    }
+
+    /// Validates a physical page argument: `EINVAL` if unaligned, `ERANGE` beyond the OAS.
+    fn check_phys(&self, pa: PhysAddr, len: u64) -> Result {
+        if !pa_aligned(pa) || len & UAT_PGMSK != 0 || len == 0 {
+            return Err(EINVAL);
+        }
+        let last = pa.checked_add(len - 1).ok_or(ERANGE)?;
+        if !self.cfg.oas.fits(last) {
+            return Err(ERANGE);
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, va: u64, level: Level, raw: u64) -> Error {
+        pr_err!(
+            "asahi_uat: corrupt L{} descriptor {:#018x} at VA {:#x} (table {:#x}), not followed\n",
+            level,
+            raw,
+            va,
+            self.root
+        );
+        EIO
+    }
+
+    /// Walks `range`, calling `visit` once per leaf table it touches (in VA order) and once per
+    /// region with missing tables.
+    /// Returns by how many the tables below the top level changed (created minus unlinked).
+    fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<isize>
+    where
+        F: FnMut(Step<'_, '_>) -> Result,
+    {
+        let mut delta = 0;
+        let result = self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut delta);
+        result.map(|()| delta)
+    }
+
+    fn walk_table<F>(
+        &self,
+        table_pa: PhysAddr,
+        level: Level,
+        range: VaRange,
+        tables: &mut Tables<'_>,
+        visit: &mut F,
+        delta: &mut isize,
+    ) -> Result
+    where
+        F: FnMut(Step<'_, '_>) -> Result,
+    {
+        // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
+        // while `self` is borrowed. `borrow_phys` still refuses anything that is not RAM.
+        let page = unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?;
+        let table = Table(page);
+        if level == LEAF_LEVEL {
+            return visit(Step::Leaf(&table, range));
+        }
+        let g = self.cfg.geometry;
+        let span_mask = (1u64 << g.shift(level)) - 1;
+        let mut start = range.start;
+        loop {
+            let sub = VaRange {
+                start,
+                last: (start | span_mask).min(range.last),
+            };
+            let idx = g.index(start, level);
+            let child = match Desc::decode(table.get(idx), level, self.cfg.oas) {
+                Desc::Table(child) => Some(child),
+                Desc::Invalid => match tables {
+                    Tables::Create(pool) => {
+                        let page = pool.pop().ok_or(ENOMEM)?;
+                        let child = Page::into_phys(page);
+                        publish_barrier();
+                        table.set(idx, table_desc(child));
+                        *delta += 1;
+                        Some(child)
+                    }
+                    _ => None,
+                },
+                Desc::Page(_) | Desc::Corrupt(_) => {
+                    return Err(self.corrupt(start, level, table.get(idx)));
+                }
+            };
+            match child {
+                Some(child) => {
+                    self.walk_table(child, level + 1, sub, tables, visit, delta)?;
+                    if let Tables::Prune(freed) = tables {
+                        // SAFETY: As above, `child` is a table page we own.
+                        let child_page = unsafe { Page::borrow_phys(&child) }.ok_or(EIO)?;
+                        if Table(child_page).is_empty() {
+                            table.set(idx, 0);
+                            // SAFETY: The descriptor that owned the page is gone; ownership
+                            // comes back to us exactly once.
+                            freed.push(unsafe { Page::from_phys(child) });
+                            *delta -= 1;
+                        }
+                    }
+                }
+                None => visit(Step::Missing(level, sub))?,
+            }
+            if sub.last == range.last {
+                return Ok(());
+            }
+            start = sub.last + 1;
+        }
+    }
+
+    /// Number of tables needed below `level` to map `range`, none of which exists.
+    fn tables_needed(&self, level: Level, range: VaRange) -> usize {
+        let g = self.cfg.geometry;
+        (level..LEAF_LEVEL)
+            .map(|l| ((range.last >> g.shift(l)) - (range.start >> g.shift(l)) + 1) as usize)
+            .sum()
+    }
+
+    /// Checks that `range` can be mapped (no page mapped in it unless `allow_mapped`, no
+    /// corruption) and preallocates the tables it lacks.
+    fn prepare(&self, range: VaRange, allow_mapped: bool) -> Result<PageList> {
+        let mut needed = 0usize;
+        self.walk(range, &mut Tables::Existing, &mut |step| {
+            match step {
+                Step::Missing(level, sub) => needed += self.tables_needed(level, sub),
+                Step::Leaf(table, sub) => {
+                    let (first, last) = self.leaf_indices(sub);
+                    let found = table.with(|t| {
+                        t[first..=last]
+                            .iter()
+                            .position(|e| e.load(Ordering::Relaxed) != 0)
+                    });
+                    if let Some(i) = found {
+                        let raw = table.get(first + i);
+                        let va = sub.start + ((i as u64) << UAT_PGBIT);
+                        return match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
+                            Desc::Page(_) if allow_mapped => Ok(()),
+                            Desc::Page(_) => Err(EEXIST),
+                            _ => Err(self.corrupt(va, LEAF_LEVEL, raw)),
+                        };
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let mut pool = PageList::new();
+        for _ in 0..needed {
+            pool.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
+        }
+        Ok(pool)
+    }
+
+    fn leaf_indices(&self, sub: VaRange) -> (usize, usize) {
+        let g = self.cfg.geometry;
+        (g.index(sub.start, LEAF_LEVEL), g.index(sub.last, LEAF_LEVEL))
+    }
+
+    /// Maps `range` to the pages of `src`, all checks done by the caller except the tables'.
+    fn map_pages(&mut self, range: VaRange, prot: Prot, mut src: impl PageSource) -> Result {
+        let mut pool = self.prepare(range, false)?;
+        let tmpl = PteTemplate::new(prot, self.cfg.user);
+        let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |step| {
+            let Step::Leaf(table, sub) = step else {
+                return Err(EIO);
+            };
+            let (first, last) = self.leaf_indices(sub);
+            table.with(|t| {
+                for e in &t[first..=last] {
+                    let pa = src.next_page().ok_or(EIO)?;
+                    e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+                }
+                Ok(())
+            })
+        });
+        debug_assert!(pool.is_empty());
+        self.account(created?);
+        Ok(())
+    }
+
+    fn account(&mut self, delta: isize) {
+        self.tables = self.tables.wrapping_add_signed(delta);
+    }
+
+    /// Maps `size` bytes at `iova` to the physically contiguous memory at `pa`.
+    ///
+    /// Fails with `EINVAL` (unaligned, empty or wrapping), `ERANGE` (outside the table's VA
+    /// range or the OAS), `EEXIST` (a page of the range is mapped), `EIO` (corrupt tables) or
+    /// `ENOMEM`, and then changes nothing.
+    pub fn map(&mut self, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
+        let range = self.check_range(iova, size)?;
+        self.check_phys(pa, size)?;
+        self.map_pages(range, prot, Contiguous(pa))
+    }
+
+    /// Maps `size` bytes at `iova` to the same page `pa` repeated (SINGLE_PAGE binds).
+    pub fn map_repeat(&mut self, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
+        let range = self.check_range(iova, size)?;
+        self.check_phys(pa, UAT_PGSZ)?;
+        self.map_pages(range, prot, Repeat(pa))
+    }
+
+    /// Maps `size` bytes at `iova` to the memory described by the scatter list `sg`, starting
+    /// `skip` bytes into it. Only the entries the mapping uses are looked at, so a caller that
+    /// finds the first entry by binary search maps any part of a huge list in time proportional
+    /// to the part.
+    pub fn map_sg(
+        &mut self,
+        iova: u64,
+        size: u64,
+        sg: &[PhysRange],
+        skip: u64,
+        prot: Prot,
+    ) -> Result {
+        let range = self.check_range(iova, size)?;
+        if skip & UAT_PGMSK != 0 {
+            return Err(EINVAL);
+        }
+        // Skip whole entries, then check every entry the mapping will use.
+        let mut first = 0;
+        let mut off = skip;
+        while let Some(r) = sg.get(first) {
+            self.check_phys(r.addr, r.len)?;
+            if off < r.len {
+                break;
+            }
+            off -= r.len;
+            first += 1;
+        }
+        let used = &sg[first.min(sg.len())..];
+        let mut covered = 0u64;
+        for (i, r) in used.iter().enumerate() {
+            if i > 0 {
+                self.check_phys(r.addr, r.len)?;
+            }
+            covered = covered.saturating_add(r.len);
+            if covered - off >= size {
+                break;
+            }
+        }
+        if covered.saturating_sub(off) < size {
+            return Err(EINVAL);
+        }
+        self.map_pages(range, prot, Scatter { ranges: used, off })
+    }
+
+    /// Preallocates every table `size` bytes at `iova` need, so that a map of that range (with
+    /// no unmap in between) cannot fail with `ENOMEM`. Mapped pages in the range are fine.
+    pub fn prealloc(&mut self, iova: u64, size: u64) -> Result {
+        let range = self.check_range(iova, size)?;
+        let mut pool = self.prepare(range, true)?;
+        let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |_| Ok(()));
+        debug_assert!(pool.is_empty());
+        self.account(created?);
+        Ok(())
+    }
+
+    /// Unmaps every page of `size` bytes at `iova` (holes are fine) and unlinks the tables that
+    /// became empty. The range and the tables go into `gather`: the caller must flush it (TLB
+    /// invalidation, then the tables are freed). Returns the number of pages unmapped.
+    pub fn unmap(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<usize> {
+        let range = self.check_range(iova, size)?;
+        let mut pages = 0usize;
+        self.walk(range, &mut Tables::Existing, &mut |step| {
+            if let Step::Leaf(table, sub) = step {
+                let (first, last) = self.leaf_indices(sub);
+                for i in first..=last {
+                    let raw = table.get(i);
+                    match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
+                        Desc::Invalid => {}
+                        Desc::Page(_) => pages += 1,
+                        _ => {
+                            let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
+                            return Err(self.corrupt(va, LEAF_LEVEL, raw));
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let mut freed = PageList::new();
+        let removed = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
+            if let Step::Leaf(table, sub) = step {
+                let (first, last) = self.leaf_indices(sub);
+                table.with(|t| t[first..=last].iter().for_each(|e| e.store(0, Ordering::Relaxed)));
+            }
+            Ok(())
+        })?;
+        self.account(removed);
+        if pages != 0 || !freed.is_empty() {
+            gather.add_range(range);
+        }
+        gather.add_freed(FreedTables::from_list(freed));
+        Ok(pages)
+    }
+
+    /// Changes the protection of every page of `size` bytes at `iova`, keeping the addresses.
+    /// Every page must be mapped (`ENOENT` otherwise, and nothing changes). The range goes into
+    /// `gather`, for the TLB invalidation.
+    pub fn reprot(&mut self, iova: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result {
+        let range = self.check_range(iova, size)?;
+        self.walk(range, &mut Tables::Existing, &mut |step| {
+            let Step::Leaf(table, sub) = step else {
+                return Err(ENOENT);
+            };
+            let (first, last) = self.leaf_indices(sub);
+            for i in first..=last {
+                let raw = table.get(i);
+                match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
+                    Desc::Page(_) => {}
+                    Desc::Invalid => return Err(ENOENT),
+                    _ => {
+                        let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
+                        return Err(self.corrupt(va, LEAF_LEVEL, raw));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let tmpl = PteTemplate::new(prot, self.cfg.user);
+        self.walk(range, &mut Tables::Existing, &mut |step| {
+            if let Step::Leaf(table, sub) = step {
+                let (first, last) = self.leaf_indices(sub);
+                table.with(|t| {
+                    for e in &t[first..=last] {
+                        let raw = u64::from_le(e.load(Ordering::Relaxed));
+                        e.store(tmpl.reprot(raw).to_le(), Ordering::Relaxed);
+                    }
+                });
+            }
+            Ok(())
+        })?;
+        gather.add_range(range);
+        Ok(())
+    }
+
+    /// Translates `va` (any byte address): `ENOENT` if unmapped, `ERANGE` outside the table's
+    /// range, `EIO` on a corrupt descriptor.
+    pub fn translate(&self, va: u64) -> Result<Translation> {
+        if !self.cfg.range.contains(va) {
+            return Err(ERANGE);
+        }
+        let g = self.cfg.geometry;
+        let mut table_pa = self.root;
+        for level in TOP_LEVEL..=LEAF_LEVEL {
+            // SAFETY: By the type invariants, `table_pa` is a table page alive while `self` is
+            // borrowed; `borrow_phys` still refuses anything that is not RAM.
+            let page = unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?;
+            let raw = Table(page).get(g.index(va, level));
+            match Desc::decode(raw, level, self.cfg.oas) {
+                Desc::Invalid => return Err(ENOENT),
+                Desc::Table(next) => table_pa = next,
+                Desc::Page(p) => {
+                    return Ok(Translation {
+                        pa: p.pa | (va & UAT_PGMSK),
+                        prot: p.prot,
+                    })
+                }
+                Desc::Corrupt(raw) => return Err(self.corrupt(va, level, raw)),
+            }
+        }
+        Err(EIO)
+    }
+
+    /// Calls `f` for every mapped run in `iova .. iova + size`, in VA order, merging pages that
+    /// are contiguous in both VA and PA and share a protection. `EIO` on a corrupt descriptor
+    /// (after reporting the runs before it).
+    pub fn for_each_mapping(
+        &self,
+        iova: u64,
+        size: u64,
+        mut f: impl FnMut(&Mapping),
+    ) -> Result {
+        let range = self.check_range(iova, size)?;
+        let mut run: Option<Mapping> = None;
+        let result = self.walk(range, &mut Tables::Existing, &mut |step| {
+            let (table, sub) = match step {
+                Step::Leaf(table, sub) => (table, sub),
+                Step::Missing(..) => {
+                    if let Some(m) = run.take() {
+                        f(&m);
+                    }
+                    return Ok(());
+                }
+            };
+            let (first, last) = self.leaf_indices(sub);
+            for i in first..=last {
+                let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
+                let raw = table.get(i);
+                match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
+                    Desc::Page(p) => match &mut run {
+                        Some(m)
+                            if m.prot == p.prot
+                                && m.va + m.size == va
+                                && m.pa + m.size == p.pa =>
+                        {
+                            m.size += UAT_PGSZ
+                        }
+                        _ => {
+                            if let Some(m) = run.replace(Mapping {
+                                va,
+                                pa: p.pa,
+                                size: UAT_PGSZ,
+                                prot: p.prot,
+                            }) {
+                                f(&m);
+                            }
+                        }
+                    },
+                    Desc::Invalid => {
+                        if let Some(m) = run.take() {
+                            f(&m);
+                        }
+                    }
+                    _ => return Err(self.corrupt(va, LEAF_LEVEL, raw)),
+                }
+            }
+            Ok(())
+        });
+        if let Some(m) = run.take() {
+            f(&m);
+        }
+        result.map(|_| ())
+    }
+
+    /// Calls `f` for every mapped run of the whole table.
+    pub fn for_each_mapping_all(&self, f: impl FnMut(&Mapping)) -> Result {
+        self.for_each_mapping(self.cfg.range.start, self.cfg.range.size(), f)
+    }
+}
+
+impl Drop for PageTable {
+    fn drop(&mut self) {
+        // The owner has unbound this address space and invalidated its TLB entries: the GPU can
+        // no longer walk these tables, so they are freed at once.
+        let mut freed = PageList::new();
+        let range = self.cfg.range;
+        let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
+            if let Step::Leaf(table, sub) = step {
+                let (first, last) = self.leaf_indices(sub);
+                table.with(|t| t[first..=last].iter().for_each(|e| e.store(0, Ordering::Relaxed)));
+            }
+            Ok(())
+        });
+        if result.is_err() {
+            pr_err!("asahi_uat: leaking page tables below a corrupt descriptor\n");
+        }
+        drop(freed);
+        if self.owns_root {
+            // SAFETY: By the type invariants we own the root, which came from `into_phys`.
+            drop(unsafe { Page::from_phys(self.root) });
+        }
+    }
+}

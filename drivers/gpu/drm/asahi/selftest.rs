@@ -1,0 +1,453 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Built-in self-tests of the UAT page tables.
+//!
+//! The same cases run in the kernel (at module init, with `CONFIG_DRM_ASAHI_UAT_SELFTEST`, on the
+//! real page allocator) and on the host (under the simulated RAM's leak and fault accounting).
+//! Each case returns the first check that failed, with its line.
+
+use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
+use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig};
+use crate::pte::{Access, Desc, Oas, Prot, PteTemplate};
+use crate::tlb::{Gather, TlbInvalidate};
+use core::cell::Cell;
+use kernel::page::{Page, PhysAddr};
+use kernel::prelude::*;
+
+/// Where a failed check is.
+pub type Failure = &'static str;
+
+/// The outcome of one case.
+pub type CaseResult = core::result::Result<(), Failure>;
+
+/// What the platform tells the cases.
+pub struct Env {
+    /// A physical address that is certainly not RAM (an MMIO register block).
+    pub non_ram: PhysAddr,
+}
+
+/// A named self-test case.
+pub struct Case {
+    /// Name printed on failure.
+    pub name: &'static str,
+    /// The case.
+    pub run: fn(&Env) -> CaseResult,
+}
+
+macro_rules! check {
+    ($cond:expr) => {
+        if !$cond {
+            return Err(concat!(file!(), ":", line!(), ": ", stringify!($cond)));
+        }
+    };
+}
+
+macro_rules! ok {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(_) => return Err(concat!(file!(), ":", line!(), ": ", stringify!($e))),
+        }
+    };
+}
+
+/// A TLB that only remembers what it was asked to invalidate.
+#[derive(Default)]
+pub struct RecordingTlb {
+    /// The last range invalidated.
+    pub last: Cell<Option<(u16, VaRange)>>,
+    /// How many invalidations were requested.
+    pub count: Cell<usize>,
+}
+
+impl TlbInvalidate for RecordingTlb {
+    fn invalidate_range(&self, asid: u16, range: VaRange) {
+        self.last.set(Some((asid, range)));
+        self.count.set(self.count.get() + 1);
+    }
+    fn invalidate_asid(&self, _asid: u16) {
+        self.count.set(self.count.get() + 1);
+    }
+    fn invalidate_all(&self) {
+        self.count.set(self.count.get() + 1);
+    }
+}
+
+const PG: u64 = UAT_PGSZ;
+/// An L2 entry's span (one leaf table): 32 MiB.
+const L2_SPAN: u64 = 1 << 25;
+/// An L1 entry's span: 64 GiB.
+const L1_SPAN: u64 = 1 << 36;
+/// A physical address in the 40-bit OAS that the cases map (never accessed through).
+const PA: PhysAddr = 0x80_0000_0000 >> 1;
+
+fn user_cfg() -> PtConfig {
+    let g = Geometry::G13;
+    PtConfig {
+        geometry: g,
+        range: g.lower_half(),
+        oas: Oas::BITS_40,
+        user: true,
+    }
+}
+
+fn kernel_cfg() -> PtConfig {
+    let g = Geometry::G13;
+    PtConfig {
+        geometry: g,
+        range: g.upper_half(),
+        oas: Oas::BITS_40,
+        user: false,
+    }
+}
+
+fn unmap_flush(pt: &mut PageTable, iova: u64, size: u64) -> Result<usize> {
+    let mut gather = Gather::new();
+    let r = pt.unmap(iova, size, &mut gather);
+    gather.flush(&RecordingTlb::default(), 1);
+    r
+}
+
+fn mappings(pt: &PageTable) -> Result<KVec<Mapping>> {
+    let mut v = KVec::new();
+    let mut err = Ok(());
+    pt.for_each_mapping_all(|m| {
+        if err.is_ok() {
+            err = v.push(*m, GFP_KERNEL);
+        }
+    })?;
+    err?;
+    Ok(v)
+}
+
+fn map_translate_unmap(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = 0x1_0000_0000;
+    ok!(pt.map(va, PA, 4 * PG, Prot::GPU_SHARED_RW));
+    for i in 0..4 {
+        let t = ok!(pt.translate(va + i * PG + 0x123));
+        check!(t.pa == PA + i * PG + 0x123);
+        check!(t.prot == Prot::GPU_SHARED_RW);
+    }
+    check!(pt.translate(va - PG) == Err(ENOENT));
+    check!(pt.translate(va + 4 * PG) == Err(ENOENT));
+    check!(pt.table_pages() == 2);
+    check!(ok!(unmap_flush(&mut pt, va + PG, PG)) == 1);
+    check!(pt.translate(va + PG) == Err(ENOENT));
+    check!(ok!(pt.translate(va + 2 * PG)).pa == PA + 2 * PG);
+    check!(ok!(unmap_flush(&mut pt, va, 4 * PG)) == 3);
+    check!(pt.table_pages() == 0);
+    // Remap after unmap.
+    ok!(pt.map(va, PA, PG, Prot::GPU_SHARED_RO));
+    check!(ok!(pt.translate(va)).prot == Prot::GPU_SHARED_RO);
+    Ok(())
+}
+
+fn bad_arguments(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = 0x10_0000_0000;
+    let p = Prot::GPU_SHARED_RW;
+    check!(pt.map(va + 1, PA, PG, p) == Err(EINVAL));
+    check!(pt.map(va, PA + 0x200, PG, p) == Err(EINVAL));
+    check!(pt.map(va, PA, PG + 8, p) == Err(EINVAL));
+    check!(pt.map(va, PA, 0, p) == Err(EINVAL));
+    check!(pt.map(u64::MAX & !(PG - 1), PA, 2 * PG, p) == Err(EINVAL));
+    check!(pt.map(1 << 39, PA, PG, p) == Err(ERANGE));
+    check!(pt.map((1 << 39) - PG, PA, 2 * PG, p) == Err(ERANGE));
+    check!(pt.map(va, 1 << 40, PG, p) == Err(ERANGE));
+    check!(pt.map(va, (1 << 40) - PG, 2 * PG, p) == Err(ERANGE));
+    check!(pt.map_repeat(va, 1 << 40, PG, p) == Err(ERANGE));
+    check!(pt.map_repeat(va, PA + 8, PG, p) == Err(EINVAL));
+    let sg = [PhysRange { addr: PA, len: PG }, PhysRange { addr: PA + 0x100, len: PG }];
+    check!(pt.map_sg(va, 2 * PG, &sg, 0, p) == Err(EINVAL));
+    let sg = [PhysRange { addr: PA, len: PG }];
+    check!(pt.map_sg(va, 2 * PG, &sg, 0, p) == Err(EINVAL));
+    check!(pt.map_sg(va, PG, &sg, PG, p) == Err(EINVAL));
+    check!(pt.map_sg(va, PG, &[], 0, p) == Err(EINVAL));
+    let sg = [PhysRange { addr: PA, len: 0 }];
+    check!(pt.map_sg(va, PG, &sg, 0, p) == Err(EINVAL));
+    check!(pt.table_pages() == 0);
+    let mut gather = Gather::new();
+    check!(pt.unmap(va, 0, &mut gather) == Err(EINVAL));
+    check!(pt.reprot(va, PG, p, &mut gather) == Err(ENOENT));
+    check!(gather.is_empty());
+    gather.flush(&RecordingTlb::default(), 1);
+    check!(pt.translate(1 << 39) == Err(ERANGE));
+    check!(pt.prealloc(1 << 39, PG) == Err(ERANGE));
+    // Nothing above allocated or mapped anything.
+    check!(pt.table_pages() == 0);
+    check!(ok!(mappings(&pt)).is_empty());
+    Ok(())
+}
+
+fn overlap_refused(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    // The second mapping would need new tables before reaching the occupied page: none may stay.
+    let va = 4 * L2_SPAN - PG;
+    ok!(pt.map(va, PA, PG, Prot::GPU_SHARED_RW));
+    let before = pt.table_pages();
+    check!(pt.map(L2_SPAN, PA, 3 * L2_SPAN, Prot::GPU_SHARED_RO) == Err(EEXIST));
+    check!(pt.map_repeat(va, PA, PG, Prot::GPU_SHARED_RO) == Err(EEXIST));
+    check!(pt.table_pages() == before);
+    let m = ok!(mappings(&pt));
+    check!(m.len() == 1);
+    check!(m[0] == Mapping { va, pa: PA, size: PG, prot: Prot::GPU_SHARED_RW });
+    Ok(())
+}
+
+fn boundaries(_: &Env) -> CaseResult {
+    let g = Geometry::G13;
+    let mut user = ok!(PageTable::new(user_cfg()));
+    let mut kern = ok!(PageTable::new(kernel_cfg()));
+    let lo = g.lower_half();
+    let hi = g.upper_half();
+    check!(hi.start == 0xffff_ff80_0000_0000);
+    for (pt, half) in [(&mut user, lo), (&mut kern, hi)] {
+        let first = half.start;
+        let last = half.last - (PG - 1);
+        ok!(pt.map(first, PA, PG, Prot::GPUFW_PRIV_RW));
+        ok!(pt.map(last, PA + PG, PG, Prot::GPUFW_PRIV_RW));
+        check!(ok!(pt.translate(first)).pa == PA);
+        check!(ok!(pt.translate(half.last)).pa == PA + PG + PG - 1);
+        // A range across an L1 boundary and the L2 boundaries inside it.
+        let across = first + L1_SPAN - 2 * L2_SPAN - 2 * PG;
+        let size = 2 * L2_SPAN + 5 * PG;
+        ok!(pt.map(across, PA + 16 * PG, size, Prot::GPUFW_PRIV_RW));
+        // First page: L2 + L3; last page: L2 + L3; across: three L3 below the first L2, then a
+        // new L2 and L3 past the L1 boundary.
+        check!(pt.table_pages() == 2 + 2 + 3 + 2);
+        for off in [0, 2 * PG - PG, 2 * PG, L2_SPAN + 2 * PG, size - PG] {
+            check!(ok!(pt.translate(across + off)).pa == PA + 16 * PG + off);
+        }
+        let m = ok!(mappings(pt));
+        check!(m.len() == 3);
+        check!(m[1] == Mapping { va: across, pa: PA + 16 * PG, size, prot: Prot::GPUFW_PRIV_RW });
+        check!(ok!(unmap_flush(pt, across, size)) == (size / PG) as usize);
+        check!(ok!(unmap_flush(pt, first, PG)) == 1);
+        check!(ok!(unmap_flush(pt, last, PG)) == 1);
+        check!(pt.table_pages() == 0);
+    }
+    Ok(())
+}
+
+fn scatter_and_repeat(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let sg = [
+        PhysRange { addr: PA + 100 * PG, len: 3 * PG },
+        PhysRange { addr: PA + 10 * PG, len: PG },
+        PhysRange { addr: PA + 50 * PG, len: 4 * PG },
+    ];
+    let va = 0x2_0000_0000;
+    // Skip the first two pages: maps PA+102, PA+10, PA+50..52.
+    ok!(pt.map_sg(va, 5 * PG, &sg, 2 * PG, Prot::GPU_SHARED_RW));
+    let want = [102, 10, 50, 51, 52];
+    for (i, w) in want.iter().enumerate() {
+        check!(ok!(pt.translate(va + i as u64 * PG)).pa == PA + w * PG);
+    }
+    check!(ok!(mappings(&pt)).len() == 3);
+    let sparse = 0x3_0000_0000;
+    ok!(pt.map_repeat(sparse, PA, 3 * PG, Prot::GPU_SHARED_RO));
+    for i in 0..3 {
+        check!(ok!(pt.translate(sparse + i * PG)).pa == PA);
+    }
+    check!(ok!(mappings(&pt)).len() == 6);
+    Ok(())
+}
+
+fn reprot_in_place(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = 0x4000_0000;
+    ok!(pt.map(va, PA, 8 * PG, Prot::GPU_SHARED_RW));
+    let tlb = RecordingTlb::default();
+    let mut gather = Gather::new();
+    ok!(pt.reprot(va + 2 * PG, 2 * PG, Prot::GPU_SHARED_RO, &mut gather));
+    // A reprot over a hole changes nothing at all.
+    check!(pt.reprot(va + 6 * PG, 4 * PG, Prot::GPU_SHARED_WO, &mut gather) == Err(ENOENT));
+    gather.flush(&tlb, 3);
+    check!(tlb.last.get() == Some((3, VaRange { start: va + 2 * PG, last: va + 4 * PG - 1 })));
+    check!(ok!(pt.translate(va + 2 * PG)).prot == Prot::GPU_SHARED_RO);
+    check!(ok!(pt.translate(va + 3 * PG)).pa == PA + 3 * PG);
+    check!(ok!(pt.translate(va + 6 * PG)).prot == Prot::GPU_SHARED_RW);
+    check!(ok!(mappings(&pt)).len() == 3);
+    Ok(())
+}
+
+fn unmap_frees_tables_after_flush(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = 5 * L1_SPAN;
+    ok!(pt.map(va, PA, 3 * L2_SPAN, Prot::GPU_SHARED_RW));
+    check!(pt.table_pages() == 4);
+    let mut gather = Gather::new();
+    check!(ok!(pt.unmap(va, L2_SPAN, &mut gather)) == 2048);
+    check!(gather.freed_tables() == 1);
+    check!(pt.table_pages() == 3);
+    check!(ok!(pt.unmap(va + L2_SPAN, 2 * L2_SPAN, &mut gather)) == 4096);
+    check!(gather.freed_tables() == 4);
+    check!(pt.table_pages() == 0);
+    let tlb = RecordingTlb::default();
+    gather.flush(&tlb, 7);
+    check!(tlb.last.get() == Some((7, VaRange { start: va, last: va + 3 * L2_SPAN - 1 })));
+    check!(tlb.count.get() == 1);
+    Ok(())
+}
+
+fn prealloc_then_map(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = L1_SPAN - L2_SPAN;
+    ok!(pt.prealloc(va, 2 * L2_SPAN));
+    check!(pt.table_pages() == 2 + 2);
+    ok!(pt.prealloc(va, 2 * L2_SPAN));
+    check!(pt.table_pages() == 4);
+    ok!(pt.map(va, PA, 2 * L2_SPAN, Prot::GPU_SHARED_RW));
+    check!(pt.table_pages() == 4);
+    check!(ok!(unmap_flush(&mut pt, va, 2 * L2_SPAN)) == 4096);
+    check!(pt.table_pages() == 0);
+    Ok(())
+}
+
+fn encoding_vectors(_: &Env) -> CaseResult {
+    // Known descriptors, computed by hand from the format.
+    let user_rw = PteTemplate::new(Prot::GPU_SHARED_RW, true).pte(0x8_0000_4000);
+    check!(user_rw == 0x00c0_0008_0000_4c83);
+    let fw_mmio = PteTemplate::new(Prot::FW_MMIO_RW, false).pte(0x2_3b10_4000);
+    check!(fw_mmio == 0x00c0_0002_3b10_4447);
+    let shared = PteTemplate::new(Prot::GPUFW_SHARED_RW, false).pte(0x3ff_ffff_c000);
+    check!(shared == 0x00e0_03ff_ffff_c40b);
+    for (_, prot) in Prot::NAMED {
+        for ng in [false, true] {
+            let raw = PteTemplate::new(prot, ng).pte(PA);
+            let d = Desc::decode(raw, 3, Oas::BITS_40);
+            check!(matches!(d, Desc::Page(p) if p.prot == prot && p.pa == PA && p.ng == ng));
+        }
+    }
+    check!(Prot::GPU_SHARED_RW.gpu_access() == Access::RW);
+    check!(Prot::GPU_SHARED_RW.fw_access() == Access::NONE);
+    check!(Prot::GPU_RO_FW_PRIV_RW.gpu_access() == Access::RO);
+    check!(Prot::GPU_RO_FW_PRIV_RW.fw_access() == Access::RW);
+    check!(Prot::FW_PRIV_RW.needs_fw_flush());
+    check!(!Prot::GPU_SHARED_RW.needs_fw_flush());
+    check!(!Prot::FW_SHARED_RW.needs_fw_flush());
+    Ok(())
+}
+
+fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = 0x8000_0000;
+    ok!(pt.map(va, PA, 2 * PG, Prot::GPU_SHARED_RW));
+    // Turn the leaf table's second entry into a block-type descriptor by hand.
+    let mut l2: PhysAddr = 0;
+    // Find the leaf table through the top table: L1 index 0, L2 index 64.
+    let root = pt.ttb();
+    // SAFETY: `root` is a table page owned by `pt`, alive during this case.
+    let root_page = ok!(unsafe { Page::borrow_phys(&root) }.ok_or(EIO));
+    let mut raw = [0u8; 8];
+    // SAFETY: `raw` is 8 writable bytes; nothing writes the page concurrently.
+    ok!(unsafe { root_page.read_raw(raw.as_mut_ptr(), 0, 8) });
+    if let Desc::Table(t) = Desc::decode(u64::from_le_bytes(raw), 1, Oas::BITS_40) {
+        l2 = t;
+    }
+    check!(l2 != 0);
+    // SAFETY: As above, a table page owned by `pt`.
+    let l2_page = ok!(unsafe { Page::borrow_phys(&l2) }.ok_or(EIO));
+    // SAFETY: As above.
+    ok!(unsafe { l2_page.read_raw(raw.as_mut_ptr(), 64 * 8, 8) });
+    let Desc::Table(l3) = Desc::decode(u64::from_le_bytes(raw), 2, Oas::BITS_40) else {
+        return Err("leaf table not found");
+    };
+    // SAFETY: As above.
+    let l3_page = ok!(unsafe { Page::borrow_phys(&l3) }.ok_or(EIO));
+    let block = (PA + PG) | 0b01;
+    // SAFETY: `pt` is not used concurrently; this is the corruption under test.
+    ok!(unsafe { l3_page.write_raw(block.to_le_bytes().as_ptr(), 8, 8) });
+    check!(pt.translate(va + PG) == Err(EIO));
+    check!(pt.map(va + PG, PA, PG, Prot::GPU_SHARED_RW) == Err(EIO));
+    let mut gather = Gather::new();
+    check!(pt.unmap(va, 2 * PG, &mut gather) == Err(EIO));
+    check!(pt.reprot(va, 2 * PG, Prot::GPU_SHARED_RO, &mut gather) == Err(EIO));
+    gather.flush(&RecordingTlb::default(), 1);
+    // Nothing changed: the first page is still mapped as before.
+    check!(ok!(pt.translate(va)) == crate::pgtable::Translation { pa: PA, prot: Prot::GPU_SHARED_RW });
+    // Repair so that the table can be torn down.
+    // SAFETY: As above.
+    ok!(unsafe { l3_page.fill_zero_raw(8, 8) });
+    Ok(())
+}
+
+fn borrowed_pages(env: &Env) -> CaseResult {
+    // SAFETY: Only checks that an MMIO address is refused; nothing is borrowed.
+    check!(unsafe { Page::borrow_phys(&env.non_ram) }.is_none());
+    // SAFETY: As above.
+    check!(unsafe { PageTable::new_borrowed(env.non_ram, kernel_cfg()) }.err() == Some(EINVAL));
+    // Data pages mapped by physical address come back as the very same pages.
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let a = ok!(Page::alloc_page(GFP_KERNEL | __GFP_ZERO));
+    let b = ok!(Page::alloc_page(GFP_KERNEL | __GFP_ZERO));
+    let sg = [PhysRange { addr: a.phys(), len: PG }, PhysRange { addr: b.phys(), len: PG }];
+    let va = 0x7_0000_0000;
+    ok!(pt.map_sg(va, 2 * PG, &sg, 0, Prot::GPU_SHARED_RW));
+    let msg = *b"UAT!";
+    // SAFETY: We own `b`, `msg` is 4 readable bytes.
+    ok!(unsafe { b.write_raw(msg.as_ptr(), 0x10, 4) });
+    let t = ok!(pt.translate(va + PG + 0x10));
+    let tp = t.pa;
+    // SAFETY: `b` is alive and owned by this case for the whole borrow.
+    let borrowed = ok!(unsafe { Page::borrow_phys(&tp) }.ok_or(EIO));
+    check!(core::ptr::eq(borrowed, &*b));
+    let mut got = [0u8; 4];
+    // SAFETY: `got` is 4 writable bytes, no concurrent writer.
+    ok!(unsafe { borrowed.read_raw(got.as_mut_ptr(), 0x10, 4) });
+    check!(got == msg);
+    check!(ok!(unmap_flush(&mut pt, va, 2 * PG)) == 2);
+    // A page given away by physical address and claimed back is the same allocation.
+    let pa = Page::into_phys(a);
+    // SAFETY: `pa` comes from `into_phys` just above and is claimed once.
+    let a = unsafe { Page::from_phys(pa) };
+    check!(a.phys() == pa);
+    Ok(())
+}
+
+fn borrowed_top_table(_: &Env) -> CaseResult {
+    // A bootloader-owned upper table with its own mapping at L1 index 0: the driver manages
+    // L1 index 2 only, and leaves both the page and the foreign entry alone.
+    let boot = ok!(Page::alloc_page(GFP_KERNEL | __GFP_ZERO));
+    let foreign = 0x0000_0000_0001_0003u64 | (PA & !0x3fff);
+    // SAFETY: We own `boot`; 8 readable bytes.
+    ok!(unsafe { boot.write_raw(foreign.to_le_bytes().as_ptr(), 0, 8) });
+    let g = Geometry::G13;
+    let cfg = PtConfig {
+        geometry: g,
+        range: VaRange { start: 0xffff_ffa0_0000_0000, last: 0xffff_ffaf_ffff_ffff },
+        oas: Oas::BITS_40,
+        user: false,
+    };
+    {
+        // SAFETY: `boot` outlives `pt`, and nothing else touches L1 index 2.
+        let mut pt = ok!(unsafe { PageTable::new_borrowed(boot.phys(), cfg) });
+        check!(pt.ttb() == boot.phys());
+        ok!(pt.map(0xffff_ffa0_0000_0000, PA, 4 * PG, Prot::FW_PRIV_RW));
+        check!(pt.map(0xffff_ff80_0000_0000, PA, PG, Prot::FW_PRIV_RW) == Err(ERANGE));
+        check!(pt.table_pages() == 2);
+    }
+    let mut raw = [0u8; 16 * 8];
+    // SAFETY: `raw` is writable, nothing else uses `boot`.
+    ok!(unsafe { boot.read_raw(raw.as_mut_ptr(), 0, raw.len()) });
+    check!(raw[..8] == foreign.to_le_bytes());
+    check!(raw[8..].iter().all(|&b| b == 0));
+    Ok(())
+}
+
+/// Every case, in order.
+pub const CASES: &[Case] = &[
+    Case { name: "encoding_vectors", run: encoding_vectors },
+    Case { name: "map_translate_unmap", run: map_translate_unmap },
+    Case { name: "bad_arguments", run: bad_arguments },
+    Case { name: "overlap_refused", run: overlap_refused },
+    Case { name: "boundaries", run: boundaries },
+    Case { name: "scatter_and_repeat", run: scatter_and_repeat },
+    Case { name: "reprot_in_place", run: reprot_in_place },
+    Case { name: "unmap_frees_tables_after_flush", run: unmap_frees_tables_after_flush },
+    Case { name: "prealloc_then_map", run: prealloc_then_map },
+    Case { name: "corrupt_descriptor_reported", run: corrupt_descriptor_reported },
+    Case { name: "borrowed_pages", run: borrowed_pages },
+    Case { name: "borrowed_top_table", run: borrowed_top_table },
+];

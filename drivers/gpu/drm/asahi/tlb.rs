@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Gathering what an operation unmapped, for one TLB invalidation and a deferred table free.
+//!
+//! Page-table updates and TLB maintenance are kept apart: an unmap clears descriptors and unlinks
+//! tables that became empty, and records both here. Only after the TLB has been invalidated for
+//! the gathered range may the unlinked tables be freed: until then the GPU's walk caches may still
+//! point into them, and a freed table reused for something else is a security hole.
+
+use crate::geometry::VaRange;
+use crate::page_list::PageList;
+use kernel::page::PAGE_SIZE;
+use kernel::prelude::*;
+
+/// The TLB maintenance the page-table code needs, for one address space (ASID).
+pub trait TlbInvalidate {
+    /// Invalidates every translation of `range` (page aligned) tagged with `asid`, and the walk
+    /// caches above it.
+    fn invalidate_range(&self, asid: u16, range: VaRange);
+    /// Invalidates every translation tagged with `asid`.
+    fn invalidate_asid(&self, asid: u16);
+    /// Invalidates every translation of every ASID.
+    fn invalidate_all(&self);
+}
+
+/// Table pages unlinked from a page table, waiting for the TLB invalidation.
+///
+/// Collecting them never allocates (see [`PageList`]), so an unmap cannot fail half-way.
+/// Dropping them without [`Gather::flush`] leaks them: freeing a table the GPU may still walk
+/// through a stale walk cache is the one failure worse than a leak.
+#[derive(Default)]
+pub struct FreedTables(Option<PageList>);
+
+impl FreedTables {
+    /// An empty set.
+    pub const fn new() -> FreedTables {
+        FreedTables(None)
+    }
+
+    /// Number of tables waiting.
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, PageList::len)
+    }
+
+    /// Whether no table is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes ownership of unlinked, all-zero table pages.
+    pub(crate) fn from_list(list: PageList) -> FreedTables {
+        FreedTables(Some(list))
+    }
+
+    /// Moves every table of `other` into `self`.
+    pub fn append(&mut self, mut other: FreedTables) {
+        if let Some(list) = other.0.take() {
+            self.0.get_or_insert_with(PageList::new).append(list);
+        }
+    }
+
+    /// Frees every table. Only for after the TLB invalidation that covers them.
+    fn release(&mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for FreedTables {
+    fn drop(&mut self) {
+        if let Some(list) = self.0.take() {
+            let n = list.leak();
+            if n != 0 {
+                pr_err!(
+                    "asahi_uat: leaking {} page-table pages ({} KiB) dropped without a TLB flush\n",
+                    n,
+                    n * PAGE_SIZE / 1024
+                );
+            }
+        }
+    }
+}
+
+/// What one operation (or a batch of them) changed in one address space: the VA span to
+/// invalidate and the tables to free afterwards.
+#[must_use = "the gathered range must be invalidated with `Gather::flush`"]
+pub struct Gather {
+    range: Option<VaRange>,
+    freed: FreedTables,
+}
+
+impl Gather {
+    /// An empty gather.
+    pub const fn new() -> Gather {
+        Gather {
+            range: None,
+            freed: FreedTables::new(),
+        }
+    }
+
+    /// Records that `range` lost or changed translations.
+    pub fn add_range(&mut self, range: VaRange) {
+        self.range = Some(match self.range {
+            None => range,
+            Some(r) => VaRange {
+                start: r.start.min(range.start),
+                last: r.last.max(range.last),
+            },
+        });
+    }
+
+    /// Records unlinked tables to free after the flush.
+    pub fn add_freed(&mut self, freed: FreedTables) {
+        self.freed.append(freed);
+    }
+
+    /// The span to invalidate, if anything changed.
+    pub fn range(&self) -> Option<VaRange> {
+        self.range
+    }
+
+    /// Number of tables waiting to be freed.
+    pub fn freed_tables(&self) -> usize {
+        self.freed.len()
+    }
+
+    /// Whether nothing was gathered.
+    pub fn is_empty(&self) -> bool {
+        self.range.is_none() && self.freed.is_empty()
+    }
+
+    /// Invalidates the gathered span for `asid`, then frees the unlinked tables.
+    pub fn flush(mut self, tlb: &impl TlbInvalidate, asid: u16) {
+        if let Some(range) = self.range.take() {
+            tlb.invalidate_range(asid, range);
+        }
+        self.freed.release();
+    }
+}
+
+impl Default for Gather {
+    fn default() -> Self {
+        Self::new()
+    }
+}

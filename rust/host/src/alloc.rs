@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Allocation flags, `AllocError`, and the kernel's fallible `KVec` / `KBox`.
+//!
+//! The containers have the 6.12 kernel API (every allocating call takes [`Flags`] and can fail)
+//! and nothing more, so driver code that builds here builds in-tree. Every allocation they make
+//! passes through [`crate::sim`]'s fault injector, like page allocations do.
+
+use core::ops::{Deref, DerefMut};
+
+/// Indicates an allocation error.
+#[derive(Copy, Clone, PartialEq, Eq, Debug)]
+pub struct AllocError;
+
+/// Flags to be used when allocating memory.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Flags(u32);
+
+impl Flags {
+    /// Check whether `flags` is contained in `self`.
+    pub fn contains(self, flags: Flags) -> bool {
+        (self & flags) == flags
+    }
+}
+
+impl core::ops::BitOr for Flags {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self::Output {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl core::ops::BitAnd for Flags {
+    type Output = Self;
+    fn bitand(self, rhs: Self) -> Self::Output {
+        Self(self.0 & rhs.0)
+    }
+}
+
+impl core::ops::Not for Flags {
+    type Output = Self;
+    fn not(self) -> Self::Output {
+        Self(!self.0)
+    }
+}
+
+/// Allocation flags (the values are the host's own; only their combinations matter).
+pub mod flags {
+    use super::Flags;
+
+    /// Zeroes out the allocated memory.
+    pub const __GFP_ZERO: Flags = Flags(1 << 0);
+    /// Allow the allocation to be in high memory.
+    pub const __GFP_HIGHMEM: Flags = Flags(1 << 1);
+    /// Suppresses allocation failure reports.
+    pub const __GFP_NOWARN: Flags = Flags(1 << 2);
+    /// Users can not sleep and need the allocation to succeed.
+    pub const GFP_ATOMIC: Flags = Flags(1 << 3);
+    /// Typical for kernel-internal allocations.
+    pub const GFP_KERNEL: Flags = Flags(1 << 4);
+    /// The same as [`GFP_KERNEL`], except the allocation is accounted to kmemcg.
+    pub const GFP_KERNEL_ACCOUNT: Flags = Flags(1 << 5);
+    /// For kernel allocations that should not stall for direct reclaim.
+    pub const GFP_NOWAIT: Flags = Flags(1 << 6);
+}
+
+/// A growable array whose every allocation is fallible (`rust/kernel/alloc/kvec.rs`).
+pub struct KVec<T>(Vec<T>);
+
+impl<T> KVec<T> {
+    /// Creates a new, empty vector; it does not allocate.
+    pub const fn new() -> Self {
+        Self(Vec::new())
+    }
+
+    /// Creates a vector with room for at least `capacity` elements.
+    pub fn with_capacity(capacity: usize, flags: Flags) -> Result<Self, AllocError> {
+        let mut v = Self::new();
+        v.reserve(capacity, flags)?;
+        Ok(v)
+    }
+
+    /// Number of elements the vector can hold without reallocating.
+    pub fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
+    /// Number of elements in the vector.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether the vector holds no element.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The elements as a slice.
+    pub fn as_slice(&self) -> &[T] {
+        &self.0
+    }
+
+    /// The elements as a mutable slice.
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+
+    /// Forces the length of the vector to `new_len`.
+    ///
+    /// # Safety
+    ///
+    /// `new_len` must be at most the capacity, and the elements up to `new_len` must be
+    /// initialized. Elements past `new_len` are not dropped.
+    pub unsafe fn set_len(&mut self, new_len: usize) {
+        // SAFETY: Forwarded to the caller.
+        unsafe { self.0.set_len(new_len) }
+    }
+
+    /// Ensures room for `additional` more elements.
+    pub fn reserve(&mut self, additional: usize, _flags: Flags) -> Result<(), AllocError> {
+        if self.0.capacity() - self.0.len() >= additional {
+            return Ok(());
+        }
+        crate::sim::kmalloc_hook()?;
+        self.0.try_reserve(additional).map_err(|_| AllocError)
+    }
+
+    /// Appends an element, allocating if the vector is full.
+    pub fn push(&mut self, v: T, flags: Flags) -> Result<(), AllocError> {
+        self.reserve(1, flags)?;
+        self.0.push(v);
+        Ok(())
+    }
+}
+
+impl<T: Clone> KVec<T> {
+    /// Appends clones of every element of `other`.
+    pub fn extend_from_slice(&mut self, other: &[T], flags: Flags) -> Result<(), AllocError> {
+        self.reserve(other.len(), flags)?;
+        self.0.extend_from_slice(other);
+        Ok(())
+    }
+
+    /// Appends `n` clones of `value`.
+    pub fn extend_with(&mut self, n: usize, value: T, flags: Flags) -> Result<(), AllocError> {
+        self.reserve(n, flags)?;
+        self.0.extend(core::iter::repeat_n(value, n));
+        Ok(())
+    }
+
+    /// Creates a vector of `n` clones of `value`.
+    pub fn from_elem(value: T, n: usize, flags: Flags) -> Result<Self, AllocError> {
+        let mut v = Self::with_capacity(n, flags)?;
+        v.extend_with(n, value, flags)?;
+        Ok(v)
+    }
+}
+
+impl<T> Default for KVec<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: core::fmt::Debug> core::fmt::Debug for KVec<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<T> Deref for KVec<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.0
+    }
+}
+
+impl<T> DerefMut for KVec<T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.0
+    }
+}
+
+impl<'a, T> IntoIterator for &'a KVec<T> {
+    type Item = &'a T;
+    type IntoIter = core::slice::Iter<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a mut KVec<T> {
+    type Item = &'a mut T;
+    type IntoIter = core::slice::IterMut<'a, T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter_mut()
+    }
+}
+
+impl<T> IntoIterator for KVec<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+/// A heap allocation with a single owner whose allocation is fallible
+/// (`rust/kernel/alloc/kbox.rs`).
+pub struct KBox<T: ?Sized>(Box<T>);
+
+impl<T> KBox<T> {
+    /// Allocates memory and moves `x` into it.
+    pub fn new(x: T, _flags: Flags) -> Result<Self, AllocError> {
+        crate::sim::kmalloc_hook()?;
+        Ok(Self(Box::new(x)))
+    }
+
+    /// Moves the value out of the box.
+    pub fn into_inner(b: Self) -> T {
+        *b.0
+    }
+}
+
+impl<T: ?Sized> Deref for KBox<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: ?Sized> DerefMut for KBox<T> {
+    fn deref_mut(&mut self) -> &mut T {
+        &mut self.0
+    }
+}

@@ -1,0 +1,7 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The kernel prelude: what every driver file `use kernel::prelude::*` gets.
+
+pub use crate::alloc::{flags::*, KBox, KVec};
+pub use crate::error::{code::*, Error, Result};
+pub use crate::{pr_debug, pr_err, pr_info, pr_warn};

@@ -1,0 +1,20 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The UAT driver, built on the host.
+//!
+//! This crate has no code of its own: it declares the modules of `drivers/gpu/drm/asahi/` as the
+//! in-tree crate root (`asahi_uat.rs`) does, so the driver's sources compile unchanged against the
+//! host `kernel` crate, and makes them public for the host tests and tools.
+
+#[path = "../../drivers/gpu/drm/asahi/geometry.rs"]
+pub mod geometry;
+#[path = "../../drivers/gpu/drm/asahi/page_list.rs"]
+pub mod page_list;
+#[path = "../../drivers/gpu/drm/asahi/pgtable.rs"]
+pub mod pgtable;
+#[path = "../../drivers/gpu/drm/asahi/pte.rs"]
+pub mod pte;
+#[path = "../../drivers/gpu/drm/asahi/tlb.rs"]
+pub mod tlb;
+#[path = "../../drivers/gpu/drm/asahi/selftest.rs"]
+pub mod selftest;

@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The host `kernel` crate itself: page ownership, borrowing by physical address, accounting and
+//! fault injection behave as the tests rely on.
+
+use kernel::alloc::{flags::*, KVec};
+use kernel::error::code::*;
+use kernel::page::{Page, PAGE_SIZE};
+use kernel::sim;
+use uat_tests::leak::LeakCheck;
+
+#[test]
+fn alloc_free_accounting() {
+    let leak = LeakCheck::start();
+    let before = sim::page_stats();
+    let a = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
+    let b = Page::alloc_page(GFP_KERNEL).unwrap();
+    assert_eq!(leak.live_since(), 2);
+    assert!(sim::is_allocated(a.phys()));
+    assert_ne!(a.phys() + PAGE_SIZE as u64, b.phys(), "consecutive allocations are scattered");
+    let mut buf = [1u8; 64];
+    // SAFETY: `buf` is 64 writable bytes.
+    unsafe { a.read_raw(buf.as_mut_ptr(), PAGE_SIZE - 64, 64) }.unwrap();
+    assert_eq!(buf, [0u8; 64], "__GFP_ZERO zeroes");
+    // SAFETY: `buf` is 64 writable bytes.
+    assert_eq!(unsafe { a.read_raw(buf.as_mut_ptr(), PAGE_SIZE - 63, 64) }, Err(EINVAL));
+    let pa = b.phys();
+    drop(b);
+    assert!(!sim::is_allocated(pa));
+    let mut poison = [0u8; 8];
+    sim::read_phys(pa, &mut poison).unwrap();
+    assert_eq!(poison, [0x6b; 8], "freed pages are poisoned");
+    drop(a);
+    leak.assert_clean();
+    assert_eq!(sim::page_stats().allocs, before.allocs + 2);
+}
+
+#[test]
+fn phys_round_trip_and_borrow() {
+    let leak = LeakCheck::start();
+    let page = Page::alloc_page(GFP_KERNEL).unwrap();
+    let ptr: *const Page = &*page;
+    let pa = Page::into_phys(page);
+    assert_eq!(pa % PAGE_SIZE as u64, 0);
+    assert!(pa >= sim::RAM_BASE);
+    // SAFETY: The page is alive (leaked into `pa`) for the borrow.
+    let borrowed = unsafe { Page::borrow_phys(&pa) }.unwrap();
+    assert!(core::ptr::eq(borrowed, ptr));
+    let inner = pa + 0x1234;
+    // SAFETY: As above; an address inside the page borrows that page.
+    assert!(core::ptr::eq(unsafe { Page::borrow_phys(&inner) }.unwrap(), ptr));
+    // SAFETY: `pa` came from `into_phys` and is claimed once.
+    let page = unsafe { Page::from_phys(pa) };
+    assert!(core::ptr::eq(&*page, ptr));
+    drop(page);
+    leak.assert_clean();
+    let reserved = sim::reserve_region(3 * PAGE_SIZE as u64).unwrap();
+    // SAFETY: Reserved memory is RAM and stays reserved during the borrow.
+    assert!(unsafe { Page::borrow_phys(&reserved) }.is_some());
+    assert!(!sim::is_allocated(reserved));
+    // SAFETY: Nothing uses the region.
+    unsafe { sim::unreserve_region(reserved, 3 * PAGE_SIZE as u64) };
+}
+
+#[test]
+fn fault_injection_counts_pages_and_kmalloc() {
+    let leak = LeakCheck::start();
+    sim::fail_nth_alloc(1);
+    let a = Page::alloc_page(GFP_KERNEL).unwrap();
+    assert!(Page::alloc_page(GFP_KERNEL).is_err());
+    let b = Page::alloc_page(GFP_KERNEL).unwrap();
+    sim::fail_nth_alloc(0);
+    let mut v: KVec<u32> = KVec::new();
+    assert!(v.push(1, GFP_KERNEL).is_err());
+    assert!(v.push(1, GFP_KERNEL).is_ok());
+    sim::fail_with_probability(1.0, 9);
+    assert!(Page::alloc_page(GFP_KERNEL).is_err());
+    sim::clear_faults();
+    drop((a, b));
+    leak.assert_clean();
+}
+
+#[test]
+#[should_panic(expected = "not allocated")]
+fn double_free_is_caught() {
+    let page = Page::alloc_page(GFP_KERNEL).unwrap();
+    let pa = page.phys();
+    drop(page);
+    // SAFETY: Deliberately wrong: the simulated allocator must catch it.
+    drop(unsafe { Page::from_phys(pa) });
+}
