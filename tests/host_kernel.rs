@@ -17,13 +17,20 @@ fn alloc_free_accounting() {
     let b = Page::alloc_page(GFP_KERNEL).unwrap();
     assert_eq!(leak.live_since(), 2);
     assert!(sim::is_allocated(a.phys()));
-    assert_ne!(a.phys() + PAGE_SIZE as u64, b.phys(), "consecutive allocations are scattered");
+    assert_ne!(
+        a.phys() + PAGE_SIZE as u64,
+        b.phys(),
+        "consecutive allocations are scattered"
+    );
     let mut buf = [1u8; 64];
     // SAFETY: `buf` is 64 writable bytes.
     unsafe { a.read_raw(buf.as_mut_ptr(), PAGE_SIZE - 64, 64) }.unwrap();
     assert_eq!(buf, [0u8; 64], "__GFP_ZERO zeroes");
     // SAFETY: `buf` is 64 writable bytes.
-    assert_eq!(unsafe { a.read_raw(buf.as_mut_ptr(), PAGE_SIZE - 63, 64) }, Err(EINVAL));
+    assert_eq!(
+        unsafe { a.read_raw(buf.as_mut_ptr(), PAGE_SIZE - 63, 64) },
+        Err(EINVAL)
+    );
     let pa = b.phys();
     drop(b);
     assert!(!sim::is_allocated(pa));
@@ -48,7 +55,10 @@ fn phys_round_trip_and_borrow() {
     assert!(core::ptr::eq(borrowed, ptr));
     let inner = pa + 0x1234;
     // SAFETY: As above; an address inside the page borrows that page.
-    assert!(core::ptr::eq(unsafe { Page::borrow_phys(&inner) }.unwrap(), ptr));
+    assert!(core::ptr::eq(
+        unsafe { Page::borrow_phys(&inner) }.unwrap(),
+        ptr
+    ));
     // SAFETY: `pa` came from `into_phys` and is claimed once.
     let page = unsafe { Page::from_phys(pa) };
     assert!(core::ptr::eq(&*page, ptr));

@@ -73,7 +73,12 @@ fn random_failures_never_leak() {
         let op = if i % 3 == 2 {
             Op::Unmap { page, pages }
         } else {
-            Op::Map { page, pages, pa_page: i % 64, prot: asahi::pte::Prot::GPU_SHARED_RW }
+            Op::Map {
+                page,
+                pages,
+                pa_page: i % 64,
+                prot: asahi::pte::Prot::GPU_SHARED_RW,
+            }
         };
         if apply(&mut pt, &op) == Err(ENOMEM) {
             failures += 1;

@@ -22,7 +22,11 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         model = next;
         preallocated |= matches!(op, Op::Prealloc { .. });
         check(&pt, &model, Some(touched(op)), i as u64 + 1);
-        prop_assert_eq!(leak.live_since(), 1 + pt.table_pages() as i64, "table accounting");
+        prop_assert_eq!(
+            leak.live_since(),
+            1 + pt.table_pages() as i64,
+            "table accounting"
+        );
         if !preallocated {
             // Exactly the tables the mappings need: empty ones are freed by unmap.
             prop_assert_eq!(pt.table_pages(), model.tables_needed(36, 25), "step {}", i);

@@ -8,7 +8,9 @@ use uat_tests::leak::LeakCheck;
 
 #[test]
 fn every_selftest_case_passes_without_leaks() {
-    let env = Env { non_ram: sim::MMIO_ADDR };
+    let env = Env {
+        non_ram: sim::MMIO_ADDR,
+    };
     let mut failed = Vec::new();
     for case in CASES {
         let leak = LeakCheck::start();
@@ -25,21 +27,37 @@ fn every_selftest_case_passes_without_leaks() {
 
 #[test]
 fn corrupt_descriptors_are_reported() {
-    let env = Env { non_ram: sim::MMIO_ADDR };
-    let case = CASES.iter().find(|c| c.name == "corrupt_descriptor_reported").unwrap();
+    let env = Env {
+        non_ram: sim::MMIO_ADDR,
+    };
+    let case = CASES
+        .iter()
+        .find(|c| c.name == "corrupt_descriptor_reported")
+        .unwrap();
     print::take_log();
     (case.run)(&env).unwrap();
     let log = print::take_log();
     assert!(
-        log.iter().any(|l| l.starts_with("err:") && l.contains("corrupt L3 descriptor 0x") && l.contains("not followed")),
+        log.iter().any(|l| l.starts_with("err:")
+            && l.contains("corrupt L3 descriptor 0x")
+            && l.contains("not followed")),
         "{log:#?}"
     );
 }
 
 #[test]
 fn borrowed_pages_refuse_the_hole_and_mmio() {
-    for pa in [sim::MMIO_ADDR, sim::HOLE.0, sim::HOLE.0 + sim::HOLE.1 - 1, 0x900_0000, 0] {
+    for pa in [
+        sim::MMIO_ADDR,
+        sim::HOLE.0,
+        sim::HOLE.0 + sim::HOLE.1 - 1,
+        0x900_0000,
+        0,
+    ] {
         // SAFETY: Nothing is borrowed when the answer is None, which is what is checked.
-        assert!(unsafe { kernel::page::Page::borrow_phys(&pa) }.is_none(), "{pa:#x}");
+        assert!(
+            unsafe { kernel::page::Page::borrow_phys(&pa) }.is_none(),
+            "{pa:#x}"
+        );
     }
 }

@@ -14,7 +14,7 @@ pub mod page_list;
 pub mod pgtable;
 #[path = "../../drivers/gpu/drm/asahi/pte.rs"]
 pub mod pte;
-#[path = "../../drivers/gpu/drm/asahi/tlb.rs"]
-pub mod tlb;
 #[path = "../../drivers/gpu/drm/asahi/selftest.rs"]
 pub mod selftest;
+#[path = "../../drivers/gpu/drm/asahi/tlb.rs"]
+pub mod tlb;

@@ -188,10 +188,20 @@ impl VaModel {
         };
         for (&va, i) in &self.map {
             match i.backing {
-                Backing::Linear(pa) => push(Run { va, pa, size: i.len, prot: i.prot }),
+                Backing::Linear(pa) => push(Run {
+                    va,
+                    pa,
+                    size: i.len,
+                    prot: i.prot,
+                }),
                 Backing::Repeat(pa) => {
                     for p in 0..i.len / PG {
-                        push(Run { va: va + p * PG, pa, size: PG, prot: i.prot });
+                        push(Run {
+                            va: va + p * PG,
+                            pa,
+                            size: PG,
+                            prot: i.prot,
+                        });
                     }
                 }
             }

@@ -21,11 +21,26 @@ pub const WINDOW_PAGES: u64 = 8192;
 #[derive(Clone, Debug)]
 pub enum Op {
     /// Map contiguous physical memory.
-    Map { page: u64, pages: u64, pa_page: u64, prot: Prot },
+    Map {
+        page: u64,
+        pages: u64,
+        pa_page: u64,
+        prot: Prot,
+    },
     /// Map a scatter list, skipping some pages of it.
-    MapSg { page: u64, segs: Vec<(u64, u64)>, skip: u64, prot: Prot },
+    MapSg {
+        page: u64,
+        segs: Vec<(u64, u64)>,
+        skip: u64,
+        prot: Prot,
+    },
     /// Map one page repeatedly.
-    MapRepeat { page: u64, pages: u64, pa_page: u64, prot: Prot },
+    MapRepeat {
+        page: u64,
+        pages: u64,
+        pa_page: u64,
+        prot: Prot,
+    },
     /// Unmap.
     Unmap { page: u64, pages: u64 },
     /// Change protection.
@@ -78,7 +93,12 @@ pub fn op() -> impl Strategy<Value = Op> {
 /// The user-half configuration the tests use.
 pub fn cfg() -> PtConfig {
     let g = Geometry::G13;
-    PtConfig { geometry: g, range: g.lower_half(), oas: Oas::BITS_40, user: true }
+    PtConfig {
+        geometry: g,
+        range: g.lower_half(),
+        oas: Oas::BITS_40,
+        user: true,
+    }
 }
 
 /// Pages below the 40-bit OAS.
@@ -93,23 +113,52 @@ pub fn expect(model: &VaModel, op: &Op) -> (Result<u64>, VaModel) {
     let mut m = model.clone();
     let r = match *op {
         Op::Map { pages, pa_page, .. } if pa_page + pages > OAS_PAGES => Err(ERANGE),
-        Op::Map { page, pages, pa_page, prot } => {
+        Op::Map {
+            page,
+            pages,
+            pa_page,
+            prot,
+        } => {
             if m.overlaps(va(page), pages * PG) {
                 Err(EEXIST)
             } else {
-                m.insert(va(page), Interval { len: pages * PG, backing: Backing::Linear(pa_page * PG), prot });
+                m.insert(
+                    va(page),
+                    Interval {
+                        len: pages * PG,
+                        backing: Backing::Linear(pa_page * PG),
+                        prot,
+                    },
+                );
                 Ok(0)
             }
         }
-        Op::MapRepeat { page, pages, pa_page, prot } => {
+        Op::MapRepeat {
+            page,
+            pages,
+            pa_page,
+            prot,
+        } => {
             if m.overlaps(va(page), pages * PG) {
                 Err(EEXIST)
             } else {
-                m.insert(va(page), Interval { len: pages * PG, backing: Backing::Repeat(pa_page * PG), prot });
+                m.insert(
+                    va(page),
+                    Interval {
+                        len: pages * PG,
+                        backing: Backing::Repeat(pa_page * PG),
+                        prot,
+                    },
+                );
                 Ok(0)
             }
         }
-        Op::MapSg { page, ref segs, skip, prot } => {
+        Op::MapSg {
+            page,
+            ref segs,
+            skip,
+            prot,
+        } => {
             let total: u64 = segs.iter().map(|s| s.1).sum();
             let pages = total - skip.min(total);
             if pages == 0 {
@@ -126,7 +175,14 @@ pub fn expect(model: &VaModel, op: &Op) -> (Result<u64>, VaModel) {
                     to_skip -= s;
                     if n > s {
                         let len = (n - s) * PG;
-                        m.insert(at, Interval { len, backing: Backing::Linear((pa + s) * PG), prot });
+                        m.insert(
+                            at,
+                            Interval {
+                                len,
+                                backing: Backing::Linear((pa + s) * PG),
+                                prot,
+                            },
+                        );
                         at += len;
                     }
                 }
@@ -156,18 +212,44 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
     let tlb = RecordingTlb::default();
     let mut gather = Gather::new();
     let r = match *op {
-        Op::Map { page, pages, pa_page, prot } => pt.map(va(page), pa_page * PG, pages * PG, prot).map(|_| 0),
-        Op::MapRepeat { page, pages, pa_page, prot } => {
-            pt.map_repeat(va(page), pa_page * PG, pages * PG, prot).map(|_| 0)
-        }
-        Op::MapSg { page, ref segs, skip, prot } => {
-            let sg: Vec<PhysRange> = segs.iter().map(|&(pa, n)| PhysRange { addr: pa * PG, len: n * PG }).collect();
+        Op::Map {
+            page,
+            pages,
+            pa_page,
+            prot,
+        } => pt.map(va(page), pa_page * PG, pages * PG, prot).map(|_| 0),
+        Op::MapRepeat {
+            page,
+            pages,
+            pa_page,
+            prot,
+        } => pt
+            .map_repeat(va(page), pa_page * PG, pages * PG, prot)
+            .map(|_| 0),
+        Op::MapSg {
+            page,
+            ref segs,
+            skip,
+            prot,
+        } => {
+            let sg: Vec<PhysRange> = segs
+                .iter()
+                .map(|&(pa, n)| PhysRange {
+                    addr: pa * PG,
+                    len: n * PG,
+                })
+                .collect();
             let total: u64 = segs.iter().map(|s| s.1).sum();
             let pages = total - skip.min(total);
-            pt.map_sg(va(page), pages * PG, &sg, skip * PG, prot).map(|_| 0)
+            pt.map_sg(va(page), pages * PG, &sg, skip * PG, prot)
+                .map(|_| 0)
         }
-        Op::Unmap { page, pages } => pt.unmap(va(page), pages * PG, &mut gather).map(|n| n as u64),
-        Op::Reprot { page, pages, prot } => pt.reprot(va(page), pages * PG, prot, &mut gather).map(|_| 0),
+        Op::Unmap { page, pages } => pt
+            .unmap(va(page), pages * PG, &mut gather)
+            .map(|n| n as u64),
+        Op::Reprot { page, pages, prot } => pt
+            .reprot(va(page), pages * PG, prot, &mut gather)
+            .map(|_| 0),
         Op::Prealloc { page, pages } => pt.prealloc(va(page), pages * PG).map(|_| 0),
     };
     let range = gather.range();
@@ -175,9 +257,15 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
     // Whatever changed translations must have been invalidated, and covered the operation.
     if let (Ok(n), Op::Unmap { page, pages } | Op::Reprot { page, pages, .. }) = (&r, op) {
         if *n > 0 || matches!(op, Op::Reprot { .. }) {
-            let want = VaRange { start: va(*page), last: va(*page) + pages * PG - 1 };
+            let want = VaRange {
+                start: va(*page),
+                last: va(*page) + pages * PG - 1,
+            };
             let got = range.expect("changed translations without a gathered range");
-            assert!(got.contains_range(&want), "gathered {got:?}, changed {want:?}");
+            assert!(
+                got.contains_range(&want),
+                "gathered {got:?}, changed {want:?}"
+            );
             assert_eq!(tlb.count.get(), 1);
         }
     }
@@ -187,15 +275,23 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
 /// The driver's walk of the whole window.
 pub fn walk(pt: &PageTable) -> Vec<Mapping> {
     let mut v = Vec::new();
-    pt.for_each_mapping_all(|m| v.push(*m)).expect("walk failed");
+    pt.for_each_mapping_all(|m| v.push(*m))
+        .expect("walk failed");
     v
 }
 
 /// Checks the driver against the model: the whole walk, and translations of the pages around
 /// every interval edge, of `touched`, and of a sample of the window.
 pub fn check(pt: &PageTable, model: &VaModel, touched: Option<(u64, u64)>, sample: u64) {
-    let runs: Vec<_> = walk(pt).iter().map(|m| (m.va, m.pa, m.size, m.prot)).collect();
-    let want: Vec<_> = model.runs().iter().map(|r| (r.va, r.pa, r.size, r.prot)).collect();
+    let runs: Vec<_> = walk(pt)
+        .iter()
+        .map(|m| (m.va, m.pa, m.size, m.prot))
+        .collect();
+    let want: Vec<_> = model
+        .runs()
+        .iter()
+        .map(|r| (r.va, r.pa, r.size, r.prot))
+        .collect();
     assert_eq!(runs, want, "walk differs from the model");
     let mut vas: Vec<u64> = Vec::new();
     for (s, i) in model.intervals() {

@@ -95,7 +95,9 @@ impl Page {
     /// ownership must not be claimed twice.
     pub unsafe fn from_phys(phys: PhysAddr) -> Owned<Self> {
         let ram = sim::ram();
-        let index = ram.index_of(phys).expect("from_phys of an address outside RAM");
+        let index = ram
+            .index_of(phys)
+            .expect("from_phys of an address outside RAM");
         debug_assert_eq!(ram.memmap[index].state(), PageState::Allocated);
         // SAFETY: The caller guarantees that this page is owned and that the ownership passes to
         // us.

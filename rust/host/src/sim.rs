@@ -188,7 +188,10 @@ enum Fault {
     /// Fail the allocation when the countdown reaches zero (then stop failing).
     Nth(u64),
     /// Fail each allocation with probability `threshold / 2^32`, from a seeded generator.
-    Random { threshold: u32, state: u64 },
+    Random {
+        threshold: u32,
+        state: u64,
+    },
 }
 
 thread_local! {
@@ -258,7 +261,10 @@ fn fault_hook() -> Result<(), AllocError> {
             f.set(Fault::Nth(n - 1));
             Ok(())
         }
-        Fault::Random { threshold, mut state } => {
+        Fault::Random {
+            threshold,
+            mut state,
+        } => {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
@@ -281,7 +287,9 @@ pub(crate) fn kmalloc_hook() -> Result<(), AllocError> {
 /// bootloader does for `reserved-memory` nodes. It is RAM (pages can be borrowed by physical
 /// address) but never belongs to the page allocator. Returns `None` when the pool is exhausted.
 pub fn reserve_region(size: u64) -> Option<PhysAddr> {
-    let size = size.checked_next_multiple_of(PAGE_SIZE as u64)?.max(PAGE_SIZE as u64);
+    let size = size
+        .checked_next_multiple_of(PAGE_SIZE as u64)?
+        .max(PAGE_SIZE as u64);
     let ram = ram();
     let mut pool = ram.reserved.lock().unwrap();
     let slot = pool.iter().position(|&(_, len)| len >= size)?;
@@ -292,13 +300,7 @@ pub fn reserve_region(size: u64) -> Option<PhysAddr> {
         pool[slot] = (base + size, len - size);
     }
     // SAFETY: The region was in the pool, so nothing else uses it; it lies inside the span.
-    unsafe {
-        core::ptr::write_bytes(
-            ram.page_ptr(ram.index_of(base).unwrap()),
-            0,
-            size as usize,
-        )
-    };
+    unsafe { core::ptr::write_bytes(ram.page_ptr(ram.index_of(base).unwrap()), 0, size as usize) };
     Some(base)
 }
 
@@ -308,7 +310,9 @@ pub fn reserve_region(size: u64) -> Option<PhysAddr> {
 ///
 /// Nothing may use the region any more (no borrowed page, no table pointing into it).
 pub unsafe fn unreserve_region(base: PhysAddr, size: u64) {
-    let size = size.next_multiple_of(PAGE_SIZE as u64).max(PAGE_SIZE as u64);
+    let size = size
+        .next_multiple_of(PAGE_SIZE as u64)
+        .max(PAGE_SIZE as u64);
     let mut pool = ram().reserved.lock().unwrap();
     pool.push((base, size));
     pool.sort_unstable();
@@ -381,7 +385,7 @@ pub fn write_phys(pa: PhysAddr, buf: &[u8]) -> Option<()> {
 /// Reads a little-endian 64-bit word of physical memory atomically, as a device walking page
 /// tables does.
 pub fn read_phys_u64(pa: PhysAddr) -> Option<u64> {
-    if pa % 8 != 0 || !is_ram(pa) {
+    if !pa.is_multiple_of(8) || !is_ram(pa) {
         return None;
     }
     let ram = ram();

@@ -20,7 +20,9 @@
 //! The caller serializes modifications (`&mut self`); the GPU may walk the tables at any time,
 //! so descriptors are written whole, and a new table is published only after its zeroed contents.
 
-use crate::geometry::{Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ};
+use crate::geometry::{
+    Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
+};
 use crate::page_list::PageList;
 use crate::pte::{pa_aligned, table_desc, Desc, Oas, Prot, PteTemplate};
 use crate::tlb::{FreedTables, Gather};
@@ -28,7 +30,10 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::page::{Page, PhysAddr, PAGE_SIZE};
 use kernel::prelude::*;
 
-const _: () = assert!(PAGE_SIZE as u64 == UAT_PGSZ, "the UAT granule must be the CPU page size");
+const _: () = assert!(
+    PAGE_SIZE as u64 == UAT_PGSZ,
+    "the UAT granule must be the CPU page size"
+);
 
 /// What a page table covers and how its descriptors are encoded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,7 +54,10 @@ impl PtConfig {
         let g = self.geometry;
         let r = self.range;
         let in_half = g.lower_half().contains_range(&r) || g.upper_half().contains_range(&r);
-        if r.start > r.last || r.start & UAT_PGMSK != 0 || r.last & UAT_PGMSK != UAT_PGMSK || !in_half
+        if r.start > r.last
+            || r.start & UAT_PGMSK != 0
+            || r.last & UAT_PGMSK != UAT_PGMSK
+            || !in_half
         {
             return Err(EINVAL);
         }
@@ -108,8 +116,17 @@ impl Table<'_> {
         self.with(|t| t[i].store(v.to_le(), Ordering::Relaxed))
     }
 
-    fn is_empty(&self) -> bool {
-        self.with(|t| t.iter().all(|e| e.load(Ordering::Relaxed) == 0))
+    /// Whether every descriptor is invalid. The entries just past and just before `first ..=
+    /// last` (what the caller just cleared) are looked at first: when a table is emptied in
+    /// order, its remaining entries are found there at once instead of after a scan of the
+    /// cleared part.
+    fn is_empty_around(&self, first: usize, last: usize) -> bool {
+        self.with(|t| {
+            let zero = |e: &AtomicU64| e.load(Ordering::Relaxed) == 0;
+            t[last + 1..].iter().all(zero)
+                && t[..first].iter().rev().all(zero)
+                && t[first..=last].iter().all(zero)
+        })
     }
 }
 
@@ -358,7 +375,10 @@ impl PageTable {
                     if let Tables::Prune(freed) = tables {
                         // SAFETY: As above, `child` is a table page we own.
                         let child_page = unsafe { Page::borrow_phys(&child) }.ok_or(EIO)?;
-                        if Table(child_page).is_empty() {
+                        let g = self.cfg.geometry;
+                        let (first, last) =
+                            (g.index(sub.start, level + 1), g.index(sub.last, level + 1));
+                        if Table(child_page).is_empty_around(first, last) {
                             table.set(idx, 0);
                             // SAFETY: The descriptor that owned the page is gone; ownership
                             // comes back to us exactly once.
@@ -420,7 +440,10 @@ impl PageTable {
 
     fn leaf_indices(&self, sub: VaRange) -> (usize, usize) {
         let g = self.cfg.geometry;
-        (g.index(sub.start, LEAF_LEVEL), g.index(sub.last, LEAF_LEVEL))
+        (
+            g.index(sub.start, LEAF_LEVEL),
+            g.index(sub.last, LEAF_LEVEL),
+        )
     }
 
     /// Maps `range` to the pages of `src`, all checks done by the caller except the tables'.
@@ -531,16 +554,20 @@ impl PageTable {
         self.walk(range, &mut Tables::Existing, &mut |step| {
             if let Step::Leaf(table, sub) = step {
                 let (first, last) = self.leaf_indices(sub);
-                for i in first..=last {
-                    let raw = table.get(i);
-                    match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
-                        Desc::Invalid => {}
-                        Desc::Page(_) => pages += 1,
-                        _ => {
-                            let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
-                            return Err(self.corrupt(va, LEAF_LEVEL, raw));
+                let bad = table.with(|t| {
+                    for (i, e) in t[first..=last].iter().enumerate() {
+                        let raw = u64::from_le(e.load(Ordering::Relaxed));
+                        match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
+                            Desc::Invalid => {}
+                            Desc::Page(_) => pages += 1,
+                            _ => return Some((i, raw)),
                         }
                     }
+                    None
+                });
+                if let Some((i, raw)) = bad {
+                    let va = sub.start + ((i as u64) << UAT_PGBIT);
+                    return Err(self.corrupt(va, LEAF_LEVEL, raw));
                 }
             }
             Ok(())
@@ -549,7 +576,11 @@ impl PageTable {
         let removed = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
             if let Step::Leaf(table, sub) = step {
                 let (first, last) = self.leaf_indices(sub);
-                table.with(|t| t[first..=last].iter().for_each(|e| e.store(0, Ordering::Relaxed)));
+                table.with(|t| {
+                    t[first..=last]
+                        .iter()
+                        .for_each(|e| e.store(0, Ordering::Relaxed))
+                });
             }
             Ok(())
         })?;
@@ -571,18 +602,23 @@ impl PageTable {
                 return Err(ENOENT);
             };
             let (first, last) = self.leaf_indices(sub);
-            for i in first..=last {
-                let raw = table.get(i);
-                match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
-                    Desc::Page(_) => {}
-                    Desc::Invalid => return Err(ENOENT),
-                    _ => {
-                        let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
-                        return Err(self.corrupt(va, LEAF_LEVEL, raw));
+            let bad = table.with(|t| {
+                t[first..=last].iter().enumerate().find_map(|(i, e)| {
+                    let raw = u64::from_le(e.load(Ordering::Relaxed));
+                    match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
+                        Desc::Page(_) => None,
+                        _ => Some((i, raw)),
                     }
+                })
+            });
+            match bad {
+                None => Ok(()),
+                Some((_, 0)) => Err(ENOENT),
+                Some((i, raw)) => {
+                    let va = sub.start + ((i as u64) << UAT_PGBIT);
+                    Err(self.corrupt(va, LEAF_LEVEL, raw))
                 }
             }
-            Ok(())
         })?;
         let tmpl = PteTemplate::new(prot, self.cfg.user);
         self.walk(range, &mut Tables::Existing, &mut |step| {
@@ -632,12 +668,7 @@ impl PageTable {
     /// Calls `f` for every mapped run in `iova .. iova + size`, in VA order, merging pages that
     /// are contiguous in both VA and PA and share a protection. `EIO` on a corrupt descriptor
     /// (after reporting the runs before it).
-    pub fn for_each_mapping(
-        &self,
-        iova: u64,
-        size: u64,
-        mut f: impl FnMut(&Mapping),
-    ) -> Result {
+    pub fn for_each_mapping(&self, iova: u64, size: u64, mut f: impl FnMut(&Mapping)) -> Result {
         let range = self.check_range(iova, size)?;
         let mut run: Option<Mapping> = None;
         let result = self.walk(range, &mut Tables::Existing, &mut |step| {
@@ -657,9 +688,7 @@ impl PageTable {
                 match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
                     Desc::Page(p) => match &mut run {
                         Some(m)
-                            if m.prot == p.prot
-                                && m.va + m.size == va
-                                && m.pa + m.size == p.pa =>
+                            if m.prot == p.prot && m.va + m.size == va && m.pa + m.size == p.pa =>
                         {
                             m.size += UAT_PGSZ
                         }
@@ -705,7 +734,11 @@ impl Drop for PageTable {
         let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
             if let Step::Leaf(table, sub) = step {
                 let (first, last) = self.leaf_indices(sub);
-                table.with(|t| t[first..=last].iter().for_each(|e| e.store(0, Ordering::Relaxed)));
+                table.with(|t| {
+                    t[first..=last]
+                        .iter()
+                        .for_each(|e| e.store(0, Ordering::Relaxed))
+                });
             }
             Ok(())
         });

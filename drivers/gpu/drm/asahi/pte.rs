@@ -175,8 +175,14 @@ impl Prot {
         ("GPU_SHARED_WO", Prot::GPU_SHARED_WO),
         // Two more rows of the permission table the driver may need: firmware-only read-write
         // through the GPU+firmware AP, and GPU+firmware read-only.
-        ("GPUFW_SHARED_RO", Prot::new(Ap::FwGpu, MemAttr::Uncached, false, true)),
-        ("GPUFW_PRIV_WO", Prot::new(Ap::FwGpu, MemAttr::Cached, true, false)),
+        (
+            "GPUFW_SHARED_RO",
+            Prot::new(Ap::FwGpu, MemAttr::Uncached, false, true),
+        ),
+        (
+            "GPUFW_PRIV_WO",
+            Prot::new(Ap::FwGpu, MemAttr::Cached, true, false),
+        ),
     ];
 
     /// The GPU-only protection giving `access` (cached): what user VM binds use. `None` for no
