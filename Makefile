@@ -28,3 +28,6 @@ test: lint
 
 bench:
 	$(CARGO) bench -q -p uat-tests --bench pgtable
+
+kernel-check:
+	scripts/kernel-check.sh

@@ -2,11 +2,41 @@
 
 //! Apple AGX GPU: the UAT (GPU MMU) component of the `drm/asahi` driver.
 //!
-//! This crate root is the in-tree module; the host test build declares the same modules.
+//! This is the in-tree crate root. Nothing in Linux 6.12 drives the page tables yet (there are
+//! no DRM/GEM Rust abstractions to hang them on), so until the GPU driver proper lands on top of
+//! this component, the module's job at init is to run its self-tests when they are enabled.
 
-mod geometry;
-mod page_list;
-mod pgtable;
-mod pte;
-mod selftest;
-mod tlb;
+// The users of most of this code are the rest of drm/asahi, not part of this tree yet.
+#![allow(dead_code)]
+
+// Public so that the rest of drm/asahi (and the host test build, which declares the same
+// modules) can use them.
+pub mod geometry;
+pub mod page_list;
+pub mod pgtable;
+pub mod pte;
+pub mod selftest;
+pub mod tlb;
+
+use kernel::prelude::*;
+
+module! {
+    type: AsahiUat,
+    name: "asahi_uat",
+    author: "Asahi Linux UAT contributors",
+    description: "Apple AGX GPU MMU (UAT) page tables",
+    license: "GPL",
+}
+
+struct AsahiUat;
+
+impl kernel::Module for AsahiUat {
+    fn init(_module: &'static ThisModule) -> Result<Self> {
+        #[cfg(CONFIG_DRM_ASAHI_UAT_SELFTEST)]
+        selftest::run_all(&selftest::Env {
+            // The QEMU `virt` machine's PL011 UART: MMIO, never RAM.
+            non_ram: 0x0900_0000,
+        });
+        Ok(AsahiUat)
+    }
+}

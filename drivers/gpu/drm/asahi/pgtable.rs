@@ -303,7 +303,7 @@ impl PageTable {
 
     fn corrupt(&self, va: u64, level: Level, raw: u64) -> Error {
         pr_err!(
-            "asahi_uat: corrupt L{} descriptor {:#018x} at VA {:#x} (table {:#x}), not followed\n",
+            "corrupt L{} descriptor {:#018x} at VA {:#x} (table {:#x}), not followed\n",
             level,
             raw,
             va,
@@ -743,7 +743,7 @@ impl Drop for PageTable {
             Ok(())
         });
         if result.is_err() {
-            pr_err!("asahi_uat: leaking page tables below a corrupt descriptor\n");
+            pr_err!("leaking page tables below a corrupt descriptor\n");
         }
         drop(freed);
         if self.owns_root {

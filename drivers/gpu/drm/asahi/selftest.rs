@@ -552,3 +552,17 @@ pub const CASES: &[Case] = &[
         run: borrowed_top_table,
     },
 ];
+
+/// Runs every case and prints `N passed, M failed`, then the failing cases; returns the counts.
+pub fn run_all(env: &Env) -> (usize, usize) {
+    let mut failed = 0;
+    for case in CASES {
+        if let Err(what) = (case.run)(env) {
+            pr_err!("selftest {} FAILED: {}\n", case.name, what);
+            failed += 1;
+        }
+    }
+    let passed = CASES.len() - failed;
+    pr_info!("{} passed, {} failed\n", passed, failed);
+    (passed, failed)
+}

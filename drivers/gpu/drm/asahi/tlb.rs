@@ -71,7 +71,7 @@ impl Drop for FreedTables {
             let n = list.leak();
             if n != 0 {
                 pr_err!(
-                    "asahi_uat: leaking {} page-table pages ({} KiB) dropped without a TLB flush\n",
+                    "leaking {} page-table pages ({} KiB) dropped without a TLB flush\n",
                     n,
                     n * PAGE_SIZE / 1024
                 );
