@@ -104,5 +104,6 @@ if [ -z "$summary" ]; then
 fi
 log "build $((built - start)) s, boot $(($(date +%s) - built)) s"
 case "$summary" in
+*" 0 failed") log "$summary" ;;
 *) log "FAILED: $summary"; exit 1 ;;
 esac
