@@ -6,10 +6,9 @@
 //! machine. Each figure is the median of several rounds; each round times a batch of operations
 //! large enough to dwarf the clock's resolution.
 
-use asahi::geometry::Geometry;
-use asahi::pgtable::{PageTable, PtConfig};
-use asahi::pte::{Oas, Prot, PteTemplate};
-use asahi::selftest::RecordingTlb;
+use asahi::pgtable::PageTable;
+use asahi::pte::{Prot, PteTemplate};
+use asahi::selftest::{user_cfg as cfg, RecordingTlb};
 use asahi::tlb::Gather;
 use kernel::sim;
 use std::hint::black_box;
@@ -22,16 +21,6 @@ const BASE: u64 = 0x1_0000_0000;
 const ROUNDS: usize = 15;
 /// Pages touched per timed batch.
 const BATCH_PAGES: u64 = 1 << 17;
-
-fn cfg() -> PtConfig {
-    let g = Geometry::G13;
-    PtConfig {
-        geometry: g,
-        range: g.lower_half(),
-        oas: Oas::BITS_40,
-        user: true,
-    }
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());

@@ -3,9 +3,9 @@
 //! Random page-table operations, applied to the driver and to the model side by side.
 
 use crate::model::{Backing, Interval, VaModel, PG};
-use asahi::geometry::{Geometry, VaRange};
-use asahi::pgtable::{Mapping, PageTable, PhysRange, PtConfig};
-use asahi::pte::{Oas, Prot};
+use asahi::geometry::VaRange;
+use asahi::pgtable::{Mapping, PageTable, PhysRange};
+use asahi::pte::Prot;
 use asahi::selftest::RecordingTlb;
 use asahi::tlb::Gather;
 use kernel::error::{code::*, Result};
@@ -91,15 +91,7 @@ pub fn op() -> impl Strategy<Value = Op> {
 }
 
 /// The user-half configuration the tests use.
-pub fn cfg() -> PtConfig {
-    let g = Geometry::G13;
-    PtConfig {
-        geometry: g,
-        range: g.lower_half(),
-        oas: Oas::BITS_40,
-        user: true,
-    }
-}
+pub use asahi::selftest::user_cfg as cfg;
 
 /// Pages below the 40-bit OAS.
 const OAS_PAGES: u64 = 1 << (40 - 14);

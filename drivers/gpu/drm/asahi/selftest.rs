@@ -81,7 +81,8 @@ const L1_SPAN: u64 = 1 << 36;
 /// A physical address in the 40-bit OAS that the cases map (never accessed through).
 const PA: PhysAddr = 0x80_0000_0000 >> 1;
 
-fn user_cfg() -> PtConfig {
+/// A user (lower-half, non-global) address space of a G13 GPU with a 40-bit OAS.
+pub fn user_cfg() -> PtConfig {
     let g = Geometry::G13;
     PtConfig {
         geometry: g,
