@@ -16,7 +16,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let leak = LeakCheck::start();
     let mut pt = PageTable::new(cfg()).unwrap();
     let mut model = VaModel::new();
-    let mut injected = 0u32;
     for op in ops {
         let (want, next) = expect(&model, op);
         // Fail the k-th allocation of the operation, for k = 0, 1, ... until it makes fewer.
@@ -30,7 +29,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             let made = sim::alloc_attempts() - attempts;
             sim::clear_faults();
             if made > k {
-                injected += 1;
                 prop_assert_eq!(got, Err(ENOMEM), "{:?} with allocation {} failing", op, k);
                 prop_assert_eq!(walk(&pt), before_walk);
                 prop_assert_eq!(leak.live_since(), before_live);
@@ -46,8 +44,6 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     }
     drop(pt);
     prop_assert_eq!(leak.live_since(), 0, "pages leaked");
-    // Keep the suite honest: the sequences must exercise failures at all.
-    let _ = injected;
     Ok(())
 }
 

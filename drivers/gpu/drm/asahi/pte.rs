@@ -295,7 +295,7 @@ impl Oas {
         self.0
     }
 
-    /// Whether `pa ..= last` is page aligned at `pa` and fits in the output address size.
+    /// Whether the physical address `last` fits in the output address size.
     pub const fn fits(&self, last: PhysAddr) -> bool {
         last >> self.0 == 0
     }
