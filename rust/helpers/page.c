@@ -4,6 +4,7 @@
 #include <linux/highmem.h>
 #include <linux/memory_hotplug.h>
 #include <linux/mm.h>
+#include <linux/page_ref.h>
 
 struct page *rust_helper_alloc_pages(gfp_t gfp_mask, unsigned int order)
 {
@@ -33,4 +34,9 @@ struct page *rust_helper_phys_to_page(phys_addr_t phys)
 struct page *rust_helper_pfn_to_online_page(unsigned long pfn)
 {
 	return pfn_to_online_page(pfn);
+}
+
+int rust_helper_page_ref_count(const struct page *page)
+{
+	return page_ref_count(page);
 }

@@ -94,6 +94,13 @@ impl Page {
         unsafe { bindings::page_to_phys(self.as_ptr()) }
     }
 
+    /// Returns the page's reference count (`page_ref_count`): 0 once the page is back in the page
+    /// allocator, at least 1 while anybody owns it. A racy snapshot, meant for leak checks.
+    pub fn ref_count(&self) -> i32 {
+        // SAFETY: `page` is valid due to the type invariants on `Page`.
+        unsafe { bindings::page_ref_count(self.as_ptr()) }
+    }
+
     /// Converts an owned page into its physical address, without freeing it.
     ///
     /// The page stays allocated: it is leaked until [`Page::from_phys`] claims it back. This is

@@ -79,6 +79,15 @@ impl Page {
         sim::RAM_BASE + ((self.index() as u64) << PAGE_SHIFT)
     }
 
+    /// Returns the page's reference count: 0 once the page is back in the page allocator, 1
+    /// while it is allocated or reserved (as `page_ref_count` in the kernel).
+    pub fn ref_count(&self) -> i32 {
+        match self.state() {
+            PageState::Allocated | PageState::Reserved => 1,
+            PageState::Free | PageState::Hole => 0,
+        }
+    }
+
     /// Converts an owned page into its physical address, without freeing it. The page can be
     /// recovered with [`Page::from_phys`]; until then it is leaked.
     pub fn into_phys(page: Owned<Self>) -> PhysAddr {

@@ -723,6 +723,51 @@ impl PageTable {
     pub fn for_each_mapping_all(&self, f: impl FnMut(&Mapping)) -> Result {
         self.for_each_mapping(self.cfg.range.start, self.cfg.range.size(), f)
     }
+
+    /// Calls `f` with the physical address of every table page this object owns, the top-level
+    /// table included when it is ours: what a leak check expects to see freed after teardown.
+    pub fn for_each_table_page(&self, mut f: impl FnMut(PhysAddr)) -> Result {
+        if self.owns_root {
+            f(self.root);
+        }
+        self.visit_tables(self.root, TOP_LEVEL, self.cfg.range, &mut f)
+    }
+
+    fn visit_tables(
+        &self,
+        table_pa: PhysAddr,
+        level: Level,
+        range: VaRange,
+        f: &mut impl FnMut(PhysAddr),
+    ) -> Result {
+        if level == LEAF_LEVEL {
+            return Ok(());
+        }
+        // SAFETY: By the type invariants, `table_pa` is the root or a table page we own.
+        let table = Table(unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?);
+        let g = self.cfg.geometry;
+        let span_mask = (1u64 << g.shift(level)) - 1;
+        let mut start = range.start;
+        loop {
+            let sub = VaRange {
+                start,
+                last: (start | span_mask).min(range.last),
+            };
+            let raw = table.get(g.index(start, level));
+            match Desc::decode(raw, level, self.cfg.oas) {
+                Desc::Table(child) => {
+                    f(child);
+                    self.visit_tables(child, level + 1, sub, f)?;
+                }
+                Desc::Invalid => {}
+                Desc::Page(_) | Desc::Corrupt(_) => return Err(self.corrupt(start, level, raw)),
+            }
+            if sub.last == range.last {
+                return Ok(());
+            }
+            start = sub.last + 1;
+        }
+    }
 }
 
 impl Drop for PageTable {

@@ -339,6 +339,53 @@ fn unmap_frees_tables_after_flush(_: &Env) -> CaseResult {
     Ok(())
 }
 
+/// The physical addresses of every table page `pt` owns.
+fn table_pages(pt: &PageTable) -> Result<KVec<PhysAddr>> {
+    let mut v = KVec::new();
+    let mut err = Ok(());
+    pt.for_each_table_page(|pa| {
+        if err.is_ok() {
+            err = v.push(pa, GFP_KERNEL);
+        }
+    })?;
+    err?;
+    Ok(v)
+}
+
+/// Whether the page allocator holds the page at `pa` again (reference count 0): the leak check,
+/// made with the allocator's own bookkeeping rather than with the driver's counters.
+fn released(pa: PhysAddr) -> bool {
+    // SAFETY: Only reads the reference count of a RAM page's `struct page`, which exists whether
+    // or not the page is allocated; the borrow ends here.
+    unsafe { Page::borrow_phys(&pa) }.is_some_and(|p| p.ref_count() == 0)
+}
+
+fn table_pages_released(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    // Two L1 entries, three leaf tables: root + 2 L2 tables + 3 leaf tables.
+    let va = 3 * L1_SPAN - L2_SPAN;
+    ok!(pt.map(va, PA, 3 * L2_SPAN, Prot::GPU_SHARED_RW));
+    let all = ok!(table_pages(&pt));
+    check!(all.len() == 6);
+    check!(all.len() == pt.table_pages() + 1);
+    check!(all.iter().all(|&pa| !released(pa)));
+    // Unmapping the first leaf table's span empties it and its L2 table.
+    let mut gather = Gather::new();
+    check!(ok!(pt.unmap(va, L2_SPAN, &mut gather)) == 2048);
+    let kept = ok!(table_pages(&pt));
+    check!(kept.len() == 4);
+    let gone = || all.iter().filter(|pa| !kept.contains(pa));
+    check!(gone().count() == 2);
+    // Not before the TLB flush: the GPU may still walk them.
+    check!(gone().all(|&pa| !released(pa)));
+    gather.flush(&RecordingTlb::default(), 1);
+    check!(gone().all(|&pa| released(pa)));
+    check!(kept.iter().all(|&pa| !released(pa)));
+    drop(pt);
+    check!(all.iter().all(|&pa| released(pa)));
+    Ok(())
+}
+
 fn prealloc_then_map(_: &Env) -> CaseResult {
     let mut pt = ok!(PageTable::new(user_cfg()));
     let va = L1_SPAN - L2_SPAN;
@@ -535,6 +582,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "unmap_frees_tables_after_flush",
         run: unmap_frees_tables_after_flush,
+    },
+    Case {
+        name: "table_pages_released",
+        run: table_pages_released,
     },
     Case {
         name: "prealloc_then_map",
