@@ -8,13 +8,25 @@
 
 #[path = "../../drivers/gpu/drm/asahi/geometry.rs"]
 pub mod geometry;
+#[path = "../../drivers/gpu/drm/asahi/handoff.rs"]
+pub mod handoff;
 #[path = "../../drivers/gpu/drm/asahi/page_list.rs"]
 pub mod page_list;
 #[path = "../../drivers/gpu/drm/asahi/pgtable.rs"]
 pub mod pgtable;
 #[path = "../../drivers/gpu/drm/asahi/pte.rs"]
 pub mod pte;
+#[path = "../../drivers/gpu/drm/asahi/region.rs"]
+pub mod region;
 #[path = "../../drivers/gpu/drm/asahi/selftest.rs"]
 pub mod selftest;
+#[path = "../../drivers/gpu/drm/asahi/slots.rs"]
+pub mod slots;
 #[path = "../../drivers/gpu/drm/asahi/tlb.rs"]
 pub mod tlb;
+#[path = "../../drivers/gpu/drm/asahi/tlbi.rs"]
+pub mod tlbi;
+#[path = "../../drivers/gpu/drm/asahi/ttbat.rs"]
+pub mod ttbat;
+#[path = "../../drivers/gpu/drm/asahi/uat.rs"]
+pub mod uat;

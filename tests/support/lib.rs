@@ -6,3 +6,4 @@ pub mod config;
 pub mod leak;
 pub mod model;
 pub mod ops;
+pub mod pages;

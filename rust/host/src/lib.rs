@@ -11,7 +11,9 @@
 //! Only [`sim`] is host-specific; driver code must never use it.
 
 pub mod alloc;
+pub mod delay;
 pub mod error;
+pub mod memremap;
 #[path = "../../kernel/owned.rs"]
 pub mod owned;
 pub mod page;

@@ -394,6 +394,16 @@ pub fn read_phys_u64(pa: PhysAddr) -> Option<u64> {
     Some(u64::from_le(word.load(Ordering::Acquire)))
 }
 
+/// The host address of the simulated RAM at `first ..= last`, if all of it is RAM.
+pub(crate) fn phys_to_host(first: PhysAddr, last: PhysAddr) -> Option<core::ptr::NonNull<u8>> {
+    if last < first || !is_ram(first) || !is_ram(last) || ram_crosses_hole(first, last) {
+        return None;
+    }
+    let ram = ram();
+    // SAFETY: Both ends are in RAM with no hole between them: the offset is inside the span.
+    core::ptr::NonNull::new(unsafe { ram.base.add((first - RAM_BASE) as usize) })
+}
+
 fn ram_crosses_hole(first: u64, last: u64) -> bool {
     first < HOLE.0 && last >= HOLE.0
 }

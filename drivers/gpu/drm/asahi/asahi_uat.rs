@@ -12,11 +12,17 @@
 // Public so that the rest of drm/asahi (and the host test build, which declares the same
 // modules) can use them.
 pub mod geometry;
+pub mod handoff;
 pub mod page_list;
 pub mod pgtable;
 pub mod pte;
+pub mod region;
 pub mod selftest;
+pub mod slots;
 pub mod tlb;
+pub mod tlbi;
+pub mod ttbat;
+pub mod uat;
 
 use kernel::prelude::*;
 

@@ -14,6 +14,17 @@ use kernel::prelude::*;
 
 /// The TLB maintenance the page-table code needs, for one address space (ASID).
 pub trait TlbInvalidate {
+    /// Invalidates the translation of the page at `va` tagged with `asid`.
+    fn invalidate_page(&self, asid: u16, va: u64) {
+        let start = va & !(PAGE_SIZE as u64 - 1);
+        self.invalidate_range(
+            asid,
+            VaRange {
+                start,
+                last: start + (PAGE_SIZE as u64 - 1),
+            },
+        );
+    }
     /// Invalidates every translation of `range` (page aligned) tagged with `asid`, and the walk
     /// caches above it.
     fn invalidate_range(&self, asid: u16, range: VaRange);
@@ -133,6 +144,17 @@ impl Gather {
         if let Some(range) = self.range.take() {
             tlb.invalidate_range(asid, range);
         }
+        self.freed.release();
+    }
+
+    /// Frees the unlinked tables of an address space that no TTBAT slot holds, without TLB
+    /// maintenance.
+    ///
+    /// Correct only because binding an address space to a slot always invalidates that slot's
+    /// ASID: whatever the TLB cached for this address space under its previous slot was dropped
+    /// when the slot was taken from it, and nothing can walk its tables until its next bind.
+    pub fn finish_unbound(mut self) {
+        self.range = None;
         self.freed.release();
     }
 }

@@ -1,0 +1,328 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The handoff region: the memory the CPU and the GPU firmware share to agree on the TTBAT.
+//!
+//! The firmware runs concurrently on its own processor and reads the TTBAT while it switches
+//! contexts, so TTBAT updates and the firmware's idea of the current context (`cur_slot`) are
+//! only touched under a two-party lock (Dekker/Peterson style, [`lock_acquire`]) that lives in the
+//! region. The region also holds one cache-flush request per context slot, which the CPU and the
+//! firmware step through a small state machine (0 idle -> 1 requested by the CPU -> 2 done by the
+//! firmware -> 0 acknowledged by the CPU).
+
+use crate::region::Region;
+use core::mem::{offset_of, size_of};
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use kernel::page::PhysAddr;
+use kernel::prelude::*;
+
+/// What the CPU writes to `magic_ap`, and the firmware echoes in `magic_fw` once it is up.
+pub const MAGIC: u64 = 0x4b1d_0000_0000_0002;
+/// Number of flush request slots: one per context slot, plus the kernel VM's.
+pub const FLUSH_SLOTS: usize = 65;
+/// The flush request slot used for the kernel VM.
+pub const KERNEL_FLUSH_SLOT: usize = 64;
+/// `cur_slot` value meaning "no context" (0 means the same).
+pub const NO_SLOT: u32 = 0xffff_ffff;
+/// How often [`Handoff::init`] looks for the firmware, and how long it sleeps in between: 1 s.
+pub const INIT_POLLS: u32 = 100;
+/// Milliseconds between two handshake polls.
+pub const INIT_POLL_MS: u32 = 10;
+
+/// The value of `lock_acquire`'s `me` for the CPU; the firmware is `1`.
+pub const ME_AP: u32 = 0;
+
+/// One cache-flush request.
+#[repr(C)]
+pub struct FlushRegs {
+    /// 0 idle, 1 requested, 2 done.
+    pub state: AtomicU64,
+    /// First GPU VA to flush.
+    pub addr: AtomicU64,
+    /// Bytes to flush.
+    pub size: AtomicU64,
+}
+
+/// Flush request states.
+pub mod flush_state {
+    /// No request.
+    pub const IDLE: u64 = 0;
+    /// The CPU posted a request.
+    pub const REQUESTED: u64 = 1;
+    /// The firmware flushed its caches for the request.
+    pub const DONE: u64 = 2;
+}
+
+/// The layout of the handoff region (little endian; the driver runs on little-endian arm64).
+#[repr(C)]
+pub struct HandoffRegs {
+    /// Written by the CPU at init.
+    pub magic_ap: AtomicU64,
+    /// Written by the firmware when it is up.
+    pub magic_fw: AtomicU64,
+    /// The CPU's "I want the lock" flag.
+    pub lock_ap: AtomicU8,
+    /// The firmware's "I want the lock" flag.
+    pub lock_fw: AtomicU8,
+    _pad0: [u8; 2],
+    /// Whose turn it is to back off: the CPU yields while it is not 0, the firmware while it is
+    /// not 1.
+    pub turn: AtomicU32,
+    /// The context the firmware is running (0 or [`NO_SLOT`]: none).
+    pub cur_slot: AtomicU32,
+    _pad1: u32,
+    /// Cache-flush requests, indexed by context slot, [`KERNEL_FLUSH_SLOT`] for the kernel VM.
+    pub flush: [FlushRegs; FLUSH_SLOTS],
+    /// Unknown, left alone.
+    pub unk2: AtomicU8,
+    _pad2: [u8; 7],
+    /// Unknown, zeroed at init.
+    pub unk3: AtomicU64,
+}
+
+/// Size of the handoff layout.
+pub const HANDOFF_SIZE: usize = 0x648;
+
+const _: () = {
+    assert!(offset_of!(HandoffRegs, magic_ap) == 0x000);
+    assert!(offset_of!(HandoffRegs, magic_fw) == 0x008);
+    assert!(offset_of!(HandoffRegs, lock_ap) == 0x010);
+    assert!(offset_of!(HandoffRegs, lock_fw) == 0x011);
+    assert!(offset_of!(HandoffRegs, turn) == 0x014);
+    assert!(offset_of!(HandoffRegs, cur_slot) == 0x018);
+    assert!(offset_of!(HandoffRegs, flush) == 0x020);
+    assert!(size_of::<FlushRegs>() == 0x18);
+    assert!(offset_of!(HandoffRegs, unk2) == 0x638);
+    assert!(offset_of!(HandoffRegs, unk3) == 0x640);
+    assert!(size_of::<HandoffRegs>() == HANDOFF_SIZE);
+};
+
+/// The cells of the two-party lock, as seen by one party.
+///
+/// The algorithm ([`lock_acquire`], [`lock_release`]) is written against this trait so that the
+/// very code the driver runs is also model-checked (with `loom`) against a model of the firmware.
+pub trait LockCells {
+    /// Stores this party's flag.
+    fn set_mine(&self, v: u8, order: Ordering);
+    /// Loads the other party's flag.
+    fn theirs(&self) -> u8;
+    /// Loads `turn`.
+    fn turn(&self) -> u32;
+    /// Stores `turn`.
+    fn set_turn(&self, v: u32);
+    /// A full barrier, ordering this party's flag store before its load of the other's flag, as
+    /// seen by the other processor.
+    fn full_fence(&self);
+    /// Called in every spin iteration.
+    fn relax(&self);
+}
+
+/// Takes the lock for party `me` (0 = CPU, 1 = firmware): raise our flag; while the other's is
+/// raised, back off (lower ours, wait for our turn, raise it again) if it is their turn.
+pub fn lock_acquire(c: &impl LockCells, me: u32) {
+    c.set_mine(1, Ordering::Relaxed);
+    c.full_fence();
+    while c.theirs() != 0 {
+        if c.turn() != me {
+            c.set_mine(0, Ordering::Relaxed);
+            while c.turn() != me {
+                c.relax();
+            }
+            c.set_mine(1, Ordering::Relaxed);
+            c.full_fence();
+        } else {
+            c.relax();
+        }
+    }
+    c.full_fence();
+}
+
+/// Releases the lock held by party `me`: hand the turn to the other party, then lower our flag
+/// (with release ordering: everything done under the lock is visible before it).
+pub fn lock_release(c: &impl LockCells, me: u32) {
+    c.set_turn(1 - me);
+    c.set_mine(0, Ordering::Release);
+}
+
+/// The CPU's side of the lock cells in the real region.
+struct ApSide<'a>(&'a HandoffRegs);
+
+impl LockCells for ApSide<'_> {
+    fn set_mine(&self, v: u8, order: Ordering) {
+        self.0.lock_ap.store(v, order)
+    }
+    fn theirs(&self) -> u8 {
+        self.0.lock_fw.load(Ordering::Relaxed)
+    }
+    fn turn(&self) -> u32 {
+        self.0.turn.load(Ordering::Relaxed)
+    }
+    fn set_turn(&self, v: u32) {
+        self.0.turn.store(v, Ordering::Relaxed)
+    }
+    fn full_fence(&self) {
+        system_fence()
+    }
+    fn relax(&self) {
+        core::hint::spin_loop()
+    }
+}
+
+/// A full barrier for memory shared with another processor outside the CPU's inner-shareable
+/// domain (the firmware's coprocessor).
+#[inline(always)]
+pub fn system_fence() {
+    #[cfg(target_arch = "aarch64")]
+    // SAFETY: A barrier has no effect on memory safety; it is also a compiler barrier.
+    unsafe {
+        core::arch::asm!("dmb sy", options(nostack, preserves_flags))
+    };
+    #[cfg(not(target_arch = "aarch64"))]
+    fence(Ordering::SeqCst);
+}
+
+/// The cache-flush message the firmware answers (its control message
+/// `{addr u64, unk 0, slot u32, page_count u16, 2}`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlushMsg {
+    /// First GPU VA to flush.
+    pub addr: u64,
+    /// The flush request slot ([`KERNEL_FLUSH_SLOT`] for the kernel VM).
+    pub slot: u32,
+    /// Pages to flush, below 0x10000.
+    pub page_count: u16,
+}
+
+impl FlushMsg {
+    /// The message's type field.
+    pub const KIND: u32 = 2;
+}
+
+/// The firmware's control channel, as far as the MMU needs it.
+pub trait FwChannel {
+    /// Sends a cache-flush message and waits for the firmware to process it.
+    fn flush_cache(&self, msg: &FlushMsg) -> Result;
+}
+
+/// The mapped handoff region.
+pub struct Handoff {
+    region: Region,
+}
+
+/// Proof that the CPU holds the handoff lock; releases it on drop.
+pub struct HandoffGuard<'a> {
+    regs: &'a HandoffRegs,
+}
+
+impl Handoff {
+    /// Maps the `handoff` reserved-memory region (uncached).
+    pub fn new(phys: PhysAddr, size: u64) -> Result<Handoff> {
+        let region = Region::new("handoff", phys, size, HANDOFF_SIZE, true)?;
+        Ok(Handoff { region })
+    }
+
+    /// Physical address of the region.
+    pub fn phys(&self) -> PhysAddr {
+        self.region.phys()
+    }
+
+    fn regs(&self) -> &HandoffRegs {
+        // SAFETY: `Region::new` checked that the mapping holds at least `HANDOFF_SIZE` bytes at a
+        // page-aligned address, and it lives as long as `self`. The fields are atomics, which is
+        // how memory shared with the firmware must be accessed.
+        unsafe { &*(self.region.as_ptr() as *const HandoffRegs) }
+    }
+
+    /// The firmware handshake: announce ourselves, then wait up to one second (polling under the
+    /// lock, sleeping outside it) for the firmware's magic. `EIO` if it never comes. Then clear
+    /// every flush request.
+    pub fn init(&self) -> Result {
+        let regs = self.regs();
+        regs.magic_ap.store(MAGIC, Ordering::Relaxed);
+        regs.cur_slot.store(0, Ordering::Relaxed);
+        regs.unk3.store(0, Ordering::Relaxed);
+        system_fence();
+        let mut up = false;
+        for poll in 0..INIT_POLLS {
+            if poll != 0 {
+                kernel::delay::msleep(INIT_POLL_MS);
+            }
+            let guard = self.lock();
+            up = guard.regs.magic_fw.load(Ordering::Relaxed) == MAGIC;
+            drop(guard);
+            if up {
+                break;
+            }
+        }
+        if !up {
+            pr_err!(
+                "GPU firmware did not answer the handoff within {} ms\n",
+                INIT_POLLS * INIT_POLL_MS
+            );
+            return Err(EIO);
+        }
+        for f in &regs.flush {
+            f.state.store(flush_state::IDLE, Ordering::Relaxed);
+            f.addr.store(0, Ordering::Relaxed);
+            f.size.store(0, Ordering::Relaxed);
+        }
+        system_fence();
+        Ok(())
+    }
+
+    /// Takes the two-party lock.
+    pub fn lock(&self) -> HandoffGuard<'_> {
+        let regs = self.regs();
+        lock_acquire(&ApSide(regs), ME_AP);
+        HandoffGuard { regs }
+    }
+
+    /// Posts a cache-flush request in `slot` (state 0 -> 1). `EIO` if the slot is not idle: the
+    /// firmware or an earlier request left it in an unexpected state.
+    pub fn begin_flush(&self, slot: usize, addr: u64, size: u64) -> Result {
+        let f = self.regs().flush.get(slot).ok_or(EINVAL)?;
+        let state = f.state.load(Ordering::Acquire);
+        if state != flush_state::IDLE {
+            pr_err!("flush slot {} in state {} instead of idle\n", slot, state);
+            return Err(EIO);
+        }
+        f.addr.store(addr, Ordering::Relaxed);
+        f.size.store(size, Ordering::Relaxed);
+        f.state.store(flush_state::REQUESTED, Ordering::Release);
+        system_fence();
+        Ok(())
+    }
+
+    /// Completes a cache-flush request once the firmware answered (state 2 -> 0). `EIO` if the
+    /// firmware did not mark it done; the slot is reset to idle either way so that one bad
+    /// answer does not wedge every later flush.
+    pub fn end_flush(&self, slot: usize) -> Result {
+        let f = self.regs().flush.get(slot).ok_or(EINVAL)?;
+        let state = f.state.load(Ordering::Acquire);
+        f.state.store(flush_state::IDLE, Ordering::Release);
+        if state != flush_state::DONE {
+            pr_err!(
+                "flush slot {} in state {} after the firmware's answer\n",
+                slot,
+                state
+            );
+            return Err(EIO);
+        }
+        Ok(())
+    }
+}
+
+impl HandoffGuard<'_> {
+    /// The context slot the firmware is running, if any.
+    pub fn cur_slot(&self) -> Option<u32> {
+        match self.regs.cur_slot.load(Ordering::Relaxed) {
+            0 | NO_SLOT => None,
+            s => Some(s),
+        }
+    }
+}
+
+impl Drop for HandoffGuard<'_> {
+    fn drop(&mut self) {
+        lock_release(&ApSide(self.regs), ME_AP);
+    }
+}

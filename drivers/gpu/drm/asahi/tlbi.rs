@@ -1,0 +1,196 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! TLB invalidation by broadcast TLB maintenance instructions.
+//!
+//! The GPU's TLBs obey the CPU's outer-shareable TLB maintenance: `tlbi vae1os` for one page,
+//! `tlbi rvae1os` for a range (FEAT_TLBIRANGE, 16 KiB granule), `tlbi aside1os` for an ASID and
+//! `tlbi vmalle1os` for everything, then `dsb sy`. This module turns an invalidation request into
+//! those instructions' operands ([`Tlbi`]), independently of how they are issued ([`TlbiIssue`]):
+//! on arm64 by the instructions themselves ([`Arm64`]), on the host by a simulated GPU that
+//! decodes the same operands. The operand arithmetic is thus tested by the host suite exactly as
+//! the kernel runs it.
+
+use crate::geometry::{VaRange, UAT_PGBIT};
+use crate::tlb::TlbInvalidate;
+
+/// TG field of a range operand for the 16 KiB granule.
+const TG_16K: u64 = 2;
+/// Bits of a range operand's base address field (page number, VA[50:14]).
+const RANGE_BASE_BITS: u32 = 37;
+/// Bits of a page operand's address field (VA[55:12]).
+const VA_BITS: u32 = 44;
+/// Largest number of pages one range instruction covers: (NUM + 1) << (5 * SCALE + 1) with NUM =
+/// 31 and SCALE = 3, 2^21 pages (32 GiB).
+pub const MAX_RANGE_PAGES: u64 = 32 << 16;
+/// Above this many pages, invalidating the whole ASID is cheaper than walking the range (and the
+/// range's instructions would be issued by the dozen).
+pub const ASID_THRESHOLD_PAGES: u64 = 8 * MAX_RANGE_PAGES;
+
+/// One TLB maintenance instruction with its operand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tlbi {
+    /// `tlbi vae1os`: ASID[63:48], VA[55:12] in bits 43:0.
+    Va(u64),
+    /// `tlbi rvae1os`: ASID[63:48], TG[47:46], SCALE[45:44], NUM[43:39], TTL[38:37],
+    /// BaseADDR[36:0] (the first page number).
+    Range(u64),
+    /// `tlbi aside1os`: ASID[63:48].
+    Asid(u64),
+    /// `tlbi vmalle1os`.
+    All,
+}
+
+impl Tlbi {
+    /// The page operand for `va` in `asid`.
+    pub fn va(asid: u16, va: u64) -> Tlbi {
+        Tlbi::Va(((asid as u64) << 48) | ((va >> 12) & ((1 << VA_BITS) - 1)))
+    }
+
+    /// The range operand for `(num + 1) << (5 * scale + 1)` pages from `va`.
+    pub fn range(asid: u16, va: u64, scale: u64, num: u64) -> Tlbi {
+        Tlbi::Range(
+            ((asid as u64) << 48)
+                | (TG_16K << 46)
+                | ((scale & 3) << 44)
+                | ((num & 31) << 39)
+                | ((va >> UAT_PGBIT) & ((1 << RANGE_BASE_BITS) - 1)),
+        )
+    }
+
+    /// The ASID operand.
+    pub fn asid(asid: u16) -> Tlbi {
+        Tlbi::Asid((asid as u64) << 48)
+    }
+
+    /// Pages covered by a range operand's SCALE and NUM.
+    pub fn range_pages(operand: u64) -> u64 {
+        let scale = (operand >> 44) & 3;
+        let num = (operand >> 39) & 31;
+        (num + 1) << (5 * scale + 1)
+    }
+}
+
+/// The instructions that invalidate `range` in `asid`: range instructions from the largest scale
+/// down, each advancing the base past what it covered, a page instruction for an odd last page,
+/// or one ASID-wide instruction above [`ASID_THRESHOLD_PAGES`].
+pub fn range_ops(asid: u16, range: VaRange) -> RangeOps {
+    let pages = (range.last - range.start) / (1 << UAT_PGBIT) + 1;
+    RangeOps {
+        asid,
+        va: range.start,
+        pages: if pages > ASID_THRESHOLD_PAGES {
+            0
+        } else {
+            pages
+        },
+        whole_asid: pages > ASID_THRESHOLD_PAGES,
+    }
+}
+
+/// Iterator returned by [`range_ops`].
+pub struct RangeOps {
+    asid: u16,
+    va: u64,
+    pages: u64,
+    whole_asid: bool,
+}
+
+impl Iterator for RangeOps {
+    type Item = Tlbi;
+
+    fn next(&mut self) -> Option<Tlbi> {
+        if self.whole_asid {
+            self.whole_asid = false;
+            return Some(Tlbi::asid(self.asid));
+        }
+        match self.pages {
+            0 => None,
+            1 => {
+                self.pages = 0;
+                Some(Tlbi::va(self.asid, self.va))
+            }
+            pages => {
+                // The largest scale whose unit (2^(5 * scale + 1) pages) fits, then as many units
+                // as fit in one instruction (NUM + 1 <= 32).
+                let scale = (0..4u64)
+                    .rev()
+                    .find(|s| pages >> (5 * s + 1) != 0)
+                    .unwrap_or(0);
+                let unit_shift = 5 * scale + 1;
+                let units = (pages >> unit_shift).min(32);
+                let covered = units << unit_shift;
+                let op = Tlbi::range(self.asid, self.va, scale, units - 1);
+                self.va += covered << UAT_PGBIT;
+                self.pages -= covered;
+                Some(op)
+            }
+        }
+    }
+}
+
+/// Something that executes TLB maintenance instructions.
+pub trait TlbiIssue {
+    /// Issues one instruction (not yet waited for).
+    fn issue(&self, op: Tlbi);
+    /// Waits until every issued instruction has completed everywhere (`dsb sy`).
+    fn sync(&self);
+}
+
+/// [`TlbInvalidate`] by broadcast instructions.
+pub struct Broadcast<I: TlbiIssue>(pub I);
+
+impl<I: TlbiIssue> TlbInvalidate for Broadcast<I> {
+    fn invalidate_page(&self, asid: u16, va: u64) {
+        self.0.issue(Tlbi::va(asid, va));
+        self.0.sync();
+    }
+
+    fn invalidate_range(&self, asid: u16, range: VaRange) {
+        range_ops(asid, range).for_each(|op| self.0.issue(op));
+        self.0.sync();
+    }
+
+    fn invalidate_asid(&self, asid: u16) {
+        self.0.issue(Tlbi::asid(asid));
+        self.0.sync();
+    }
+
+    fn invalidate_all(&self) {
+        self.0.issue(Tlbi::All);
+        self.0.sync();
+    }
+}
+
+/// The CPU's own TLB maintenance instructions, broadcast to the GPU.
+///
+/// Encoded as `sys` instructions (`sys #0, c8, cM, #op2, Xt`) so that no assembler extension
+/// has to be enabled: the kernel only binds this driver on SoCs that have FEAT_TLBIOS and
+/// FEAT_TLBIRANGE (every Apple SoC with an AGX GPU does).
+#[cfg(target_arch = "aarch64")]
+pub struct Arm64;
+
+#[cfg(target_arch = "aarch64")]
+impl TlbiIssue for Arm64 {
+    fn issue(&self, op: Tlbi) {
+        // SAFETY: TLB maintenance only drops cached translations; it has no effect on memory
+        // safety. The operands are plain values.
+        unsafe {
+            match op {
+                Tlbi::Va(x) => core::arch::asm!("sys #0, c8, c1, #1, {}", in(reg) x,
+                                                options(nostack, preserves_flags)),
+                Tlbi::Range(x) => core::arch::asm!("sys #0, c8, c5, #1, {}", in(reg) x,
+                                                   options(nostack, preserves_flags)),
+                Tlbi::Asid(x) => core::arch::asm!("sys #0, c8, c1, #2, {}", in(reg) x,
+                                                  options(nostack, preserves_flags)),
+                Tlbi::All => {
+                    core::arch::asm!("sys #0, c8, c1, #0, xzr", options(nostack, preserves_flags))
+                }
+            }
+        }
+    }
+
+    fn sync(&self) {
+        // SAFETY: A barrier has no effect on memory safety.
+        unsafe { core::arch::asm!("dsb sy", options(nostack, preserves_flags)) };
+    }
+}

@@ -1,0 +1,554 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The UAT: the GPU MMU as a whole.
+//!
+//! It owns the TTBAT and the handoff region, the kernel/firmware VM (slot 0, ASID 0) and any
+//! number of user VMs, and it is the only code that writes the TTBAT or asks for TLB
+//! invalidation, so that the rules tying them together hold in one place:
+//!
+//! - a user VM is bound to a slot (ASID = slot number) while it has work submitted, and binding
+//!   writes the TTBAT under the handoff lock, then invalidates the ASID, so nothing a previous
+//!   owner of the slot left in the TLB survives;
+//! - unmapping in a VM that holds a slot invalidates the unmapped range for that ASID before
+//!   freed tables are released; a VM that holds no slot has nothing cached (see above);
+//! - a slot the firmware reports as current is never rebound, and a VM's TTBAT entry is cleared
+//!   on destroy only if it still holds it;
+//! - a cached mapping the firmware can see is flushed from the firmware's caches (through the
+//!   handoff flush protocol) before it is unmapped.
+//!
+//! The object is not internally locked: the DRM driver serialises calls (one lock around it),
+//! the only concurrency inside is the firmware's, handled by the handoff lock.
+
+use crate::geometry::{Geometry, VaRange, UAT_PGBIT, UAT_PGSZ};
+use crate::handoff::{system_fence, FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
+use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig, Translation};
+use crate::pte::{Oas, Prot};
+use crate::region::check_region;
+use crate::slots::{Choice, SlotTable, VmId};
+use crate::tlb::{Gather, TlbInvalidate};
+use crate::ttbat::{ttb_word, Ttbat, KERNEL_SLOT, SLOTS};
+use kernel::page::{PhysAddr, PAGE_SIZE};
+use kernel::prelude::*;
+
+/// A reserved-memory region as the device tree gives it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegionDesc {
+    /// Physical address.
+    pub phys: PhysAddr,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// What the UAT is built from.
+#[derive(Clone, Copy, Debug)]
+pub struct UatConfig {
+    /// The GPU generation's table geometry.
+    pub geometry: Geometry,
+    /// The SoC's output address size.
+    pub oas: Oas,
+    /// The `ttbs` region (the TTBAT).
+    pub ttbs: RegionDesc,
+    /// The `pagetables` region (the firmware's upper-half top-level table).
+    pub pagetables: RegionDesc,
+    /// The `handoff` region.
+    pub handoff: RegionDesc,
+}
+
+/// The part of the upper half the driver manages in the kernel VM: top-level entry 2 of TTB1
+/// (`0xffff_ffa0_0000_0000 ..= 0xffff_ffaf_ffff_ffff` on G13/G14). The firmware owns the rest.
+pub fn kernel_va(g: Geometry) -> VaRange {
+    let span = 1u64 << g.shift(crate::geometry::TOP_LEVEL);
+    let start = g.upper_half().start + 2 * span;
+    VaRange {
+        start,
+        last: start + (span - 1),
+    }
+}
+
+/// The page at the top of the user half that stays mapped in every user VM.
+pub fn dummy_page_va(g: Geometry) -> u64 {
+    g.lower_half().last + 1 - 2 * UAT_PGSZ
+}
+
+/// The user VA that userspace may bind: from 0x4000 up to the dummy page.
+pub fn user_va(g: Geometry) -> VaRange {
+    VaRange {
+        start: 0x4000,
+        last: dummy_page_va(g) - 1,
+    }
+}
+
+/// The kernel/firmware VM.
+struct KernelVm {
+    /// The lower half, owned.
+    lower: PageTable,
+    /// The driver's part of the upper half, in the bootloader's table.
+    upper: PageTable,
+}
+
+/// A user VM.
+struct UserVm {
+    id: VmId,
+    pt: PageTable,
+    /// The slot it held last (it may have been taken since).
+    hint: Option<usize>,
+    /// Whether its context also sees the kernel VM's upper half.
+    kernel_visible: bool,
+}
+
+/// Counters for the summary of a run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UatStats {
+    /// Binds that found the VM still in its slot.
+    pub binds_held: u64,
+    /// Binds that wrote the TTBAT.
+    pub binds_written: u64,
+    /// Binds that took a slot from an idle VM.
+    pub evictions: u64,
+    /// Firmware cache flushes requested.
+    pub fw_flushes: u64,
+}
+
+/// The GPU MMU.
+pub struct Uat<T: TlbInvalidate, F: FwChannel> {
+    cfg: UatConfig,
+    handoff: Handoff,
+    ttbat: Ttbat,
+    kernel: KernelVm,
+    /// The user VMs; entries of destroyed VMs are reused by later ones.
+    vms: KVec<Option<UserVm>>,
+    slots: SlotTable,
+    next_id: VmId,
+    stats: UatStats,
+    tlb: T,
+    fw: F,
+}
+
+impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
+    /// Brings the UAT up: maps and checks the regions, creates the kernel VM, performs the
+    /// firmware handshake (`EIO` when the firmware does not answer), binds slot 0, clears
+    /// every user slot, then invalidates the whole TLB.
+    ///
+    /// # Safety
+    ///
+    /// The three regions must be the reserved-memory regions the device tree names `ttbs`,
+    /// `pagetables` and `handoff`, shared with the GPU firmware and used by nothing else in the
+    /// kernel, and `pagetables` must hold the firmware's upper-half top-level table, which must
+    /// outlive the returned object.
+    pub unsafe fn new(cfg: UatConfig, tlb: T, fw: F) -> Result<Self> {
+        let ttbat = Ttbat::new(cfg.ttbs.phys, cfg.ttbs.size)?;
+        let handoff = Handoff::new(cfg.handoff.phys, cfg.handoff.size)?;
+        check_region(
+            "pagetables",
+            cfg.pagetables.phys,
+            cfg.pagetables.size,
+            PAGE_SIZE,
+        )?;
+        let g = cfg.geometry;
+        let lower = PageTable::new(PtConfig {
+            geometry: g,
+            range: g.lower_half(),
+            oas: cfg.oas,
+            user: false,
+        })?;
+        let upper_cfg = PtConfig {
+            geometry: g,
+            range: kernel_va(g),
+            oas: cfg.oas,
+            user: false,
+        };
+        // SAFETY: By this function's contract the region holds the firmware's top-level table and
+        // outlives us; the firmware leaves entry 2 (`kernel_va`) to the driver.
+        let upper = unsafe { PageTable::new_borrowed(cfg.pagetables.phys, upper_cfg) }
+            .inspect_err(|_| pr_err!("the pagetables region is not a usable table\n"))?;
+        handoff.init()?;
+        let uat = Uat {
+            cfg,
+            handoff,
+            ttbat,
+            kernel: KernelVm { lower, upper },
+            vms: KVec::new(),
+            slots: SlotTable::new(),
+            next_id: 1,
+            stats: UatStats::default(),
+            tlb,
+            fw,
+        };
+        {
+            let guard = uat.handoff.lock();
+            uat.ttbat.set(
+                &guard,
+                KERNEL_SLOT,
+                ttb_word(uat.kernel.lower.ttb(), 0),
+                ttb_word(cfg.pagetables.phys, 0),
+            );
+            for slot in KERNEL_SLOT + 1..SLOTS {
+                uat.ttbat.set(&guard, slot, 0, 0);
+            }
+        }
+        uat.tlb.invalidate_all();
+        Ok(uat)
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UatConfig {
+        &self.cfg
+    }
+
+    /// The TLB.
+    pub fn tlb(&self) -> &T {
+        &self.tlb
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> UatStats {
+        self.stats
+    }
+
+    /// Physical address of the TTBAT.
+    pub fn ttbat_phys(&self) -> PhysAddr {
+        self.ttbat.phys()
+    }
+
+    // ---- The kernel VM ----
+
+    fn kernel_pt(&mut self, va: u64, size: u64) -> Result<&mut PageTable> {
+        let range = VaRange::from_start_size(va, size)?;
+        if kernel_va(self.cfg.geometry).contains_range(&range) {
+            Ok(&mut self.kernel.upper)
+        } else if self.cfg.geometry.lower_half().contains_range(&range) {
+            Ok(&mut self.kernel.lower)
+        } else {
+            Err(ERANGE)
+        }
+    }
+
+    /// Maps physically contiguous memory into the kernel VM (upper half within [`kernel_va`], or
+    /// the lower half).
+    pub fn kernel_map(&mut self, va: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
+        self.kernel_pt(va, size)?.map(va, pa, size, prot)
+    }
+
+    /// Translates a kernel VM address.
+    pub fn kernel_translate(&self, va: u64) -> Result<Translation> {
+        if kernel_va(self.cfg.geometry).contains(va) {
+            self.kernel.upper.translate(va)
+        } else {
+            self.kernel.lower.translate(va)
+        }
+    }
+
+    /// Unmaps from the kernel VM; cached firmware-visible mappings in the range are first
+    /// flushed from the firmware's caches. Returns the pages unmapped.
+    pub fn kernel_unmap(&mut self, va: u64, size: u64) -> Result<usize> {
+        self.kernel_pt(va, size)?;
+        self.fw_flush(None, va, size)?;
+        let pt = self.kernel_pt(va, size)?;
+        let mut gather = Gather::new();
+        let n = pt.unmap(va, size, &mut gather)?;
+        gather.flush(&self.tlb, 0);
+        Ok(n)
+    }
+
+    // ---- User VMs ----
+
+    fn vm(&self, id: VmId) -> Result<&UserVm> {
+        find(&self.vms, id)
+    }
+
+    fn vm_mut(&mut self, id: VmId) -> Result<&mut UserVm> {
+        find_mut(&mut self.vms, id)
+    }
+
+    /// Creates an empty user VM. With `kernel_visible`, its context also sees the kernel VM's
+    /// upper half (with the kernel's permissions).
+    pub fn create_vm(&mut self, kernel_visible: bool) -> Result<VmId> {
+        let g = self.cfg.geometry;
+        let pt = PageTable::new(PtConfig {
+            geometry: g,
+            range: g.lower_half(),
+            oas: self.cfg.oas,
+            user: true,
+        })?;
+        let free = self.vms.iter().position(Option::is_none);
+        if free.is_none() {
+            self.vms.push(None, GFP_KERNEL)?;
+        }
+        let idx = free.unwrap_or(self.vms.len() - 1);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.vms[idx] = Some(UserVm {
+            id,
+            pt,
+            hint: None,
+            kernel_visible,
+        });
+        Ok(id)
+    }
+
+    /// Destroys a user VM: clears its TTBAT entry if it still holds its slot, invalidates the
+    /// ASID, then frees its tables. `EBUSY` while it has work submitted or the firmware reports
+    /// its slot as current; `ENOENT` for an unknown VM.
+    pub fn destroy_vm(&mut self, id: VmId) -> Result {
+        let vm = self.vm(id)?;
+        if let Some(slot) = self.slots.held_by(id, vm.hint) {
+            if self.slots.users(slot) != 0 {
+                return Err(EBUSY);
+            }
+            {
+                let guard = self.handoff.lock();
+                if guard.cur_slot() == Some(slot as u32) {
+                    return Err(EBUSY);
+                }
+                self.ttbat
+                    .clear_if(&guard, slot, ttb_word(vm.pt.ttb(), slot as u16));
+            }
+            self.tlb.invalidate_asid(slot as u16);
+            self.slots.free(slot, id)?;
+        }
+        if let Some(entry) = self
+            .vms
+            .iter_mut()
+            .find(|vm| vm.as_ref().is_some_and(|vm| vm.id == id))
+        {
+            // The tables are freed here, after the invalidation.
+            *entry = None;
+        }
+        Ok(())
+    }
+
+    /// The IDs of the live user VMs.
+    pub fn vm_ids(&self) -> impl Iterator<Item = VmId> + '_ {
+        self.vms.iter().flatten().map(|vm| vm.id)
+    }
+
+    /// A user VM's page table, for lookups.
+    pub fn vm_table(&self, id: VmId) -> Result<&PageTable> {
+        Ok(&self.vm(id)?.pt)
+    }
+
+    /// The slot a user VM holds now, if any.
+    pub fn slot_of(&self, id: VmId) -> Option<usize> {
+        let vm = self.vm(id).ok()?;
+        self.slots.held_by(id, vm.hint)
+    }
+
+    /// Users of a slot (work submitted and not yet completed).
+    pub fn slot_users(&self, slot: usize) -> u32 {
+        self.slots.users(slot)
+    }
+
+    /// Maps physically contiguous memory into a user VM.
+    pub fn vm_map(&mut self, id: VmId, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
+        self.vm_mut(id)?.pt.map(iova, pa, size, prot)
+    }
+
+    /// Maps the same page over a range of a user VM.
+    pub fn vm_map_repeat(
+        &mut self,
+        id: VmId,
+        iova: u64,
+        pa: PhysAddr,
+        size: u64,
+        prot: Prot,
+    ) -> Result {
+        self.vm_mut(id)?.pt.map_repeat(iova, pa, size, prot)
+    }
+
+    /// Maps a scatter list into a user VM (see [`PageTable::map_sg`]).
+    pub fn vm_map_sg(
+        &mut self,
+        id: VmId,
+        iova: u64,
+        size: u64,
+        sg: &[PhysRange],
+        skip: u64,
+        prot: Prot,
+    ) -> Result {
+        self.vm_mut(id)?.pt.map_sg(iova, size, sg, skip, prot)
+    }
+
+    /// Preallocates the tables a later map of the range needs.
+    pub fn vm_prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result {
+        self.vm_mut(id)?.pt.prealloc(iova, size)
+    }
+
+    /// The ASID to invalidate for user VM `id`: its slot if it holds one.
+    fn vm_asid(&self, id: VmId) -> Option<u16> {
+        let vm = self.vm(id).ok()?;
+        self.slots.held_by(id, vm.hint).map(|s| s as u16)
+    }
+
+    fn finish(&self, gather: Gather, asid: Option<u16>) {
+        match asid {
+            Some(asid) => gather.flush(&self.tlb, asid),
+            None => gather.finish_unbound(),
+        }
+    }
+
+    /// Unmaps from a user VM, flushing the firmware's caches first where needed, and invalidates
+    /// the range in the VM's ASID if it holds a slot. Returns the pages unmapped.
+    pub fn vm_unmap(&mut self, id: VmId, iova: u64, size: u64) -> Result<usize> {
+        self.vm(id)?;
+        self.fw_flush(Some(id), iova, size)?;
+        let asid = self.vm_asid(id);
+        let mut gather = Gather::new();
+        let r = self.vm_mut(id)?.pt.unmap(iova, size, &mut gather);
+        self.finish(gather, asid);
+        r
+    }
+
+    /// Changes the protection of a mapped range of a user VM.
+    pub fn vm_reprot(&mut self, id: VmId, iova: u64, size: u64, prot: Prot) -> Result {
+        let asid = self.vm_asid(id);
+        let mut gather = Gather::new();
+        let r = self.vm_mut(id)?.pt.reprot(iova, size, prot, &mut gather);
+        self.finish(gather, asid);
+        r
+    }
+
+    /// Binds a user VM to a context slot for one more piece of submitted work and returns the
+    /// slot (= ASID). A VM that still holds its previous slot keeps it; otherwise it takes a free
+    /// slot or the least recently used idle one, never the firmware's current context: the
+    /// TTBAT entry is written under the handoff lock and the ASID invalidated. `EBUSY` when every
+    /// slot is in use.
+    pub fn bind(&mut self, id: VmId) -> Result<usize> {
+        let vm = self.vm(id)?;
+        let (hint, ttb, kernel_visible) = (vm.hint, vm.pt.ttb(), vm.kernel_visible);
+        let guard = self.handoff.lock();
+        let cur = guard.cur_slot();
+        let slot = match self.slots.choose(id, hint, |s| Some(s as u32) == cur)? {
+            Choice::Held(slot) => {
+                drop(guard);
+                self.stats.binds_held += 1;
+                slot
+            }
+            Choice::Take { slot, evicted } => {
+                let asid = slot as u16;
+                let ttb1 = if kernel_visible {
+                    ttb_word(self.cfg.pagetables.phys, asid)
+                } else {
+                    0
+                };
+                self.ttbat.set(&guard, slot, ttb_word(ttb, asid), ttb1);
+                drop(guard);
+                self.tlb.invalidate_asid(asid);
+                self.stats.binds_written += 1;
+                if evicted.is_some() {
+                    self.stats.evictions += 1;
+                }
+                slot
+            }
+        };
+        self.slots.get(slot, id);
+        self.vm_mut(id)?.hint = Some(slot);
+        Ok(slot)
+    }
+
+    /// Ends one piece of work of a user VM (the matching [`Uat::bind`]). `EINVAL` if the VM has
+    /// no work bound.
+    pub fn release(&mut self, id: VmId) -> Result {
+        let vm = self.vm(id)?;
+        let slot = self.slots.held_by(id, vm.hint).ok_or(EINVAL)?;
+        self.slots.put(slot, id)
+    }
+
+    // ---- Firmware cache flush ----
+
+    /// The table of the kernel VM (`vm` None) or of user VM `vm`.
+    fn table_mut(&mut self, vm: Option<VmId>, va: u64, size: u64) -> Result<&mut PageTable> {
+        match vm {
+            None => self.kernel_pt(va, size),
+            Some(id) => Ok(&mut self.vm_mut(id)?.pt),
+        }
+    }
+
+    /// Before unmapping `va .. va + size` of the kernel VM (`vm` None) or user VM `vm`: every
+    /// cached, firmware-visible mapping in the range is remapped uncached, then the firmware is
+    /// asked to flush the range through the handoff flush protocol.
+    fn fw_flush(&mut self, vm: Option<VmId>, va: u64, size: u64) -> Result {
+        let mut runs: KVec<Mapping> = KVec::new();
+        let mut err = Ok(());
+        self.table_mut(vm, va, size)?
+            .for_each_mapping(va, size, |m| {
+                if m.prot.needs_fw_flush() && err.is_ok() {
+                    err = runs.push(*m, GFP_KERNEL);
+                }
+            })?;
+        err?;
+        if runs.is_empty() {
+            return Ok(());
+        }
+        // The flush request slot: the kernel VM's, or the VM's context if the firmware is running
+        // it now (otherwise the firmware holds nothing of it in its caches).
+        let (flush_slot, asid) = match vm {
+            None => (KERNEL_FLUSH_SLOT, Some(0)),
+            Some(id) => {
+                let Some(asid) = self.vm_asid(id) else {
+                    return Ok(());
+                };
+                let slot = usize::from(asid);
+                let ttb0 = ttb_word(self.vm(id)?.pt.ttb(), asid);
+                let guard = self.handoff.lock();
+                if guard.cur_slot() != Some(slot as u32) || self.ttbat.get(&guard, slot).0 != ttb0 {
+                    return Ok(());
+                }
+                (slot, Some(asid))
+            }
+        };
+        // Remap uncached so nothing new enters the firmware's caches while they are flushed.
+        let mut gather = Gather::new();
+        let pt = self.table_mut(vm, va, size)?;
+        let mut reprot = Ok(());
+        for m in runs.iter() {
+            reprot = reprot.and_then(|()| pt.reprot(m.va, m.size, m.prot.uncached(), &mut gather));
+        }
+        self.finish(gather, asid);
+        reprot?;
+        system_fence();
+        for m in runs.iter() {
+            let mut addr = m.va;
+            let end = m.va + m.size;
+            while addr < end {
+                let pages = ((end - addr) >> UAT_PGBIT).min(0xffff);
+                let bytes = pages << UAT_PGBIT;
+                self.handoff.begin_flush(flush_slot, addr, bytes)?;
+                self.stats.fw_flushes += 1;
+                let sent = self.fw.flush_cache(&FlushMsg {
+                    addr,
+                    slot: flush_slot as u32,
+                    page_count: pages as u16,
+                });
+                let ended = self.handoff.end_flush(flush_slot);
+                sent?;
+                ended?;
+                addr += bytes;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn find(vms: &KVec<Option<UserVm>>, id: VmId) -> Result<&UserVm> {
+    vms.iter().flatten().find(|vm| vm.id == id).ok_or(ENOENT)
+}
+
+fn find_mut(vms: &mut KVec<Option<UserVm>>, id: VmId) -> Result<&mut UserVm> {
+    vms.iter_mut()
+        .flatten()
+        .find(|vm| vm.id == id)
+        .ok_or(ENOENT)
+}
+
+impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
+    fn drop(&mut self) {
+        // Unbind every context before the tables go away with the fields.
+        {
+            let guard = self.handoff.lock();
+            for slot in 0..SLOTS {
+                self.ttbat.set(&guard, slot, 0, 0);
+            }
+        }
+        self.tlb.invalidate_all();
+    }
+}

@@ -1,0 +1,65 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Mappings of reserved memory regions: the host twin of `rust/kernel/memremap.rs`.
+//!
+//! The simulated RAM is one host allocation, so a "mapping" is a pointer into it; what another
+//! agent (the simulated firmware or GPU) writes there is seen through it, as with a real mapping.
+
+use crate::error::{code::*, Result};
+use crate::page::PhysAddr;
+use crate::sim;
+use core::ptr::NonNull;
+
+/// How a region is mapped (the host has no caches to bypass; kept for the same API).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caching {
+    /// Normal write-back cached memory (`MEMREMAP_WB`).
+    WriteBack,
+    /// Uncached, write-combining (`MEMREMAP_WC`).
+    WriteCombine,
+}
+
+/// A mapped reserved-memory region.
+///
+/// # Invariants
+///
+/// `ptr` points at `size` bytes of simulated RAM at `phys`, alive for the whole process.
+pub struct MemRemap {
+    ptr: NonNull<u8>,
+    phys: PhysAddr,
+    size: usize,
+}
+
+// SAFETY: The mapping is a plain address range, usable from any thread.
+unsafe impl Send for MemRemap {}
+// SAFETY: `MemRemap` only hands out raw pointers; synchronising through them is the user's job.
+unsafe impl Sync for MemRemap {}
+
+impl MemRemap {
+    /// Maps `size` bytes of physical memory at `phys`: `EINVAL` for an empty or wrapping range,
+    /// `ENOMEM` when any of it is not RAM (what `memremap` refuses).
+    pub fn new(phys: PhysAddr, size: usize, _caching: Caching) -> Result<Self> {
+        let last = phys
+            .checked_add(size as PhysAddr)
+            .filter(|_| size != 0)
+            .ok_or(EINVAL)?
+            - 1;
+        let ptr = sim::phys_to_host(phys, last).ok_or(ENOMEM)?;
+        Ok(Self { ptr, phys, size })
+    }
+
+    /// The address of the first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr.as_ptr()
+    }
+
+    /// The physical address of the first byte.
+    pub fn phys(&self) -> PhysAddr {
+        self.phys
+    }
+
+    /// The size of the mapping in bytes.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+}

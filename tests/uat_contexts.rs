@@ -1,0 +1,604 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The UAT on the simulated SoC: contexts bound to TTBAT slots, seen through the simulated GPU
+//! (which walks the tables by physical address and caches translations until invalidated) and
+//! the simulated firmware (handshake, `cur_slot`, cache flushes).
+
+use agx_soc::firmware::{FlushAnswer, FlushRecord, FwKnobs};
+use agx_soc::gpu::{Fault, Gpu};
+use agx_soc::Soc;
+use asahi::pgtable::PhysRange;
+use asahi::pte::Prot;
+use asahi::uat::{kernel_va, UatConfig};
+use kernel::error::code::*;
+use kernel::sim;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use uat_tests::config::config;
+use uat_tests::leak::LeakCheck;
+use uat_tests::pages::{gpu_tag, TaggedPages};
+
+const PG: u64 = 1 << 14;
+
+fn read_u64(pa: u64) -> u64 {
+    sim::read_phys_u64(pa).unwrap()
+}
+
+#[test]
+fn boot_binds_the_kernel_context() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let uat = soc.boot().unwrap();
+    // Handshake.
+    assert_eq!(read_u64(soc.handoff.phys), 0x4b1d_0000_0000_0002);
+    assert_eq!(read_u64(soc.handoff.phys + 8), 0x4b1d_0000_0000_0002);
+    // Slot 0: the kernel's lower table and the bootloader's upper table, ASID 0, valid.
+    let ttb0 = read_u64(soc.ttbs.phys);
+    let ttb1 = read_u64(soc.ttbs.phys + 8);
+    assert_eq!(ttb1, soc.pagetables.phys | 1);
+    assert_eq!(ttb0 & 1, 1);
+    assert_eq!(ttb0 >> 48, 0);
+    assert!(sim::is_allocated(ttb0 & !1));
+    // Every user slot is clear.
+    for slot in 1..64 {
+        assert_eq!(read_u64(soc.ttbs.phys + 16 * slot), 0);
+        assert_eq!(read_u64(soc.ttbs.phys + 16 * slot + 8), 0);
+    }
+    assert_eq!(soc.gpu.stats().tlbi[3], 1, "one invalidate-all at boot");
+    drop(uat);
+    // Teardown unbinds everything; the bootloader's table stays.
+    assert_eq!(read_u64(soc.ttbs.phys), 0);
+    assert!(!sim::is_allocated(ttb0 & !1));
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn boot_fails_cleanly() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs {
+        boots: false,
+        ..FwKnobs::default()
+    });
+    assert_eq!(soc.boot().err(), Some(EIO));
+    let good = soc.uat_config();
+    let bad = |f: &dyn Fn(&mut UatConfig)| {
+        let mut cfg = good;
+        f(&mut cfg);
+        // SAFETY: The regions are the SoC's; a refused configuration touches nothing.
+        unsafe {
+            asahi::uat::Uat::new(
+                cfg,
+                asahi::tlbi::Broadcast(agx_soc::gpu::GpuTlbi(soc.gpu.clone())),
+                soc.fw.port(),
+            )
+        }
+        .err()
+    };
+    assert_eq!(bad(&|c| c.ttbs.phys += 0x100), Some(EINVAL));
+    assert_eq!(bad(&|c| c.ttbs.size = 0x200), Some(EINVAL));
+    assert_eq!(bad(&|c| c.handoff.size = 0x600), Some(EINVAL));
+    assert_eq!(bad(&|c| c.pagetables.size = 0x1000), Some(EINVAL));
+    assert_eq!(bad(&|c| c.pagetables.phys += 0x2000), Some(EINVAL));
+    // A pagetables region that is not RAM.
+    assert_eq!(bad(&|c| c.pagetables.phys = sim::HOLE.0), Some(EINVAL));
+    let log = kernel::print::take_log();
+    assert!(log
+        .iter()
+        .any(|l| l.contains("ttbs") && l.contains("aligned")));
+    assert!(log.iter().any(|l| l.contains("pagetables")));
+    drop(soc);
+    leak.assert_clean();
+}
+
+/// Maps `pages` one by one (they are scattered) at `va` in VM `vm`.
+fn map_pages(
+    uat: &mut agx_soc::SimUat,
+    vm: u64,
+    va: u64,
+    pages: &[u64],
+    prot: Prot,
+) -> kernel::error::Result {
+    let sg: Vec<PhysRange> = pages
+        .iter()
+        .map(|&addr| PhysRange { addr, len: PG })
+        .collect();
+    uat.vm_map_sg(vm, va, sg.len() as u64 * PG, &sg, 0, prot)
+}
+
+#[test]
+fn kernel_mappings_and_permissions() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(4, 100);
+    let kva = kernel_va(soc.geometry).start;
+    uat.kernel_map(kva, data.phys(0), PG, Prot::GPUFW_SHARED_RW)
+        .unwrap();
+    uat.kernel_map(kva + PG, data.phys(1), PG, Prot::FW_SHARED_RW)
+        .unwrap();
+    uat.kernel_map(kva + 2 * PG, data.phys(2), PG, Prot::GPU_RO_FW_PRIV_RW)
+        .unwrap();
+    uat.kernel_map(0x10_0000, data.phys(3), PG, Prot::GPU_SHARED_RW)
+        .unwrap();
+    let gpu = &soc.gpu;
+    assert_eq!(gpu_tag(gpu, 0, kva), Ok(100));
+    assert_eq!(gpu.translate(0, kva + 8, true), Ok(data.phys(0) + 8));
+    // Firmware only: the GPU has no access.
+    assert!(matches!(
+        gpu.translate(0, kva + PG, false),
+        Err(Fault::Permission { .. })
+    ));
+    assert_eq!(gpu_tag(gpu, 0, kva + 2 * PG), Ok(102));
+    assert!(matches!(
+        gpu.translate(0, kva + 2 * PG, true),
+        Err(Fault::Permission { write: true, .. })
+    ));
+    assert_eq!(gpu_tag(gpu, 0, 0x10_0000), Ok(103));
+    // Outside the driver's part of the upper half: the firmware's, not mapped here.
+    assert_eq!(
+        uat.kernel_map(kva - PG, data.phys(0), PG, Prot::FW_PRIV_RW),
+        Err(ERANGE)
+    );
+    assert!(matches!(
+        gpu.translate(0, kva + 3 * PG, false),
+        Err(Fault::Unmapped { level: 3, .. })
+    ));
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn user_contexts_cannot_reach_kernel_only_mappings() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(3, 200);
+    let kva = kernel_va(soc.geometry).start;
+    uat.kernel_map(kva, data.phys(0), PG, Prot::FW_PRIV_RW)
+        .unwrap();
+    uat.kernel_map(kva + PG, data.phys(1), PG, Prot::GPU_RO_FW_PRIV_RW)
+        .unwrap();
+    let plain = uat.create_vm(false).unwrap();
+    let visible = uat.create_vm(true).unwrap();
+    map_pages(
+        &mut uat,
+        plain,
+        0x4000,
+        &[data.phys(2)],
+        Prot::GPU_SHARED_RW,
+    )
+    .unwrap();
+    let s_plain = uat.bind(plain).unwrap();
+    let s_visible = uat.bind(visible).unwrap();
+    assert_ne!(s_plain, s_visible);
+    let gpu = &soc.gpu;
+    assert_eq!(gpu_tag(gpu, s_plain, 0x4000), Ok(202));
+    // No upper half at all in a plain user context.
+    assert!(matches!(
+        gpu.translate(s_plain, kva, false),
+        Err(Fault::NoContext { .. })
+    ));
+    // A kernel-visible context sees the kernel's half with the kernel's permissions only.
+    assert!(matches!(
+        gpu.translate(s_visible, kva, false),
+        Err(Fault::Permission { .. })
+    ));
+    assert_eq!(gpu_tag(gpu, s_visible, kva + PG), Ok(201));
+    // Nor the user mapping of the other VM.
+    assert!(matches!(
+        gpu.translate(s_visible, 0x4000, false),
+        Err(Fault::Unmapped { .. })
+    ));
+    uat.release(plain).unwrap();
+    uat.release(visible).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
+/// Fills the TLB with `va`'s translation in `slot`, checks it, and returns the tag.
+fn warm(gpu: &Gpu, slot: usize, va: u64) -> u64 {
+    let t = gpu_tag(gpu, slot, va).unwrap();
+    assert_eq!(gpu_tag(gpu, slot, va), Ok(t));
+    t
+}
+
+/// After `vm_unmap` returns, the GPU faults on the old VAs although it had them cached; returns
+/// the VAs it still reached (empty when the driver invalidated correctly).
+fn stale_after_unmap(ignore_tlbi: bool) -> Vec<u64> {
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(6, 300);
+    let vm = uat.create_vm(false).unwrap();
+    // Spread over more than 32 GiB (one range instruction's reach) and across leaf tables.
+    let vas = [
+        0x4000,
+        0x1ff_c000,
+        0x200_0000,
+        33 << 30,
+        100 << 30,
+        (200 << 30) + 0x4000,
+    ];
+    for (i, &va) in vas.iter().enumerate() {
+        map_pages(&mut uat, vm, va, &[data.phys(i)], Prot::GPU_SHARED_RW).unwrap();
+    }
+    let slot = uat.bind(vm).unwrap();
+    for (i, &va) in vas.iter().enumerate() {
+        assert_eq!(warm(&soc.gpu, slot, va), data.tag(i));
+    }
+    soc.gpu.set_ignore_tlbi(ignore_tlbi);
+    // One unmap of the whole span: 200 GiB, several range instructions.
+    let n = uat.vm_unmap(vm, 0x4000, (201 << 30) - 0x4000).unwrap();
+    assert_eq!(n, vas.len());
+    let reached: Vec<u64> = vas
+        .iter()
+        .copied()
+        .filter(|&va| soc.gpu.translate(slot, va, false).is_ok())
+        .collect();
+    soc.gpu.set_ignore_tlbi(false);
+    uat.release(vm).unwrap();
+    drop(uat);
+    drop(data);
+    reached
+}
+
+#[test]
+fn no_stale_translation_after_unmap() {
+    let leak = LeakCheck::start();
+    assert_eq!(stale_after_unmap(false), Vec::<u64>::new());
+    leak.assert_clean();
+}
+
+/// The detector works: with the GPU ignoring TLB maintenance, every old VA is still reached.
+#[test]
+fn stale_translations_are_detected_when_invalidation_is_broken() {
+    assert_eq!(stale_after_unmap(true).len(), 6);
+}
+
+#[test]
+fn freed_tables_are_not_walked_after_unmap() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(2, 400);
+    let vm = uat.create_vm(false).unwrap();
+    let va = 5 << 36;
+    map_pages(&mut uat, vm, va, &[data.phys(0)], Prot::GPU_SHARED_RW).unwrap();
+    let slot = uat.bind(vm).unwrap();
+    warm(&soc.gpu, slot, va);
+    let tables = uat.vm_table(vm).unwrap().table_pages();
+    assert_eq!(tables, 2);
+    uat.vm_unmap(vm, va, PG).unwrap();
+    assert_eq!(uat.vm_table(vm).unwrap().table_pages(), 0);
+    // The freed tables are poisoned; a walk cache left pointing at them would read garbage.
+    assert!(matches!(
+        soc.gpu.translate(slot, va + PG, false),
+        Err(Fault::Unmapped { level: 1, .. })
+    ));
+    uat.release(vm).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn destroyed_vm_is_unreachable_after_slot_reuse() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(2, 500);
+    // Occupy every user slot so that the new VM must reuse the destroyed one's.
+    let busy: Vec<u64> = (0..62).map(|_| uat.create_vm(false).unwrap()).collect();
+    for &vm in &busy {
+        uat.bind(vm).unwrap();
+    }
+    let old = uat.create_vm(false).unwrap();
+    map_pages(&mut uat, old, 0x8000, &[data.phys(0)], Prot::GPU_SHARED_RW).unwrap();
+    let slot = uat.bind(old).unwrap();
+    assert_eq!(warm(&soc.gpu, slot, 0x8000), 500);
+    assert_eq!(uat.destroy_vm(old), Err(EBUSY), "work still bound");
+    uat.release(old).unwrap();
+    uat.destroy_vm(old).unwrap();
+    assert_eq!(read_u64(soc.ttbs.phys + 16 * slot as u64), 0);
+    assert!(matches!(
+        soc.gpu.translate(slot, 0x8000, false),
+        Err(Fault::NoContext { .. })
+    ));
+    let new = uat.create_vm(false).unwrap();
+    map_pages(&mut uat, new, 0xc000, &[data.phys(1)], Prot::GPU_SHARED_RW).unwrap();
+    assert_eq!(uat.bind(new), Ok(slot));
+    assert!(matches!(
+        soc.gpu.translate(slot, 0x8000, false),
+        Err(Fault::Unmapped { .. })
+    ));
+    assert_eq!(gpu_tag(&soc.gpu, slot, 0xc000), Ok(501));
+    assert_eq!(uat.destroy_vm(old), Err(ENOENT));
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn the_firmware_current_slot_is_never_rebound() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let vms: Vec<u64> = (0..63).map(|_| uat.create_vm(false).unwrap()).collect();
+    for &vm in &vms {
+        uat.bind(vm).unwrap();
+    }
+    // All slots busy.
+    let extra = uat.create_vm(false).unwrap();
+    assert_eq!(uat.bind(extra), Err(EBUSY));
+    // One VM goes idle, but the firmware is still in its context.
+    let idle = vms[10];
+    let slot = uat.slot_of(idle).unwrap();
+    uat.release(idle).unwrap();
+    soc.fw.run_context(slot as u32);
+    assert_eq!(uat.bind(extra), Err(EBUSY));
+    assert_eq!(uat.destroy_vm(idle), Err(EBUSY));
+    assert_eq!(uat.slot_of(idle), Some(slot));
+    // The firmware moves on: the slot can be taken.
+    soc.fw.run_context(0xffff_ffff);
+    assert_eq!(uat.bind(extra), Ok(slot));
+    assert_eq!(uat.slot_of(idle), None);
+    assert_eq!(uat.stats().evictions, 1);
+    drop(uat);
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn cached_firmware_mappings_are_flushed_before_unmap() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let kva = kernel_va(soc.geometry).start;
+    let pa = 0x8_0000_0000 + (1 << 30) - (2 << 30) / 2; // RAM, never accessed.
+                                                        // 0x10000 + 3 pages: two firmware messages (page_count < 0x10000).
+    let pages = 0x10003u64;
+    uat.kernel_map(kva, pa, pages * PG, Prot::FW_PRIV_RW)
+        .unwrap();
+    uat.kernel_map(kva + (pages + 1) * PG, pa, PG, Prot::FW_SHARED_RW)
+        .unwrap();
+    assert_eq!(
+        uat.kernel_unmap(kva, (pages + 2) * PG),
+        Ok(pages as usize + 1)
+    );
+    let log = soc.fw.log();
+    assert_eq!(
+        log.flushes,
+        vec![
+            FlushRecord {
+                slot: 64,
+                addr: kva,
+                size: 0xffff * PG
+            },
+            FlushRecord {
+                slot: 64,
+                addr: kva + 0xffff * PG,
+                size: 4 * PG
+            },
+        ]
+    );
+    assert!(log.protocol_errors.is_empty(), "{:?}", log.protocol_errors);
+    // The uncached mapping needed no flush; nothing is left mapped.
+    assert_eq!(uat.stats().fw_flushes, 2);
+    assert_eq!(uat.kernel_translate(kva), Err(ENOENT));
+    drop(uat);
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn a_firmware_that_does_not_flush_fails_the_unmap() {
+    for answer in [FlushAnswer::Ignore, FlushAnswer::Garbage(7)] {
+        let leak = LeakCheck::start();
+        let soc = Soc::new(FwKnobs {
+            answer,
+            ..FwKnobs::default()
+        });
+        let mut uat = soc.boot().unwrap();
+        let kva = kernel_va(soc.geometry).start;
+        uat.kernel_map(kva, 0x8_0010_0000, 2 * PG, Prot::GPUFW_PRIV_RW)
+            .unwrap();
+        assert_eq!(uat.kernel_unmap(kva, 2 * PG), Err(EIO));
+        // Still mapped, now uncached; the flush slot is usable again.
+        let t = uat.kernel_translate(kva).unwrap();
+        assert_eq!(t.prot, Prot::GPUFW_PRIV_RW.uncached());
+        assert_eq!(read_u64(soc.handoff.phys + 0x20 + 0x18 * 64), 0);
+        assert!(kernel::print::take_log()
+            .iter()
+            .any(|l| l.contains("flush slot 64")));
+        drop(uat);
+        drop(soc);
+        leak.assert_clean();
+    }
+}
+
+#[test]
+fn user_flush_only_while_the_firmware_runs_the_context() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let vm = uat.create_vm(false).unwrap();
+    uat.vm_map(vm, 0x4000, 0x8_0010_0000, PG, Prot::GPUFW_PRIV_RW)
+        .unwrap();
+    uat.vm_map(vm, 0x8000, 0x8_0010_0000, PG, Prot::GPUFW_PRIV_RW)
+        .unwrap();
+    let slot = uat.bind(vm).unwrap();
+    uat.vm_unmap(vm, 0x4000, PG).unwrap();
+    assert!(soc.fw.log().flushes.is_empty());
+    soc.fw.run_context(slot as u32);
+    uat.vm_unmap(vm, 0x8000, PG).unwrap();
+    assert_eq!(
+        soc.fw.log().flushes,
+        vec![FlushRecord {
+            slot: slot as u32,
+            addr: 0x8000,
+            size: PG
+        }]
+    );
+    soc.fw.run_context(0);
+    uat.release(vm).unwrap();
+}
+
+// ---- Isolation, against a model, through the GPU ----
+
+#[derive(Clone, Debug)]
+enum Op {
+    Map {
+        vm: usize,
+        page: u64,
+        n: usize,
+        first: usize,
+        ro: bool,
+    },
+    Unmap {
+        vm: usize,
+        page: u64,
+        n: u64,
+    },
+    Bind {
+        vm: usize,
+    },
+    Release {
+        vm: usize,
+    },
+}
+
+const VMS: usize = 4;
+const WINDOW: u64 = 96;
+const PAGES_PER_VM: usize = 12;
+/// The window straddles a leaf-table boundary (32 MiB).
+const WINDOW_BASE: u64 = (1 << 25) - 48 * PG;
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..VMS, 0..WINDOW, 1..5usize, 0..PAGES_PER_VM, any::<bool>())
+            .prop_map(|(vm, page, n, first, ro)| Op::Map { vm, page, n, first, ro }),
+        2 => (0..VMS, 0..WINDOW, 1..24u64).prop_map(|(vm, page, n)| Op::Unmap { vm, page, n }),
+        2 => (0..VMS).prop_map(|vm| Op::Bind { vm }),
+        1 => (0..VMS).prop_map(|vm| Op::Release { vm }),
+    ]
+}
+
+fn isolation(ops: &[Op]) -> Result<(), TestCaseError> {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data: Vec<TaggedPages> = (0..VMS)
+        .map(|v| TaggedPages::new(PAGES_PER_VM, 1000 * (v as u64 + 1)))
+        .collect();
+    let ids: Vec<u64> = (0..VMS).map(|_| uat.create_vm(false).unwrap()).collect();
+    // Model: per VM, page in window -> (data page index, read-only); users.
+    let mut model: Vec<BTreeMap<u64, (usize, bool)>> = vec![BTreeMap::new(); VMS];
+    let mut users = [0u32; VMS];
+    for op in ops {
+        match *op {
+            Op::Map {
+                vm,
+                page,
+                n,
+                first,
+                ro,
+            } => {
+                let n = n.min((WINDOW - page) as usize);
+                let idx: Vec<usize> = (0..n).map(|i| (first + i) % PAGES_PER_VM).collect();
+                let pas: Vec<u64> = idx.iter().map(|&i| data[vm].phys(i)).collect();
+                let prot = if ro {
+                    Prot::GPU_SHARED_RO
+                } else {
+                    Prot::GPU_SHARED_RW
+                };
+                let got = map_pages(&mut uat, ids[vm], WINDOW_BASE + page * PG, &pas, prot);
+                let clash = (page..page + n as u64).any(|p| model[vm].contains_key(&p));
+                if clash {
+                    prop_assert_eq!(got, Err(EEXIST));
+                } else {
+                    prop_assert_eq!(got, Ok(()));
+                    for (i, &d) in idx.iter().enumerate() {
+                        model[vm].insert(page + i as u64, (d, ro));
+                    }
+                }
+            }
+            Op::Unmap { vm, page, n } => {
+                let n = n.min(WINDOW - page);
+                let got = uat.vm_unmap(ids[vm], WINDOW_BASE + page * PG, n * PG);
+                let want = (page..page + n)
+                    .filter(|p| model[vm].remove(p).is_some())
+                    .count();
+                prop_assert_eq!(got, Ok(want));
+            }
+            Op::Bind { vm } => {
+                prop_assert!(uat.bind(ids[vm]).is_ok());
+                users[vm] += 1;
+            }
+            Op::Release { vm } => {
+                let got = uat.release(ids[vm]);
+                if users[vm] == 0 {
+                    prop_assert_eq!(got, Err(EINVAL));
+                } else {
+                    prop_assert_eq!(got, Ok(()));
+                    users[vm] -= 1;
+                }
+            }
+        }
+        // Every bound context sees exactly its model: its own pages, faults elsewhere.
+        for vm in 0..VMS {
+            let Some(slot) = uat.slot_of(ids[vm]) else {
+                continue;
+            };
+            for page in 0..WINDOW {
+                let va = WINDOW_BASE + page * PG;
+                let got = gpu_tag(&soc.gpu, slot, va);
+                match model[vm].get(&page) {
+                    Some(&(d, ro)) => {
+                        prop_assert_eq!(got, Ok(data[vm].tag(d)), "vm {} va {:#x}", vm, va);
+                        let w = soc.gpu.translate(slot, va, true);
+                        prop_assert_eq!(w.is_err(), ro);
+                    }
+                    None => prop_assert!(
+                        matches!(got, Err(Fault::Unmapped { .. })),
+                        "vm {} slot {} va {:#x}: {:?}",
+                        vm,
+                        slot,
+                        va,
+                        got
+                    ),
+                }
+            }
+        }
+    }
+    soc.gpu.take_faults();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    prop_assert_eq!(leak.live_since(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(4000).clone_with_cases(|c| (c / 20).max(16)))]
+
+    #[test]
+    fn contexts_are_isolated(ops in proptest::collection::vec(op(), 1..40)) {
+        isolation(&ops)?;
+    }
+}
+
+trait CasesExt {
+    fn clone_with_cases(self, f: impl Fn(u32) -> u32) -> Self;
+}
+
+impl CasesExt for proptest::test_runner::Config {
+    fn clone_with_cases(mut self, f: impl Fn(u32) -> u32) -> Self {
+        self.cases = f(self.cases);
+        self
+    }
+}

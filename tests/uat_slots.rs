@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Slot pressure: more live VMs than the 63 user slots, submissions (bind) and completions
+//! (release) interleaved at random, VMs destroyed and created. Checked after every step against
+//! a model of the slot policy and through the simulated GPU: every VM maps its own tagged page at
+//! the same VA, so a context that reached a previous owner's stale TLB entry, or a TTBAT entry
+//! pointing at the wrong table, reads the wrong tag.
+
+use agx_soc::firmware::FwKnobs;
+use agx_soc::Soc;
+use asahi::pte::Prot;
+use kernel::error::code::*;
+use kernel::sim;
+use proptest::prelude::*;
+use uat_tests::config::config;
+use uat_tests::leak::LeakCheck;
+use uat_tests::pages::{gpu_tag, TaggedPages};
+
+const VMS: usize = 80;
+const SLOTS: usize = 64;
+const VA: u64 = 0x4000;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Bind(usize),
+    Release(usize),
+    /// Destroy the VM (if it has no work) and create a fresh one in its place.
+    Recreate(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (0..VMS).prop_map(Op::Bind),
+        5 => (0..VMS).prop_map(Op::Release),
+        1 => (0..VMS).prop_map(Op::Recreate),
+    ]
+}
+
+#[derive(Clone, Copy, Default)]
+struct SlotModel {
+    owner: Option<usize>,
+    users: u32,
+    last_used: u64,
+}
+
+fn run(ops: &[Op]) -> Result<(), TestCaseError> {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(VMS, 7000);
+    let mut ids: Vec<u64> = Vec::new();
+    for v in 0..VMS {
+        let id = uat.create_vm(false).unwrap();
+        uat.vm_map(id, VA, data.phys(v), 1 << 14, Prot::GPU_SHARED_RW)
+            .unwrap();
+        ids.push(id);
+    }
+    let mut slots = [SlotModel::default(); SLOTS];
+    let mut hint: Vec<Option<usize>> = vec![None; VMS];
+    let mut clock = 0u64;
+    for op in ops {
+        clock += 1;
+        match *op {
+            Op::Bind(v) => {
+                let held = (1..SLOTS).find(|&s| slots[s].owner == Some(v));
+                let got = uat.bind(ids[v]);
+                let free: Vec<usize> = (1..SLOTS).filter(|&s| slots[s].owner.is_none()).collect();
+                let idle_lru = (1..SLOTS)
+                    .filter(|&s| slots[s].owner.is_some() && slots[s].users == 0)
+                    .min_by_key(|&s| slots[s].last_used);
+                let slot = match (held, got) {
+                    (Some(h), got) => {
+                        prop_assert_eq!(got, Ok(h), "a VM keeps the slot it holds");
+                        h
+                    }
+                    (None, Err(e)) => {
+                        prop_assert_eq!(e, EBUSY);
+                        prop_assert!(
+                            free.is_empty() && idle_lru.is_none(),
+                            "EBUSY with a slot available"
+                        );
+                        continue;
+                    }
+                    (None, Ok(s)) => {
+                        if !free.is_empty() {
+                            prop_assert!(free.contains(&s), "evicted while slots were free");
+                            if let Some(h) = hint[v].filter(|h| free.contains(h)) {
+                                prop_assert_eq!(s, h, "the previous slot is preferred");
+                            }
+                        } else {
+                            prop_assert_eq!(Some(s), idle_lru, "not the least recently used");
+                        }
+                        if let Some(prev) = slots[s].owner {
+                            prop_assert_eq!(uat.slot_of(ids[prev]), None);
+                        }
+                        slots[s] = SlotModel {
+                            owner: Some(v),
+                            users: 0,
+                            last_used: clock,
+                        };
+                        s
+                    }
+                };
+                slots[slot].users += 1;
+                slots[slot].last_used = clock;
+                hint[v] = Some(slot);
+            }
+            Op::Release(v) => {
+                let held = (1..SLOTS).find(|&s| slots[s].owner == Some(v) && slots[s].users > 0);
+                let got = uat.release(ids[v]);
+                match held {
+                    Some(s) => {
+                        prop_assert_eq!(got, Ok(()));
+                        slots[s].users -= 1;
+                        slots[s].last_used = clock;
+                    }
+                    None => prop_assert_eq!(got, Err(EINVAL)),
+                }
+            }
+            Op::Recreate(v) => {
+                let held = (1..SLOTS).find(|&s| slots[s].owner == Some(v));
+                let got = uat.destroy_vm(ids[v]);
+                if let Some(s) = held.filter(|&s| slots[s].users > 0) {
+                    prop_assert_eq!(got, Err(EBUSY));
+                    let _ = s;
+                    continue;
+                }
+                prop_assert_eq!(got, Ok(()));
+                if let Some(s) = held {
+                    slots[s] = SlotModel {
+                        owner: None,
+                        users: 0,
+                        last_used: clock,
+                    };
+                    prop_assert_eq!(sim::read_phys_u64(soc.ttbs.phys + 16 * s as u64), Some(0));
+                }
+                let id = uat.create_vm(false).unwrap();
+                uat.vm_map(id, VA, data.phys(v), 1 << 14, Prot::GPU_SHARED_RW)
+                    .unwrap();
+                ids[v] = id;
+                hint[v] = None;
+            }
+        }
+        // Every held slot: the right TTBAT entry, and the GPU reaches the owner's page only.
+        for (s, model) in slots.iter().enumerate().skip(1) {
+            let ttb0 = sim::read_phys_u64(soc.ttbs.phys + 16 * s as u64).unwrap();
+            match model.owner {
+                Some(v) => {
+                    prop_assert_eq!(uat.slot_of(ids[v]), Some(s));
+                    prop_assert_eq!(uat.slot_users(s), model.users);
+                    let table = uat.vm_table(ids[v]).unwrap().ttb();
+                    prop_assert_eq!(ttb0, table | 1 | ((s as u64) << 48));
+                    prop_assert_eq!(gpu_tag(&soc.gpu, s, VA), Ok(data.tag(v)), "slot {}", s);
+                }
+                None => prop_assert_eq!(ttb0, 0),
+            }
+        }
+    }
+    drop(uat);
+    drop(data);
+    drop(soc);
+    prop_assert_eq!(leak.live_since(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config({
+        let mut c = config(4000);
+        c.cases = (c.cases / 40).max(16);
+        c
+    })]
+
+    #[test]
+    fn slot_pressure(ops in proptest::collection::vec(op(), 50..400)) {
+        run(&ops)?;
+    }
+}
+
+/// The check can fail: with the GPU ignoring TLB maintenance, a slot taken from an idle VM still
+/// serves the old owner's cached translation.
+#[test]
+fn eviction_without_invalidation_is_detected() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(64, 9000);
+    let ids: Vec<u64> = (0..64)
+        .map(|v| {
+            let id = uat.create_vm(false).unwrap();
+            uat.vm_map(id, VA, data.phys(v), 1 << 14, Prot::GPU_SHARED_RW)
+                .unwrap();
+            id
+        })
+        .collect();
+    for &id in &ids[..63] {
+        let s = uat.bind(id).unwrap();
+        gpu_tag(&soc.gpu, s, VA).unwrap();
+    }
+    uat.release(ids[0]).unwrap();
+    soc.gpu.set_ignore_tlbi(true);
+    let s = uat.bind(ids[63]).unwrap();
+    assert_eq!(
+        gpu_tag(&soc.gpu, s, VA),
+        Ok(data.tag(0)),
+        "stale entry expected"
+    );
+    soc.gpu.set_ignore_tlbi(false);
+}

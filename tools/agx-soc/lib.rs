@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A simulated Apple SoC for the UAT driver: reserved-memory regions as the bootloader leaves
+//! them, a GPU that walks the tables through a TLB ([`gpu`]), and firmware that follows the
+//! handoff protocol on its own thread ([`firmware`]).
+//!
+//! Host-only: the driver sources never see this crate; tests and tools put a [`Soc`] under
+//! them.
+
+pub mod firmware;
+pub mod gpu;
+
+use asahi::geometry::Geometry;
+use asahi::pte::Oas;
+use asahi::tlbi::Broadcast;
+use asahi::uat::{RegionDesc, Uat, UatConfig};
+use firmware::{Firmware, FwKnobs, FwPort};
+use gpu::{Gpu, GpuTlbi};
+use kernel::error::Result;
+use kernel::page::PAGE_SIZE;
+use kernel::sim;
+use std::sync::Arc;
+
+/// The UAT as the simulated SoC runs it.
+pub type SimUat = Uat<Broadcast<GpuTlbi>, FwPort>;
+
+/// The SoC: its reserved regions, GPU and firmware.
+pub struct Soc {
+    /// The `ttbs` region.
+    pub ttbs: RegionDesc,
+    /// The `pagetables` region (the firmware's upper-half top-level table).
+    pub pagetables: RegionDesc,
+    /// The `handoff` region.
+    pub handoff: RegionDesc,
+    /// The GPU.
+    pub gpu: Arc<Gpu>,
+    /// The firmware.
+    pub fw: Firmware,
+    /// Table geometry (G13).
+    pub geometry: Geometry,
+    /// Output address size.
+    pub oas: Oas,
+}
+
+fn reserve(size: u64) -> RegionDesc {
+    let phys = sim::reserve_region(size).expect("the reserved-memory pool is exhausted");
+    RegionDesc { phys, size }
+}
+
+impl Soc {
+    /// A G13 SoC (40-bit OAS) whose firmware behaves as `knobs` say.
+    pub fn new(knobs: FwKnobs) -> Soc {
+        let page = PAGE_SIZE as u64;
+        let ttbs = reserve(page);
+        let pagetables = reserve(page);
+        let handoff = reserve(page);
+        let geometry = Geometry::G13;
+        let oas = Oas::BITS_40;
+        Soc {
+            ttbs,
+            pagetables,
+            handoff,
+            gpu: Gpu::new(ttbs.phys, 40, geometry.ias()),
+            fw: Firmware::start(handoff.phys, knobs),
+            geometry,
+            oas,
+        }
+    }
+
+    /// The configuration the device tree would give the driver.
+    pub fn uat_config(&self) -> UatConfig {
+        UatConfig {
+            geometry: self.geometry,
+            oas: self.oas,
+            ttbs: self.ttbs,
+            pagetables: self.pagetables,
+            handoff: self.handoff,
+        }
+    }
+
+    /// Brings the driver's UAT up on this SoC.
+    pub fn boot(&self) -> Result<SimUat> {
+        // SAFETY: The regions were reserved for this SoC and are used by nothing else; the
+        // pagetables region (zeroed, an empty table) lives as long as the SoC.
+        unsafe {
+            Uat::new(
+                self.uat_config(),
+                Broadcast(GpuTlbi(self.gpu.clone())),
+                self.fw.port(),
+            )
+        }
+    }
+}
+
+impl Drop for Soc {
+    fn drop(&mut self) {
+        self.fw.stop();
+        for r in [self.ttbs, self.pagetables, self.handoff] {
+            // SAFETY: The firmware has stopped, and a UAT booted on this SoC is dropped by its
+            // owner before the SoC (declared after it): nothing uses the regions any more.
+            unsafe { sim::unreserve_region(r.phys, r.size) };
+        }
+    }
+}
