@@ -2,17 +2,24 @@
 
 //! The driver's built-in self-test cases, run on the host under leak checking.
 
-use asahi::selftest::{Env, CASES};
+use asahi::selftest::{Env, CARVEOUT_SIZE, CASES};
+use asahi::selftest_uat::CASES as UAT_CASES;
 use kernel::{print, sim};
 use uat_tests::leak::LeakCheck;
 
+/// The self-tests' environment: MMIO for "not RAM", a reserved region for the carve-out.
+fn env() -> Env {
+    Env {
+        non_ram: sim::MMIO_ADDR,
+        carveout: sim::reserve_region(CARVEOUT_SIZE).unwrap(),
+    }
+}
+
 #[test]
 fn every_selftest_case_passes_without_leaks() {
-    let env = Env {
-        non_ram: sim::MMIO_ADDR,
-    };
+    let env = env();
     let mut failed = Vec::new();
-    for case in CASES {
+    for case in CASES.iter().chain(UAT_CASES) {
         let leak = LeakCheck::start();
         if let Err(what) = (case.run)(&env) {
             failed.push(format!("{}: {}", case.name, what));
@@ -22,14 +29,12 @@ fn every_selftest_case_passes_without_leaks() {
         }
     }
     assert!(failed.is_empty(), "failed: {failed:#?}");
-    assert!(CASES.len() >= 12);
+    assert!(CASES.len() >= 13 && UAT_CASES.len() >= 5);
 }
 
 #[test]
 fn corrupt_descriptors_are_reported() {
-    let env = Env {
-        non_ram: sim::MMIO_ADDR,
-    };
+    let env = env();
     let case = CASES
         .iter()
         .find(|c| c.name == "corrupt_descriptor_reported")

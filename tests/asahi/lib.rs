@@ -20,6 +20,8 @@ pub mod pte;
 pub mod region;
 #[path = "../../drivers/gpu/drm/asahi/selftest.rs"]
 pub mod selftest;
+#[path = "../../drivers/gpu/drm/asahi/selftest_uat.rs"]
+pub mod selftest_uat;
 #[path = "../../drivers/gpu/drm/asahi/slots.rs"]
 pub mod slots;
 #[path = "../../drivers/gpu/drm/asahi/tlb.rs"]

@@ -11,7 +11,7 @@
 
 use crate::region::Region;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::page::PhysAddr;
 use kernel::prelude::*;
 
@@ -177,7 +177,7 @@ pub fn system_fence() {
         core::arch::asm!("dmb sy", options(nostack, preserves_flags))
     };
     #[cfg(not(target_arch = "aarch64"))]
-    fence(Ordering::SeqCst);
+    core::sync::atomic::fence(Ordering::SeqCst);
 }
 
 /// The cache-flush message the firmware answers (its control message

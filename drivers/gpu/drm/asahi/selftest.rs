@@ -24,7 +24,14 @@ pub type CaseResult = core::result::Result<(), Failure>;
 pub struct Env {
     /// A physical address that is certainly not RAM (an MMIO register block).
     pub non_ram: PhysAddr,
+    /// [`CARVEOUT_SIZE`] bytes of page-aligned memory that no one else uses and that is not
+    /// System RAM (as reserved-memory regions are): stands in for the `ttbs` and `handoff`
+    /// regions.
+    pub carveout: PhysAddr,
 }
+
+/// Size of [`Env::carveout`].
+pub const CARVEOUT_SIZE: u64 = 64 * 1024;
 
 /// A named self-test case.
 pub struct Case {
@@ -50,6 +57,8 @@ macro_rules! ok {
         }
     };
 }
+
+pub(crate) use {check, ok};
 
 /// A TLB that only remembers what it was asked to invalidate.
 #[derive(Default)]
@@ -605,16 +614,18 @@ pub const CASES: &[Case] = &[
     },
 ];
 
-/// Runs every case and prints `N passed, M failed`, then the failing cases; returns the counts.
+/// Runs every case (page tables, then the UAT's contexts) and prints `N passed, M failed`, then
+/// the failing cases; returns the counts.
 pub fn run_all(env: &Env) -> (usize, usize) {
     let mut failed = 0;
-    for case in CASES {
+    let all = Iterator::chain(CASES.iter(), crate::selftest_uat::CASES.iter());
+    for case in all.clone() {
         if let Err(what) = (case.run)(env) {
             pr_err!("selftest {} FAILED: {}\n", case.name, what);
             failed += 1;
         }
     }
-    let passed = CASES.len() - failed;
+    let passed = all.count() - failed;
     pr_info!("{} passed, {} failed\n", passed, failed);
     (passed, failed)
 }
