@@ -14,7 +14,7 @@ use kernel::error::code::*;
 use kernel::sim;
 use proptest::prelude::*;
 use std::collections::BTreeMap;
-use uat_tests::config::config;
+use uat_tests::config::config_scaled;
 use uat_tests::leak::LeakCheck;
 use uat_tests::pages::{gpu_tag, TaggedPages};
 
@@ -584,21 +584,10 @@ fn isolation(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(4000).clone_with_cases(|c| (c / 20).max(16)))]
+    #![proptest_config(config_scaled(20, 16))]
 
     #[test]
     fn contexts_are_isolated(ops in proptest::collection::vec(op(), 1..40)) {
         isolation(&ops)?;
-    }
-}
-
-trait CasesExt {
-    fn clone_with_cases(self, f: impl Fn(u32) -> u32) -> Self;
-}
-
-impl CasesExt for proptest::test_runner::Config {
-    fn clone_with_cases(mut self, f: impl Fn(u32) -> u32) -> Self {
-        self.cases = f(self.cases);
-        self
     }
 }

@@ -12,7 +12,7 @@ use asahi::pte::Prot;
 use kernel::error::code::*;
 use kernel::sim;
 use proptest::prelude::*;
-use uat_tests::config::config;
+use uat_tests::config::config_scaled;
 use uat_tests::leak::LeakCheck;
 use uat_tests::pages::{gpu_tag, TaggedPages};
 
@@ -164,11 +164,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config({
-        let mut c = config(4000);
-        c.cases = (c.cases / 40).max(16);
-        c
-    })]
+    #![proptest_config(config_scaled(40, 16))]
 
     #[test]
     fn slot_pressure(ops in proptest::collection::vec(op(), 50..400)) {

@@ -26,3 +26,11 @@ pub fn config(default_cases: u32) -> Config {
         ..Config::default()
     }
 }
+
+/// [`config`] for suites whose cases are `divisor` times as expensive: `PROPTEST_CASES /
+/// divisor` cases, at least `min`.
+pub fn config_scaled(divisor: u32, min: u32) -> Config {
+    let mut c = config(4000);
+    c.cases = (c.cases / divisor).max(min);
+    c
+}

@@ -66,6 +66,18 @@ impl Geometry {
         ((va >> self.shift(level)) as usize) & (self.entries(level) - 1)
     }
 
+    /// The entries of the table at `level` that `range` touches, in order, each with its index
+    /// and the part of `range` it covers.
+    pub fn entries_in(&self, range: VaRange, level: Level) -> EntriesIn {
+        EntriesIn {
+            geometry: *self,
+            level,
+            span_mask: (1u64 << self.shift(level)) - 1,
+            next: Some(range.start),
+            last: range.last,
+        }
+    }
+
     /// The lower (user, TTB0) half: `0 ..= 2^ias - 1`.
     pub const fn lower_half(&self) -> VaRange {
         VaRange {
@@ -80,6 +92,29 @@ impl Geometry {
             start: !((1 << self.ias) - 1),
             last: u64::MAX,
         }
+    }
+}
+
+/// Iterator returned by [`Geometry::entries_in`].
+pub struct EntriesIn {
+    geometry: Geometry,
+    level: Level,
+    span_mask: u64,
+    next: Option<u64>,
+    last: u64,
+}
+
+impl Iterator for EntriesIn {
+    type Item = (usize, VaRange);
+
+    fn next(&mut self) -> Option<(usize, VaRange)> {
+        let start = self.next?;
+        let sub = VaRange {
+            start,
+            last: (start | self.span_mask).min(self.last),
+        };
+        self.next = (sub.last != self.last).then(|| sub.last + 1);
+        Some((self.geometry.index(start, self.level), sub))
     }
 }
 

@@ -344,14 +344,7 @@ impl PageTable {
             return visit(Step::Leaf(&table, range));
         }
         let g = self.cfg.geometry;
-        let span_mask = (1u64 << g.shift(level)) - 1;
-        let mut start = range.start;
-        loop {
-            let sub = VaRange {
-                start,
-                last: (start | span_mask).min(range.last),
-            };
-            let idx = g.index(start, level);
+        for (idx, sub) in g.entries_in(range, level) {
             let child = match Desc::decode(table.get(idx), level, self.cfg.oas) {
                 Desc::Table(child) => Some(child),
                 Desc::Invalid => match tables {
@@ -366,7 +359,7 @@ impl PageTable {
                     _ => None,
                 },
                 Desc::Page(_) | Desc::Corrupt(_) => {
-                    return Err(self.corrupt(start, level, table.get(idx)));
+                    return Err(self.corrupt(sub.start, level, table.get(idx)));
                 }
             };
             match child {
@@ -375,7 +368,6 @@ impl PageTable {
                     if let Tables::Prune(freed) = tables {
                         // SAFETY: As above, `child` is a table page we own.
                         let child_page = unsafe { Page::borrow_phys(&child) }.ok_or(EIO)?;
-                        let g = self.cfg.geometry;
                         let (first, last) =
                             (g.index(sub.start, level + 1), g.index(sub.last, level + 1));
                         if Table(child_page).is_empty_around(first, last) {
@@ -389,11 +381,8 @@ impl PageTable {
                 }
                 None => visit(Step::Missing(level, sub))?,
             }
-            if sub.last == range.last {
-                return Ok(());
-            }
-            start = sub.last + 1;
         }
+        Ok(())
     }
 
     /// Number of tables needed below `level` to map `range`, none of which exists.
@@ -745,28 +734,18 @@ impl PageTable {
         }
         // SAFETY: By the type invariants, `table_pa` is the root or a table page we own.
         let table = Table(unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?);
-        let g = self.cfg.geometry;
-        let span_mask = (1u64 << g.shift(level)) - 1;
-        let mut start = range.start;
-        loop {
-            let sub = VaRange {
-                start,
-                last: (start | span_mask).min(range.last),
-            };
-            let raw = table.get(g.index(start, level));
+        for (idx, sub) in self.cfg.geometry.entries_in(range, level) {
+            let raw = table.get(idx);
             match Desc::decode(raw, level, self.cfg.oas) {
                 Desc::Table(child) => {
                     f(child);
                     self.visit_tables(child, level + 1, sub, f)?;
                 }
                 Desc::Invalid => {}
-                Desc::Page(_) | Desc::Corrupt(_) => return Err(self.corrupt(start, level, raw)),
+                Desc::Page(_) | Desc::Corrupt(_) => return Err(self.corrupt(sub.start, level, raw)),
             }
-            if sub.last == range.last {
-                return Ok(());
-            }
-            start = sub.last + 1;
         }
+        Ok(())
     }
 }
 
