@@ -591,3 +591,37 @@ proptest! {
         isolation(&ops)?;
     }
 }
+
+/// Kernel tables freed by an unmap are not walked through another context's walk cache: a
+/// kernel-visible user context caches walks of the kernel's half under its own ASID.
+#[test]
+fn freed_kernel_tables_are_not_walked_from_user_contexts() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(1, 600);
+    let kva = kernel_va(soc.geometry).start + (3 << 25);
+    uat.kernel_map(kva, data.phys(0), PG, Prot::GPU_RO_FW_PRIV_RW)
+        .unwrap();
+    let vm = uat.create_vm(true).unwrap();
+    let slot = uat.bind(vm).unwrap();
+    assert_eq!(warm(&soc.gpu, slot, kva), 600);
+    assert_eq!(uat.kernel_unmap(kva, PG), Ok(1));
+    // Both the page and the tables above it are gone, from every context.
+    for s in [0, slot] {
+        assert!(
+            matches!(
+                soc.gpu.translate(s, kva + PG, false),
+                Err(Fault::Unmapped { level: 1, .. })
+            ),
+            "slot {s}: {:?}",
+            soc.gpu.translate(s, kva + PG, false)
+        );
+        assert!(soc.gpu.translate(s, kva, false).is_err());
+    }
+    uat.release(vm).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}

@@ -147,6 +147,20 @@ impl Gather {
         self.freed.release();
     }
 
+    /// Like [`Gather::flush`], for an address space that several contexts walk (the kernel VM,
+    /// whose upper half kernel-visible user contexts share): its leaves are global, so the range
+    /// invalidation in `asid` drops them for every context, but other contexts' walk caches are
+    /// tagged with their own ASIDs. When tables were freed, everything is invalidated instead.
+    pub fn flush_shared(mut self, tlb: &impl TlbInvalidate, asid: u16) {
+        if self.freed.is_empty() {
+            self.flush(tlb, asid);
+            return;
+        }
+        self.range = None;
+        tlb.invalidate_all();
+        self.freed.release();
+    }
+
     /// Frees the unlinked tables of an address space that no TTBAT slot holds, without TLB
     /// maintenance.
     ///

@@ -245,9 +245,9 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         self.fw_flush(None, va, size)?;
         let pt = self.kernel_pt(va, size)?;
         let mut gather = Gather::new();
-        let n = pt.unmap(va, size, &mut gather)?;
-        gather.flush(&self.tlb, 0);
-        Ok(n)
+        let r = pt.unmap(va, size, &mut gather);
+        gather.flush_shared(&self.tlb, 0);
+        r
     }
 
     // ---- User VMs ----
