@@ -6,10 +6,18 @@
 //! in-tree crate root (`asahi_uat.rs`) does, so the driver's sources compile unchanged against the
 //! host `kernel` crate, and makes them public for the host tests and tools.
 
+#[path = "../../drivers/gpu/drm/asahi/crashdump.rs"]
+pub mod crashdump;
+#[path = "../../drivers/gpu/drm/asahi/gem.rs"]
+pub mod gem;
 #[path = "../../drivers/gpu/drm/asahi/geometry.rs"]
 pub mod geometry;
+#[path = "../../drivers/gpu/drm/asahi/gpuvm.rs"]
+pub mod gpuvm;
 #[path = "../../drivers/gpu/drm/asahi/handoff.rs"]
 pub mod handoff;
+#[path = "../../drivers/gpu/drm/asahi/kalloc.rs"]
+pub mod kalloc;
 #[path = "../../drivers/gpu/drm/asahi/page_list.rs"]
 pub mod page_list;
 #[path = "../../drivers/gpu/drm/asahi/pgtable.rs"]

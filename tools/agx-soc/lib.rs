@@ -11,6 +11,7 @@ pub mod firmware;
 pub mod gpu;
 
 use asahi::geometry::Geometry;
+use asahi::gpuvm::Gpuvm;
 use asahi::pte::Oas;
 use asahi::tlbi::Broadcast;
 use asahi::uat::{RegionDesc, Uat, UatConfig};
@@ -23,6 +24,8 @@ use std::sync::Arc;
 
 /// The UAT as the simulated SoC runs it.
 pub type SimUat = Uat<Broadcast<GpuTlbi>, FwPort>;
+/// The VM_BIND layer on it.
+pub type SimGpuvm = Gpuvm<Broadcast<GpuTlbi>, FwPort>;
 
 /// The SoC: its reserved regions, GPU and firmware.
 pub struct Soc {
@@ -89,6 +92,13 @@ impl Soc {
                 self.fw.port(),
             )
         }
+    }
+}
+
+impl Soc {
+    /// Brings the UAT up and puts the VM_BIND layer on it.
+    pub fn boot_gpuvm(&self) -> Result<SimGpuvm> {
+        Gpuvm::new(self.boot()?)
     }
 }
 

@@ -105,6 +105,16 @@ impl<T> KVec<T> {
         &mut self.0
     }
 
+    /// A pointer to the first element (dangling when nothing was allocated).
+    pub fn as_ptr(&self) -> *const T {
+        self.0.as_ptr()
+    }
+
+    /// A mutable pointer to the first element.
+    pub fn as_mut_ptr(&mut self) -> *mut T {
+        self.0.as_mut_ptr()
+    }
+
     /// Forces the length of the vector to `new_len`.
     ///
     /// # Safety

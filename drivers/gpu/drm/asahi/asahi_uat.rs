@@ -11,8 +11,12 @@
 
 // Public so that the rest of drm/asahi (and the host test build, which declares the same
 // modules) can use them.
+pub mod crashdump;
+pub mod gem;
 pub mod geometry;
+pub mod gpuvm;
 pub mod handoff;
+pub mod kalloc;
 pub mod page_list;
 pub mod pgtable;
 pub mod pte;

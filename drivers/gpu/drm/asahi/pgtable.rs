@@ -538,6 +538,21 @@ impl PageTable {
     /// became empty. The range and the tables go into `gather`: the caller must flush it (TLB
     /// invalidation, then the tables are freed). Returns the number of pages unmapped.
     pub fn unmap(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<usize> {
+        self.clear(iova, size, true, gather)
+    }
+
+    /// Like [`PageTable::unmap`], but keeps every table: a map of the same range afterwards
+    /// allocates nothing, so it cannot fail. The first half of replacing mappings in place.
+    pub fn unmap_keep_tables(
+        &mut self,
+        iova: u64,
+        size: u64,
+        gather: &mut Gather,
+    ) -> Result<usize> {
+        self.clear(iova, size, false, gather)
+    }
+
+    fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let mut pages = 0usize;
         self.walk(range, &mut Tables::Existing, &mut |step| {
@@ -562,7 +577,12 @@ impl PageTable {
             Ok(())
         })?;
         let mut freed = PageList::new();
-        let removed = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
+        let mut tables = if prune {
+            Tables::Prune(&mut freed)
+        } else {
+            Tables::Existing
+        };
+        let removed = self.walk(range, &mut tables, &mut |step| {
             if let Step::Leaf(table, sub) = step {
                 let (first, last) = self.leaf_indices(sub);
                 table.with(|t| {

@@ -229,6 +229,23 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         self.kernel_pt(va, size)?.map(va, pa, size, prot)
     }
 
+    /// Maps a scatter list into the kernel VM (see [`PageTable::map_sg`]).
+    pub fn kernel_map_sg(
+        &mut self,
+        va: u64,
+        size: u64,
+        sg: &[PhysRange],
+        skip: u64,
+        prot: Prot,
+    ) -> Result {
+        self.kernel_pt(va, size)?.map_sg(va, size, sg, skip, prot)
+    }
+
+    /// The kernel VM's tables: the lower half's and the driver's part of the upper half's.
+    pub fn kernel_tables(&self) -> (&PageTable, &PageTable) {
+        (&self.kernel.lower, &self.kernel.upper)
+    }
+
     /// Translates a kernel VM address.
     pub fn kernel_translate(&self, va: u64) -> Result<Translation> {
         if kernel_va(self.cfg.geometry).contains(va) {
@@ -394,6 +411,22 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let asid = self.vm_asid(id);
         let mut gather = Gather::new();
         let r = self.vm_mut(id)?.pt.unmap(iova, size, &mut gather);
+        self.finish(gather, asid);
+        r
+    }
+
+    /// Clears the mappings of a range of a user VM but keeps its tables (see
+    /// [`PageTable::unmap_keep_tables`]), invalidating the range if the VM holds a slot: the
+    /// first half of a bind that replaces mappings. Returns the pages unmapped.
+    pub fn vm_clear(&mut self, id: VmId, iova: u64, size: u64) -> Result<usize> {
+        self.vm(id)?;
+        self.fw_flush(Some(id), iova, size)?;
+        let asid = self.vm_asid(id);
+        let mut gather = Gather::new();
+        let r = self
+            .vm_mut(id)?
+            .pt
+            .unmap_keep_tables(iova, size, &mut gather);
         self.finish(gather, asid);
         r
     }

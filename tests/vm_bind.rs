@@ -1,0 +1,656 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! VM_BIND semantics on the simulated SoC: random bind / unbind sequences checked against a
+//! page-level model of each VM and a model of memory contents, through GPU reads and writes;
+//! every field of a bind fuzzed (no panic, and no change on error); allocation failure at every
+//! point of a bind; buffers that outlive their handles; huge imported scatter lists.
+
+use agx_soc::firmware::FwKnobs;
+use agx_soc::gpu::Fault;
+use agx_soc::{SimGpuvm, Soc};
+use asahi::gpuvm::{bind_flags::*, BindOp, Handle, VaMapping};
+use asahi::pgtable::{Mapping, PhysRange};
+use asahi::pte::Prot;
+use asahi::uat::{dummy_page_va, kernel_va, user_va};
+use kernel::error::code::*;
+use kernel::sim;
+use proptest::prelude::*;
+use std::collections::BTreeMap;
+use uat_tests::config::config_scaled;
+use uat_tests::leak::LeakCheck;
+
+const PG: u64 = 1 << 14;
+
+fn gpu_read(soc: &Soc, slot: usize, va: u64) -> Result<u64, Fault> {
+    let mut b = [0u8; 8];
+    soc.gpu.read(slot, va, &mut b)?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn tag_object(g: &SimGpuvm, h: Handle, base: u64) {
+    let obj = g.gem(h).unwrap();
+    for p in 0..obj.size() / PG {
+        sim::write_phys(obj.phys_at(p * PG).unwrap(), &(base + p).to_le_bytes()).unwrap();
+    }
+}
+
+/// Everything a failed operation must leave as it was.
+#[derive(Debug, PartialEq)]
+struct State {
+    mappings: Vec<VaMapping>,
+    ptes: Vec<Mapping>,
+    tables: usize,
+    objects: usize,
+}
+
+fn state(g: &SimGpuvm, vm: u64) -> State {
+    let pt = g.uat().vm_table(vm).unwrap();
+    let mut ptes = Vec::new();
+    pt.for_each_mapping_all(|m| ptes.push(*m)).unwrap();
+    State {
+        mappings: g.mappings(vm).unwrap().to_vec(),
+        ptes,
+        tables: pt.table_pages(),
+        objects: g.live_objects(),
+    }
+}
+
+#[test]
+fn bind_replace_split_and_pinning() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let a = g.gem_create(8 * PG).unwrap();
+    let b = g.gem_create(2 * PG).unwrap();
+    tag_object(&g, a, 100);
+    tag_object(&g, b, 200);
+    let slot = g.submit(vm).unwrap();
+    let base = 0x100_0000;
+    let bind = |flags, handle, offset, range, addr| BindOp {
+        flags,
+        handle,
+        offset,
+        range,
+        addr,
+    };
+    g.bind(vm, &bind(READ | WRITE, a, 0, 8 * PG, base)).unwrap();
+    // Replace the middle two pages with b: a is split around it.
+    g.bind(vm, &bind(READ, b, 0, 2 * PG, base + 3 * PG))
+        .unwrap();
+    let m = g.mappings(vm).unwrap();
+    assert_eq!(m.len(), 3, "{m:#?}");
+    assert_eq!((m[0].va, m[0].range, m[0].offset), (base, 3 * PG, 0));
+    assert_eq!((m[1].va, m[1].handle), (base + 3 * PG, b));
+    assert_eq!(
+        (m[2].va, m[2].range, m[2].offset),
+        (base + 5 * PG, 3 * PG, 5 * PG)
+    );
+    let tags: Vec<u64> = (0..8)
+        .map(|i| gpu_read(&soc, slot, base + i * PG).unwrap())
+        .collect();
+    assert_eq!(tags, [100, 101, 102, 200, 201, 105, 106, 107]);
+    assert!(matches!(
+        soc.gpu.write(slot, base + 3 * PG, &[1]),
+        Err(Fault::Permission { .. })
+    ));
+    // Unbind a hole through the first piece: split again.
+    g.bind(vm, &bind(UNBIND, 0, 0, PG, base + PG)).unwrap();
+    assert_eq!(g.mappings(vm).unwrap().len(), 4);
+    assert!(matches!(
+        gpu_read(&soc, slot, base + PG),
+        Err(Fault::Unmapped { .. })
+    ));
+    // Closing the handles keeps the mapped buffers alive and readable.
+    g.gem_close(a).unwrap();
+    g.gem_close(b).unwrap();
+    assert_eq!(g.gem_close(a), Err(ENOENT));
+    assert_eq!(g.live_objects(), 2);
+    assert_eq!(gpu_read(&soc, slot, base + 7 * PG), Ok(107));
+    // A closed handle cannot be bound again.
+    assert_eq!(g.bind(vm, &bind(READ, a, 0, PG, base + PG)), Err(ENOENT));
+    // Unbinding the last mapping of b frees it.
+    g.bind(vm, &bind(UNBIND, 0, 0, 2 * PG, base + 3 * PG))
+        .unwrap();
+    assert_eq!(g.live_objects(), 1);
+    // The dummy page is there and cannot be bound over.
+    let dummy = dummy_page_va(soc.geometry);
+    assert_eq!(gpu_read(&soc, slot, dummy), Ok(0));
+    assert_eq!(g.bind(vm, &bind(READ, a, 0, PG, dummy)), Err(ERANGE));
+    let c = g.gem_create(PG).unwrap();
+    assert_eq!(g.bind(vm, &bind(READ, c, 0, PG, dummy)), Err(ERANGE));
+    assert_eq!(g.vm_destroy(vm), Err(EBUSY));
+    g.complete(vm).unwrap();
+    g.vm_destroy(vm).unwrap();
+    assert_eq!(g.live_objects(), 1, "only the open handle c is left");
+    drop(g);
+    drop(soc);
+    leak.assert_clean();
+}
+
+#[test]
+fn single_page_binds_repeat_one_page() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let a = g.gem_create(4 * PG).unwrap();
+    tag_object(&g, a, 300);
+    let slot = g.submit(vm).unwrap();
+    let op = BindOp {
+        flags: READ | SINGLE_PAGE,
+        handle: a,
+        offset: 2 * PG,
+        range: 1 << 30,
+        addr: 1 << 32,
+    };
+    g.bind(vm, &op).unwrap();
+    for off in [0, PG, 12345 * PG, (1 << 30) - PG] {
+        assert_eq!(gpu_read(&soc, slot, (1 << 32) + off), Ok(302));
+    }
+    // Single-page: only that page must be inside the object.
+    let bad = BindOp {
+        offset: 4 * PG,
+        ..op
+    };
+    assert_eq!(g.bind(vm, &bad), Err(EINVAL));
+    // Splitting a single-page mapping keeps the page.
+    g.bind(
+        vm,
+        &BindOp {
+            flags: UNBIND,
+            handle: 0,
+            offset: 0,
+            range: PG,
+            addr: (1 << 32) + 5 * PG,
+        },
+    )
+    .unwrap();
+    let m = g.mappings(vm).unwrap();
+    assert_eq!(m.len(), 2);
+    assert!(m.iter().all(|m| m.single_page && m.offset == 2 * PG));
+    g.complete(vm).unwrap();
+    drop(g);
+    drop(soc);
+    leak.assert_clean();
+}
+
+/// Binding the last page of a 4 GiB imported buffer of 262144 single-page entries: the entry is
+/// found by binary search, and the mapping is right at the start, the end and across entries.
+#[test]
+fn huge_scatter_lists() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let n = 262_144u64;
+    // Entries two pages apart, so none merge (never accessed, only mapped).
+    let sg: Vec<PhysRange> = (0..n)
+        .map(|i| PhysRange {
+            addr: 0x80_0000_0000 + 2 * i * PG,
+            len: PG,
+        })
+        .collect();
+    let h = g.gem_import(&sg).unwrap();
+    assert_eq!(g.gem(h).unwrap().size(), 4 << 30);
+    let bind = |offset, range, addr| BindOp {
+        flags: READ,
+        handle: h,
+        offset,
+        range,
+        addr,
+    };
+    g.bind(vm, &bind((n - 1) * PG, PG, 0x4000)).unwrap();
+    g.bind(vm, &bind(0, PG, 0x8000)).unwrap();
+    g.bind(vm, &bind(1000 * PG, 3 * PG, 0x10000)).unwrap();
+    let pt = g.uat().vm_table(vm).unwrap();
+    assert_eq!(pt.translate(0x4000).unwrap().pa, sg[(n - 1) as usize].addr);
+    assert_eq!(pt.translate(0x8000).unwrap().pa, sg[0].addr);
+    for i in 0..3 {
+        assert_eq!(
+            pt.translate(0x10000 + i * PG).unwrap().pa,
+            sg[1000 + i as usize].addr
+        );
+    }
+    // One page past the end.
+    assert_eq!(g.bind(vm, &bind(n * PG - PG, 2 * PG, 0x20000)), Err(EINVAL));
+    // Beyond the OAS: refused at import.
+    assert_eq!(
+        g.gem_import(&[PhysRange {
+            addr: 1 << 40,
+            len: PG
+        }]),
+        Err(ERANGE)
+    );
+}
+
+#[test]
+fn firmware_objects_with_guard_pages() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let a = g.fw_alloc(2 * PG, Prot::GPUFW_SHARED_RW, true).unwrap();
+    let b = g.fw_alloc(PG, Prot::FW_PRIV_RW, false).unwrap();
+    let kva = kernel_va(soc.geometry).start;
+    assert_eq!(a.va, kva + PG);
+    assert_eq!(b.va, kva + 4 * PG, "after a's guard page");
+    let pa = g.fw_object(&a).unwrap().phys_at(PG).unwrap();
+    sim::write_phys(pa, &77u64.to_le_bytes()).unwrap();
+    assert_eq!(gpu_read(&soc, 0, a.va + PG), Ok(77));
+    for guard in [a.va - PG, a.va + 2 * PG] {
+        assert!(matches!(
+            gpu_read(&soc, 0, guard),
+            Err(Fault::Unmapped { .. })
+        ));
+    }
+    // b is firmware-private and cached: freeing it flushes the firmware's caches.
+    g.fw_free(b).unwrap();
+    assert_eq!(soc.fw.log().flushes.len(), 1);
+    g.fw_free(a).unwrap();
+    assert_eq!(soc.fw.log().flushes.len(), 1, "uncached needs no flush");
+    assert_eq!(g.live_objects(), 0);
+    let c = g.fw_alloc(PG, Prot::GPUFW_SHARED_RW, false).unwrap();
+    assert_eq!(c.va, kva, "the VA is reused");
+    g.fw_free(c).unwrap();
+    drop(g);
+    drop(soc);
+    leak.assert_clean();
+}
+
+// ---- Random sequences against the model ----
+
+const OBJS: usize = 4;
+const WINDOW: u64 = 80;
+/// Straddles a leaf-table boundary.
+const BASE: u64 = (1 << 25) - 40 * PG;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Bind {
+        obj: usize,
+        off: u64,
+        n: u64,
+        at: u64,
+        write: bool,
+        single: bool,
+    },
+    Unbind {
+        at: u64,
+        n: u64,
+    },
+    Close {
+        obj: usize,
+    },
+    Write {
+        at: u64,
+        value: u64,
+    },
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        5 => (0..OBJS, 0..10u64, 1..12u64, 0..WINDOW, any::<bool>(), prop::bool::weighted(0.2))
+            .prop_map(|(obj, off, n, at, write, single)| Op::Bind { obj, off, n, at, write, single }),
+        2 => (0..WINDOW, 1..20u64).prop_map(|(at, n)| Op::Unbind { at, n }),
+        1 => (0..OBJS).prop_map(|obj| Op::Close { obj }),
+        2 => (0..WINDOW, any::<u64>()).prop_map(|(at, value)| Op::Write { at, value }),
+    ]
+}
+
+fn sequence(ops: &[Op]) -> Result<(), TestCaseError> {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let slot = g.submit(vm).unwrap();
+    let sizes = [1u64, 3, 8, 16];
+    let handles: Vec<Handle> = sizes
+        .iter()
+        .map(|&s| g.gem_create(s * PG).unwrap())
+        .collect();
+    let mut open = [true; OBJS];
+    // Memory model: (object, page) -> first word. Objects start tagged.
+    let mut mem: BTreeMap<(usize, u64), u64> = BTreeMap::new();
+    for (o, &h) in handles.iter().enumerate() {
+        tag_object(&g, h, 1000 * (o as u64 + 1));
+        for p in 0..sizes[o] {
+            mem.insert((o, p), 1000 * (o as u64 + 1) + p);
+        }
+    }
+    // VA model: window page -> (object, page, writable).
+    let mut va: BTreeMap<u64, (usize, u64, bool)> = BTreeMap::new();
+    for op in ops {
+        match *op {
+            Op::Bind {
+                obj,
+                off,
+                n,
+                at,
+                write,
+                single,
+            } => {
+                let n = n.min(WINDOW - at);
+                let mut flags = READ | if write { WRITE } else { 0 };
+                if single {
+                    flags |= SINGLE_PAGE;
+                }
+                let got = g.bind(
+                    vm,
+                    &BindOp {
+                        flags,
+                        handle: handles[obj],
+                        offset: off * PG,
+                        range: n * PG,
+                        addr: BASE + at * PG,
+                    },
+                );
+                let fits = if single {
+                    off < sizes[obj]
+                } else {
+                    off + n <= sizes[obj]
+                };
+                if !open[obj] {
+                    prop_assert_eq!(got, Err(ENOENT));
+                } else if !fits {
+                    prop_assert_eq!(got, Err(EINVAL));
+                } else {
+                    prop_assert_eq!(got, Ok(()));
+                    for i in 0..n {
+                        let page = if single { off } else { off + i };
+                        va.insert(at + i, (obj, page, write));
+                    }
+                }
+            }
+            Op::Unbind { at, n } => {
+                let n = n.min(WINDOW - at);
+                let got = g.bind(
+                    vm,
+                    &BindOp {
+                        flags: UNBIND,
+                        handle: 0,
+                        offset: 0,
+                        range: n * PG,
+                        addr: BASE + at * PG,
+                    },
+                );
+                prop_assert_eq!(got, Ok(()));
+                for i in 0..n {
+                    va.remove(&(at + i));
+                }
+            }
+            Op::Close { obj } => {
+                let got = g.gem_close(handles[obj]);
+                prop_assert_eq!(got.is_ok(), open[obj]);
+                open[obj] = false;
+            }
+            Op::Write { at, value } => {
+                let got = soc.gpu.write(slot, BASE + at * PG, &value.to_le_bytes());
+                match va.get(&at) {
+                    Some(&(o, p, true)) => {
+                        prop_assert!(got.is_ok());
+                        mem.insert((o, p), value);
+                    }
+                    Some(_) => {
+                        prop_assert!(matches!(got, Err(Fault::Permission { .. })), "{:?}", got)
+                    }
+                    None => prop_assert!(matches!(got, Err(Fault::Unmapped { .. })), "{:?}", got),
+                }
+            }
+        }
+        // Every page of the window, through the GPU.
+        for p in 0..WINDOW {
+            let got = gpu_read(&soc, slot, BASE + p * PG);
+            match va.get(&p) {
+                Some(&(o, page, _)) => prop_assert_eq!(got, Ok(mem[&(o, page)]), "page {}", p),
+                None => prop_assert!(
+                    matches!(got, Err(Fault::Unmapped { .. })),
+                    "page {}: {:?}",
+                    p,
+                    got
+                ),
+            }
+        }
+        // The mapping list says the same as the model, page by page.
+        let mut listed = BTreeMap::new();
+        for m in g.mappings(vm).unwrap() {
+            let o = handles.iter().position(|&h| h == m.handle).unwrap();
+            for i in 0..m.range / PG {
+                let page = if m.single_page {
+                    m.offset / PG
+                } else {
+                    m.offset / PG + i
+                };
+                listed.insert(
+                    (m.va - BASE) / PG + i,
+                    (o, page, m.prot == Prot::GPU_SHARED_RW),
+                );
+            }
+        }
+        prop_assert_eq!(&listed, &va);
+        // Buffers live: open ones and mapped ones.
+        let mapped: std::collections::BTreeSet<usize> = va.values().map(|v| v.0).collect();
+        let live = (0..OBJS)
+            .filter(|&o| open[o] || mapped.contains(&o))
+            .count();
+        prop_assert_eq!(g.live_objects(), live);
+    }
+    g.complete(vm).unwrap();
+    g.vm_destroy(vm).unwrap();
+    drop(g);
+    drop(soc);
+    prop_assert_eq!(leak.live_since(), 0);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config_scaled(20, 16))]
+
+    #[test]
+    fn bind_sequences_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+        sequence(&ops)?;
+    }
+}
+
+// ---- Fuzzed fields ----
+
+fn field_u64() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        any::<u64>(),
+        (0..64u64).prop_map(|p| p * PG),
+        (0..64u64).prop_map(|p| p * PG + 0x100),
+        Just(u64::MAX - PG + 1),
+        Just(1u64 << 39),
+        Just((1u64 << 39) - 2 * PG),
+        Just(0),
+    ]
+}
+
+/// The spec, written independently of the driver: is this bind acceptable?
+fn valid(op: &BindOp, handles: &[(Handle, u64)]) -> bool {
+    let aligned = (op.addr | op.range | op.offset) % PG == 0;
+    let in_va = op.range != 0
+        && op.addr >= 0x4000
+        && op
+            .addr
+            .checked_add(op.range)
+            .is_some_and(|e| e <= (1 << 39) - 2 * PG);
+    if op.flags & !0xf != 0 || !aligned || !in_va {
+        return false;
+    }
+    if op.flags & UNBIND != 0 {
+        return op.flags == UNBIND && op.handle == 0 && op.offset == 0;
+    }
+    let Some(&(_, size)) = handles.iter().find(|(h, _)| *h == op.handle) else {
+        return false;
+    };
+    let need = if op.flags & SINGLE_PAGE != 0 {
+        PG
+    } else {
+        op.range
+    };
+    op.flags & (READ | WRITE) != 0 && op.offset.checked_add(need).is_some_and(|e| e <= size)
+}
+
+proptest! {
+    #![proptest_config(config_scaled(4, 64))]
+
+    #[test]
+    fn fuzzed_binds_validate_and_change_nothing_on_error(
+        flags in prop_oneof![any::<u32>(), 0..16u32],
+        handle in 0u32..5,
+        offset in field_u64(),
+        range in field_u64(),
+        addr in field_u64(),
+    ) {
+        thread_local! {
+            static FIXTURE: std::cell::RefCell<Option<(Soc, SimGpuvm, u64, Vec<(Handle, u64)>)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        FIXTURE.with(|f| {
+            let mut f = f.borrow_mut();
+            let (_, g, vm, handles) = f.get_or_insert_with(|| {
+                let soc = Soc::new(FwKnobs::default());
+                let mut g = soc.boot_gpuvm().unwrap();
+                let vm = g.vm_create().unwrap();
+                let handles = vec![
+                    (g.gem_create(4 * PG).unwrap(), 4 * PG),
+                    (g.gem_create(64 * PG).unwrap(), 64 * PG),
+                ];
+                g.bind(vm, &BindOp { flags: READ, handle: handles[1].0, offset: 0, range: 64 * PG, addr: 0 }).unwrap_err();
+                g.bind(vm, &BindOp { flags: READ, handle: handles[1].0, offset: 0, range: 64 * PG, addr: 16 * PG }).unwrap();
+                (soc, g, vm, handles)
+            });
+            let op = BindOp { flags, handle, offset, range, addr };
+            let before = state(g, *vm);
+            let got = g.bind(*vm, &op);
+            prop_assert_eq!(got.is_ok(), valid(&op, handles), "{:x?} -> {:?}", op, got);
+            if got.is_err() {
+                prop_assert_eq!(state(g, *vm), before);
+            } else {
+                // Put the fixture back as it was for the next case.
+                let undo = BindOp { flags: UNBIND, handle: 0, offset: 0, range: op.range, addr: op.addr };
+                g.bind(*vm, &undo).unwrap();
+                let redo = BindOp { flags: READ, handle: handles[1].0, offset: 0, range: 64 * PG, addr: 16 * PG };
+                g.bind(*vm, &redo).unwrap();
+            }
+            Ok(())
+        })?;
+    }
+}
+
+// ---- Allocation failure at every point of a bind ----
+
+#[test]
+fn enomem_at_every_allocation_of_a_bind_changes_nothing() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let slot = g.submit(vm).unwrap();
+    let a = g.gem_create(8 * PG).unwrap();
+    let b = g.gem_create(4 * PG).unwrap();
+    // Existing mappings to replace and split: one in a leaf table the new bind also needs,
+    // and new tables needed in another L1 entry.
+    g.bind(
+        vm,
+        &BindOp {
+            flags: READ,
+            handle: a,
+            offset: 0,
+            range: 8 * PG,
+            addr: 0x100_0000,
+        },
+    )
+    .unwrap();
+    // A mapping that ends at a leaf-table boundary, with no table after it.
+    g.bind(
+        vm,
+        &BindOp {
+            flags: READ,
+            handle: a,
+            offset: 0,
+            range: 4 * PG,
+            addr: (1 << 25) - 4 * PG,
+        },
+    )
+    .unwrap();
+    let ops = [
+        // Replaces two pages and needs the next leaf table: the table must come first.
+        BindOp {
+            flags: READ,
+            handle: b,
+            offset: 0,
+            range: 4 * PG,
+            addr: (1 << 25) - 2 * PG,
+        },
+        BindOp {
+            flags: READ | WRITE,
+            handle: b,
+            offset: 0,
+            range: 4 * PG,
+            addr: 0x100_0000 + 2 * PG,
+        },
+        BindOp {
+            flags: READ,
+            handle: b,
+            offset: 0,
+            range: 4 * PG,
+            addr: (5 << 36) + 0x4000,
+        },
+        BindOp {
+            flags: READ,
+            handle: a,
+            offset: 0,
+            range: 8 * PG,
+            addr: 0x100_0000 + 6 * PG,
+        },
+        // Three new tables: an L2 table and the two leaf tables the range straddles.
+        BindOp {
+            flags: READ,
+            handle: a,
+            offset: 0,
+            range: 4 * PG,
+            addr: (6 << 36) + (1 << 25) - 2 * PG,
+        },
+        BindOp {
+            flags: UNBIND,
+            handle: 0,
+            offset: 0,
+            range: 2 * PG,
+            addr: 0x100_0000 + 3 * PG,
+        },
+    ];
+    let mut failures = 0;
+    for op in &ops {
+        for k in 0.. {
+            let before = state(&g, vm);
+            let live = sim::page_stats().live;
+            let attempts = sim::alloc_attempts();
+            sim::fail_nth_alloc(k);
+            let got = g.bind(vm, op);
+            let made = sim::alloc_attempts() - attempts;
+            sim::clear_faults();
+            if made > k {
+                assert_eq!(got, Err(ENOMEM), "{op:?} with allocation {k} failing");
+                assert_eq!(state(&g, vm), before);
+                assert_eq!(sim::page_stats().live, live, "leak");
+                // What the GPU sees is unchanged too.
+                for m in &before.mappings {
+                    assert!(soc.gpu.translate(slot, m.va, false).is_ok());
+                }
+                failures += 1;
+            } else {
+                assert_eq!(got, Ok(()), "{op:?}");
+                break;
+            }
+        }
+    }
+    assert!(failures >= 5, "only {failures} allocation points");
+    g.complete(vm).unwrap();
+}
+
+#[test]
+fn user_va_limits() {
+    let g = asahi::geometry::Geometry::G13;
+    assert_eq!(user_va(g).start, 0x4000);
+    assert_eq!(dummy_page_va(g), (1 << 39) - 2 * PG);
+    assert_eq!(user_va(g).last, dummy_page_va(g) - 1);
+}
