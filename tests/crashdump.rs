@@ -1,1 +1,183 @@
+// SPDX-License-Identifier: GPL-2.0
 
+//! Crash dumps parsed back with an ELF library and compared with the VM's mappings and the
+//! memory behind them; `readelf` and `gdb` must open them.
+
+use agx_soc::firmware::FwKnobs;
+use agx_soc::Soc;
+use asahi::crashdump::{vm_core, NT_AGX_SEGMENT, RECORD_SIZE};
+use asahi::gpuvm::{bind_flags::*, BindOp};
+use asahi::pgtable::PhysRange;
+use kernel::error::code::E2BIG;
+use kernel::sim;
+use object::elf::{PF_R, PF_W, PT_LOAD, PT_NOTE};
+use object::read::elf::{ElfFile64, ProgramHeader};
+use object::LittleEndian as LE;
+use std::process::Command;
+
+const PG: u64 = 1 << 14;
+
+struct Dumped {
+    core: Vec<u8>,
+    /// (va, pa, size, ram, writable)
+    expect: Vec<(u64, u64, u64, bool, bool)>,
+    /// The memory behind each RAM segment, read at dump time.
+    contents: Vec<Vec<u8>>,
+}
+
+fn make_dump() -> Dumped {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let a = g.gem_create(3 * PG).unwrap();
+    let obj = g.gem(a).unwrap();
+    let mut expect = Vec::new();
+    for p in 0..3 {
+        let pa = obj.phys_at(p * PG).unwrap();
+        sim::write_phys(pa, format!("page {p} of a").as_bytes()).unwrap();
+    }
+    let pas: Vec<u64> = (0..3).map(|p| obj.phys_at(p * PG).unwrap()).collect();
+    g.bind(
+        vm,
+        &BindOp {
+            flags: READ | WRITE,
+            handle: a,
+            offset: 0,
+            range: 3 * PG,
+            addr: 0x10_0000,
+        },
+    )
+    .unwrap();
+    // Runs of physically contiguous pages merge; others are separate segments.
+    let mut run_start = 0;
+    for p in 1..=3 {
+        if p == 3 || pas[p] != pas[p - 1] + PG {
+            expect.push((
+                0x10_0000 + run_start as u64 * PG,
+                pas[run_start],
+                (p - run_start) as u64 * PG,
+                true,
+                true,
+            ));
+            run_start = p;
+        }
+    }
+    // Not RAM (an imported carve-out in the hole): mapped, not read, marked.
+    let hole = g
+        .gem_import(&[PhysRange {
+            addr: sim::HOLE.0,
+            len: 2 * PG,
+        }])
+        .unwrap();
+    g.bind(
+        vm,
+        &BindOp {
+            flags: READ,
+            handle: hole,
+            offset: 0,
+            range: 2 * PG,
+            addr: 0x20_0000,
+        },
+    )
+    .unwrap();
+    expect.push((0x20_0000, sim::HOLE.0, 2 * PG, false, false));
+    // The dummy page, read-only.
+    let dummy = asahi::uat::dummy_page_va(soc.geometry);
+    let dpa = g.uat().vm_table(vm).unwrap().translate(dummy).unwrap().pa;
+    expect.push((dummy, dpa, PG, true, false));
+    let pt = g.uat().vm_table(vm).unwrap();
+    assert_eq!(vm_core(pt, 1000).err(), Some(E2BIG));
+    let core = vm_core(pt, 1 << 20).unwrap().as_slice().to_vec();
+    let contents = expect
+        .iter()
+        .map(|&(_, pa, size, ram, _)| {
+            let mut b = vec![0u8; if ram { size as usize } else { 0 }];
+            if ram {
+                sim::read_phys(pa, &mut b).unwrap();
+            }
+            b
+        })
+        .collect();
+    drop(g);
+    drop(soc);
+    Dumped {
+        core,
+        expect,
+        contents,
+    }
+}
+
+#[test]
+fn dump_matches_mappings_and_contents() {
+    let d = make_dump();
+    let elf = ElfFile64::<LE>::parse(&d.core[..]).unwrap();
+    let hdr = elf.elf_header();
+    assert_eq!(hdr.e_type.get(LE), object::elf::ET_CORE);
+    let phdrs = elf.elf_program_headers();
+    assert_eq!(phdrs[0].p_type(LE), PT_NOTE);
+    let loads: Vec<_> = phdrs.iter().filter(|p| p.p_type(LE) == PT_LOAD).collect();
+    assert_eq!(loads.len(), d.expect.len());
+    for ((p, &(va, pa, size, ram, w)), want) in loads.iter().zip(&d.expect).zip(&d.contents) {
+        assert_eq!(p.p_vaddr(LE), va);
+        assert_eq!(p.p_paddr(LE), pa);
+        assert_eq!(p.p_memsz(LE), size);
+        assert_eq!(p.p_filesz(LE), if ram { size } else { 0 });
+        assert_eq!(p.p_flags(LE), PF_R | if w { PF_W } else { 0 });
+        if ram {
+            let data = p.data(LE, &d.core[..]).unwrap();
+            assert!(data == &want[..], "contents of {va:#x}");
+        }
+    }
+    // The first load holds "page 0 of a" at its start.
+    let first = loads[0].data(LE, &d.core[..]).unwrap();
+    assert!(first.starts_with(b"page 0 of a"));
+    // The note: one record per load, with RAM-ness.
+    let mut notes = phdrs[0].notes(LE, &d.core[..]).unwrap().unwrap();
+    let note = notes.next().unwrap().unwrap();
+    assert_eq!(note.name(), b"AGXUAT");
+    assert_eq!(note.n_type(LE), NT_AGX_SEGMENT);
+    let desc = note.desc();
+    assert_eq!(desc.len(), RECORD_SIZE * loads.len());
+    for (i, &(va, _, _, ram, _)) in d.expect.iter().enumerate() {
+        let w =
+            |k: usize| u64::from_le_bytes(desc[i * RECORD_SIZE + 8 * k..][..8].try_into().unwrap());
+        assert_eq!(w(0), va);
+        assert_eq!(w(4), ram as u64);
+        assert_eq!(w(3) & 3, 3, "leaf attributes");
+    }
+}
+
+fn write_core() -> std::path::PathBuf {
+    let d = make_dump();
+    let dir = std::env::temp_dir().join(format!("uat-core-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gpu.core");
+    std::fs::write(&path, &d.core).unwrap();
+    path
+}
+
+#[test]
+fn readelf_and_gdb_open_it() {
+    let path = write_core();
+    let out = Command::new("readelf").arg("-lW").arg(&path).output();
+    let Ok(out) = out else {
+        panic!("readelf (binutils) is needed for this test");
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Elf file type is CORE"), "{text}");
+    assert!(text.contains("0x0000000000100000"), "{text}");
+    assert_eq!(text.matches("LOAD").count(), 5, "{text}");
+    if let Ok(out) = Command::new("gdb")
+        .args(["-nx", "-batch", "-ex"])
+        .arg(format!("core-file {}", path.display()))
+        .args(["-ex", "info files"])
+        .output()
+    {
+        let text = String::from_utf8_lossy(&out.stdout).to_string()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(text.contains("file type elf64-little"), "{text}");
+        assert!(text.contains("0x00100000 - 0x00104000 is load1"), "{text}");
+    }
+    let _ = std::fs::remove_dir_all(path.parent().unwrap());
+}

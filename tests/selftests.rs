@@ -3,6 +3,7 @@
 //! The driver's built-in self-test cases, run on the host under leak checking.
 
 use asahi::selftest::{Env, CARVEOUT_SIZE, CASES};
+use asahi::selftest_bind::CASES as BIND_CASES;
 use asahi::selftest_uat::CASES as UAT_CASES;
 use kernel::{print, sim};
 use uat_tests::leak::LeakCheck;
@@ -19,7 +20,7 @@ fn env() -> Env {
 fn every_selftest_case_passes_without_leaks() {
     let env = env();
     let mut failed = Vec::new();
-    for case in CASES.iter().chain(UAT_CASES) {
+    for case in CASES.iter().chain(UAT_CASES).chain(BIND_CASES) {
         let leak = LeakCheck::start();
         if let Err(what) = (case.run)(&env) {
             failed.push(format!("{}: {}", case.name, what));
@@ -29,7 +30,7 @@ fn every_selftest_case_passes_without_leaks() {
         }
     }
     assert!(failed.is_empty(), "failed: {failed:#?}");
-    assert!(CASES.len() >= 13 && UAT_CASES.len() >= 5);
+    assert!(CASES.len() >= 13 && UAT_CASES.len() >= 5 && BIND_CASES.len() >= 3);
 }
 
 #[test]

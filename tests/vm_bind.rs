@@ -466,7 +466,7 @@ fn field_u64() -> impl Strategy<Value = u64> {
 
 /// The spec, written independently of the driver: is this bind acceptable?
 fn valid(op: &BindOp, handles: &[(Handle, u64)]) -> bool {
-    let aligned = (op.addr | op.range | op.offset) % PG == 0;
+    let aligned = (op.addr | op.range | op.offset).is_multiple_of(PG);
     let in_va = op.range != 0
         && op.addr >= 0x4000
         && op
@@ -490,6 +490,9 @@ fn valid(op: &BindOp, handles: &[(Handle, u64)]) -> bool {
     op.flags & (READ | WRITE) != 0 && op.offset.checked_add(need).is_some_and(|e| e <= size)
 }
 
+/// A SoC, its VM_BIND layer, a VM with one mapping, and the buffers with their sizes.
+type Fixture = (Soc, SimGpuvm, u64, Vec<(Handle, u64)>);
+
 proptest! {
     #![proptest_config(config_scaled(4, 64))]
 
@@ -502,7 +505,7 @@ proptest! {
         addr in field_u64(),
     ) {
         thread_local! {
-            static FIXTURE: std::cell::RefCell<Option<(Soc, SimGpuvm, u64, Vec<(Handle, u64)>)>> =
+            static FIXTURE: std::cell::RefCell<Option<Fixture>> =
                 const { std::cell::RefCell::new(None) };
         }
         FIXTURE.with(|f| {

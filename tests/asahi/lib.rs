@@ -28,6 +28,8 @@ pub mod pte;
 pub mod region;
 #[path = "../../drivers/gpu/drm/asahi/selftest.rs"]
 pub mod selftest;
+#[path = "../../drivers/gpu/drm/asahi/selftest_bind.rs"]
+pub mod selftest_bind;
 #[path = "../../drivers/gpu/drm/asahi/selftest_uat.rs"]
 pub mod selftest_uat;
 #[path = "../../drivers/gpu/drm/asahi/slots.rs"]

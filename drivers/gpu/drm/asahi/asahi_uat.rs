@@ -22,6 +22,7 @@ pub mod pgtable;
 pub mod pte;
 pub mod region;
 pub mod selftest;
+pub mod selftest_bind;
 pub mod selftest_uat;
 pub mod slots;
 pub mod tlb;

@@ -108,7 +108,9 @@ pub fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
     }
     let note_desc = segs.len() * RECORD_SIZE;
     let note_size = 12 + NOTE_NAME.len().next_multiple_of(4) + note_desc;
-    let data_start = EHDR_SIZE + phnum * PHDR_SIZE + note_size;
+    // Segment contents start page aligned, as `p_offset ≡ p_vaddr (mod p_align)` wants.
+    let headers_end = EHDR_SIZE + phnum * PHDR_SIZE + note_size;
+    let data_start = headers_end.next_multiple_of(UAT_PGSZ as usize);
     let data: u64 = segs.iter().filter(|s| s.ram).map(|s| s.size).sum();
     let total = (data_start as u64).checked_add(data).ok_or(E2BIG)?;
     if total > limit as u64 {
@@ -178,6 +180,7 @@ pub fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
             put(&mut buf, &v.to_le_bytes())?;
         }
     }
+    buf.extend_with(data_start - headers_end, 0, GFP_KERNEL)?;
     // Contents, page by page through the borrowed pages.
     for s in segs.iter().filter(|s| s.ram) {
         let mut pa = s.pa;

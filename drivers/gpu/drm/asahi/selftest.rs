@@ -614,11 +614,14 @@ pub const CASES: &[Case] = &[
     },
 ];
 
-/// Runs every case (page tables, then the UAT's contexts) and prints `N passed, M failed`, then
+/// Runs every case (page tables, the UAT's contexts, VM_BIND) and prints `N passed, M failed`, then
 /// the failing cases; returns the counts.
 pub fn run_all(env: &Env) -> (usize, usize) {
     let mut failed = 0;
-    let all = Iterator::chain(CASES.iter(), crate::selftest_uat::CASES.iter());
+    let all = CASES
+        .iter()
+        .chain(crate::selftest_uat::CASES)
+        .chain(crate::selftest_bind::CASES);
     for case in all.clone() {
         if let Err(what) = (case.run)(env) {
             pr_err!("selftest {} FAILED: {}\n", case.name, what);

@@ -62,7 +62,7 @@ pub struct StandInFw {
 }
 
 impl StandInFw {
-    fn new(handoff: PhysAddr) -> Result<StandInFw> {
+    pub(crate) fn new(handoff: PhysAddr) -> Result<StandInFw> {
         let fw = StandInFw {
             handoff: MemRemap::new(handoff, HANDOFF_SIZE, Caching::WriteCombine)?,
             last: Cell::new(None),
@@ -77,7 +77,7 @@ impl StandInFw {
     }
 
     /// The firmware is up.
-    fn boot(&self) {
+    pub(crate) fn boot(&self) {
         self.word(8).store(MAGIC, Ordering::Release);
     }
 
@@ -100,12 +100,12 @@ impl FwChannel for &StandInFw {
 
 /// The regions of a stand-in SoC: `ttbs` and `handoff` in the carve-out, `pagetables` a page of
 /// RAM (it must be RAM: the driver borrows it by physical address).
-struct Regions {
-    pagetables: Owned<Page>,
-    cfg: UatConfig,
+pub(crate) struct Regions {
+    pub(crate) pagetables: Owned<Page>,
+    pub(crate) cfg: UatConfig,
 }
 
-fn regions(env: &Env) -> Result<Regions> {
+pub(crate) fn regions(env: &Env) -> Result<Regions> {
     let pagetables = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
     let g = crate::geometry::Geometry::G13;
     let cfg = UatConfig {
