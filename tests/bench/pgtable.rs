@@ -153,4 +153,72 @@ fn main() {
         "warm: tables preallocated before the timed maps; cold: maps allocate (zeroed) tables."
     );
     println!("unmap always frees the tables it empties (after the gathered TLB flush, included).");
+    bind_scaling();
+}
+
+/// Binding the last page of an imported buffer whose scatter list has `n` single-page entries:
+/// our bind (binary search for the entry) against handing the whole list to `map_sg` with an
+/// offset (what a linear lookup costs), ns per bind replacing the same page.
+fn bind_scaling() {
+    use agx_soc::{firmware::FwKnobs, Soc};
+    use asahi::gpuvm::{bind_flags::*, BindOp};
+    use asahi::pgtable::PhysRange;
+    println!();
+    println!(
+        "bind of the last page of an n-entry imported buffer over itself, ns per bind (median of {ROUNDS})"
+    );
+    println!(
+        "{:>7} {:>10} {:>12} {:>14}",
+        "entries", "ours", "linear", "linear/ours"
+    );
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    const REPS: u64 = 2000;
+    for n in [1u64, 4096, 262_144] {
+        let sg: Vec<PhysRange> = (0..n)
+            .map(|i| PhysRange {
+                addr: 0x80_0000_0000 + 2 * i * PG,
+                len: PG,
+            })
+            .collect();
+        let h = g.gem_import(&sg).unwrap();
+        let op = BindOp {
+            flags: READ,
+            handle: h,
+            offset: (n - 1) * PG,
+            range: PG,
+            addr: 0x4000,
+        };
+        let unbind = BindOp {
+            flags: UNBIND,
+            handle: 0,
+            offset: 0,
+            range: PG,
+            addr: 0x4000,
+        };
+        g.bind(vm, &op).unwrap();
+        let mut ours = Vec::new();
+        let mut linear = Vec::new();
+        for _ in 0..ROUNDS {
+            let t = Instant::now();
+            for _ in 0..REPS {
+                g.bind(vm, &op).unwrap();
+            }
+            g.bind(vm, &unbind).unwrap();
+            ours.push(t.elapsed().as_nanos() as f64 / REPS as f64);
+            let t = Instant::now();
+            for _ in 0..REPS {
+                let uat = g.uat_mut();
+                uat.vm_clear(vm, 0x4000, PG).unwrap();
+                uat.vm_map_sg(vm, 0x4000, PG, &sg, (n - 1) * PG, Prot::GPU_SHARED_RO)
+                    .unwrap();
+            }
+            g.uat_mut().vm_unmap(vm, 0x4000, PG).unwrap();
+            linear.push(t.elapsed().as_nanos() as f64 / REPS as f64);
+        }
+        let (o, l) = (median(ours), median(linear));
+        println!("{:>7} {:>10.0} {:>12.0} {:>14.1}", n, o, l, l / o);
+        g.gem_close(h).unwrap();
+    }
 }

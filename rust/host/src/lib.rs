@@ -13,6 +13,7 @@
 pub mod alloc;
 pub mod delay;
 pub mod error;
+pub mod init;
 pub mod memremap;
 #[path = "../../kernel/owned.rs"]
 pub mod owned;

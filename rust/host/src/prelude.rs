@@ -4,4 +4,5 @@
 
 pub use crate::alloc::{flags::*, KBox, KVec};
 pub use crate::error::{code::*, Error, Result};
+pub use crate::init::Init;
 pub use crate::{pr_debug, pr_err, pr_info, pr_warn};

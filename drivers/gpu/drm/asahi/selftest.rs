@@ -618,10 +618,12 @@ pub const CASES: &[Case] = &[
 /// the failing cases; returns the counts.
 pub fn run_all(env: &Env) -> (usize, usize) {
     let mut failed = 0;
-    let all = CASES
-        .iter()
-        .chain(crate::selftest_uat::CASES)
-        .chain(crate::selftest_bind::CASES);
+    let suites = [
+        CASES,
+        crate::selftest_uat::CASES,
+        crate::selftest_bind::CASES,
+    ];
+    let all = suites.into_iter().flatten();
     for case in all.clone() {
         if let Err(what) = (case.run)(env) {
             pr_err!("selftest {} FAILED: {}\n", case.name, what);
