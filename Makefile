@@ -7,13 +7,14 @@ CARGO ?= cargo
 PROPTEST_CASES ?= 4000
 export PROPTEST_CASES
 
-.PHONY: help run test lint bench kernel-check
+.PHONY: help run test lint bench kernel-check dt-check
 
 help:
 	@echo "make run           the demonstration / simulator on the simulated SoC"
 	@echo "make test          rustfmt, clippy -D warnings, and the whole host test suite"
 	@echo "make bench         map/unmap benchmark against the naive walk and the store floor"
 	@echo "make kernel-check  build in Linux 6.12 (arm64, 16K pages) and run the self-tests in QEMU"
+	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
 
 run:
 	$(CARGO) run --release -q -p uat-sim
@@ -31,3 +32,6 @@ bench:
 
 kernel-check:
 	scripts/kernel-check.sh
+
+dt-check:
+	scripts/dt-check.sh

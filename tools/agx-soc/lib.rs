@@ -57,13 +57,45 @@ impl Soc {
         let ttbs = reserve(page);
         let pagetables = reserve(page);
         let handoff = reserve(page);
+        Self::with_regions(ttbs, pagetables, handoff, Oas::BITS_40, knobs)
+    }
+
+    /// A G13 SoC whose reserved regions are at fixed places (as a device tree gives them).
+    /// `None` if a region is not free in the simulated reserved-memory pool.
+    pub fn from_regions(
+        ttbs: RegionDesc,
+        pagetables: RegionDesc,
+        handoff: RegionDesc,
+        oas: Oas,
+        knobs: FwKnobs,
+    ) -> Option<Soc> {
+        let mut done: Vec<RegionDesc> = Vec::new();
+        for r in [ttbs, pagetables, handoff] {
+            if sim::reserve_at(r.phys, r.size).is_none() {
+                for d in done {
+                    // SAFETY: Reserved just above, not used yet.
+                    unsafe { sim::unreserve_region(d.phys, d.size) };
+                }
+                return None;
+            }
+            done.push(r);
+        }
+        Some(Self::with_regions(ttbs, pagetables, handoff, oas, knobs))
+    }
+
+    fn with_regions(
+        ttbs: RegionDesc,
+        pagetables: RegionDesc,
+        handoff: RegionDesc,
+        oas: Oas,
+        knobs: FwKnobs,
+    ) -> Soc {
         let geometry = Geometry::G13;
-        let oas = Oas::BITS_40;
         Soc {
             ttbs,
             pagetables,
             handoff,
-            gpu: Gpu::new(ttbs.phys, 40, geometry.ias()),
+            gpu: Gpu::new(ttbs.phys, oas.bits(), geometry.ias()),
             fw: Firmware::start(handoff.phys, knobs),
             geometry,
             oas,

@@ -304,6 +304,33 @@ pub fn reserve_region(size: u64) -> Option<PhysAddr> {
     Some(base)
 }
 
+/// Carves the region `base .. base + size` (page aligned) out of the reserved-memory pool, as
+/// the bootloader does for a `reserved-memory` node with a fixed `reg`. Returns `None` if any of
+/// it is not free in the pool.
+pub fn reserve_at(base: PhysAddr, size: u64) -> Option<()> {
+    let page = PAGE_SIZE as u64;
+    if !base.is_multiple_of(page) || size == 0 || !size.is_multiple_of(page) {
+        return None;
+    }
+    let end = base.checked_add(size)?;
+    let ram = ram();
+    let mut pool = ram.reserved.lock().unwrap();
+    let slot = pool
+        .iter()
+        .position(|&(b, l)| b <= base && end <= b + l)?;
+    let (b, l) = pool.remove(slot);
+    if b < base {
+        pool.push((b, base - b));
+    }
+    if end < b + l {
+        pool.push((end, b + l - end));
+    }
+    pool.sort_unstable();
+    // SAFETY: The region was in the pool, so nothing else uses it; it lies inside the span.
+    unsafe { core::ptr::write_bytes(ram.page_ptr(ram.index_of(base).unwrap()), 0, size as usize) };
+    Some(())
+}
+
 /// Gives a region from [`reserve_region`] back to the pool.
 ///
 /// # Safety
