@@ -17,7 +17,7 @@ help:
 	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
 
 run:
-	$(CARGO) run --release -q -p uat-sim
+	$(CARGO) run --release -q -p uat-sim --bin uat-sim
 
 lint:
 	$(CARGO) fmt --all --check

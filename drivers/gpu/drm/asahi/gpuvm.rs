@@ -236,6 +236,15 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         release_if_unused(&mut self.objects, handle);
     }
 
+    /// Every live buffer (open, or closed but still mapped) with its handle and whether the
+    /// handle is open.
+    pub fn objects(&self) -> impl Iterator<Item = (Handle, &GemObject, bool)> + '_ {
+        self.objects
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.as_ref().map(|e| ((i + 1) as Handle, &e.obj, e.open)))
+    }
+
     /// Buffers alive (open or still mapped).
     pub fn live_objects(&self) -> usize {
         self.objects.iter().flatten().count()

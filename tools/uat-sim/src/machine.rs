@@ -1,0 +1,334 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The simulated machine: a SoC booted from a device tree, the driver's VM_BIND layer on it,
+//! and the replay of trace operations with their results.
+
+use crate::fdt::{self, Node};
+use crate::trace::Op;
+use agx_soc::firmware::FwKnobs;
+use agx_soc::{SimGpuvm, Soc};
+use asahi::gpuvm::{bind_flags, BindOp, Handle};
+use asahi::pte::Oas;
+use asahi::slots::VmId;
+use asahi::uat::RegionDesc;
+use kernel::error::Error;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The example board `make run` boots (the binding's example, compiled with `dtc`; `make
+/// dt-check` checks it is up to date).
+pub const DEFAULT_DTB: &[u8] = include_bytes!("../../../dt-bindings/examples/agx-sim.dtb");
+
+/// What the driver's probe finds in the device tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DtInfo {
+    /// The GPU node's first compatible.
+    pub compatible: String,
+    /// GPU generation (G13, G14).
+    pub generation: &'static str,
+    /// Output address size, from the SoC.
+    pub oas: u32,
+    /// The `ttbs` region.
+    pub ttbs: RegionDesc,
+    /// The `pagetables` region.
+    pub pagetables: RegionDesc,
+    /// The `handoff` region.
+    pub handoff: RegionDesc,
+    /// DRAM banks from the memory node.
+    pub memory: Vec<(u64, u64)>,
+}
+
+/// Finds the GPU node and its regions by name, as the driver does.
+pub fn dt_info(dtb: &[u8]) -> Result<DtInfo, String> {
+    let root = fdt::parse(dtb).map_err(|e| e.to_string())?;
+    let is_gpu = |n: &Node| {
+        n.strings("compatible")
+            .is_some_and(|c| c.iter().any(|s| s.starts_with("apple,agx-g1")))
+    };
+    let (gpu, _) = root.find(&is_gpu).ok_or("no apple,agx GPU node")?;
+    let compatible = gpu.strings("compatible").unwrap_or_default().remove(0);
+    let generation = match &compatible[..compatible.len().min(14)] {
+        "apple,agx-g13g" | "apple,agx-g13s" | "apple,agx-g13c" | "apple,agx-g13d" => "G13",
+        "apple,agx-g14g" | "apple,agx-g14s" | "apple,agx-g14c" | "apple,agx-g14d" => "G14",
+        _ => return Err(format!("unsupported GPU {compatible}")),
+    };
+    let soc = root.strings("compatible").unwrap_or_default();
+    let oas = if soc.iter().any(|c| c == "apple,t8103" || c == "apple,t8112") {
+        40
+    } else if soc.iter().any(|c| c.starts_with("apple,t60")) {
+        42
+    } else {
+        return Err(format!("unknown SoC {soc:?}"));
+    };
+    let phandles = gpu
+        .cells("memory-region")
+        .ok_or("GPU node has no memory-region")?;
+    let names = gpu
+        .strings("memory-region-names")
+        .ok_or("GPU node has no memory-region-names")?;
+    let region = |name: &str| -> Result<RegionDesc, String> {
+        let i = names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| format!("no memory region named {name}"))?;
+        let ph = *phandles
+            .get(i)
+            .ok_or("memory-region is shorter than its names")?;
+        let (node, parent) = root
+            .by_phandle(ph)
+            .ok_or_else(|| format!("memory region {name}: phandle {ph} not found"))?;
+        let reg = node
+            .reg(parent)
+            .ok_or_else(|| format!("memory region {name}: bad reg"))?;
+        let &(phys, size) = reg
+            .first()
+            .ok_or_else(|| format!("memory region {name}: empty reg"))?;
+        Ok(RegionDesc { phys, size })
+    };
+    let memory = root
+        .find(&|n: &Node| n.prop("device_type") == Some(b"memory\0"))
+        .and_then(|(n, p)| n.reg(p))
+        .ok_or("no memory node")?;
+    Ok(DtInfo {
+        compatible,
+        generation,
+        oas,
+        ttbs: region("ttbs")?,
+        pagetables: region("pagetables")?,
+        handoff: region("handoff")?,
+        memory,
+    })
+}
+
+/// Counters of a run.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunStats {
+    /// Operations replayed.
+    pub ops: u64,
+    /// Operations that failed (expected or not).
+    pub errors: u64,
+    /// Highest number of pages mapped in user VMs at once.
+    pub peak_pages_mapped: u64,
+    /// Highest number of table pages at once.
+    pub peak_tables: u64,
+}
+
+/// A buffer known by its trace name.
+#[derive(Clone, Copy, Debug)]
+pub struct Bo {
+    /// Driver handle.
+    pub handle: Handle,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The machine.
+pub struct Machine {
+    /// The driver's VM_BIND layer (dropped before the SoC under it).
+    pub gpuvm: SimGpuvm,
+    /// The SoC.
+    pub soc: Soc,
+    /// What the device tree said.
+    pub dt: DtInfo,
+    /// Trace VM names.
+    pub vms: BTreeMap<u64, VmId>,
+    /// Trace buffer names (open handles).
+    pub bos: BTreeMap<u64, Bo>,
+    /// Every buffer name the trace created, with its handle (closed ones too).
+    pub all_bos: BTreeMap<u64, Handle>,
+    /// Counters.
+    pub stats: RunStats,
+}
+
+fn errno(e: Error) -> Value {
+    json!({"err": format!("{e:?}")})
+}
+
+fn done(r: Result<(), Error>) -> Value {
+    match r {
+        Ok(()) => json!({"ok": true}),
+        Err(e) => errno(e),
+    }
+}
+
+impl Machine {
+    /// Boots the SoC described by `dtb`.
+    pub fn boot(dtb: &[u8]) -> Result<Machine, String> {
+        let dt = dt_info(dtb)?;
+        let oas = Oas::new(dt.oas).ok_or("bad OAS")?;
+        for &(base, size) in &dt.memory {
+            if !kernel::sim::is_ram(base) || !kernel::sim::is_ram(base + size - 1) {
+                return Err(format!(
+                    "memory {base:#x}+{size:#x} is not the simulated RAM"
+                ));
+            }
+        }
+        let soc = Soc::from_regions(dt.ttbs, dt.pagetables, dt.handoff, oas, FwKnobs::default())
+            .ok_or("the reserved-memory regions are not free in the simulated pool")?;
+        let gpuvm = soc
+            .boot_gpuvm()
+            .map_err(|e| format!("UAT init failed: {e:?}"))?;
+        Ok(Machine {
+            gpuvm,
+            soc,
+            dt,
+            vms: BTreeMap::new(),
+            bos: BTreeMap::new(),
+            all_bos: BTreeMap::new(),
+            stats: RunStats::default(),
+        })
+    }
+
+    fn vm(&self, name: u64) -> Result<VmId, Error> {
+        self.vms
+            .get(&name)
+            .copied()
+            .ok_or(kernel::error::code::ENOENT)
+    }
+
+    /// Pages mapped in user VMs now.
+    pub fn pages_mapped(&self) -> u64 {
+        self.gpuvm
+            .vm_ids()
+            .filter_map(|id| self.gpuvm.mappings(id).ok())
+            .flat_map(|m| m.iter().map(|m| m.range >> 14))
+            .sum()
+    }
+
+    /// Table pages now (user VMs and the kernel VM).
+    pub fn tables(&self) -> u64 {
+        let uat = self.gpuvm.uat();
+        let (lo, hi) = uat.kernel_tables();
+        let user: usize = uat
+            .vm_ids()
+            .filter_map(|id| uat.vm_table(id).ok())
+            .map(|pt| pt.table_pages() + 1)
+            .sum();
+        (user + lo.table_pages() + 1 + hi.table_pages()) as u64
+    }
+
+    /// Replays one operation; returns its result line.
+    pub fn execute(&mut self, op: &Op) -> Value {
+        let r = self.execute_inner(op);
+        self.stats.ops += 1;
+        if r.get("err").is_some() {
+            self.stats.errors += 1;
+        }
+        self.stats.peak_pages_mapped = self.stats.peak_pages_mapped.max(self.pages_mapped());
+        self.stats.peak_tables = self.stats.peak_tables.max(self.tables());
+        r
+    }
+
+    fn execute_inner(&mut self, op: &Op) -> Value {
+        use kernel::error::code::*;
+        match *op {
+            Op::VmCreate { vm } => {
+                if self.vms.contains_key(&vm) {
+                    return errno(EEXIST);
+                }
+                match self.gpuvm.vm_create() {
+                    Ok(id) => {
+                        self.vms.insert(vm, id);
+                        json!({"ok": true})
+                    }
+                    Err(e) => errno(e),
+                }
+            }
+            Op::VmDestroy { vm } => done(self.vm(vm).and_then(|id| {
+                self.gpuvm.vm_destroy(id)?;
+                self.vms.remove(&vm);
+                Ok(())
+            })),
+            Op::GemCreate { bo, size } => {
+                if self.bos.contains_key(&bo) {
+                    return errno(EEXIST);
+                }
+                match self.gpuvm.gem_create(size) {
+                    Ok(handle) => {
+                        self.bos.insert(bo, Bo { handle, size });
+                        self.all_bos.insert(bo, handle);
+                        json!({"ok": true})
+                    }
+                    Err(e) => errno(e),
+                }
+            }
+            Op::GemClose { bo } => match self.bos.remove(&bo) {
+                Some(b) => done(self.gpuvm.gem_close(b.handle)),
+                None => errno(ENOENT),
+            },
+            Op::Bind {
+                vm,
+                bo,
+                offset,
+                range,
+                addr,
+                flags,
+            } => {
+                let Some(b) = self.bos.get(&bo).copied() else {
+                    return errno(ENOENT);
+                };
+                done(self.vm(vm).and_then(|id| {
+                    let op = BindOp {
+                        flags,
+                        handle: b.handle,
+                        offset,
+                        range,
+                        addr,
+                    };
+                    self.gpuvm.bind(id, &op)
+                }))
+            }
+            Op::Unbind { vm, addr, range } => done(self.vm(vm).and_then(|id| {
+                let op = BindOp {
+                    flags: bind_flags::UNBIND,
+                    handle: 0,
+                    offset: 0,
+                    range,
+                    addr,
+                };
+                self.gpuvm.bind(id, &op)
+            })),
+            Op::Submit { vm } => match self.vm(vm).and_then(|id| self.gpuvm.submit(id)) {
+                Ok(slot) => json!({"ok": true, "slot": slot}),
+                Err(e) => errno(e),
+            },
+            Op::Complete { vm } => done(self.vm(vm).and_then(|id| self.gpuvm.complete(id))),
+            Op::GpuWrite { vm, addr, ref data } => {
+                let slot = match self.running_slot(vm) {
+                    Ok(s) => s,
+                    Err(v) => return v,
+                };
+                match self.soc.gpu.write(slot, addr, data) {
+                    Ok(()) => json!({"ok": true}),
+                    Err(f) => json!({"err": "EFAULT", "fault": format!("{f:?}")}),
+                }
+            }
+            Op::GpuRead { vm, addr, len } => {
+                let slot = match self.running_slot(vm) {
+                    Ok(s) => s,
+                    Err(v) => return v,
+                };
+                let mut buf = vec![0u8; len as usize];
+                match self.soc.gpu.read(slot, addr, &mut buf) {
+                    Ok(()) => {
+                        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+                        json!({"ok": true, "data": hex})
+                    }
+                    Err(f) => json!({"err": "EFAULT", "fault": format!("{f:?}")}),
+                }
+            }
+        }
+    }
+
+    /// The slot of a VM with work submitted: GPU accesses happen only there (`EINVAL` if the VM
+    /// has none: the GPU runs no work of it).
+    fn running_slot(&self, vm: u64) -> Result<usize, Value> {
+        use kernel::error::code::*;
+        let id = self.vm(vm).map_err(errno)?;
+        let uat = self.gpuvm.uat();
+        match uat.slot_of(id) {
+            Some(s) if uat.slot_users(s) > 0 => Ok(s),
+            _ => Err(errno(EINVAL)),
+        }
+    }
+}

@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `uat-sim`: the UAT component at work on a simulated SoC.
+//!
+//! ```text
+//! uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--emit-trace FILE]
+//! ```
+//!
+//! With no trace it runs the built-in workload and checks every result against its model.
+
+use std::path::PathBuf;
+use std::time::Instant;
+use uat_sim::machine::{Machine, DEFAULT_DTB};
+use uat_sim::{replay, snapshot, trace, workload};
+
+struct Args {
+    trace: Option<PathBuf>,
+    out: Option<PathBuf>,
+    snapshot: Option<PathBuf>,
+    dtb: Option<PathBuf>,
+    seed: u64,
+    emit: Option<PathBuf>,
+}
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--emit-trace FILE]"
+    );
+    std::process::exit(2)
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        trace: None,
+        out: None,
+        snapshot: None,
+        dtb: None,
+        seed: 0x5eed,
+        emit: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(s) = it.next() {
+        let mut val = || it.next().unwrap_or_else(|| usage());
+        match s.as_str() {
+            "--out" => a.out = Some(val().into()),
+            "--snapshot" => a.snapshot = Some(val().into()),
+            "--dtb" => a.dtb = Some(val().into()),
+            "--emit-trace" => a.emit = Some(val().into()),
+            "--seed" => a.seed = val().parse().unwrap_or_else(|_| usage()),
+            "-h" | "--help" => usage(),
+            s if s.starts_with('-') => usage(),
+            s => a.trace = Some(s.into()),
+        }
+    }
+    a
+}
+
+fn fail(msg: impl std::fmt::Display) -> ! {
+    eprintln!("uat-sim: {msg}");
+    std::process::exit(1)
+}
+
+fn main() {
+    let a = args();
+    let started = Instant::now();
+    // The operations, all parsed before anything runs.
+    let (ops, expect, phases, name) = match &a.trace {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+            let ops =
+                trace::parse(&text).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+            (ops, None, Vec::new(), path.display().to_string())
+        }
+        None => {
+            let g = workload::builtin(a.seed);
+            let (ops, exp): (Vec<_>, Vec<_>) = g.ops.into_iter().unzip();
+            (
+                ops,
+                Some(exp),
+                g.phases,
+                format!("built-in workload (seed {:#x})", a.seed),
+            )
+        }
+    };
+    if let Some(path) = &a.emit {
+        let text: String = ops.iter().map(|o| trace::to_line(o) + "\n").collect();
+        std::fs::write(path, text).unwrap_or_else(|e| fail(e));
+    }
+    let dtb = match &a.dtb {
+        Some(p) => std::fs::read(p).unwrap_or_else(|e| fail(format!("{}: {e}", p.display()))),
+        None => uat_sim::machine::DEFAULT_DTB.to_vec(),
+    };
+    let _ = DEFAULT_DTB;
+    let mut m = Machine::boot(&dtb).unwrap_or_else(|e| fail(e));
+    println!(
+        "uat-sim: {} ({}, OAS {} bits), TTBAT {:#x}, handoff {:#x}, pagetables {:#x}",
+        m.dt.compatible,
+        m.dt.generation,
+        m.dt.oas,
+        m.dt.ttbs.phys,
+        m.dt.handoff.phys,
+        m.dt.pagetables.phys
+    );
+    println!("uat-sim: replaying {} operations of the {name}", ops.len());
+    let mut out_file = a.out.as_ref().map(|dir| {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
+        std::io::BufWriter::new(
+            std::fs::File::create(dir.join("results.jsonl")).unwrap_or_else(|e| fail(e)),
+        )
+    });
+    let total = ops.len().max(1);
+    let mut next_phase = 0;
+    let mut next_pct = 0;
+    let progress = |i: usize, m: &Machine| {
+        let pct = i * 100 / total;
+        let phase = phases
+            .iter()
+            .skip(next_phase)
+            .take_while(|(at, _)| *at <= i)
+            .last();
+        if let Some((_, name)) = phase {
+            next_phase = phases
+                .iter()
+                .position(|(at, _)| *at > i)
+                .unwrap_or(phases.len());
+            println!(
+                "  [{pct:>3}%] {name:<44} {:>7} pages mapped, {:>5} tables",
+                m.pages_mapped(),
+                m.tables()
+            );
+        } else if phases.is_empty() && pct >= next_pct {
+            next_pct = pct + 10;
+            println!("  [{pct:>3}%] {i} operations");
+        }
+    };
+    let report = replay(
+        &mut m,
+        &ops,
+        expect.as_deref(),
+        progress,
+        out_file.as_mut().map(|w| w as &mut dyn std::io::Write),
+    )
+    .unwrap_or_else(|e| fail(e));
+    drop(out_file);
+    if let Some(dir) = &a.snapshot {
+        snapshot::save(&m, dir).unwrap_or_else(|e| fail(e));
+        println!("uat-sim: snapshot in {}", dir.display());
+    }
+    let gpu = m.soc.gpu.stats();
+    let st = m.gpuvm.uat().stats();
+    let fw = m.soc.fw.log();
+    println!("summary:");
+    println!(
+        "  operations        {} ({} refused or faulted, as expected: {})",
+        m.stats.ops,
+        m.stats.errors,
+        if expect.is_some() {
+            if report.mismatches.is_empty() {
+                "all"
+            } else {
+                "NO"
+            }
+        } else {
+            "not checked"
+        }
+    );
+    println!(
+        "  pages mapped      {} now, {} at peak",
+        m.pages_mapped(),
+        m.stats.peak_pages_mapped
+    );
+    println!(
+        "  table pages       {} live, {} at peak",
+        m.tables(),
+        m.stats.peak_tables
+    );
+    println!(
+        "  TLB invalidations {} (page {}, range {}, ASID {}, all {})",
+        gpu.tlbi.iter().sum::<u64>(),
+        gpu.tlbi[0],
+        gpu.tlbi[1],
+        gpu.tlbi[2],
+        gpu.tlbi[3]
+    );
+    println!(
+        "  GPU accesses      {} pages ({} TLB hits, {} walks), {} faults",
+        gpu.accesses, gpu.tlb_hits, gpu.walks, gpu.faults
+    );
+    println!(
+        "  contexts          {} binds written, {} kept, {} evictions; {} firmware flushes",
+        st.binds_written,
+        st.binds_held,
+        st.evictions,
+        fw.flushes.len()
+    );
+    println!(
+        "  time              {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    if !report.mismatches.is_empty() {
+        for (i, e, got) in report.mismatches.iter().take(10) {
+            eprintln!(
+                "op {i} {}: expected {e:?}, got {got}",
+                trace::to_line(&ops[*i])
+            );
+        }
+        fail(format!(
+            "{} results differ from the model",
+            report.mismatches.len()
+        ));
+    }
+    println!("uat-sim: ok");
+}

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The simulator: golden traces, random traces against the workload model, malformed traces,
+//! snapshots decoded by uat-dump against the model, and the default workload end to end.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::Mutex;
+use uat_sim::dump::{dump, Image};
+use uat_sim::machine::{Machine, DEFAULT_DTB};
+use uat_sim::trace::{self, Op};
+use uat_sim::workload::{self, Expect, ModelPage};
+use uat_sim::{replay, snapshot};
+
+/// The example board's regions are at fixed addresses: one machine at a time per process.
+static ONE_MACHINE: Mutex<()> = Mutex::new(());
+
+const PG: u64 = 1 << 14;
+
+fn traces_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/traces")
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("uat-sim-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn golden_traces() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut n = 0;
+    for entry in std::fs::read_dir(traces_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "jsonl") {
+            continue;
+        }
+        let ops = trace::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let want = std::fs::read_to_string(path.with_extension("expected")).unwrap();
+        let mut m = Machine::boot(DEFAULT_DTB).unwrap();
+        let report = replay(&mut m, &ops, None, |_, _| {}, None).unwrap();
+        let got: Vec<String> = report.results.iter().map(|r| r.to_string()).collect();
+        let want: Vec<&str> = want.lines().collect();
+        assert_eq!(got, want, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 1);
+}
+
+#[test]
+fn random_traces_match_the_model() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let seeds: u64 = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(40, |c| (c / 50).max(8));
+    for seed in 0..seeds {
+        let g = workload::random(0x5eed + seed, 300);
+        let (ops, expect): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
+        let mut m = Machine::boot(DEFAULT_DTB).unwrap();
+        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None).unwrap();
+        if let Some((i, e, got)) = report.mismatches.first() {
+            panic!(
+                "seed {seed}: op {i} {}: expected {e:?}, got {got}",
+                trace::to_line(&ops[*i])
+            );
+        }
+        // The trace's text form replays the same.
+        let text: String = ops.iter().map(|o| trace::to_line(o) + "\n").collect();
+        assert_eq!(trace::parse(&text).unwrap(), ops);
+    }
+}
+
+#[test]
+fn malformed_lines_are_reported_with_their_number() {
+    let cases = [
+        ("{\"op\":\"vm_create\",\"vm\":1}\n{\"op\":\"bnid\",\"vm\":1}\n", 2, "unknown op"),
+        ("# c\n\n{\"op\":\"gem_create\",\"bo\":1}\n", 3, "missing \"size\""),
+        ("{\"op\":\"gem_create\",\"bo\":1,\"size\":\"0xzz\"}\n", 1, "not a number"),
+        ("{\"op\":\"bind\",\"vm\":1,\"bo\":1,\"offset\":0,\"range\":1,\"addr\":0,\"flags\":[\"RAED\"]}\n", 1, "unknown flag"),
+        ("{\"op\":\"vm_create\",\"vm\":1,\"extra\":2}\n", 1, "unexpected field"),
+        ("{\"op\":\"gpu_write\",\"vm\":1,\"addr\":0,\"data\":\"abc\"}\n", 1, "even number"),
+        ("not json\n", 1, "not JSON"),
+    ];
+    for (text, line, what) in cases {
+        let e = trace::parse(text).unwrap_err();
+        assert_eq!(e.line, line, "{text}");
+        assert!(e.what.contains(what), "{e}");
+    }
+    // The binary stops before touching state: no result file, exit status 1, the line named.
+    let dir = temp_dir("malformed");
+    let bad = dir.join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"op\":\"vm_create\",\"vm\":1}\n{\"op\":\"vm_create\"}\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uat-sim"))
+        .arg(&bad)
+        .arg("--out")
+        .arg(dir.join("out"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("trace line 2: missing \"vm\""), "{err}");
+    assert!(!dir.join("out").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn snapshots_decode_to_the_model() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in 0..4u64 {
+        let mut g = workload::random(0xd0d0 + seed, 200);
+        // End with both VMs running, so that both are in the TTBAT.
+        for vm in 1..=2 {
+            g.submit(vm);
+        }
+        let model: BTreeMap<u64, Vec<ModelPage>> =
+            (1..=2).map(|vm| (vm, g.mapped_pages(vm))).collect();
+        let (ops, expect): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
+        let mut m = Machine::boot(DEFAULT_DTB).unwrap();
+        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None).unwrap();
+        assert!(report.mismatches.is_empty());
+        let dir = temp_dir(&format!("snap{seed}"));
+        snapshot::save(&m, &dir).unwrap();
+        let desc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("machine.json")).unwrap())
+                .unwrap();
+        assert_eq!(desc["gpu"], "G13");
+        let img = Image::open(&dir.join("ram.img"), kernel::sim::RAM_BASE).unwrap();
+        let halves = dump(&img, m.dt.ttbs.phys, 40, 39);
+        let dummy = (1u64 << 39) - 2 * PG;
+        for (vm, pages) in &model {
+            let id = m.vms[vm];
+            let slot = m.gpuvm.uat().slot_of(id).unwrap();
+            let half = halves
+                .iter()
+                .find(|h| h.slot == slot && h.half == 0)
+                .unwrap();
+            assert!(half.corrupt.is_empty());
+            // The dump, page by page (without the dummy page).
+            let mut got = BTreeMap::new();
+            for r in &half.runs {
+                for i in 0..r.size / PG {
+                    if r.va + i * PG != dummy {
+                        let perm = uat_sim::dump::describe_attrs(r.attrs);
+                        got.insert(r.va / PG + i, (r.pa + i * PG, perm[4..6].to_string()));
+                    }
+                }
+            }
+            // The model, with the buffers' pages from the snapshot's description.
+            let mut want = BTreeMap::new();
+            for &ModelPage {
+                va_page: va,
+                bo,
+                page,
+                read: r,
+                write: w,
+            } in pages
+            {
+                let handle = m.all_bos[&bo];
+                let obj = desc["objects"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|o| o["handle"] == handle)
+                    .unwrap();
+                let pa = obj["pages"][page as usize].as_str().unwrap();
+                let pa = u64::from_str_radix(pa.trim_start_matches("0x"), 16).unwrap();
+                let perm = match (r, w) {
+                    (true, true) => "RW",
+                    (true, false) => "RO",
+                    _ => "WO",
+                };
+                want.insert(va, (pa, perm.to_string()));
+            }
+            assert_eq!(got, want, "seed {seed} vm {vm}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[test]
+fn uat_dump_flags_corrupt_descriptors() {
+    let dir = temp_dir("corrupt");
+    // A 64 KiB image at 0x10000: TTBAT page, a top table with a block descriptor, then a table
+    // pointing outside the image.
+    let mut img = vec![0u8; 0x10000];
+    let put =
+        |img: &mut Vec<u8>, off: usize, v: u64| img[off..off + 8].copy_from_slice(&v.to_le_bytes());
+    put(&mut img, 16 * 3, 0x14000 | 1 | (3 << 48)); // slot 3 ttb0 -> table at 0x14000
+    put(&mut img, 0x4000, 0x0000_0001); // L1[0]: block type
+    put(&mut img, 0x4008, 0x8_0000_0000 | 3); // L1[1]: table outside the image
+    let path = dir.join("ram.img");
+    std::fs::write(&path, &img).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_uat-dump"))
+        .args(["--image"])
+        .arg(&path)
+        .args(["--base", "0x10000", "--ttbat", "0x10000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("slot 3 ttb0 (ASID 3)"), "{text}");
+    assert!(
+        text.contains("CORRUPT L1 descriptor 0x0000000000000001 at VA 0x0000000000000000"),
+        "{text}"
+    );
+    assert!(
+        text.contains("CORRUPT L2 descriptor 0x0000000800000000 at VA 0x0000001000000000"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn default_workload_runs_clean() {
+    let dir = temp_dir("default");
+    let out = Command::new(env!("CARGO_BIN_EXE_uat-sim"))
+        .arg("--snapshot")
+        .arg(dir.join("snap"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("as expected: all"), "{text}");
+    assert!(text.contains("uat-sim: ok"));
+    // Evictions happened (80 short-lived contexts on 63 slots) and the summary says so.
+    let evictions: u64 = text
+        .lines()
+        .find(|l| l.contains("evictions"))
+        .and_then(|l| l.split(" kept, ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(evictions > 0, "{text}");
+    let dump = Command::new(env!("CARGO_BIN_EXE_uat-dump"))
+        .arg(dir.join("snap"))
+        .arg("--json")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&dump.stdout).unwrap();
+    let halves = v.as_array().unwrap();
+    assert!(halves.iter().any(|h| h["slot"] == 0 && h["half"] == "ttb1"));
+    assert!(halves.iter().filter(|h| h["slot"] != 0).count() >= 4);
+    let _ = std::fs::remove_dir_all(&dir);
+}
