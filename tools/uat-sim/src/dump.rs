@@ -184,6 +184,22 @@ fn walk(img: &Image, oas: u32, ias: u32, table: u64, level: u32, va_base: u64, o
     }
 }
 
+/// Decodes one table: `table` is a top-level table's physical address, walked as the lower
+/// half, or the upper half if `upper` (reported as slot 0).
+pub fn dump_table(img: &Image, table: u64, upper: bool, oas: u32, ias: u32) -> HalfDump {
+    let half = upper as usize;
+    let mut h = HalfDump {
+        slot: 0,
+        half,
+        ttb: table | 1,
+        runs: Vec::new(),
+        corrupt: Vec::new(),
+    };
+    let base = if upper { !((1u64 << ias) - 1) } else { 0 };
+    walk(img, oas, ias, table, 1, base, &mut h);
+    h
+}
+
 /// Decodes every valid half of every TTBAT slot.
 pub fn dump(img: &Image, ttbat: u64, oas: u32, ias: u32) -> Vec<HalfDump> {
     let mut out = Vec::new();

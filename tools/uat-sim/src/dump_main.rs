@@ -5,13 +5,16 @@
 //! ```text
 //! uat-dump SNAPSHOT_DIR [--json]
 //! uat-dump --image FILE --base ADDR --ttbat ADDR [--oas BITS] [--json]
+//! uat-dump --image FILE --base ADDR --ttb ADDR [--upper] [--oas BITS] [--json]
 //! ```
 
 use std::path::PathBuf;
 use uat_sim::dump::{dump, to_json, to_text, Image};
 
 fn usage() -> ! {
-    eprintln!("usage: uat-dump SNAPSHOT_DIR [--json] | uat-dump --image FILE --base ADDR --ttbat ADDR [--oas BITS] [--json]");
+    eprintln!(
+        "usage: uat-dump SNAPSHOT_DIR [--json]\n       uat-dump --image FILE --base ADDR (--ttbat ADDR | --ttb ADDR [--upper]) [--oas BITS] [--json]"
+    );
     std::process::exit(2)
 }
 
@@ -25,6 +28,7 @@ fn num(s: &str) -> u64 {
 
 fn main() {
     let mut json = false;
+    let (mut ttb, mut upper) = (None, false);
     let (mut dir, mut image, mut base, mut ttbat, mut oas) = (None, None, None, None, 40u64);
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -35,6 +39,8 @@ fn main() {
             "--base" => base = Some(num(&val())),
             "--ttbat" => ttbat = Some(num(&val())),
             "--oas" => oas = num(&val()),
+            "--ttb" => ttb = Some(num(&val())),
+            "--upper" => upper = true,
             s if s.starts_with('-') => usage(),
             s => dir = Some(PathBuf::from(s)),
         }
@@ -73,7 +79,16 @@ fn main() {
         eprintln!("uat-dump: {}: {e}", img_path.display());
         std::process::exit(1)
     });
-    let d = dump(&img, ttbat, oas as u32, 39);
+    let d = match ttb {
+        Some(t) => vec![uat_sim::dump::dump_table(
+            &img,
+            t & ((1 << 48) - 1) & !1,
+            upper,
+            oas as u32,
+            39,
+        )],
+        None => dump(&img, ttbat, oas as u32, 39),
+    };
     let text = if json {
         serde_json::to_string_pretty(&to_json(&d)).unwrap_or_default() + "\n"
     } else {
