@@ -424,10 +424,18 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             self.remove_range(idx, start, end);
             return Ok(());
         };
-        // Every table first: after this nothing can fail but a corrupt table, which the
-        // preallocation's walk has already checked for.
-        self.uat.vm_prealloc(id, op.addr, op.range)?;
-        self.uat.vm_clear(id, op.addr, op.range)?;
+        // Replacing: every table first, then the old mappings go; after this nothing can fail
+        // but a corrupt table, which the preallocation's walk has already checked for. A bind
+        // over nothing needs neither: the map alone is all or nothing.
+        let overlaps = {
+            let m = self.mappings_mut(idx)?;
+            let i = m.partition_point(|m| m.end() <= start);
+            m.get(i).is_some_and(|m| m.va < end)
+        };
+        if overlaps {
+            self.uat.vm_prealloc(id, op.addr, op.range)?;
+            self.uat.vm_clear(id, op.addr, op.range)?;
+        }
         let single_page = op.flags & bind_flags::SINGLE_PAGE != 0;
         let obj = &self.objects[op.handle as usize - 1]
             .as_ref()

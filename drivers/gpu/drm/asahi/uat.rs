@@ -94,6 +94,8 @@ struct UserVm {
     hint: Option<usize>,
     /// Whether its context also sees the kernel VM's upper half.
     kernel_visible: bool,
+    /// Whether it ever had a mapping the firmware caches (then unmaps look for them).
+    fw_cached: bool,
 }
 
 /// Counters for the summary of a run.
@@ -299,6 +301,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             pt,
             hint: None,
             kernel_visible,
+            fw_cached: false,
         });
         Ok(id)
     }
@@ -357,7 +360,14 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
 
     /// Maps physically contiguous memory into a user VM.
     pub fn vm_map(&mut self, id: VmId, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
-        self.vm_mut(id)?.pt.map(iova, pa, size, prot)
+        self.vm_for(id, prot)?.pt.map(iova, pa, size, prot)
+    }
+
+    /// User VM `id`, noting that it is about to get mappings with `prot`.
+    fn vm_for(&mut self, id: VmId, prot: Prot) -> Result<&mut UserVm> {
+        let vm = self.vm_mut(id)?;
+        vm.fw_cached |= prot.needs_fw_flush();
+        Ok(vm)
     }
 
     /// Maps the same page over a range of a user VM.
@@ -369,7 +379,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         size: u64,
         prot: Prot,
     ) -> Result {
-        self.vm_mut(id)?.pt.map_repeat(iova, pa, size, prot)
+        self.vm_for(id, prot)?.pt.map_repeat(iova, pa, size, prot)
     }
 
     /// Maps a scatter list into a user VM (see [`PageTable::map_sg`]).
@@ -382,7 +392,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         skip: u64,
         prot: Prot,
     ) -> Result {
-        self.vm_mut(id)?.pt.map_sg(iova, size, sg, skip, prot)
+        self.vm_for(id, prot)?.pt.map_sg(iova, size, sg, skip, prot)
     }
 
     /// Preallocates the tables a later map of the range needs.
@@ -435,7 +445,10 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     pub fn vm_reprot(&mut self, id: VmId, iova: u64, size: u64, prot: Prot) -> Result {
         let asid = self.vm_asid(id);
         let mut gather = Gather::new();
-        let r = self.vm_mut(id)?.pt.reprot(iova, size, prot, &mut gather);
+        let r = self
+            .vm_for(id, prot)?
+            .pt
+            .reprot(iova, size, prot, &mut gather);
         self.finish(gather, asid);
         r
     }
@@ -500,6 +513,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// cached, firmware-visible mapping in the range is remapped uncached, then the firmware is
     /// asked to flush the range through the handoff flush protocol.
     fn fw_flush(&mut self, vm: Option<VmId>, va: u64, size: u64) -> Result {
+        if let Some(id) = vm {
+            if !self.vm(id)?.fw_cached {
+                // Nothing the firmware caches was ever mapped here: no walk needed.
+                return Ok(());
+            }
+        }
         let mut runs: KVec<Mapping> = KVec::new();
         let mut err = Ok(());
         self.table_mut(vm, va, size)?
