@@ -63,23 +63,28 @@ lib=$tree/rust/kernel/lib.rs
 grep -q '^pub mod delay;' "$lib" || sed -i 's/^pub mod device;/pub mod delay;\npub mod device;/' "$lib"
 grep -q '^pub mod memremap;' "$lib" || sed -i 's/^pub mod list;/pub mod list;\npub mod memremap;/' "$lib"
 grep -q '^pub mod owned;' "$lib" || sed -i 's/^pub mod page;/pub mod owned;\npub mod page;/' "$lib"
-grep -q 'drm/asahi/Kconfig' "$tree/drivers/gpu/drm/Kconfig" ||
-	echo 'source "drivers/gpu/drm/asahi/Kconfig"' >>"$tree/drivers/gpu/drm/Kconfig"
+# The Kconfig goes inside drivers/gpu/drm/Kconfig's `if DRM` block, after nouveau's.
+drmk=$tree/drivers/gpu/drm/Kconfig
+if ! grep -A1 'drm/nouveau/Kconfig' "$drmk" | grep -q 'drm/asahi/Kconfig'; then
+	sed -i '/drm\/asahi\/Kconfig/d' "$drmk"
+	sed -i '/source "drivers\/gpu\/drm\/nouveau\/Kconfig"/a source "drivers/gpu/drm/asahi/Kconfig"' "$drmk"
+fi
 grep -q 'DRM_ASAHI_UAT' "$tree/drivers/gpu/drm/Makefile" ||
 	echo 'obj-$(CONFIG_DRM_ASAHI_UAT) += asahi/' >>"$tree/drivers/gpu/drm/Makefile"
 
 # 4. Configure once, build incrementally.
 K=(-C "$tree" O="$out" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- RUSTC=/usr/bin/rustc
 	BINDGEN="$bindgen")
-if ! grep -q '^CONFIG_DRM_ASAHI_UAT_SELFTEST=y' "$out/.config" 2>/dev/null; then
-	log "configuring (tinyconfig + Rust, 16K pages, console, UAT self-tests)"
+if ! grep -q '^CONFIG_DRM_ASAHI_UAT_SELFTEST=y' "$out/.config" 2>/dev/null ||
+	! grep -q '^CONFIG_DRM=y' "$out/.config"; then
+	log "configuring (tinyconfig + Rust, 16K pages, console, DRM, UAT self-tests)"
 	make -s "${K[@]}" tinyconfig
 	"$tree/scripts/config" --file "$out/.config" -e ARM64_16K_PAGES -d ARM64_4K_PAGES -e RUST \
 		-e PRINTK -e TTY -e SERIAL_AMBA_PL011 -e SERIAL_AMBA_PL011_CONSOLE -e BINFMT_ELF \
-		-e PROC_FS -e ARM_AMBA -e OF -e DRM_ASAHI_UAT -e DRM_ASAHI_UAT_SELFTEST
+		-e PROC_FS -e ARM_AMBA -e OF -e DRM -e DRM_ASAHI_UAT -e DRM_ASAHI_UAT_SELFTEST
 	make -s "${K[@]}" olddefconfig
 	make -s "${K[@]}" rustavailable
-	grep -q '^CONFIG_DRM_ASAHI_UAT_SELFTEST=y' "$out/.config" ||
+	grep -q '^CONFIG_DRM_ASAHI_UAT_SELFTEST=y' "$out/.config" && grep -q '^CONFIG_DRM=y' "$out/.config" ||
 		{ log "the UAT options did not stick in .config"; exit 1; }
 fi
 log "building"

@@ -64,6 +64,19 @@ pub struct Run {
     pub size: u64,
     /// The leaf descriptor's bits other than the output address.
     pub attrs: u64,
+    /// Every page of the run maps the same physical page (a sparse / SINGLE_PAGE binding).
+    pub repeat: bool,
+}
+
+impl Run {
+    /// The physical address behind the `i`-th page.
+    pub fn pa_of(&self, i: u64) -> u64 {
+        if self.repeat {
+            self.pa
+        } else {
+            self.pa + i * PG
+        }
+    }
 }
 
 /// A descriptor that cannot be followed.
@@ -171,14 +184,26 @@ fn walk(img: &Image, oas: u32, ias: u32, table: u64, level: u32, va_base: u64, o
         let pa = d & oa_mask;
         let attrs = d & !oa_mask;
         match out.runs.last_mut() {
-            Some(r) if r.va + r.size == va && r.pa + r.size == pa && r.attrs == attrs => {
+            Some(r)
+                if r.va + r.size == va && r.attrs == attrs && !r.repeat && r.pa + r.size == pa =>
+            {
                 r.size += PG
+            }
+            Some(r)
+                if r.va + r.size == va
+                    && r.attrs == attrs
+                    && r.pa == pa
+                    && (r.repeat || r.size == PG) =>
+            {
+                r.repeat = true;
+                r.size += PG;
             }
             _ => out.runs.push(Run {
                 va,
                 pa,
                 size: PG,
                 attrs,
+                repeat: false,
             }),
         }
     }
@@ -243,12 +268,17 @@ pub fn to_text(d: &[HalfDump]) -> String {
         );
         for r in &h.runs {
             s += &format!(
-                "  {:#018x}-{:#018x} -> {:#012x} {:>10} KiB  {}\n",
+                "  {:#018x}-{:#018x} -> {:#012x} {:>10} KiB  {}{}\n",
                 r.va,
                 r.va + r.size,
                 r.pa,
                 r.size / 1024,
-                describe_attrs(r.attrs)
+                describe_attrs(r.attrs),
+                if r.repeat {
+                    "  (one page repeated)"
+                } else {
+                    ""
+                }
             );
         }
         for c in &h.corrupt {
@@ -274,7 +304,7 @@ pub fn to_json(d: &[HalfDump]) -> Value {
                     "table": hex(h.ttb & ((1 << 48) - 1) & !1),
                     "runs": h.runs.iter().map(|r| json!({
                         "va": hex(r.va), "pa": hex(r.pa), "size": hex(r.size),
-                        "attrs": hex(r.attrs), "perm": describe_attrs(r.attrs),
+                        "attrs": hex(r.attrs), "perm": describe_attrs(r.attrs), "repeat": r.repeat,
                     })).collect::<Vec<_>>(),
                     "corrupt": h.corrupt.iter().map(|c| json!({
                         "level": c.level, "va": hex(c.va), "desc": hex(c.desc), "table": hex(c.table),

@@ -7,8 +7,9 @@ use crate::fdt::{self, Node};
 use crate::trace::Op;
 use agx_soc::firmware::FwKnobs;
 use agx_soc::{SimGpuvm, Soc};
-use asahi::gpuvm::{bind_flags, BindOp, Handle};
+use asahi::gpuvm::{bind_flags, BindOp, FwBuf, Handle};
 use asahi::pte::Oas;
+use asahi::pte::Prot;
 use asahi::slots::VmId;
 use asahi::uat::RegionDesc;
 use kernel::error::Error;
@@ -138,7 +139,17 @@ pub struct Machine {
     pub all_bos: BTreeMap<u64, Handle>,
     /// Counters.
     pub stats: RunStats,
+    /// Firmware objects in the kernel VM (what the firmware's rings and control structures
+    /// would be), allocated at boot.
+    pub fw_bufs: Vec<FwBuf>,
 }
+
+/// The firmware objects the machine allocates at boot: (size, protection, guard pages).
+pub const FW_OBJECTS: [(u64, Prot, bool); 3] = [
+    (64 << 10, Prot::GPUFW_SHARED_RW, true),
+    (16 << 10, Prot::FW_PRIV_RW, false),
+    (128 << 10, Prot::GPU_RO_FW_PRIV_RW, true),
+];
 
 fn errno(e: Error) -> Value {
     json!({"err": format!("{e:?}")})
@@ -165,10 +176,18 @@ impl Machine {
         }
         let soc = Soc::from_regions(dt.ttbs, dt.pagetables, dt.handoff, oas, FwKnobs::default())
             .ok_or("the reserved-memory regions are not free in the simulated pool")?;
-        let gpuvm = soc
+        let mut gpuvm = soc
             .boot_gpuvm()
             .map_err(|e| format!("UAT init failed: {e:?}"))?;
+        let mut fw_bufs = Vec::new();
+        for (size, prot, guard) in FW_OBJECTS {
+            let b = gpuvm
+                .fw_alloc(size, prot, guard)
+                .map_err(|e| format!("firmware object: {e:?}"))?;
+            fw_bufs.push(b);
+        }
         Ok(Machine {
+            fw_bufs,
             gpuvm,
             soc,
             dt,
@@ -205,6 +224,17 @@ impl Machine {
             .map(|pt| pt.table_pages() + 1)
             .sum();
         (user + lo.table_pages() + 1 + hi.table_pages()) as u64
+    }
+
+    /// Frees the firmware objects (cached ones through the firmware's cache flush), as the
+    /// driver does when the GPU goes down.
+    pub fn shutdown(&mut self) -> Result<(), String> {
+        for b in self.fw_bufs.drain(..) {
+            self.gpuvm
+                .fw_free(b)
+                .map_err(|e| format!("freeing a firmware object: {e:?}"))?;
+        }
+        Ok(())
     }
 
     /// Replays one operation; returns its result line.

@@ -147,6 +147,7 @@ fn main() {
         snapshot::save(&m, dir).unwrap_or_else(|e| fail(e));
         println!("uat-sim: snapshot in {}", dir.display());
     }
+    m.shutdown().unwrap_or_else(|e| fail(e));
     let gpu = m.soc.gpu.stats();
     let st = m.gpuvm.uat().stats();
     let fw = m.soc.fw.log();

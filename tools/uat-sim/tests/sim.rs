@@ -148,7 +148,7 @@ fn snapshots_decode_to_the_model() {
                 for i in 0..r.size / PG {
                     if r.va + i * PG != dummy {
                         let perm = uat_sim::dump::describe_attrs(r.attrs);
-                        got.insert(r.va / PG + i, (r.pa + i * PG, perm[4..6].to_string()));
+                        got.insert(r.va / PG + i, (r.pa_of(i), perm[4..6].to_string()));
                     }
                 }
             }
