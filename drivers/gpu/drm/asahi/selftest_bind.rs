@@ -7,9 +7,8 @@ use crate::crashdump::{vm_core, EM_AARCH64};
 use crate::gpuvm::{bind_flags::*, BindOp, Gpuvm};
 use crate::pte::Prot;
 use crate::selftest::{check, ok, Case, CaseResult, Env};
-use crate::selftest_uat::{regions, CountingTlbi, StandInFw};
-use crate::tlbi::Broadcast;
-use crate::uat::{dummy_page_va, kernel_va, Uat};
+use crate::selftest_uat::StandIn;
+use crate::uat::{dummy_page_va, kernel_va};
 use kernel::page::Page;
 use kernel::prelude::*;
 
@@ -24,12 +23,8 @@ fn tag(pa: u64, tag: u64) -> Result {
 }
 
 fn bind_semantics(env: &Env) -> CaseResult {
-    let r = ok!(regions(env));
-    let fw = ok!(StandInFw::new(r.cfg.handoff.phys));
-    fw.boot();
-    let tlbi = CountingTlbi::default();
-    // SAFETY: The carve-out and the page are this case's alone, the page outlives the UAT.
-    let uat = ok!(unsafe { Uat::new(r.cfg, Broadcast(&tlbi), &fw) });
+    let s = ok!(StandIn::new(env, true));
+    let uat = ok!(s.uat());
     let mut g = ok!(Gpuvm::new(uat));
     let vm = ok!(g.vm_create());
     let a = ok!(g.gem_create(6 * PG));
@@ -78,12 +73,8 @@ fn bind_semantics(env: &Env) -> CaseResult {
 }
 
 fn firmware_objects(env: &Env) -> CaseResult {
-    let r = ok!(regions(env));
-    let fw = ok!(StandInFw::new(r.cfg.handoff.phys));
-    fw.boot();
-    let tlbi = CountingTlbi::default();
-    // SAFETY: As in `bind_semantics`.
-    let uat = ok!(unsafe { Uat::new(r.cfg, Broadcast(&tlbi), &fw) });
+    let s = ok!(StandIn::new(env, true));
+    let uat = ok!(s.uat());
     let mut g = ok!(Gpuvm::new(uat));
     let kva = kernel_va(g.uat().config().geometry).start;
     let a = ok!(g.fw_alloc(2 * PG, Prot::FW_PRIV_RW, true));
@@ -94,7 +85,7 @@ fn firmware_objects(env: &Env) -> CaseResult {
     ok!(g.fw_free(a));
     // Cached and firmware-visible: flushed through the protocol before the unmap.
     // (The buffer's pages may be scattered: one message per physically contiguous run.)
-    let msg = ok!(fw.last.get().ok_or(EIO));
+    let msg = ok!(s.fw.last.get().ok_or(EIO));
     check!(msg.slot == 64 && msg.addr >= a.va && msg.addr < a.va + 2 * PG);
     check!(g.uat().kernel_translate(a.va) == Err(ENOENT));
     check!(g.live_objects() == 0);
@@ -102,12 +93,8 @@ fn firmware_objects(env: &Env) -> CaseResult {
 }
 
 fn crash_dump(env: &Env) -> CaseResult {
-    let r = ok!(regions(env));
-    let fw = ok!(StandInFw::new(r.cfg.handoff.phys));
-    fw.boot();
-    let tlbi = CountingTlbi::default();
-    // SAFETY: As in `bind_semantics`.
-    let uat = ok!(unsafe { Uat::new(r.cfg, Broadcast(&tlbi), &fw) });
+    let s = ok!(StandIn::new(env, true));
+    let uat = ok!(s.uat());
     let mut g = ok!(Gpuvm::new(uat));
     let vm = ok!(g.vm_create());
     let a = ok!(g.gem_create(PG));

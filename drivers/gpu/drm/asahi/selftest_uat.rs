@@ -62,7 +62,7 @@ pub struct StandInFw {
 }
 
 impl StandInFw {
-    pub(crate) fn new(handoff: PhysAddr) -> Result<StandInFw> {
+    fn new(handoff: PhysAddr) -> Result<StandInFw> {
         let fw = StandInFw {
             handoff: MemRemap::new(handoff, HANDOFF_SIZE, Caching::WriteCombine)?,
             last: Cell::new(None),
@@ -74,11 +74,6 @@ impl StandInFw {
         // SAFETY: `off` is 8-byte aligned and inside the `HANDOFF_SIZE` bytes mapped; the region
         // is shared with the driver, so it is accessed atomically.
         unsafe { &*(self.handoff.as_ptr().add(off) as *const AtomicU64) }
-    }
-
-    /// The firmware is up.
-    pub(crate) fn boot(&self) {
-        self.word(8).store(MAGIC, Ordering::Release);
     }
 
     fn flush_state(&self, slot: usize) -> u64 {
@@ -98,33 +93,61 @@ impl FwChannel for &StandInFw {
     }
 }
 
-/// The regions of a stand-in SoC: `ttbs` and `handoff` in the carve-out, `pagetables` a page of
-/// RAM (it must be RAM: the driver borrows it by physical address).
-pub(crate) struct Regions {
+/// A stand-in SoC for one case: `ttbs` and `handoff` in the carve-out, `pagetables` a page of
+/// RAM (it must be RAM: the driver borrows it by physical address), the stand-in firmware and a
+/// counting TLB.
+pub(crate) struct StandIn {
     pub(crate) pagetables: Owned<Page>,
     pub(crate) cfg: UatConfig,
+    pub(crate) fw: StandInFw,
+    pub(crate) tlbi: CountingTlbi,
 }
 
-pub(crate) fn regions(env: &Env) -> Result<Regions> {
-    let pagetables = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
-    let g = crate::geometry::Geometry::G13;
-    let cfg = UatConfig {
-        geometry: g,
-        oas: Oas::BITS_40,
-        ttbs: RegionDesc {
-            phys: env.carveout,
-            size: PG,
-        },
-        pagetables: RegionDesc {
-            phys: pagetables.phys(),
-            size: PG,
-        },
-        handoff: RegionDesc {
-            phys: env.carveout + PG,
-            size: PG,
-        },
-    };
-    Ok(Regions { pagetables, cfg })
+/// The UAT as the self-tests run it.
+pub(crate) type TestUat<'a> = Uat<Broadcast<&'a CountingTlbi>, &'a StandInFw>;
+
+impl StandIn {
+    /// A stand-in SoC whose firmware is up if `fw_up`.
+    pub(crate) fn new(env: &Env, fw_up: bool) -> Result<StandIn> {
+        let pagetables = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let cfg = UatConfig {
+            geometry: crate::geometry::Geometry::G13,
+            oas: Oas::BITS_40,
+            ttbs: RegionDesc {
+                phys: env.carveout,
+                size: PG,
+            },
+            pagetables: RegionDesc {
+                phys: pagetables.phys(),
+                size: PG,
+            },
+            handoff: RegionDesc {
+                phys: env.carveout + PG,
+                size: PG,
+            },
+        };
+        let fw = StandInFw::new(cfg.handoff.phys)?;
+        fw.word(8)
+            .store(if fw_up { MAGIC } else { 0 }, Ordering::Release);
+        Ok(StandIn {
+            pagetables,
+            cfg,
+            fw,
+            tlbi: CountingTlbi::default(),
+        })
+    }
+
+    /// Brings a UAT up on the stand-in with `cfg` (its own, or a variation of it).
+    pub(crate) fn uat_with(&self, cfg: UatConfig) -> Result<TestUat<'_>> {
+        // SAFETY: The carve-out and the pagetables page belong to this case alone, and the
+        // returned UAT borrows `self`, so the page outlives it.
+        unsafe { Uat::new(cfg, Broadcast(&self.tlbi), &self.fw) }
+    }
+
+    /// Brings a UAT up on the stand-in.
+    pub(crate) fn uat(&self) -> Result<TestUat<'_>> {
+        self.uat_with(self.cfg)
+    }
 }
 
 fn ttbat_word(ttbat: &MemRemap, slot: usize, half: usize) -> u64 {
@@ -135,23 +158,20 @@ fn ttbat_word(ttbat: &MemRemap, slot: usize, half: usize) -> u64 {
 
 fn uat_contexts(env: &Env) -> CaseResult {
     check!(CARVEOUT_SIZE >= 2 * PG);
-    let r = ok!(regions(env));
-    let fw = ok!(StandInFw::new(r.cfg.handoff.phys));
-    fw.boot();
-    let tlbi = CountingTlbi::default();
+    let s = ok!(StandIn::new(env, true));
+    let (fw, tlbi) = (&s.fw, &s.tlbi);
     let ttbat = ok!(MemRemap::new(
-        r.cfg.ttbs.phys,
+        s.cfg.ttbs.phys,
         PAGE_SIZE,
         Caching::WriteBack
     ));
-    // SAFETY: The carve-out and the page are this case's alone, the page outlives the UAT.
-    let mut uat = ok!(unsafe { Uat::new(r.cfg, Broadcast(&tlbi), &fw) });
+    let mut uat = ok!(s.uat());
     check!(fw.word(0).load(Ordering::Relaxed) == MAGIC);
     check!(tlbi.ops[3].get() == 1);
     // Slot 0: the kernel VM.
     let ttb0 = ttbat_word(&ttbat, 0, 0);
     check!(ttb0 & 1 == 1 && ttb0 >> 48 == 0);
-    check!(ttbat_word(&ttbat, 0, 1) == r.pagetables.phys() | 1);
+    check!(ttbat_word(&ttbat, 0, 1) == s.pagetables.phys() | 1);
     // A user VM bound for work: slot 1, ASID 1, invalidated.
     let vm = ok!(uat.create_vm(false));
     ok!(uat.vm_map(vm, 0x10_0000, 0x8_0000_0000, 4 * PG, Prot::GPU_SHARED_RW));
@@ -174,7 +194,7 @@ fn uat_contexts(env: &Env) -> CaseResult {
     check!(tlbi.last.get() == Some(Tlbi::asid(1)));
     check!(uat.bind(vm) == Err(ENOENT));
     // A cached firmware mapping goes through the flush protocol before it is unmapped.
-    let kva = kernel_va(r.cfg.geometry).start;
+    let kva = kernel_va(s.cfg.geometry).start;
     ok!(uat.kernel_map(kva, 0x8_0000_0000, 3 * PG, Prot::FW_PRIV_RW));
     check!(ok!(uat.kernel_unmap(kva, 3 * PG)) == 3);
     check!(
@@ -192,34 +212,24 @@ fn uat_contexts(env: &Env) -> CaseResult {
 }
 
 fn uat_refuses_bad_regions(env: &Env) -> CaseResult {
-    let r = ok!(regions(env));
-    let fw = ok!(StandInFw::new(r.cfg.handoff.phys));
-    fw.boot();
-    let tlbi = CountingTlbi::default();
-    let try_cfg = |cfg: UatConfig| {
-        // SAFETY: As in `uat_contexts`; refused configurations touch nothing.
-        unsafe { Uat::new(cfg, Broadcast(&tlbi), &fw) }.err()
-    };
-    let mut cfg = r.cfg;
+    let s = ok!(StandIn::new(env, true));
+    let try_cfg = |cfg: UatConfig| s.uat_with(cfg).err();
+    let mut cfg = s.cfg;
     cfg.ttbs.phys += 0x400;
     check!(try_cfg(cfg) == Some(EINVAL));
-    let mut cfg = r.cfg;
+    let mut cfg = s.cfg;
     cfg.handoff.size = HANDOFF_SIZE as u64 - 8;
     check!(try_cfg(cfg) == Some(EINVAL));
-    let mut cfg = r.cfg;
+    let mut cfg = s.cfg;
     cfg.pagetables.phys = env.non_ram;
     check!(try_cfg(cfg) == Some(EINVAL));
-    check!(tlbi.ops.iter().all(|c| c.get() == 0));
+    check!(s.tlbi.ops.iter().all(|c| c.get() == 0));
     Ok(())
 }
 
 fn uat_firmware_absent(env: &Env) -> CaseResult {
-    let r = ok!(regions(env));
-    let fw = ok!(StandInFw::new(r.cfg.handoff.phys));
-    fw.word(8).store(0, Ordering::Release);
-    let tlbi = CountingTlbi::default();
-    // SAFETY: As in `uat_contexts`.
-    check!(unsafe { Uat::new(r.cfg, Broadcast(&tlbi), &fw) }.err() == Some(EIO));
+    let s = ok!(StandIn::new(env, false));
+    check!(s.uat().err() == Some(EIO));
     Ok(())
 }
 
