@@ -341,7 +341,7 @@ impl Machine {
                 let mut buf = vec![0u8; len as usize];
                 match self.soc.gpu.read(slot, addr, &mut buf) {
                     Ok(()) => {
-                        let hex: String = buf.iter().map(|b| format!("{b:02x}")).collect();
+                        let hex = crate::trace::hex_bytes_string(&buf);
                         json!({"ok": true, "data": hex})
                     }
                     Err(f) => json!({"err": "EFAULT", "fault": format!("{f:?}")}),

@@ -212,6 +212,11 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
     Ok(ops)
 }
 
+/// Bytes as the lowercase hex string traces and results use.
+pub fn hex_bytes_string(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn hex(v: u64) -> Value {
     Value::String(format!("{v:#x}"))
 }
@@ -256,7 +261,7 @@ pub fn to_line(op: &Op) -> String {
             json!({"op": "unbind", "vm": vm, "addr": hex(*addr), "range": hex(*range)})
         }
         Op::GpuWrite { vm, addr, data } => {
-            let d: String = data.iter().map(|b| format!("{b:02x}")).collect();
+            let d = hex_bytes_string(data);
             json!({"op": "gpu_write", "vm": vm, "addr": hex(*addr), "data": d})
         }
         Op::GpuRead { vm, addr, len } => {

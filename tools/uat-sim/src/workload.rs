@@ -35,7 +35,7 @@ impl Expect {
             }
             Expect::Err(e) => result.get("err").and_then(Value::as_str) == Some(e),
             Expect::Data(d) => {
-                let hex: String = d.iter().map(|b| format!("{b:02x}")).collect();
+                let hex = crate::trace::hex_bytes_string(d);
                 result.get("data").and_then(Value::as_str) == Some(hex.as_str())
             }
         }
