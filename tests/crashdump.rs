@@ -181,3 +181,88 @@ fn readelf_and_gdb_open_it() {
     }
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
+
+/// A sparse binding is one segment holding its page once; beyond 65534 segments the count goes
+/// in section 0 (PN_XNUM), and the `object` crate and `readelf` read it.
+#[test]
+fn sparse_segments_and_extended_numbering() {
+    use asahi::crashdump::{SEG_RAM, SEG_REPEAT};
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let null = g.gem_create(PG).unwrap();
+    sim::write_phys(g.gem(null).unwrap().phys_at(0).unwrap(), b"null page").unwrap();
+    g.bind(
+        vm,
+        &BindOp {
+            flags: READ | SINGLE_PAGE,
+            handle: null,
+            offset: 0,
+            range: 1 << 30,
+            addr: 1 << 32,
+        },
+    )
+    .unwrap();
+    // 70000 pages of the hole, never physically adjacent: one segment each.
+    let n = 70_000u64;
+    let sg: Vec<PhysRange> = (0..n)
+        .map(|i| PhysRange {
+            addr: sim::HOLE.0 + ((i * 3) % (sim::HOLE.1 / PG)) * PG,
+            len: PG,
+        })
+        .collect();
+    let h = g.gem_import(&sg).unwrap();
+    g.bind(
+        vm,
+        &BindOp {
+            flags: READ,
+            handle: h,
+            offset: 0,
+            range: n * PG,
+            addr: 1 << 36,
+        },
+    )
+    .unwrap();
+    let core = vm_core(g.uat().vm_table(vm).unwrap(), 64 << 20)
+        .unwrap()
+        .as_slice()
+        .to_vec();
+    assert_eq!(
+        u16::from_le_bytes([core[56], core[57]]),
+        0xffff,
+        "e_phnum = PN_XNUM"
+    );
+    let elf = ElfFile64::<LE>::parse(&core[..]).unwrap();
+    let phdrs = elf.elf_program_headers();
+    // The note, the sparse segment, the 70000 pages, the dummy page.
+    assert_eq!(phdrs.len(), 1 + 1 + n as usize + 1);
+    let sparse = &phdrs[1];
+    assert_eq!(sparse.p_vaddr(LE), 1 << 32);
+    assert_eq!(sparse.p_memsz(LE), 1 << 30);
+    assert_eq!(sparse.p_filesz(LE), PG);
+    assert!(sparse
+        .data(LE, &core[..])
+        .unwrap()
+        .starts_with(b"null page"));
+    let mut notes = phdrs[0].notes(LE, &core[..]).unwrap().unwrap();
+    let desc = notes.next().unwrap().unwrap().desc();
+    let flags =
+        |i: usize| u64::from_le_bytes(desc[i * RECORD_SIZE + 32..][..8].try_into().unwrap());
+    assert_eq!(flags(0), SEG_RAM | SEG_REPEAT);
+    assert_eq!(flags(1), 0, "not RAM");
+    let dir = std::env::temp_dir().join(format!("uat-xnum-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("gpu.core");
+    std::fs::write(&path, &core).unwrap();
+    let out = Command::new("readelf")
+        .arg("-hW")
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Number of program headers:         65535 (70003)"),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
