@@ -179,6 +179,10 @@ fn readelf_and_gdb_open_it() {
         assert!(text.contains("file type elf64-little"), "{text}");
         assert!(text.contains("0x00100000 - 0x00104000 is load1"), "{text}");
     }
+    // `UAT_CORE_OUT=FILE` keeps a copy, to look at with other tools.
+    if let Ok(keep) = std::env::var("UAT_CORE_OUT") {
+        std::fs::copy(&path, keep).unwrap();
+    }
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
 
