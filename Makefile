@@ -4,8 +4,8 @@
 
 CARGO ?= cargo
 # Long enough in CI to matter; the seed is fixed (UAT_SEED) so that any failure replays.
-PROPTEST_CASES ?= 4000
-export PROPTEST_CASES
+UAT_CASES ?= 4000
+export UAT_CASES
 
 .PHONY: help run test lint bench kernel-check dt-check
 

@@ -584,7 +584,7 @@ fn isolation(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config_scaled(20, 16))]
+    #![proptest_config(config_scaled(2, 16))]
 
     #[test]
     fn contexts_are_isolated(ops in proptest::collection::vec(op(), 1..40)) {

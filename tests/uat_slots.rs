@@ -164,7 +164,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config_scaled(40, 16))]
+    #![proptest_config(config_scaled(2, 16))]
 
     #[test]
     fn slot_pressure(ops in proptest::collection::vec(op(), 50..400)) {

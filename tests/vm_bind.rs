@@ -442,7 +442,7 @@ fn sequence(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config_scaled(20, 16))]
+    #![proptest_config(config_scaled(2, 16))]
 
     #[test]
     fn bind_sequences_match_the_model(ops in proptest::collection::vec(op(), 1..40)) {
@@ -494,7 +494,7 @@ fn valid(op: &BindOp, handles: &[(Handle, u64)]) -> bool {
 type Fixture = (Soc, SimGpuvm, u64, Vec<(Handle, u64)>);
 
 proptest! {
-    #![proptest_config(config_scaled(4, 64))]
+    #![proptest_config(config_scaled(1, 64))]
 
     #[test]
     fn fuzzed_binds_validate_and_change_nothing_on_error(

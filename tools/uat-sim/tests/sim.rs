@@ -52,7 +52,7 @@ fn golden_traces() {
 #[test]
 fn random_traces_match_the_model() {
     let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
-    let seeds: u64 = std::env::var("PROPTEST_CASES")
+    let seeds: u64 = std::env::var("UAT_CASES")
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .map_or(40, |c| (c / 50).max(8));
