@@ -208,8 +208,7 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
     }
 
     fn entry(&self, handle: Handle) -> Option<&GemEntry> {
-        let idx = usize::try_from(handle).ok()?.checked_sub(1)?;
-        self.objects.get(idx)?.as_ref()
+        entry(&self.objects, handle)
     }
 
     fn entry_mut(&mut self, handle: Handle) -> Option<&mut GemEntry> {
@@ -437,17 +436,15 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             self.uat.vm_clear(id, op.addr, op.range)?;
         }
         let single_page = op.flags & bind_flags::SINGLE_PAGE != 0;
-        let obj = &self.objects[op.handle as usize - 1]
-            .as_ref()
-            .ok_or(ENOENT)?
-            .obj;
+        let Gpuvm { uat, objects, .. } = self;
+        let obj = &entry(objects, op.handle).ok_or(ENOENT)?.obj;
         if single_page {
             let pa = obj.phys_at(op.offset).ok_or(EINVAL)?;
-            self.uat.vm_map_repeat(id, op.addr, pa, op.range, prot)?;
+            uat.vm_map_repeat(id, op.addr, pa, op.range, prot)?;
         } else {
             let (first, skip) = obj.locate(op.offset).ok_or(EINVAL)?;
-            self.uat
-                .vm_map_sg(id, op.addr, op.range, &obj.sg()[first..], skip, prot)?;
+            let sg = obj.sg().get(first..).ok_or(EINVAL)?;
+            uat.vm_map_sg(id, op.addr, op.range, sg, skip, prot)?;
         }
         self.remove_range(idx, start, end);
         let new = VaMapping {
@@ -500,6 +497,11 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             }
         }
     }
+}
+
+fn entry(objects: &KVec<Option<GemEntry>>, handle: Handle) -> Option<&GemEntry> {
+    let idx = usize::try_from(handle).ok()?.checked_sub(1)?;
+    objects.get(idx)?.as_ref()
 }
 
 fn entry_mut(objects: &mut KVec<Option<GemEntry>>, handle: Handle) -> Option<&mut GemEntry> {
