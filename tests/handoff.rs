@@ -83,6 +83,8 @@ mod model {
     }
 
     fn critical(c: &Cells) {
+        // SAFETY: Only inside the lock; loom reports any access that is not ordered after the
+        // other party's, which is the property under test.
         c.data.with_mut(|d| unsafe { *d += 1 });
     }
 
@@ -107,6 +109,7 @@ mod model {
                 lock_release(&Ap(&cells), 0);
             }
             fw.join().unwrap();
+            // SAFETY: Both parties are done (joined above).
             let total = cells.data.with(|d| unsafe { *d });
             assert_eq!(total, rounds_ap + rounds_fw);
         });
@@ -181,12 +184,7 @@ fn region() -> u64 {
 #[test]
 fn stress_against_the_firmware_thread() {
     let phys = region();
-    let fw = Firmware::start(
-        phys,
-        FwKnobs {
-            ..FwKnobs::default()
-        },
-    );
+    let fw = Firmware::start(phys, FwKnobs::default());
     let handoff = Handoff::new(phys, 1 << 14).unwrap();
     handoff.init().unwrap();
     let checker = Arc::new(CsChecker::default());

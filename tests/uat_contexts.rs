@@ -144,6 +144,27 @@ fn kernel_mappings_and_permissions() {
         gpu.translate(0, kva + 3 * PG, false),
         Err(Fault::Unmapped { level: 3, .. })
     ));
+    // The GPU reported exactly the three faults, with address, slot and level.
+    assert_eq!(
+        gpu.take_faults(),
+        vec![
+            Fault::Permission {
+                va: kva + PG,
+                slot: 0,
+                write: false
+            },
+            Fault::Permission {
+                va: kva + 2 * PG,
+                slot: 0,
+                write: true
+            },
+            Fault::Unmapped {
+                va: kva + 3 * PG,
+                slot: 0,
+                level: 3
+            },
+        ]
+    );
     drop(uat);
     drop(data);
     drop(soc);
@@ -575,7 +596,6 @@ fn isolation(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
     }
-    soc.gpu.take_faults();
     drop(uat);
     drop(data);
     drop(soc);

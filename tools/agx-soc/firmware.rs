@@ -26,7 +26,6 @@ const OFF_CUR_SLOT: usize = 0x18;
 const OFF_FLUSH: usize = 0x20;
 const FLUSH_STRIDE: usize = 0x18;
 const FLUSH_SLOTS: u32 = 65;
-const NO_SLOT: u32 = 0xffff_ffff;
 
 /// How the firmware answers a flush request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,7 +188,7 @@ impl Firmware {
     /// The driver's channel to this firmware.
     pub fn port(&self) -> FwPort {
         FwPort {
-            tx: Mutex::new(self.tx.clone()),
+            tx: self.tx.clone(),
         }
     }
 
@@ -320,17 +319,13 @@ fn flush(regs: &Regs, knobs: FwKnobs, msg: &FlushMsg, log: &Mutex<FwLog>) -> Res
 
 /// The driver's end of the firmware's control channel.
 pub struct FwPort {
-    tx: Mutex<Sender<Cmd>>,
+    tx: Sender<Cmd>,
 }
 
 impl FwChannel for FwPort {
     fn flush_cache(&self, msg: &FlushMsg) -> Result {
         let (tx, rx) = mpsc::channel();
-        self.tx
-            .lock()
-            .unwrap()
-            .send(Cmd::Flush(*msg, tx))
-            .map_err(|_| EIO)?;
+        self.tx.send(Cmd::Flush(*msg, tx)).map_err(|_| EIO)?;
         match rx.recv_timeout(Duration::from_secs(1)) {
             Ok(r) => r.map_err(|_| EIO),
             Err(RecvTimeoutError::Timeout) => Err(ETIMEDOUT),
@@ -338,12 +333,3 @@ impl FwChannel for FwPort {
         }
     }
 }
-
-/// Reads `cur_slot` directly (for tests).
-pub fn cur_slot_of(handoff: &MemRemap) -> u32 {
-    // SAFETY: Offset 0x18 is inside the mapping and 4-byte aligned.
-    unsafe { &*(handoff.as_ptr().add(OFF_CUR_SLOT) as *const AtomicU32) }.load(Ordering::Relaxed)
-}
-
-/// `cur_slot`'s "no context" value.
-pub const CUR_SLOT_NONE: u32 = NO_SLOT;

@@ -104,19 +104,6 @@ pub enum Fault {
     },
 }
 
-impl Fault {
-    /// The faulting VA.
-    pub fn va(&self) -> u64 {
-        match *self {
-            Fault::NoContext { va, .. }
-            | Fault::AddressSize { va, .. }
-            | Fault::Unmapped { va, .. }
-            | Fault::Corrupt { va, .. }
-            | Fault::Permission { va, .. } => va,
-        }
-    }
-}
-
 #[derive(Clone, Copy, Debug)]
 struct TlbEntry {
     /// Output page.
@@ -200,11 +187,6 @@ impl Gpu {
     /// Faults reported so far (drained).
     pub fn take_faults(&self) -> Vec<Fault> {
         std::mem::take(&mut self.state.lock().unwrap().faults)
-    }
-
-    /// Cached leaf translations.
-    pub fn tlb_entries(&self) -> usize {
-        self.state.lock().unwrap().tlb.len()
     }
 
     fn oa(&self, desc: u64) -> u64 {

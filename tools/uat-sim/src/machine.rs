@@ -114,15 +114,6 @@ pub struct RunStats {
     pub peak_tables: u64,
 }
 
-/// A buffer known by its trace name.
-#[derive(Clone, Copy, Debug)]
-pub struct Bo {
-    /// Driver handle.
-    pub handle: Handle,
-    /// Size in bytes.
-    pub size: u64,
-}
-
 /// The machine.
 pub struct Machine {
     /// The driver's VM_BIND layer (dropped before the SoC under it).
@@ -133,10 +124,10 @@ pub struct Machine {
     pub dt: DtInfo,
     /// Trace VM names.
     pub vms: BTreeMap<u64, VmId>,
-    /// Trace buffer names (open handles).
-    pub bos: BTreeMap<u64, Bo>,
-    /// Every buffer name the trace created, with its handle (closed ones too).
-    pub all_bos: BTreeMap<u64, Handle>,
+    /// Trace buffer names of the open handles.
+    pub bos: BTreeMap<u64, Handle>,
+    /// The trace name each handle was last created under (closed but mapped buffers keep it).
+    pub names: BTreeMap<Handle, u64>,
     /// Counters.
     pub stats: RunStats,
     /// Firmware objects in the kernel VM (what the firmware's rings and control structures
@@ -193,7 +184,7 @@ impl Machine {
             dt,
             vms: BTreeMap::new(),
             bos: BTreeMap::new(),
-            all_bos: BTreeMap::new(),
+            names: BTreeMap::new(),
             stats: RunStats::default(),
         })
     }
@@ -244,8 +235,11 @@ impl Machine {
         if r.get("err").is_some() {
             self.stats.errors += 1;
         }
-        self.stats.peak_pages_mapped = self.stats.peak_pages_mapped.max(self.pages_mapped());
-        self.stats.peak_tables = self.stats.peak_tables.max(self.tables());
+        // Only binds and new VMs add pages or tables: the peaks are looked at after them alone.
+        if matches!(op, Op::Bind { .. } | Op::VmCreate { .. }) {
+            self.stats.peak_pages_mapped = self.stats.peak_pages_mapped.max(self.pages_mapped());
+            self.stats.peak_tables = self.stats.peak_tables.max(self.tables());
+        }
         r
     }
 
@@ -275,15 +269,15 @@ impl Machine {
                 }
                 match self.gpuvm.gem_create(size) {
                     Ok(handle) => {
-                        self.bos.insert(bo, Bo { handle, size });
-                        self.all_bos.insert(bo, handle);
+                        self.bos.insert(bo, handle);
+                        self.names.insert(handle, bo);
                         json!({"ok": true})
                     }
                     Err(e) => errno(e),
                 }
             }
             Op::GemClose { bo } => match self.bos.remove(&bo) {
-                Some(b) => done(self.gpuvm.gem_close(b.handle)),
+                Some(handle) => done(self.gpuvm.gem_close(handle)),
                 None => errno(ENOENT),
             },
             Op::Bind {
@@ -294,13 +288,13 @@ impl Machine {
                 addr,
                 flags,
             } => {
-                let Some(b) = self.bos.get(&bo).copied() else {
+                let Some(handle) = self.bos.get(&bo).copied() else {
                     return errno(ENOENT);
                 };
                 done(self.vm(vm).and_then(|id| {
                     let op = BindOp {
                         flags,
-                        handle: b.handle,
+                        handle,
                         offset,
                         range,
                         addr,

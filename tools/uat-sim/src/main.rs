@@ -89,9 +89,8 @@ fn main() {
     }
     let dtb = match &a.dtb {
         Some(p) => std::fs::read(p).unwrap_or_else(|e| fail(format!("{}: {e}", p.display()))),
-        None => uat_sim::machine::DEFAULT_DTB.to_vec(),
+        None => DEFAULT_DTB.to_vec(),
     };
-    let _ = DEFAULT_DTB;
     let mut m = Machine::boot(&dtb).unwrap_or_else(|e| fail(e));
     println!(
         "uat-sim: {} ({}, OAS {} bits), TTBAT {:#x}, handoff {:#x}, pagetables {:#x}",

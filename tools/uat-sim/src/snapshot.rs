@@ -23,8 +23,6 @@ fn hex(v: u64) -> Value {
 /// The JSON description of the machine.
 pub fn describe(m: &Machine) -> Value {
     let uat = m.gpuvm.uat();
-    let names: std::collections::BTreeMap<u32, u64> =
-        m.bos.iter().map(|(name, b)| (b.handle, *name)).collect();
     let objects: Vec<Value> = m
         .gpuvm
         .objects()
@@ -32,7 +30,7 @@ pub fn describe(m: &Machine) -> Value {
             let pages: Vec<Value> = (0..obj.size() >> 14)
                 .map(|p| hex(obj.phys_at(p << 14).unwrap_or(0)))
                 .collect();
-            json!({"bo": names.get(&handle), "handle": handle, "open": open,
+            json!({"bo": m.names.get(&handle), "handle": handle, "open": open,
                    "size": hex(obj.size()), "pages": pages})
         })
         .collect();

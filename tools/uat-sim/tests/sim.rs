@@ -162,7 +162,12 @@ fn snapshots_decode_to_the_model() {
                 write: w,
             } in pages
             {
-                let handle = m.all_bos[&bo];
+                let handle = m
+                    .names
+                    .iter()
+                    .find(|&(_, &n)| n == bo)
+                    .map(|(&h, _)| h)
+                    .unwrap();
                 let obj = desc["objects"]
                     .as_array()
                     .unwrap()

@@ -29,6 +29,7 @@ pub mod tlb;
 pub mod tlbi;
 pub mod ttbat;
 pub mod uat;
+pub mod vec_ops;
 
 use kernel::prelude::*;
 

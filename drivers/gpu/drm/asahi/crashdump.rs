@@ -14,7 +14,7 @@
 //! and `gdb` open the result.
 
 use crate::geometry::UAT_PGSZ;
-use crate::pgtable::{Mapping, PageTable};
+use crate::pgtable::PageTable;
 use crate::pte::{Access, PteTemplate};
 use kernel::page::{Page, PhysAddr};
 use kernel::prelude::*;
@@ -91,14 +91,8 @@ fn is_ram(pa: PhysAddr) -> bool {
 /// The segments of `pt`: its mapped runs, split where RAM-ness changes, with runs of one page
 /// repeated merged into one.
 fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
-    let mut runs: KVec<Mapping> = KVec::new();
-    let mut err = Ok(());
-    pt.for_each_mapping_all(|m| {
-        if err.is_ok() {
-            err = runs.push(*m, GFP_KERNEL);
-        }
-    })?;
-    err?;
+    let range = pt.config().range;
+    let runs = pt.collect_mappings(range.start, range.size(), |_| true)?;
     let user = pt.config().user;
     let mut out: KVec<SegmentRecord> = KVec::new();
     for m in runs.iter() {

@@ -20,8 +20,9 @@ pub struct GemObject {
     sg: KVec<PhysRange>,
     /// `starts[i]`: the object offset where `sg[i]` begins.
     starts: KVec<u64>,
-    /// The pages, when this object allocated them.
-    pages: KVec<Owned<Page>>,
+    /// The pages, when this object allocated them: held (never read) so that they stay
+    /// allocated until the object goes.
+    _pages: KVec<Owned<Page>>,
 }
 
 impl GemObject {
@@ -57,7 +58,7 @@ impl GemObject {
             size,
             sg,
             starts,
-            pages,
+            _pages: pages,
         })
     }
 
@@ -82,7 +83,7 @@ impl GemObject {
             size,
             sg: own,
             starts,
-            pages: KVec::new(),
+            _pages: KVec::new(),
         })
     }
 
@@ -112,10 +113,5 @@ impl GemObject {
     pub fn phys_at(&self, offset: u64) -> Option<PhysAddr> {
         let (i, off) = self.locate(offset)?;
         Some(self.sg[i].addr + off)
-    }
-
-    /// Whether this object owns (allocated) its pages.
-    pub fn owns_pages(&self) -> bool {
-        !self.pages.is_empty()
     }
 }

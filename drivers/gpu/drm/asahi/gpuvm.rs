@@ -20,6 +20,7 @@ use crate::pte::{Access, Prot};
 use crate::slots::VmId;
 use crate::tlb::TlbInvalidate;
 use crate::uat::{dummy_page_va, kernel_va, user_va, Uat};
+use crate::vec_ops::{insert_at, insert_vacant, remove_at};
 use kernel::owned::Owned;
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -183,16 +184,11 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             open: true,
             mappings: 0,
         };
-        let idx = match self.objects.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.objects.push(None, GFP_KERNEL)?;
-                self.objects.len() - 1
-            }
-        };
-        let handle = Handle::try_from(idx + 1).map_err(|_| ENOSPC)?;
-        self.objects[idx] = Some(entry);
-        Ok(handle)
+        if self.objects.len() >= Handle::MAX as usize {
+            return Err(ENOSPC);
+        }
+        let idx = insert_vacant(&mut self.objects, entry)?;
+        Ok((idx + 1) as Handle)
     }
 
     /// Creates a buffer of `size` bytes (page multiple) and returns its handle.
@@ -227,12 +223,8 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
     pub fn gem_close(&mut self, handle: Handle) -> Result {
         let e = self.entry_mut(handle).filter(|e| e.open).ok_or(ENOENT)?;
         e.open = false;
-        self.release_if_unused(handle);
-        Ok(())
-    }
-
-    fn release_if_unused(&mut self, handle: Handle) {
         release_if_unused(&mut self.objects, handle);
+        Ok(())
     }
 
     /// Every live buffer (open, or closed but still mapped) with its handle and whether the
@@ -313,13 +305,8 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
 
     /// Creates a user VM, with the dummy page mapped.
     pub fn vm_create(&mut self) -> Result<VmId> {
-        let slot = match self.vms.iter().position(Option::is_none) {
-            Some(i) => i,
-            None => {
-                self.vms.push(None, GFP_KERNEL)?;
-                self.vms.len() - 1
-            }
-        };
+        // Room first, so that nothing can fail once the VM exists.
+        self.vms.reserve(1, GFP_KERNEL)?;
         let id = self.uat.create_vm(false)?;
         let g = self.uat.config().geometry;
         let mapped = self.uat.vm_map(
@@ -329,15 +316,15 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             UAT_PGSZ,
             Prot::GPU_SHARED_RO,
         );
-        if let Err(e) = mapped {
+        let state = VmState {
+            id,
+            mappings: KVec::new(),
+        };
+        if let Err(e) = mapped.and_then(|()| insert_vacant(&mut self.vms, state)) {
             // A new VM holds no slot: destroying it cannot fail.
             let _ = self.uat.destroy_vm(id);
             return Err(e);
         }
-        self.vms[slot] = Some(VmState {
-            id,
-            mappings: KVec::new(),
-        });
         Ok(id)
     }
 
@@ -491,7 +478,7 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
                     i += 1;
                 }
                 (None, None) => {
-                    remove(mappings, i);
+                    remove_at(mappings, i);
                     unref(objects, m.handle);
                 }
             }
@@ -499,22 +486,22 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
     }
 }
 
+/// Handles are the object table's indices plus one (0 is never a handle).
+fn index(handle: Handle) -> Option<usize> {
+    usize::try_from(handle).ok()?.checked_sub(1)
+}
+
 fn entry(objects: &KVec<Option<GemEntry>>, handle: Handle) -> Option<&GemEntry> {
-    let idx = usize::try_from(handle).ok()?.checked_sub(1)?;
-    objects.get(idx)?.as_ref()
+    objects.get(index(handle)?)?.as_ref()
 }
 
 fn entry_mut(objects: &mut KVec<Option<GemEntry>>, handle: Handle) -> Option<&mut GemEntry> {
-    let idx = usize::try_from(handle).ok()?.checked_sub(1)?;
-    objects.get_mut(idx)?.as_mut()
+    objects.get_mut(index(handle)?)?.as_mut()
 }
 
 /// Frees a buffer whose handle is closed and that nothing maps any more.
 fn release_if_unused(objects: &mut KVec<Option<GemEntry>>, handle: Handle) {
-    let Some(idx) = (handle as usize).checked_sub(1) else {
-        return;
-    };
-    if let Some(slot) = objects.get_mut(idx) {
+    if let Some(slot) = index(handle).and_then(|i| objects.get_mut(i)) {
         if matches!(slot, Some(e) if !e.open && e.mappings == 0) {
             *slot = None;
         }
@@ -529,21 +516,10 @@ fn unref(objects: &mut KVec<Option<GemEntry>>, handle: Handle) {
     release_if_unused(objects, handle);
 }
 
-/// Inserts `m` at `at` (capacity reserved by the caller, so this does not allocate).
+/// Inserts `m` at `at`, in room the caller reserved, so this does not allocate.
 fn insert(v: &mut KVec<VaMapping>, at: usize, m: VaMapping) {
-    // Room was reserved; a failure here would be a bookkeeping bug, reported and survived.
-    if v.push(m, GFP_KERNEL).is_err() {
+    if insert_at(v, at, m).is_err() {
+        // Room was reserved: this would be a bookkeeping bug, reported and survived.
         pr_err!("VM mapping list full\n");
-        return;
     }
-    v[at..].rotate_right(1);
-}
-
-/// Removes the entry at `at`.
-fn remove(v: &mut KVec<VaMapping>, at: usize) {
-    let len = v.len();
-    v[at..].rotate_left(1);
-    // SAFETY: `len - 1 < len`, and the element past the new length is a `Copy` value that needs
-    // no drop.
-    unsafe { v.set_len(len - 1) };
 }

@@ -192,11 +192,6 @@ pub struct FlushMsg {
     pub page_count: u16,
 }
 
-impl FlushMsg {
-    /// The message's type field.
-    pub const KIND: u32 = 2;
-}
-
 /// The firmware's control channel, as far as the MMU needs it.
 pub trait FwChannel {
     /// Sends a cache-flush message and waits for the firmware to process it.
@@ -218,11 +213,6 @@ impl Handoff {
     pub fn new(phys: PhysAddr, size: u64) -> Result<Handoff> {
         let region = Region::new("handoff", phys, size, HANDOFF_SIZE, true)?;
         Ok(Handoff { region })
-    }
-
-    /// Physical address of the region.
-    pub fn phys(&self) -> PhysAddr {
-        self.region.phys()
     }
 
     fn regs(&self) -> &HandoffRegs {

@@ -7,6 +7,7 @@
 //! at most, allocated at init and on context creation, so simplicity wins over asymptotics.
 
 use crate::geometry::{VaRange, UAT_PGMSK};
+use crate::vec_ops::{insert_at, remove_at};
 use kernel::prelude::*;
 
 /// Allocated ranges of one VA range.
@@ -31,7 +32,6 @@ impl KernelVaAlloc {
         if size == 0 || size & UAT_PGMSK != 0 {
             return Err(EINVAL);
         }
-        self.used.reserve(1, GFP_KERNEL)?;
         let mut start = self.range.start;
         let mut at = 0;
         for (i, &(s, len)) in self.used.iter().enumerate() {
@@ -45,8 +45,7 @@ impl KernelVaAlloc {
         if last > self.range.last {
             return Err(ENOSPC);
         }
-        self.used.push((start, size), GFP_KERNEL)?;
-        self.used[at..].rotate_right(1);
+        insert_at(&mut self.used, at, (start, size))?;
         Ok(start)
     }
 
@@ -56,16 +55,7 @@ impl KernelVaAlloc {
             .used
             .binary_search_by_key(&start, |&(s, _)| s)
             .map_err(|_| ENOENT)?;
-        let size = self.used[i].1;
-        let len = self.used.len();
-        self.used[i..].rotate_left(1);
-        // SAFETY: `len - 1 < len`; the moved-out tail element is a `Copy` pair.
-        unsafe { self.used.set_len(len - 1) };
+        let (_, size) = remove_at(&mut self.used, i).ok_or(ENOENT)?;
         Ok(size)
-    }
-
-    /// Bytes allocated.
-    pub fn allocated(&self) -> u64 {
-        self.used.iter().map(|&(_, s)| s).sum()
     }
 }

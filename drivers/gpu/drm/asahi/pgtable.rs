@@ -728,6 +728,25 @@ impl PageTable {
         result.map(|_| ())
     }
 
+    /// The mapped runs in `iova .. iova + size` (as [`PageTable::for_each_mapping`] reports
+    /// them) for which `keep` holds.
+    pub fn collect_mappings(
+        &self,
+        iova: u64,
+        size: u64,
+        keep: impl Fn(&Mapping) -> bool,
+    ) -> Result<KVec<Mapping>> {
+        let mut v = KVec::new();
+        let mut err = Ok(());
+        self.for_each_mapping(iova, size, |m| {
+            if err.is_ok() && keep(m) {
+                err = v.push(*m, GFP_KERNEL);
+            }
+        })?;
+        err?;
+        Ok(v)
+    }
+
     /// Calls `f` for every mapped run of the whole table.
     pub fn for_each_mapping_all(&self, f: impl FnMut(&Mapping)) -> Result {
         self.for_each_mapping(self.cfg.range.start, self.cfg.range.size(), f)

@@ -69,9 +69,4 @@ impl Region {
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
     }
-
-    /// The region's physical address.
-    pub fn phys(&self) -> PhysAddr {
-        self.map.phys()
-    }
 }

@@ -119,15 +119,8 @@ fn unmap_flush(pt: &mut PageTable, iova: u64, size: u64) -> Result<usize> {
 }
 
 fn mappings(pt: &PageTable) -> Result<KVec<Mapping>> {
-    let mut v = KVec::new();
-    let mut err = Ok(());
-    pt.for_each_mapping_all(|m| {
-        if err.is_ok() {
-            err = v.push(*m, GFP_KERNEL);
-        }
-    })?;
-    err?;
-    Ok(v)
+    let range = pt.config().range;
+    pt.collect_mappings(range.start, range.size(), |_| true)
 }
 
 fn map_translate_unmap(_: &Env) -> CaseResult {

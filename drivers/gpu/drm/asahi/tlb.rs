@@ -156,7 +156,6 @@ impl Gather {
             self.flush(tlb, asid);
             return;
         }
-        self.range = None;
         tlb.invalidate_all();
         self.freed.release();
     }
@@ -168,7 +167,6 @@ impl Gather {
     /// ASID: whatever the TLB cached for this address space under its previous slot was dropped
     /// when the slot was taken from it, and nothing can walk its tables until its next bind.
     pub fn finish_unbound(mut self) {
-        self.range = None;
         self.freed.release();
     }
 }

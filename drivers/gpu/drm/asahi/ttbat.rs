@@ -27,11 +27,6 @@ pub fn ttb_word(table: PhysAddr, asid: u16) -> u64 {
     (table & TTB_BASE_MASK) | TTB_VALID | ((asid as u64) << 48)
 }
 
-/// The table base of a valid TTB word.
-pub fn ttb_table(word: u64) -> Option<PhysAddr> {
-    (word & TTB_VALID != 0).then_some(word & TTB_BASE_MASK)
-}
-
 /// One TTBAT entry.
 #[repr(C)]
 pub struct TtbatEntry {
@@ -56,11 +51,6 @@ impl Ttbat {
         Ok(Ttbat {
             region: Region::new("ttbs", phys, size, TTBAT_SIZE, false)?,
         })
-    }
-
-    /// Physical address of the TTBAT.
-    pub fn phys(&self) -> PhysAddr {
-        self.region.phys()
     }
 
     fn entry(&self, slot: usize) -> &TtbatEntry {

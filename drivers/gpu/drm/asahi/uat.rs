@@ -21,12 +21,13 @@
 
 use crate::geometry::{Geometry, VaRange, UAT_PGBIT, UAT_PGSZ};
 use crate::handoff::{system_fence, FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
-use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig, Translation};
+use crate::pgtable::{PageTable, PhysRange, PtConfig, Translation};
 use crate::pte::{Oas, Prot};
 use crate::region::check_region;
 use crate::slots::{Choice, SlotTable, VmId};
 use crate::tlb::{Gather, TlbInvalidate};
 use crate::ttbat::{ttb_word, Ttbat, KERNEL_SLOT, SLOTS};
+use crate::vec_ops::insert_vacant;
 use kernel::page::{PhysAddr, PAGE_SIZE};
 use kernel::prelude::*;
 
@@ -197,19 +198,9 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         &self.cfg
     }
 
-    /// The TLB.
-    pub fn tlb(&self) -> &T {
-        &self.tlb
-    }
-
     /// The counters.
     pub fn stats(&self) -> UatStats {
         self.stats
-    }
-
-    /// Physical address of the TTBAT.
-    pub fn ttbat_phys(&self) -> PhysAddr {
-        self.ttbat.phys()
     }
 
     // ---- The kernel VM ----
@@ -260,7 +251,6 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Unmaps from the kernel VM; cached firmware-visible mappings in the range are first
     /// flushed from the firmware's caches. Returns the pages unmapped.
     pub fn kernel_unmap(&mut self, va: u64, size: u64) -> Result<usize> {
-        self.kernel_pt(va, size)?;
         self.fw_flush(None, va, size)?;
         let pt = self.kernel_pt(va, size)?;
         let mut gather = Gather::new();
@@ -289,20 +279,16 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             oas: self.cfg.oas,
             user: true,
         })?;
-        let free = self.vms.iter().position(Option::is_none);
-        if free.is_none() {
-            self.vms.push(None, GFP_KERNEL)?;
-        }
-        let idx = free.unwrap_or(self.vms.len() - 1);
         let id = self.next_id;
-        self.next_id += 1;
-        self.vms[idx] = Some(UserVm {
+        let vm = UserVm {
             id,
             pt,
             hint: None,
             kernel_visible,
             fw_cached: false,
-        });
+        };
+        insert_vacant(&mut self.vms, vm)?;
+        self.next_id += 1;
         Ok(id)
     }
 
@@ -326,13 +312,11 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             self.tlb.invalidate_asid(slot as u16);
             self.slots.free(slot, id)?;
         }
-        if let Some(entry) = self
-            .vms
-            .iter_mut()
-            .find(|vm| vm.as_ref().is_some_and(|vm| vm.id == id))
-        {
-            // The tables are freed here, after the invalidation.
-            *entry = None;
+        // The tables are freed here, after the invalidation.
+        for entry in self.vms.iter_mut() {
+            if entry.as_ref().is_some_and(|vm| vm.id == id) {
+                *entry = None;
+            }
         }
         Ok(())
     }
@@ -416,39 +400,25 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Unmaps from a user VM, flushing the firmware's caches first where needed, and invalidates
     /// the range in the VM's ASID if it holds a slot. Returns the pages unmapped.
     pub fn vm_unmap(&mut self, id: VmId, iova: u64, size: u64) -> Result<usize> {
-        self.vm(id)?;
-        self.fw_flush(Some(id), iova, size)?;
-        let asid = self.vm_asid(id);
-        let mut gather = Gather::new();
-        let r = self.vm_mut(id)?.pt.unmap(iova, size, &mut gather);
-        self.finish(gather, asid);
-        r
+        self.vm_remove(id, iova, size, true)
     }
 
-    /// Clears the mappings of a range of a user VM but keeps its tables (see
-    /// [`PageTable::unmap_keep_tables`]), invalidating the range if the VM holds a slot: the
-    /// first half of a bind that replaces mappings. Returns the pages unmapped.
+    /// Like [`Uat::vm_unmap`] but keeps the tables (see [`PageTable::unmap_keep_tables`]): the
+    /// first half of a bind that replaces mappings.
     pub fn vm_clear(&mut self, id: VmId, iova: u64, size: u64) -> Result<usize> {
-        self.vm(id)?;
-        self.fw_flush(Some(id), iova, size)?;
-        let asid = self.vm_asid(id);
-        let mut gather = Gather::new();
-        let r = self
-            .vm_mut(id)?
-            .pt
-            .unmap_keep_tables(iova, size, &mut gather);
-        self.finish(gather, asid);
-        r
+        self.vm_remove(id, iova, size, false)
     }
 
-    /// Changes the protection of a mapped range of a user VM.
-    pub fn vm_reprot(&mut self, id: VmId, iova: u64, size: u64, prot: Prot) -> Result {
+    fn vm_remove(&mut self, id: VmId, iova: u64, size: u64, prune: bool) -> Result<usize> {
+        self.fw_flush(Some(id), iova, size)?;
         let asid = self.vm_asid(id);
+        let pt = &mut self.vm_mut(id)?.pt;
         let mut gather = Gather::new();
-        let r = self
-            .vm_for(id, prot)?
-            .pt
-            .reprot(iova, size, prot, &mut gather);
+        let r = if prune {
+            pt.unmap(iova, size, &mut gather)
+        } else {
+            pt.unmap_keep_tables(iova, size, &mut gather)
+        };
         self.finish(gather, asid);
         r
     }
@@ -519,15 +489,9 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
                 return Ok(());
             }
         }
-        let mut runs: KVec<Mapping> = KVec::new();
-        let mut err = Ok(());
-        self.table_mut(vm, va, size)?
-            .for_each_mapping(va, size, |m| {
-                if m.prot.needs_fw_flush() && err.is_ok() {
-                    err = runs.push(*m, GFP_KERNEL);
-                }
-            })?;
-        err?;
+        let runs = self
+            .table_mut(vm, va, size)?
+            .collect_mappings(va, size, |m| m.prot.needs_fw_flush())?;
         if runs.is_empty() {
             return Ok(());
         }
