@@ -46,30 +46,65 @@ fn alloc_free_accounting() {
 fn phys_round_trip_and_borrow() {
     let leak = LeakCheck::start();
     let page = Page::alloc_page(GFP_KERNEL).unwrap();
-    let ptr: *const Page = &*page;
+    let phys = page.phys();
     let pa = Page::into_phys(page);
+    assert_eq!(pa, phys);
     assert_eq!(pa % PAGE_SIZE as u64, 0);
     assert!(pa >= sim::RAM_BASE);
+    assert!(sim::is_allocated(pa), "into_phys keeps the page allocated");
     // SAFETY: The page is alive (leaked into `pa`) for the borrow.
-    let borrowed = unsafe { Page::borrow_phys(&pa) }.unwrap();
-    assert!(core::ptr::eq(borrowed, ptr));
-    let inner = pa + 0x1234;
-    // SAFETY: As above; an address inside the page borrows that page.
-    assert!(core::ptr::eq(
-        unsafe { Page::borrow_phys(&inner) }.unwrap(),
-        ptr
-    ));
+    let borrowed = unsafe { Page::borrow_phys(pa) }.unwrap();
+    assert_eq!(borrowed.phys(), pa);
+    assert_eq!(borrowed.ref_count(), 1);
+    drop(borrowed);
+    assert!(sim::is_allocated(pa), "a borrow does not free");
+    // SAFETY: Refused (not page aligned): nothing is borrowed.
+    assert!(unsafe { Page::borrow_phys(pa + 0x1234) }.is_none());
     // SAFETY: `pa` came from `into_phys` and is claimed once.
     let page = unsafe { Page::from_phys(pa) };
-    assert!(core::ptr::eq(&*page, ptr));
+    assert_eq!(page.phys(), pa);
     drop(page);
     leak.assert_clean();
+    // SAFETY: The page is free; only its count is read.
+    assert_eq!(unsafe { Page::borrow_phys(pa) }.unwrap().ref_count(), 0);
+}
+
+#[test]
+fn borrow_refuses_reserved_memory_holes_and_mmio() {
     let reserved = sim::reserve_region(3 * PAGE_SIZE as u64).unwrap();
-    // SAFETY: Reserved memory is RAM and stays reserved during the borrow.
-    assert!(unsafe { Page::borrow_phys(&reserved) }.is_some());
-    assert!(!sim::is_allocated(reserved));
+    for pa in [reserved, reserved + 2 * PAGE_SIZE as u64] {
+        // SAFETY: Refused (PageReserved, as in the kernel): nothing is borrowed.
+        assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
+    }
+    assert!(sim::is_ram(reserved), "reserved memory is still RAM for devices");
     // SAFETY: Nothing uses the region.
     unsafe { sim::unreserve_region(reserved, 3 * PAGE_SIZE as u64) };
+    for pa in [sim::HOLE.0, sim::MMIO_ADDR, 0, u64::MAX & !(PAGE_SIZE as u64 - 1)] {
+        // SAFETY: Refused (no memory there): nothing is borrowed.
+        assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
+    }
+}
+
+#[test]
+fn kvec_insert_and_remove_within_capacity() {
+    let mut v: KVec<u32> = KVec::new();
+    assert!(v.insert_within_capacity(0, 1).is_err(), "no room: no allocation");
+    v.reserve(3, GFP_KERNEL).unwrap();
+    v.insert_within_capacity(0, 3).unwrap();
+    v.insert_within_capacity(0, 1).unwrap();
+    v.insert_within_capacity(1, 2).unwrap();
+    assert_eq!(&v[..], &[1, 2, 3]);
+    assert!(v.insert_within_capacity(5, 9).is_err(), "out of bounds");
+    while v.len() < v.capacity() {
+        v.insert_within_capacity(v.len(), 4).unwrap();
+    }
+    let cap = v.capacity();
+    assert!(v.insert_within_capacity(1, 9).is_err(), "full");
+    assert_eq!(v.capacity(), cap, "and it did not allocate");
+    v.truncate(3);
+    assert_eq!(v.remove(1).unwrap(), 2);
+    assert!(v.remove(2).is_err());
+    assert_eq!(&v[..], &[1, 3]);
 }
 
 #[test]

@@ -62,7 +62,7 @@ fn borrowed_pages_refuse_the_hole_and_mmio() {
     ] {
         // SAFETY: Nothing is borrowed when the answer is None, which is what is checked.
         assert!(
-            unsafe { kernel::page::Page::borrow_phys(&pa) }.is_none(),
+            unsafe { kernel::page::Page::borrow_phys(pa) }.is_none(),
             "{pa:#x}"
         );
     }

@@ -42,5 +42,5 @@ pub mod tlbi;
 pub mod ttbat;
 #[path = "../../drivers/gpu/drm/asahi/uat.rs"]
 pub mod uat;
-#[path = "../../drivers/gpu/drm/asahi/vec_ops.rs"]
-pub mod vec_ops;
+#[path = "../../drivers/gpu/drm/asahi/vacant.rs"]
+pub mod vacant;

@@ -4,20 +4,20 @@
 //! simulated GPU reads tells which page it reached.
 
 use kernel::alloc::flags::GFP_KERNEL;
-use kernel::owned::Owned;
-use kernel::page::{Page, PhysAddr};
+use kernel::io::PhysAddr;
+use kernel::page::Page;
 use kernel::sim;
 
 /// Pages owned by a test, each tagged with `base + index`.
 pub struct TaggedPages {
-    pages: Vec<Owned<Page>>,
+    pages: Vec<Page>,
     base: u64,
 }
 
 impl TaggedPages {
     /// Allocates `n` pages tagged `base ..`.
     pub fn new(n: usize, base: u64) -> TaggedPages {
-        let pages: Vec<Owned<Page>> = (0..n)
+        let pages: Vec<Page> = (0..n)
             .map(|i| {
                 let p = Page::alloc_page(GFP_KERNEL).unwrap();
                 sim::write_phys(p.phys(), &(base + i as u64).to_le_bytes()).unwrap();

@@ -10,7 +10,7 @@
 
 use asahi::handoff::{FlushMsg, FwChannel, MAGIC};
 use kernel::error::{code::*, Result};
-use kernel::memremap::{Caching, MemRemap};
+use kernel::io::mem::{MemRemap, MemRemapType};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -169,7 +169,7 @@ pub struct Firmware {
 impl Firmware {
     /// Starts the firmware on the handoff region at `handoff`.
     pub fn start(handoff: u64, knobs: FwKnobs) -> Firmware {
-        let map = MemRemap::new(handoff, 0x648, Caching::WriteCombine).expect("handoff is RAM");
+        let map = MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine).expect("handoff is RAM");
         let regs = Regs { map };
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(FwLog::default()));

@@ -2,7 +2,7 @@
 
 //! Allocation flags, `AllocError`, and the kernel's fallible `KVec` / `KBox`.
 //!
-//! The containers have the 6.12 kernel API (every allocating call takes [`Flags`] and can fail)
+//! The containers have the Linux 7.3 kernel API (every allocating call takes [`Flags`] and can fail)
 //! and nothing more, so driver code that builds here builds in-tree. Every allocation they make
 //! passes through [`crate::sim`]'s fault injector, like page allocations do.
 
@@ -140,6 +140,88 @@ impl<T> KVec<T> {
         self.reserve(1, flags)?;
         self.0.push(v);
         Ok(())
+    }
+
+    /// Inserts `element` at `index`, shifting the tail; fails instead of allocating.
+    #[inline]
+    pub fn insert_within_capacity(
+        &mut self,
+        index: usize,
+        element: T,
+    ) -> Result<(), kvec::InsertError<T>> {
+        if index > self.len() {
+            return Err(kvec::InsertError::IndexOutOfBounds(element));
+        }
+        if self.len() >= self.capacity() {
+            return Err(kvec::InsertError::OutOfCapacity(element));
+        }
+        self.0.insert(index, element);
+        Ok(())
+    }
+
+    /// Removes the element at `i`, shifting the tail.
+    #[inline]
+    pub fn remove(&mut self, i: usize) -> Result<T, kvec::RemoveError> {
+        if i >= self.len() {
+            return Err(kvec::RemoveError);
+        }
+        Ok(self.0.remove(i))
+    }
+
+    /// Removes the last element.
+    #[inline]
+    pub fn pop(&mut self) -> Option<T> {
+        self.0.pop()
+    }
+
+    /// Shortens the vector to `len` elements, dropping the rest.
+    #[inline]
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len)
+    }
+
+    /// Removes every element.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.0.clear()
+    }
+
+    /// Keeps only the elements for which `f` returns true.
+    #[inline]
+    pub fn retain(&mut self, mut f: impl FnMut(&mut T) -> bool) {
+        self.0.retain_mut(|x| f(x))
+    }
+}
+
+/// The errors of [`KVec`]'s non-allocating operations (`rust/kernel/alloc/kvec/errors.rs`).
+pub mod kvec {
+    use crate::error::{code::EINVAL, Error};
+
+    /// [`super::KVec::insert_within_capacity`] failed; the element is handed back.
+    #[derive(Debug)]
+    pub enum InsertError<T> {
+        /// The index is past the end.
+        IndexOutOfBounds(T),
+        /// The vector is full.
+        OutOfCapacity(T),
+    }
+
+    impl<T> From<InsertError<T>> for Error {
+        #[inline]
+        fn from(_: InsertError<T>) -> Error {
+            EINVAL
+        }
+    }
+
+    /// [`super::KVec::remove`] was given an index past the end.
+    #[derive(Debug)]
+    pub struct RemoveError;
+
+    impl From<RemoveError> for Error {
+        #[inline]
+        fn from(_: RemoveError) -> Error {
+            EINVAL
+        }
     }
 }
 

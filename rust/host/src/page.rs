@@ -1,20 +1,20 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Pages: the host twin of `rust/kernel/page.rs`.
+//! Pages: the host twin of Linux 7.3's `rust/kernel/page.rs` with this project's patch series
+//! applied (`patches/`).
 //!
-//! [`Page`] stands for a `struct page` of the simulated memory map. It is only ever seen behind a
-//! reference: `Owned<Page>` when the caller owns the allocation, `&Page` when it borrows a page
-//! somebody else owns (a page-table page found by physical address, a pinned GEM page).
+//! [`Page`] owns one page of the simulated RAM, as the kernel's `Page` owns a `struct page`
+//! allocation, and frees it on drop. [`BorrowedPage`] is a page somebody else owns (a page-table
+//! page found by physical address, a pinned GEM page). The safety contracts are the kernel's.
 
 use crate::alloc::{flags, AllocError, Flags};
 use crate::error::{code::*, Result};
-use crate::owned::{Ownable, Owned};
-use crate::sim::{self, PageState};
+use crate::io::PhysAddr;
+use crate::sim::{self, PageState, StructPage};
+use core::marker::PhantomData;
+use core::mem::ManuallyDrop;
+use core::ops::Deref;
 use core::ptr::{self, NonNull};
-use std::sync::atomic::AtomicU8;
-
-/// A physical memory address (`phys_addr_t`).
-pub type PhysAddr = u64;
 
 /// A bitwise shift for the page size.
 pub const PAGE_SHIFT: usize = 14;
@@ -25,14 +25,43 @@ pub const PAGE_SIZE: usize = 1 << PAGE_SHIFT;
 /// A bitmask that gives the page containing a given address.
 pub const PAGE_MASK: usize = !(PAGE_SIZE - 1);
 
-/// A `struct page` of the simulated memory map.
+/// A non-owning reference to a [`Page`] owned by someone else.
 ///
 /// # Invariants
 ///
-/// A `&Page` always points into the simulated memory map, at a page that is RAM.
-#[repr(transparent)]
+/// The underlying page stays allocated (or reserved) for the whole lifetime `'a`.
+pub struct BorrowedPage<'a>(ManuallyDrop<Page>, PhantomData<&'a Page>);
+
+impl<'a> BorrowedPage<'a> {
+    /// Constructs a [`BorrowedPage`] from a pointer to a memory-map entry.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must point into the simulated memory map, at a page that stays allocated for `'a`.
+    #[inline]
+    unsafe fn from_raw(ptr: NonNull<StructPage>) -> Self {
+        // INVARIANT: The caller keeps the page allocated for `'a`.
+        Self(ManuallyDrop::new(Page { page: ptr }), PhantomData)
+    }
+}
+
+impl Deref for BorrowedPage<'_> {
+    type Target = Page;
+
+    #[inline]
+    fn deref(&self) -> &Page {
+        &self.0
+    }
+}
+
+/// A pointer to a page that owns the page allocation.
+///
+/// # Invariants
+///
+/// The pointer is an entry of the simulated memory map, and has ownership over the page (or,
+/// inside a [`BorrowedPage`], the page is kept allocated by its owner).
 pub struct Page {
-    state: AtomicU8,
+    page: NonNull<StructPage>,
 }
 
 // SAFETY: Pages have no logic that relies on them staying on a given thread.
@@ -40,47 +69,89 @@ unsafe impl Send for Page {}
 // SAFETY: Pages have no logic that relies on them not being accessed concurrently.
 unsafe impl Sync for Page {}
 
-// SAFETY: `release` gives the page back to the simulated allocator, which is what `alloc_page`
-// took it from; an `Owned<Page>` keeps the page allocated until then.
-unsafe impl Ownable for Page {
-    unsafe fn release(this: NonNull<Self>) {
-        // SAFETY: By the `Ownable` contract, the caller owned this page of the memory map.
-        let index = unsafe { this.as_ref() }.index();
-        sim::ram().free(index);
-    }
-}
-
 impl Page {
-    pub(crate) fn raw_state(&self) -> &AtomicU8 {
-        &self.state
-    }
-
-    pub(crate) fn from_state(state: AtomicU8) -> Self {
-        Self { state }
-    }
-
+    #[inline]
     fn index(&self) -> usize {
         let ram = sim::ram();
-        // SAFETY: By the type invariant, `self` lies in the memory map.
-        (unsafe { (self as *const Page).offset_from(ram.memmap.as_ptr()) }) as usize
+        // SAFETY: By the type invariant, `self.page` lies in the memory map.
+        (unsafe { self.page.as_ptr().cast_const().offset_from(ram.memmap.as_ptr()) }) as usize
+    }
+
+    #[inline]
+    fn state(&self) -> PageState {
+        // SAFETY: By the type invariant, `self.page` is a valid memory-map entry.
+        unsafe { self.page.as_ref() }.state()
     }
 
     /// Allocates a new page; its contents are zero if `flags` has `__GFP_ZERO`, garbage
     /// otherwise.
-    pub fn alloc_page(flags: Flags) -> Result<Owned<Self>, AllocError> {
+    pub fn alloc_page(flags: Flags) -> Result<Self, AllocError> {
         let ram = sim::ram();
         let index = ram.alloc(flags.contains(flags::__GFP_ZERO))?;
-        // SAFETY: The allocator just gave us this page: we are its only owner.
-        Ok(unsafe { Owned::from_raw(NonNull::from(&ram.memmap[index])) })
+        // INVARIANT: The allocator just gave us this page: we are its only owner.
+        Ok(Self {
+            page: NonNull::from(&ram.memmap[index]),
+        })
     }
 
     /// Returns the physical address of this page.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         sim::RAM_BASE + ((self.index() as u64) << PAGE_SHIFT)
     }
 
+    /// Gives up ownership of the page and returns its physical address; the ownership travels
+    /// with the address until [`Page::from_phys`] takes it back.
+    #[inline]
+    pub fn into_phys(page: Self) -> PhysAddr {
+        ManuallyDrop::new(page).phys()
+    }
+
+    /// Takes back the ownership of a page given up with [`Page::into_phys`].
+    ///
+    /// # Safety
+    ///
+    /// `phys` must have been returned by [`Page::into_phys`], and the ownership it carries must
+    /// not have been taken back since.
+    #[inline]
+    pub unsafe fn from_phys(phys: PhysAddr) -> Self {
+        let ram = sim::ram();
+        let index = ram
+            .index_of(phys)
+            .expect("from_phys of an address outside RAM");
+        debug_assert_eq!(ram.memmap[index].state(), PageState::Allocated);
+        // INVARIANT: The caller hands back the ownership that `into_phys` gave up.
+        Self {
+            page: NonNull::from(&ram.memmap[index]),
+        }
+    }
+
+    /// Borrows the page at physical address `phys`, if it is online, ordinary RAM: `None` unless
+    /// `phys` is page aligned and its page is neither a hole (no `struct page`: MMIO, not RAM)
+    /// nor reserved (`PageReserved`: reserved-memory regions, carve-outs).
+    ///
+    /// # Safety
+    ///
+    /// If this returns a page, the page must stay allocated for the whole of `'a`.
+    #[inline]
+    pub unsafe fn borrow_phys<'a>(phys: PhysAddr) -> Option<BorrowedPage<'a>> {
+        if phys % PAGE_SIZE as PhysAddr != 0 {
+            return None;
+        }
+        let ram = sim::ram();
+        let entry = &ram.memmap[ram.index_of(phys)?];
+        match entry.state() {
+            PageState::Hole | PageState::Reserved => None,
+            // SAFETY: `entry` is in the memory map; the caller keeps the page allocated for `'a`.
+            PageState::Free | PageState::Allocated => {
+                Some(unsafe { BorrowedPage::from_raw(NonNull::from(entry)) })
+            }
+        }
+    }
+
     /// Returns the page's reference count: 0 once the page is back in the page allocator, 1
-    /// while it is allocated or reserved (as `page_ref_count` in the kernel).
+    /// while it is allocated or reserved (as `page_count()` in the kernel).
+    #[inline]
     pub fn ref_count(&self) -> i32 {
         match self.state() {
             PageState::Allocated | PageState::Reserved => 1,
@@ -88,66 +159,18 @@ impl Page {
         }
     }
 
-    /// Converts an owned page into its physical address, without freeing it. The page can be
-    /// recovered with [`Page::from_phys`]; until then it is leaked.
-    pub fn into_phys(page: Owned<Self>) -> PhysAddr {
-        let phys = page.phys();
-        let _ = Owned::into_raw(page);
-        phys
-    }
-
-    /// Converts a physical address back into an owned page.
-    ///
-    /// # Safety
-    ///
-    /// `phys` must come from [`Page::into_phys`] (or otherwise be a page the caller owns), and
-    /// ownership must not be claimed twice.
-    pub unsafe fn from_phys(phys: PhysAddr) -> Owned<Self> {
-        let ram = sim::ram();
-        let index = ram
-            .index_of(phys)
-            .expect("from_phys of an address outside RAM");
-        debug_assert_eq!(ram.memmap[index].state(), PageState::Allocated);
-        // SAFETY: The caller guarantees that this page is owned and that the ownership passes to
-        // us.
-        unsafe { Owned::from_raw(NonNull::from(&ram.memmap[index])) }
-    }
-
-    /// Borrows the page containing physical address `phys`, if that address is RAM.
-    ///
-    /// # Safety
-    ///
-    /// The page must stay allocated (or reserved) for the lifetime of the borrow, and accesses to
-    /// its contents must not race with its owner's.
-    pub unsafe fn borrow_phys(phys: &PhysAddr) -> Option<&Self> {
-        let ram = sim::ram();
-        let page = &ram.memmap[ram.index_of(*phys)?];
-        (page.state() != PageState::Hole).then_some(page)
-    }
-
-    /// Borrows the page containing physical address `phys`, without checking that it is RAM.
-    ///
-    /// # Safety
-    ///
-    /// As for [`Page::borrow_phys`], and `phys` must be RAM.
-    pub unsafe fn borrow_phys_unchecked(phys: &PhysAddr) -> &Self {
-        let ram = sim::ram();
-        let index = ((*phys - sim::RAM_BASE) >> PAGE_SHIFT) as usize;
-        debug_assert!(index < ram.memmap.len());
-        // SAFETY: The caller guarantees that `phys` is RAM, so the index is in the memory map.
-        unsafe { ram.memmap.get_unchecked(index) }
-    }
-
     /// Runs `f` with this page mapped (on arm64 with 16 KiB pages: its linear-map address).
     ///
     /// The pointer is valid for `PAGE_SIZE` bytes for the duration of the call, on this thread;
     /// the usual rules for raw pointers apply (no data races, contents may be uninitialized).
+    #[inline]
     pub fn with_page_mapped<T>(&self, f: impl FnOnce(*mut u8) -> T) -> T {
         f(sim::ram().page_ptr(self.index()))
     }
 
     /// Runs `f` with a pointer `off` bytes into the page, valid for `len` bytes; `EINVAL` if
     /// `off .. off + len` is not inside the page.
+    #[inline]
     pub fn with_pointer_into_page<T>(
         &self,
         off: usize,
@@ -169,6 +192,7 @@ impl Page {
     ///
     /// `dst` must be valid for writing `len` bytes, and the read must not race with an
     /// overlapping write to the page.
+    #[inline]
     pub unsafe fn read_raw(&self, dst: *mut u8, offset: usize, len: usize) -> Result {
         self.with_pointer_into_page(offset, len, move |src| {
             // SAFETY: Bounds checked above; the caller guarantees `dst` and the absence of races.
@@ -183,6 +207,7 @@ impl Page {
     ///
     /// `src` must be valid for reading `len` bytes, and the write must not race with an
     /// overlapping access to the page.
+    #[inline]
     pub unsafe fn write_raw(&self, src: *const u8, offset: usize, len: usize) -> Result {
         self.with_pointer_into_page(offset, len, move |dst| {
             // SAFETY: Bounds checked above; the caller guarantees `src` and the absence of races.
@@ -196,11 +221,20 @@ impl Page {
     /// # Safety
     ///
     /// The write must not race with an overlapping access to the page.
+    #[inline]
     pub unsafe fn fill_zero_raw(&self, offset: usize, len: usize) -> Result {
         self.with_pointer_into_page(offset, len, move |dst| {
             // SAFETY: Bounds checked above; the caller guarantees the absence of races.
             unsafe { ptr::write_bytes(dst, 0u8, len) };
             Ok(())
         })
+    }
+}
+
+impl Drop for Page {
+    #[inline]
+    fn drop(&mut self) {
+        // By the type invariants we own the page: give it back to the simulated allocator.
+        sim::ram().free(self.index());
     }
 }

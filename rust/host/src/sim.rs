@@ -22,7 +22,8 @@
 //! and each test sees only its own allocations and its own injected failures.
 
 use crate::alloc::AllocError;
-use crate::page::{PhysAddr, PAGE_SHIFT, PAGE_SIZE};
+use crate::io::PhysAddr;
+use crate::page::{PAGE_SHIFT, PAGE_SIZE};
 use std::alloc::Layout;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -57,7 +58,7 @@ pub(crate) enum PageState {
 
 pub(crate) struct Ram {
     /// The simulated `struct page` array (one entry per page of the span).
-    pub(crate) memmap: Box<[crate::page::Page]>,
+    pub(crate) memmap: Box<[StructPage]>,
     /// Backing store of the span, `RAM_SPAN` bytes, page aligned.
     pub(crate) base: *mut u8,
     free: Mutex<Vec<u32>>,
@@ -88,7 +89,7 @@ pub(crate) fn ram() -> &'static Ram {
         assert!(!raw.is_null(), "cannot reserve the simulated RAM");
         // SAFETY: Less than one page past `raw`, inside the allocation.
         let base = unsafe { raw.add(raw.align_offset(PAGE_SIZE)) };
-        let memmap: Box<[crate::page::Page]> = (0..NPAGES)
+        let memmap: Box<[StructPage]> = (0..NPAGES)
             .map(|i| {
                 let pa = RAM_BASE + ((i as u64) << PAGE_SHIFT);
                 let state = if in_range(pa, RESERVED_POOL) {
@@ -98,7 +99,7 @@ pub(crate) fn ram() -> &'static Ram {
                 } else {
                     PageState::Hole
                 };
-                crate::page::Page::new_state(state)
+                StructPage::new(state)
             })
             .collect();
         let mut free: Vec<u32> = (0..NPAGES as u32)
@@ -357,7 +358,7 @@ pub unsafe fn unreserve_region(base: PhysAddr, size: u64) {
     *pool = merged;
 }
 
-/// Whether `pa` is in simulated RAM (what `borrow_phys` accepts).
+/// Whether `pa` is in simulated RAM, reserved regions included (what a device can reach).
 pub fn is_ram(pa: PhysAddr) -> bool {
     let ram = ram();
     match ram.index_of(pa) {
@@ -441,9 +442,21 @@ fn ram_crosses_hole(first: u64, last: u64) -> bool {
 
 use std::sync::atomic::AtomicU64;
 
-impl crate::page::Page {
+/// An entry of the simulated memory map: what the host has of a `struct page`.
+pub(crate) struct StructPage {
+    state: AtomicU8,
+}
+
+impl StructPage {
+    fn new(state: PageState) -> Self {
+        Self {
+            state: AtomicU8::new(state as u8),
+        }
+    }
+
+    #[inline]
     pub(crate) fn state(&self) -> PageState {
-        match self.raw_state().load(Ordering::Acquire) {
+        match self.state.load(Ordering::Acquire) {
             1 => PageState::Free,
             2 => PageState::Allocated,
             3 => PageState::Reserved,
@@ -451,11 +464,8 @@ impl crate::page::Page {
         }
     }
 
+    #[inline]
     pub(crate) fn set_state(&self, state: PageState) {
-        self.raw_state().store(state as u8, Ordering::Release);
-    }
-
-    pub(crate) fn new_state(state: PageState) -> Self {
-        Self::from_state(AtomicU8::new(state as u8))
+        self.state.store(state as u8, Ordering::Release);
     }
 }

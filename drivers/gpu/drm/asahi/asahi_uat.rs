@@ -29,7 +29,7 @@ pub mod tlb;
 pub mod tlbi;
 pub mod ttbat;
 pub mod uat;
-pub mod vec_ops;
+pub mod vacant;
 
 use kernel::prelude::*;
 

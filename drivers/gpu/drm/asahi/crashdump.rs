@@ -16,7 +16,8 @@
 use crate::geometry::UAT_PGSZ;
 use crate::pgtable::PageTable;
 use crate::pte::{Access, PteTemplate};
-use kernel::page::{Page, PhysAddr};
+use kernel::io::PhysAddr;
+use kernel::page::Page;
 use kernel::prelude::*;
 
 /// ELF machine: the dump holds GPU memory, not code of a CPU; AArch64 is what the SoC's tools
@@ -85,7 +86,7 @@ impl SegmentRecord {
 
 fn is_ram(pa: PhysAddr) -> bool {
     // SAFETY: Only asks whether the page is RAM; the borrow ends here.
-    unsafe { Page::borrow_phys(&pa) }.is_some()
+    unsafe { Page::borrow_phys(pa) }.is_some()
 }
 
 /// The segments of `pt`: its mapped runs, split where RAM-ness changes, with runs of one page
@@ -261,7 +262,7 @@ pub fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
         while pa < s.pa + s.file_size() {
             // SAFETY: The page is RAM (checked when the segment was made) and mapped by `pt`,
             // which the caller keeps from changing while the dump is written.
-            let page = unsafe { Page::borrow_phys(&pa) }.ok_or(EIO)?;
+            let page = unsafe { Page::borrow_phys(pa) }.ok_or(EIO)?;
             let at = b.len();
             b.extend_with(UAT_PGSZ as usize, 0, GFP_KERNEL)?;
             // SAFETY: `b[at..]` is `UAT_PGSZ` writable bytes.

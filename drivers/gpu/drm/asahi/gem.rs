@@ -10,8 +10,8 @@
 
 use crate::geometry::{UAT_PGMSK, UAT_PGSZ};
 use crate::pgtable::PhysRange;
-use kernel::owned::Owned;
-use kernel::page::{Page, PhysAddr};
+use kernel::io::PhysAddr;
+use kernel::page::Page;
 use kernel::prelude::*;
 
 /// A GEM buffer's pages.
@@ -22,7 +22,7 @@ pub struct GemObject {
     starts: KVec<u64>,
     /// The pages, when this object allocated them: held (never read) so that they stay
     /// allocated until the object goes.
-    _pages: KVec<Owned<Page>>,
+    _pages: KVec<Page>,
 }
 
 impl GemObject {

@@ -20,8 +20,7 @@ use crate::pte::{Access, Prot};
 use crate::slots::VmId;
 use crate::tlb::TlbInvalidate;
 use crate::uat::{dummy_page_va, kernel_va, user_va, Uat};
-use crate::vec_ops::{insert_at, insert_vacant, remove_at};
-use kernel::owned::Owned;
+use crate::vacant::insert_vacant;
 use kernel::page::Page;
 use kernel::prelude::*;
 
@@ -117,7 +116,7 @@ pub struct Gpuvm<T: TlbInvalidate, F: FwChannel> {
     /// The VMs; entries of destroyed ones are reused.
     vms: KVec<Option<VmState>>,
     /// The page every user VM maps at [`dummy_page_va`].
-    dummy: Owned<Page>,
+    dummy: Page,
     /// Where firmware objects go in the kernel VM.
     kva: KernelVaAlloc,
 }
@@ -478,7 +477,8 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
                     i += 1;
                 }
                 (None, None) => {
-                    remove_at(mappings, i);
+                    // `i` indexes `mappings`, so the removal cannot fail.
+                    let _ = mappings.remove(i);
                     unref(objects, m.handle);
                 }
             }
@@ -518,7 +518,7 @@ fn unref(objects: &mut KVec<Option<GemEntry>>, handle: Handle) {
 
 /// Inserts `m` at `at`, in room the caller reserved, so this does not allocate.
 fn insert(v: &mut KVec<VaMapping>, at: usize, m: VaMapping) {
-    if insert_at(v, at, m).is_err() {
+    if v.insert_within_capacity(at, m).is_err() {
         // Room was reserved: this would be a bookkeeping bug, reported and survived.
         pr_err!("VM mapping list full\n");
     }

@@ -12,8 +12,10 @@
 use crate::region::Region;
 use core::mem::{offset_of, size_of};
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
-use kernel::page::PhysAddr;
+use kernel::io::{poll::read_poll_timeout, PhysAddr};
 use kernel::prelude::*;
+use kernel::sync::barrier::{mb, Full};
+use kernel::time::Delta;
 
 /// What the CPU writes to `magic_ap`, and the firmware echoes in `magic_fw` once it is up.
 pub const MAGIC: u64 = 0x4b1d_0000_0000_0002;
@@ -23,10 +25,10 @@ pub const FLUSH_SLOTS: usize = 65;
 pub const KERNEL_FLUSH_SLOT: usize = 64;
 /// `cur_slot` value meaning "no context" (0 means the same).
 pub const NO_SLOT: u32 = 0xffff_ffff;
-/// How often [`Handoff::init`] looks for the firmware, and how long it sleeps in between: 1 s.
-pub const INIT_POLLS: u32 = 100;
-/// Milliseconds between two handshake polls.
-pub const INIT_POLL_MS: u32 = 10;
+/// How long [`Handoff::init`] waits for the firmware.
+pub const INIT_TIMEOUT: Delta = Delta::from_secs(1);
+/// How long [`Handoff::init`] sleeps between two looks for the firmware.
+pub const INIT_POLL_SLEEP: Delta = Delta::from_millis(10);
 
 /// The value of `lock_acquire`'s `me` for the CPU; the firmware is `1`.
 pub const ME_AP: u32 = 0;
@@ -160,24 +162,11 @@ impl LockCells for ApSide<'_> {
         self.0.turn.store(v, Ordering::Relaxed)
     }
     fn full_fence(&self) {
-        system_fence()
+        mb(Full)
     }
     fn relax(&self) {
         core::hint::spin_loop()
     }
-}
-
-/// A full barrier for memory shared with another processor outside the CPU's inner-shareable
-/// domain (the firmware's coprocessor).
-#[inline(always)]
-pub fn system_fence() {
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: A barrier has no effect on memory safety; it is also a compiler barrier.
-    unsafe {
-        core::arch::asm!("dmb sy", options(nostack, preserves_flags))
-    };
-    #[cfg(not(target_arch = "aarch64"))]
-    core::sync::atomic::fence(Ordering::SeqCst);
 }
 
 /// The cache-flush message the firmware answers (its control message
@@ -230,23 +219,20 @@ impl Handoff {
         regs.magic_ap.store(MAGIC, Ordering::Relaxed);
         regs.cur_slot.store(0, Ordering::Relaxed);
         regs.unk3.store(0, Ordering::Relaxed);
-        system_fence();
-        let mut up = false;
-        for poll in 0..INIT_POLLS {
-            if poll != 0 {
-                kernel::delay::msleep(INIT_POLL_MS);
-            }
-            let guard = self.lock();
-            up = guard.regs.magic_fw.load(Ordering::Relaxed) == MAGIC;
-            drop(guard);
-            if up {
-                break;
-            }
-        }
-        if !up {
+        mb(Full);
+        let answered = read_poll_timeout(
+            || {
+                let guard = self.lock();
+                Ok(guard.regs.magic_fw.load(Ordering::Relaxed))
+            },
+            |magic| *magic == MAGIC,
+            INIT_POLL_SLEEP,
+            INIT_TIMEOUT,
+        );
+        if answered.is_err() {
             pr_err!(
                 "GPU firmware did not answer the handoff within {} ms\n",
-                INIT_POLLS * INIT_POLL_MS
+                INIT_TIMEOUT.as_millis()
             );
             return Err(EIO);
         }
@@ -255,7 +241,7 @@ impl Handoff {
             f.addr.store(0, Ordering::Relaxed);
             f.size.store(0, Ordering::Relaxed);
         }
-        system_fence();
+        mb(Full);
         Ok(())
     }
 
@@ -278,7 +264,7 @@ impl Handoff {
         f.addr.store(addr, Ordering::Relaxed);
         f.size.store(size, Ordering::Relaxed);
         f.state.store(flush_state::REQUESTED, Ordering::Release);
-        system_fence();
+        mb(Full);
         Ok(())
     }
 

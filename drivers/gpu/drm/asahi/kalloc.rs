@@ -7,7 +7,6 @@
 //! at most, allocated at init and on context creation, so simplicity wins over asymptotics.
 
 use crate::geometry::{VaRange, UAT_PGMSK};
-use crate::vec_ops::{insert_at, remove_at};
 use kernel::prelude::*;
 
 /// Allocated ranges of one VA range.
@@ -45,7 +44,8 @@ impl KernelVaAlloc {
         if last > self.range.last {
             return Err(ENOSPC);
         }
-        insert_at(&mut self.used, at, (start, size))?;
+        self.used.reserve(1, GFP_KERNEL)?;
+        self.used.insert_within_capacity(at, (start, size))?;
         Ok(start)
     }
 
@@ -55,7 +55,7 @@ impl KernelVaAlloc {
             .used
             .binary_search_by_key(&start, |&(s, _)| s)
             .map_err(|_| ENOENT)?;
-        let (_, size) = remove_at(&mut self.used, i).ok_or(ENOENT)?;
+        let (_, size) = self.used.remove(i)?;
         Ok(size)
     }
 }

@@ -8,8 +8,8 @@
 //! Page addresses have their low bits clear, so a page on the list still reads as invalid
 //! descriptors to a GPU walking it through a stale walk cache.
 
-use kernel::owned::Owned;
-use kernel::page::{Page, PhysAddr};
+use kernel::io::PhysAddr;
+use kernel::page::Page;
 
 /// A stack of owned pages whose contents are zero apart from the link word.
 pub struct PageList {
@@ -34,7 +34,7 @@ impl PageList {
     }
 
     /// Pushes a page whose contents are all zero.
-    pub fn push(&mut self, page: Owned<Page>) {
+    pub fn push(&mut self, page: Page) {
         let link = self.head.to_le_bytes();
         // SAFETY: We own the page; `link` is 8 readable bytes and offset 0 is in bounds.
         let written = unsafe { page.write_raw(link.as_ptr(), 0, link.len()) };
@@ -44,7 +44,7 @@ impl PageList {
     }
 
     /// Pops a page, all zero again.
-    pub fn pop(&mut self) -> Option<Owned<Page>> {
+    pub fn pop(&mut self) -> Option<Page> {
         if self.count == 0 {
             return None;
         }

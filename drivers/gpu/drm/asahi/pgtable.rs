@@ -2,9 +2,11 @@
 
 //! UAT page tables: one address space's translation tables in memory the GPU walks.
 //!
-//! Table pages are owned by the [`PageTable`] (`Owned<Page>`, turned into the physical address
-//! stored in the parent descriptor and claimed back when the table is freed), except a top-level
-//! table that belongs to the bootloader, which is borrowed by physical address and never freed.
+//! Table pages are owned by the [`PageTable`] (a [`Page`], turned into the physical address
+//! stored in the parent descriptor and claimed back when the table is freed), and reached by
+//! borrowing them by physical address. The exception is a top-level table that belongs to the
+//! bootloader (the `pagetables` reserved-memory region): it is reached through its mapping,
+//! since reserved memory is not the page allocator's and cannot be borrowed, and never freed.
 //!
 //! Every operation validates its arguments and checks the part of the tables it will change
 //! before it changes anything, then makes the change in a pass that cannot fail:
@@ -24,11 +26,14 @@ use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
 use crate::page_list::PageList;
+use crate::region::Region;
 use crate::pte::{pa_aligned, table_desc, Desc, Oas, Prot, PteTemplate};
 use crate::tlb::{FreedTables, Gather};
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::page::{Page, PhysAddr, PAGE_SIZE};
+use kernel::io::PhysAddr;
+use kernel::page::{BorrowedPage, Page, PAGE_SIZE};
 use kernel::prelude::*;
+use kernel::sync::barrier::{dma_mb, Write};
 
 const _: () = assert!(
     PAGE_SIZE as u64 == UAT_PGSZ,
@@ -96,16 +101,24 @@ pub struct Mapping {
     pub prot: Prot,
 }
 
-/// A view of one table page as descriptors.
-struct Table<'a>(&'a Page);
+/// A view of one table as descriptors.
+enum Table<'a> {
+    /// A table page of the page allocator's, borrowed by physical address.
+    Page(BorrowedPage<'a>),
+    /// The bootloader's top-level table, in its mapped region.
+    Mapped(&'a [AtomicU64; PTES_PER_TABLE]),
+}
 
 impl Table<'_> {
     fn with<R>(&self, f: impl FnOnce(&[AtomicU64; PTES_PER_TABLE]) -> R) -> R {
-        self.0.with_page_mapped(|p| {
-            // SAFETY: The mapping is `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes and page aligned.
-            // Descriptors are shared with the GPU and only ever accessed atomically.
-            f(unsafe { &*(p as *const [AtomicU64; PTES_PER_TABLE]) })
-        })
+        match self {
+            Table::Page(page) => page.with_page_mapped(|p| {
+                // SAFETY: The mapping is `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes and page
+                // aligned. Descriptors are shared with the GPU and only ever accessed atomically.
+                f(unsafe { &*(p as *const [AtomicU64; PTES_PER_TABLE]) })
+            }),
+            Table::Mapped(t) => f(t),
+        }
     }
 
     fn get(&self, i: usize) -> u64 {
@@ -128,19 +141,6 @@ impl Table<'_> {
                 && t[first..=last].iter().all(zero)
         })
     }
-}
-
-/// Orders the zeroed contents of a new table before the descriptor that publishes it: the GPU
-/// walks tables outside the CPU's inner-shareable ordering.
-#[inline(always)]
-fn publish_barrier() {
-    #[cfg(target_arch = "aarch64")]
-    // SAFETY: A barrier instruction has no effect on memory safety.
-    unsafe {
-        core::arch::asm!("dmb oshst", options(nostack, preserves_flags))
-    };
-    #[cfg(not(target_arch = "aarch64"))]
-    core::sync::atomic::fence(Ordering::Release);
 }
 
 /// How the walker treats tables on its way.
@@ -212,12 +212,14 @@ impl PageSource for Scatter<'_> {
 ///
 /// # Invariants
 ///
-/// `root` is a RAM page: owned by this object if `owns_root`, otherwise the bootloader's. Every
-/// valid table descriptor reachable from `root` within `cfg.range` points at a table page this
-/// object owns, obtained from [`Page::into_phys`].
+/// `root` is the physical address of the top-level table: a page this object owns (obtained
+/// from [`Page::into_phys`]) if `root_map` is `None`, otherwise the bootloader's table that
+/// `root_map` maps (at least `PAGE_SIZE` bytes, page aligned). Every valid table descriptor
+/// reachable from `root` within `cfg.range` points at a table page this object owns, obtained
+/// from [`Page::into_phys`].
 pub struct PageTable {
     root: PhysAddr,
-    owns_root: bool,
+    root_map: Option<Region>,
     cfg: PtConfig,
     /// Table pages owned below the top level (for statistics and leak accounting).
     tables: usize,
@@ -230,31 +232,28 @@ impl PageTable {
         let root = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
         Ok(PageTable {
             root: Page::into_phys(root),
-            owns_root: true,
+            root_map: None,
             cfg,
             tables: 0,
         })
     }
 
     /// Creates a page table on a top-level table that someone else owns (the bootloader's
-    /// `pagetables` region), managing only `cfg.range` in it.
+    /// `pagetables` region, mapped as `root`), managing only `cfg.range` in it.
     ///
     /// # Safety
     ///
-    /// `root` must be a table page that stays valid for the lifetime of the returned object, and
-    /// nothing else may modify the top-level entries covering `cfg.range` or what they point to.
-    pub unsafe fn new_borrowed(root: PhysAddr, cfg: PtConfig) -> Result<PageTable> {
+    /// `root` must map a top-level table, and nothing else may modify the top-level entries
+    /// covering `cfg.range` or what they point to while the returned object lives.
+    pub unsafe fn new_borrowed(root: Region, cfg: PtConfig) -> Result<PageTable> {
         cfg.validate()?;
-        if !pa_aligned(root) || !cfg.oas.fits(root) {
-            return Err(EINVAL);
-        }
-        // SAFETY: Only checks whether the address is RAM; the borrow ends here.
-        if unsafe { Page::borrow_phys(&root) }.is_none() {
+        let root_pa = root.phys();
+        if !pa_aligned(root_pa) || !cfg.oas.fits(root_pa) || root.size() < PAGE_SIZE {
             return Err(EINVAL);
         }
         let pt = PageTable {
-            root,
-            owns_root: false,
+            root: root_pa,
+            root_map: Some(root),
             cfg,
             tables: 0,
         };
@@ -272,6 +271,29 @@ impl PageTable {
     /// The configuration this table was created with.
     pub fn config(&self) -> &PtConfig {
         &self.cfg
+    }
+
+    /// The table at `table_pa`: the mapped top-level table, or a table page we own.
+    ///
+    /// `EIO` if `table_pa` is not a page of the page allocator's, which only a corrupt
+    /// descriptor can point at.
+    fn table(&self, table_pa: PhysAddr) -> Result<Table<'_>> {
+        if let Some(map) = &self.root_map {
+            if table_pa == self.root {
+                // SAFETY: By the type invariants the mapping holds a page-aligned table of
+                // `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes, alive as long as `self`.
+                // Descriptors are shared with the GPU and only ever accessed atomically.
+                return Ok(Table::Mapped(unsafe {
+                    &*(map.as_ptr() as *const [AtomicU64; PTES_PER_TABLE])
+                }));
+            }
+        }
+        // SAFETY: By the type invariants, a table reached from `root` is a page we own, alive
+        // while `self` is borrowed. `borrow_phys` still refuses anything that is not the page
+        // allocator's.
+        unsafe { Page::borrow_phys(table_pa) }
+            .map(Table::Page)
+            .ok_or(EIO)
     }
 
     /// Number of table pages this object owns below the top level.
@@ -336,10 +358,7 @@ impl PageTable {
     where
         F: FnMut(Step<'_, '_>) -> Result,
     {
-        // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
-        // while `self` is borrowed. `borrow_phys` still refuses anything that is not RAM.
-        let page = unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?;
-        let table = Table(page);
+        let table = self.table(table_pa)?;
         if level == LEAF_LEVEL {
             return visit(Step::Leaf(&table, range));
         }
@@ -351,7 +370,9 @@ impl PageTable {
                     Tables::Create(pool) => {
                         let page = pool.pop().ok_or(ENOMEM)?;
                         let child = Page::into_phys(page);
-                        publish_barrier();
+                        // The table's zeroed contents before the descriptor that publishes it:
+                        // the GPU walks tables outside the CPUs' inner-shareable domain.
+                        dma_mb(Write);
                         table.set(idx, table_desc(child));
                         *delta += 1;
                         Some(child)
@@ -366,11 +387,9 @@ impl PageTable {
                 Some(child) => {
                     self.walk_table(child, level + 1, sub, tables, visit, delta)?;
                     if let Tables::Prune(freed) = tables {
-                        // SAFETY: As above, `child` is a table page we own.
-                        let child_page = unsafe { Page::borrow_phys(&child) }.ok_or(EIO)?;
                         let (first, last) =
                             (g.index(sub.start, level + 1), g.index(sub.last, level + 1));
-                        if Table(child_page).is_empty_around(first, last) {
+                        if self.table(child)?.is_empty_around(first, last) {
                             table.set(idx, 0);
                             // SAFETY: The descriptor that owned the page is gone; ownership
                             // comes back to us exactly once.
@@ -655,10 +674,7 @@ impl PageTable {
         let g = self.cfg.geometry;
         let mut table_pa = self.root;
         for level in TOP_LEVEL..=LEAF_LEVEL {
-            // SAFETY: By the type invariants, `table_pa` is a table page alive while `self` is
-            // borrowed; `borrow_phys` still refuses anything that is not RAM.
-            let page = unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?;
-            let raw = Table(page).get(g.index(va, level));
+            let raw = self.table(table_pa)?.get(g.index(va, level));
             match Desc::decode(raw, level, self.cfg.oas) {
                 Desc::Invalid => return Err(ENOENT),
                 Desc::Table(next) => table_pa = next,
@@ -755,7 +771,7 @@ impl PageTable {
     /// Calls `f` with the physical address of every table page this object owns, the top-level
     /// table included when it is ours: what a leak check expects to see freed after teardown.
     pub fn for_each_table_page(&self, mut f: impl FnMut(PhysAddr)) -> Result {
-        if self.owns_root {
+        if self.root_map.is_none() {
             f(self.root);
         }
         self.visit_tables(self.root, TOP_LEVEL, self.cfg.range, &mut f)
@@ -771,8 +787,7 @@ impl PageTable {
         if level == LEAF_LEVEL {
             return Ok(());
         }
-        // SAFETY: By the type invariants, `table_pa` is the root or a table page we own.
-        let table = Table(unsafe { Page::borrow_phys(&table_pa) }.ok_or(EIO)?);
+        let table = self.table(table_pa)?;
         for (idx, sub) in self.cfg.geometry.entries_in(range, level) {
             let raw = table.get(idx);
             match Desc::decode(raw, level, self.cfg.oas) {
@@ -809,7 +824,7 @@ impl Drop for PageTable {
             pr_err!("leaking page tables below a corrupt descriptor\n");
         }
         drop(freed);
-        if self.owns_root {
+        if self.root_map.is_none() {
             // SAFETY: By the type invariants we own the root, which came from `into_phys`.
             drop(unsafe { Page::from_phys(self.root) });
         }

@@ -9,7 +9,7 @@
 //! the driver only speaks [`Prot`], built from the named protections.
 
 use crate::geometry::{Level, LEAF_LEVEL, UAT_PGMSK};
-use kernel::page::PhysAddr;
+use kernel::io::PhysAddr;
 
 const DESC_TYPE_MASK: u64 = 0b11;
 const DESC_VALID: u64 = 0b11;

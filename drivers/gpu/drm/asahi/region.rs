@@ -6,8 +6,9 @@
 //! a region that is misaligned or too small for what the driver puts in it would make the GPU
 //! firmware and the driver disagree on where things are, silently.
 
-use kernel::memremap::{Caching, MemRemap};
-use kernel::page::{PhysAddr, PAGE_SIZE};
+use kernel::io::mem::{MemRemap, MemRemapType};
+use kernel::io::PhysAddr;
+use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
 
 /// Checks the region `name`: `EINVAL` (with a message naming it) unless `phys` is page aligned
@@ -50,9 +51,9 @@ impl Region {
     ) -> Result<Region> {
         check_region(name, phys, size, min_size)?;
         let caching = if uncached {
-            Caching::WriteCombine
+            MemRemapType::WriteCombine
         } else {
-            Caching::WriteBack
+            MemRemapType::WriteBack
         };
         let map = MemRemap::new(phys, min_size, caching).inspect_err(|e| {
             pr_err!(
@@ -66,7 +67,20 @@ impl Region {
     }
 
     /// The mapped address of the region's start.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.map.as_ptr()
+    }
+
+    /// The physical address of the region's start.
+    #[inline]
+    pub fn phys(&self) -> PhysAddr {
+        self.map.phys()
+    }
+
+    /// How many bytes of the region are mapped.
+    #[inline]
+    pub fn size(&self) -> usize {
+        self.map.size()
     }
 }

@@ -9,9 +9,11 @@
 use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
 use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig};
 use crate::pte::{Access, Desc, Oas, Prot, PteTemplate};
+use crate::region::Region;
 use crate::tlb::{Gather, TlbInvalidate};
 use core::cell::Cell;
-use kernel::page::{Page, PhysAddr};
+use kernel::io::PhysAddr;
+use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 
 /// Where a failed check is.
@@ -359,7 +361,7 @@ fn table_pages(pt: &PageTable) -> Result<KVec<PhysAddr>> {
 fn released(pa: PhysAddr) -> bool {
     // SAFETY: Only reads the reference count of a RAM page's `struct page`, which exists whether
     // or not the page is allocated; the borrow ends here.
-    unsafe { Page::borrow_phys(&pa) }.is_some_and(|p| p.ref_count() == 0)
+    unsafe { Page::borrow_phys(pa) }.is_some_and(|p| p.ref_count() == 0)
 }
 
 fn table_pages_released(_: &Env) -> CaseResult {
@@ -436,7 +438,7 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
     // Find the leaf table through the top table: L1 index 0, L2 index 64.
     let root = pt.ttb();
     // SAFETY: `root` is a table page owned by `pt`, alive during this case.
-    let root_page = ok!(unsafe { Page::borrow_phys(&root) }.ok_or(EIO));
+    let root_page = ok!(unsafe { Page::borrow_phys(root) }.ok_or(EIO));
     let mut raw = [0u8; 8];
     // SAFETY: `raw` is 8 writable bytes; nothing writes the page concurrently.
     ok!(unsafe { root_page.read_raw(raw.as_mut_ptr(), 0, 8) });
@@ -445,14 +447,14 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
     }
     check!(l2 != 0);
     // SAFETY: As above, a table page owned by `pt`.
-    let l2_page = ok!(unsafe { Page::borrow_phys(&l2) }.ok_or(EIO));
+    let l2_page = ok!(unsafe { Page::borrow_phys(l2) }.ok_or(EIO));
     // SAFETY: As above.
     ok!(unsafe { l2_page.read_raw(raw.as_mut_ptr(), 64 * 8, 8) });
     let Desc::Table(l3) = Desc::decode(u64::from_le_bytes(raw), 2, Oas::BITS_40) else {
         return Err("leaf table not found");
     };
     // SAFETY: As above.
-    let l3_page = ok!(unsafe { Page::borrow_phys(&l3) }.ok_or(EIO));
+    let l3_page = ok!(unsafe { Page::borrow_phys(l3) }.ok_or(EIO));
     let block = (PA + PG) | 0b01;
     // SAFETY: `pt` is not used concurrently; this is the corruption under test.
     ok!(unsafe { l3_page.write_raw(block.to_le_bytes().as_ptr(), 8, 8) });
@@ -478,9 +480,7 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
 
 fn borrowed_pages(env: &Env) -> CaseResult {
     // SAFETY: Only checks that an MMIO address is refused; nothing is borrowed.
-    check!(unsafe { Page::borrow_phys(&env.non_ram) }.is_none());
-    // SAFETY: As above.
-    check!(unsafe { PageTable::new_borrowed(env.non_ram, kernel_cfg()) }.err() == Some(EINVAL));
+    check!(unsafe { Page::borrow_phys(env.non_ram) }.is_none());
     // Data pages mapped by physical address come back as the very same pages.
     let mut pt = ok!(PageTable::new(user_cfg()));
     let a = ok!(Page::alloc_page(GFP_KERNEL | __GFP_ZERO));
@@ -501,10 +501,11 @@ fn borrowed_pages(env: &Env) -> CaseResult {
     // SAFETY: We own `b`, `msg` is 4 readable bytes.
     ok!(unsafe { b.write_raw(msg.as_ptr(), 0x10, 4) });
     let t = ok!(pt.translate(va + PG + 0x10));
-    let tp = t.pa;
+    check!(t.pa & (PG - 1) == 0x10);
+    let tp = t.pa - 0x10;
     // SAFETY: `b` is alive and owned by this case for the whole borrow.
-    let borrowed = ok!(unsafe { Page::borrow_phys(&tp) }.ok_or(EIO));
-    check!(core::ptr::eq(borrowed, &*b));
+    let borrowed = ok!(unsafe { Page::borrow_phys(tp) }.ok_or(EIO));
+    check!(borrowed.phys() == b.phys());
     let mut got = [0u8; 4];
     // SAFETY: `got` is 4 writable bytes, no concurrent writer.
     ok!(unsafe { borrowed.read_raw(got.as_mut_ptr(), 0x10, 4) });
@@ -536,8 +537,9 @@ fn borrowed_top_table(_: &Env) -> CaseResult {
         user: false,
     };
     {
-        // SAFETY: `boot` outlives `pt`, and nothing else touches L1 index 2.
-        let mut pt = ok!(unsafe { PageTable::new_borrowed(boot.phys(), cfg) });
+        let map = ok!(Region::new("pagetables", boot.phys(), PG, PAGE_SIZE, false));
+        // SAFETY: `map` maps a top-level table, and nothing else touches L1 index 2.
+        let mut pt = ok!(unsafe { PageTable::new_borrowed(map, cfg) });
         check!(pt.ttb() == boot.phys());
         ok!(pt.map(0xffff_ffa0_0000_0000, PA, 4 * PG, Prot::FW_PRIV_RW));
         check!(pt.map(0xffff_ff80_0000_0000, PA, PG, Prot::FW_PRIV_RW) == Err(ERANGE));

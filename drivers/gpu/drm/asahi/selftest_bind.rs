@@ -17,7 +17,7 @@ const PG: u64 = crate::geometry::UAT_PGSZ;
 /// Writes `tag` at the start of the page at `pa`.
 fn tag(pa: u64, tag: u64) -> Result {
     // SAFETY: `pa` is a page of a buffer this case owns; the borrow ends here.
-    let page = unsafe { Page::borrow_phys(&pa) }.ok_or(EIO)?;
+    let page = unsafe { Page::borrow_phys(pa) }.ok_or(EIO)?;
     // SAFETY: 8 readable bytes, no concurrent access to the buffer.
     unsafe { page.write_raw(tag.to_le_bytes().as_ptr(), 0, 8) }
 }

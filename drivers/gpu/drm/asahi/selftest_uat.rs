@@ -18,9 +18,9 @@ use crate::tlbi::{range_ops, Broadcast, Tlbi, TlbiIssue};
 use crate::uat::{kernel_va, RegionDesc, Uat, UatConfig};
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::memremap::{Caching, MemRemap};
-use kernel::owned::Owned;
-use kernel::page::{Page, PhysAddr, PAGE_SIZE};
+use kernel::io::mem::{MemRemap, MemRemapType};
+use kernel::io::PhysAddr;
+use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 
 const PG: u64 = UAT_PGSZ;
@@ -64,7 +64,7 @@ pub struct StandInFw {
 impl StandInFw {
     fn new(handoff: PhysAddr) -> Result<StandInFw> {
         let fw = StandInFw {
-            handoff: MemRemap::new(handoff, HANDOFF_SIZE, Caching::WriteCombine)?,
+            handoff: MemRemap::new(handoff, HANDOFF_SIZE, MemRemapType::WriteCombine)?,
             last: Cell::new(None),
         };
         Ok(fw)
@@ -97,7 +97,7 @@ impl FwChannel for &StandInFw {
 /// RAM (it must be RAM: the driver borrows it by physical address), the stand-in firmware and a
 /// counting TLB.
 pub(crate) struct StandIn {
-    pub(crate) pagetables: Owned<Page>,
+    pub(crate) pagetables: Page,
     pub(crate) cfg: UatConfig,
     pub(crate) fw: StandInFw,
     pub(crate) tlbi: CountingTlbi,
@@ -163,7 +163,7 @@ fn uat_contexts(env: &Env) -> CaseResult {
     let ttbat = ok!(MemRemap::new(
         s.cfg.ttbs.phys,
         PAGE_SIZE,
-        Caching::WriteBack
+        MemRemapType::WriteBack
     ));
     let mut uat = ok!(s.uat());
     check!(fw.word(0).load(Ordering::Relaxed) == MAGIC);
@@ -221,7 +221,7 @@ fn uat_refuses_bad_regions(env: &Env) -> CaseResult {
     cfg.handoff.size = HANDOFF_SIZE as u64 - 8;
     check!(try_cfg(cfg) == Some(EINVAL));
     let mut cfg = s.cfg;
-    cfg.pagetables.phys = env.non_ram;
+    cfg.pagetables.phys += 0x400;
     check!(try_cfg(cfg) == Some(EINVAL));
     check!(s.tlbi.ops.iter().all(|c| c.get() == 0));
     Ok(())

@@ -10,7 +10,7 @@ use crate::handoff::HandoffGuard;
 use crate::region::Region;
 use core::mem::size_of;
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::page::PhysAddr;
+use kernel::io::PhysAddr;
 use kernel::prelude::*;
 
 /// Number of context slots.

@@ -20,16 +20,18 @@
 //! the only concurrency inside is the firmware's, handled by the handoff lock.
 
 use crate::geometry::{Geometry, VaRange, UAT_PGBIT, UAT_PGSZ};
-use crate::handoff::{system_fence, FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
+use crate::handoff::{FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
 use crate::pgtable::{PageTable, PhysRange, PtConfig, Translation};
 use crate::pte::{Oas, Prot};
-use crate::region::check_region;
+use crate::region::Region;
 use crate::slots::{Choice, SlotTable, VmId};
 use crate::tlb::{Gather, TlbInvalidate};
 use crate::ttbat::{ttb_word, Ttbat, KERNEL_SLOT, SLOTS};
-use crate::vec_ops::insert_vacant;
-use kernel::page::{PhysAddr, PAGE_SIZE};
+use crate::vacant::insert_vacant;
+use kernel::io::PhysAddr;
+use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
+use kernel::sync::barrier::{mb, Full};
 
 /// A reserved-memory region as the device tree gives it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -141,11 +143,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     pub unsafe fn new(cfg: UatConfig, tlb: T, fw: F) -> Result<Self> {
         let ttbat = Ttbat::new(cfg.ttbs.phys, cfg.ttbs.size)?;
         let handoff = Handoff::new(cfg.handoff.phys, cfg.handoff.size)?;
-        check_region(
+        let pagetables = Region::new(
             "pagetables",
             cfg.pagetables.phys,
             cfg.pagetables.size,
             PAGE_SIZE,
+            false,
         )?;
         let g = cfg.geometry;
         let lower = PageTable::new(PtConfig {
@@ -162,7 +165,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         };
         // SAFETY: By this function's contract the region holds the firmware's top-level table and
         // outlives us; the firmware leaves entry 2 (`kernel_va`) to the driver.
-        let upper = unsafe { PageTable::new_borrowed(cfg.pagetables.phys, upper_cfg) }
+        let upper = unsafe { PageTable::new_borrowed(pagetables, upper_cfg) }
             .inspect_err(|_| pr_err!("the pagetables region is not a usable table\n"))?;
         handoff.init()?;
         let uat = Uat {
@@ -521,7 +524,9 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         }
         self.finish(gather, asid);
         reprot?;
-        system_fence();
+        // The uncached remap before the flush request: the firmware is outside the CPUs'
+        // inner-shareable domain.
+        mb(Full);
         for m in runs.iter() {
             let mut addr = m.va;
             let end = m.va + m.size;

@@ -1,18 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Mappings of reserved memory regions: the host twin of `rust/kernel/memremap.rs`.
+//! Memory mappings: the host twin of `MemRemap` in `rust/kernel/io/mem.rs` (added by this
+//! project's patch series).
 //!
 //! The simulated RAM is one host allocation, so a "mapping" is a pointer into it; what another
 //! agent (the simulated firmware or GPU) writes there is seen through it, as with a real mapping.
 
 use crate::error::{code::*, Result};
-use crate::page::PhysAddr;
+use crate::io::PhysAddr;
 use crate::sim;
 use core::ptr::NonNull;
 
-/// How a region is mapped (the host has no caches to bypass; kept for the same API).
+/// How [`MemRemap`] maps memory (the host has no caches to bypass; kept for the same API).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Caching {
+pub enum MemRemapType {
     /// Normal write-back cached memory (`MEMREMAP_WB`).
     WriteBack,
     /// Uncached, write-combining (`MEMREMAP_WC`).
@@ -38,27 +39,30 @@ unsafe impl Sync for MemRemap {}
 impl MemRemap {
     /// Maps `size` bytes of physical memory at `phys`: `EINVAL` for an empty or wrapping range,
     /// `ENOMEM` when any of it is not RAM (what `memremap` refuses).
-    pub fn new(phys: PhysAddr, size: usize, _caching: Caching) -> Result<Self> {
-        let last = phys
-            .checked_add(size as PhysAddr)
-            .filter(|_| size != 0)
-            .ok_or(EINVAL)?
-            - 1;
+    pub fn new(phys: PhysAddr, size: usize, _kind: MemRemapType) -> Result<Self> {
+        let len = PhysAddr::try_from(size)?;
+        if size == 0 {
+            return Err(EINVAL);
+        }
+        let last = phys.checked_add(len - 1).ok_or(EINVAL)?;
         let ptr = sim::phys_to_host(phys, last).ok_or(ENOMEM)?;
         Ok(Self { ptr, phys, size })
     }
 
     /// The address of the first byte.
+    #[inline]
     pub fn as_ptr(&self) -> *mut u8 {
         self.ptr.as_ptr()
     }
 
     /// The physical address of the first byte.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         self.phys
     }
 
     /// The size of the mapping in bytes.
+    #[inline]
     pub fn size(&self) -> usize {
         self.size
     }
