@@ -7,13 +7,14 @@ CARGO ?= cargo
 UAT_CASES ?= 4000
 export UAT_CASES
 
-.PHONY: help run test lint bench kernel-check dt-check
+.PHONY: help run test lint bench kernel-check patches dt-check
 
 help:
 	@echo "make run           the demonstration / simulator on the simulated SoC"
 	@echo "make test          rustfmt, clippy -D warnings, and the whole host test suite"
 	@echo "make bench         map/unmap benchmark against the naive walk and the store floor"
-	@echo "make kernel-check  build in Linux 6.12 (arm64, 16K pages) and run the self-tests in QEMU"
+	@echo "make kernel-check  apply patches/ to Linux 7.3, build the driver in, run the KUnit suites in QEMU"
+	@echo "make patches       write the page-API series (branch uat-page-api of the kernel cache) to patches/"
 	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
 
 run:
@@ -21,7 +22,7 @@ run:
 
 lint:
 	$(CARGO) fmt --all --check
-	rustfmt --edition 2021 --check rust/kernel/*.rs drivers/gpu/drm/asahi/*.rs
+	rustfmt --edition 2021 --check drivers/gpu/drm/asahi/*.rs
 	$(CARGO) clippy --all-targets --release -q -- -D warnings
 
 test: lint
@@ -32,6 +33,9 @@ bench:
 
 kernel-check:
 	scripts/kernel-check.sh
+
+patches:
+	scripts/make-patches.sh
 
 dt-check:
 	scripts/dt-check.sh

@@ -1,119 +1,222 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: GPL-2.0
 #
-# make kernel-check: build this tree's rust/ and drivers/ inside Linux 6.12 (arm64, 16 KiB pages,
-# Rust), boot it in QEMU and require the self-test summary "asahi_uat: N passed, 0 failed".
+# make kernel-check: the component in Linux 7.3 (arm64, 16 KiB pages, Rust, debug options and
+# sanitizers), end to end:
 #
-# The kernel tree and its build live in a cache folder outside the clone
-# ($UAT_KERNEL_CACHE, default ~/.cache/asahi-uat), so later runs are incremental.
+# 1. the page-API series (patches/) is applied with `git am` to a pristine 7.3 tree: each patch
+#    must pass `checkpatch.pl --strict` with 0 errors and 0 warnings, and the kernel must build
+#    after each one, warning-free in the files the series touches, with clippy (CLIPPY=1); then
+#    `make rustdoc` must not warn about them either;
+# 2. the driver (drivers/gpu/drm/asahi) is built in, rustfmt- and clippy-clean;
+# 3. QEMU boots it with the built-in KUnit suites (ours, and the kernel crate's doctests, the
+#    series' included); kunit.py parses their KTAP output, and the run fails on any failed or
+#    crashed test, on fewer tests than KUNIT_MIN (the README's figure), and on any report of
+#    lockdep, KFENCE, kmemleak, the page-allocator and VM debug checks, or any oops or WARN.
+#
+# Step 1 runs again only when patches/ changed; the rest is incremental.
 set -euo pipefail
+. "$(dirname "$0")/kernel-env.sh"
 
-src=$(cd "$(dirname "$0")/.." && pwd)
-cache=${UAT_KERNEL_CACHE:-$HOME/.cache/asahi-uat}
-tree=$cache/linux-6.12
-out=$tree/build
-bindgen=${BINDGEN:-$HOME/.cargo/bin/bindgen}
+# The KUnit test count the README states: fewer means tests went missing.
+KUNIT_MIN=${KUNIT_MIN:-$(sed -n 's/.*KUnit: \([0-9]*\) tests.*/\1/p' "$src/README.md" | head -n1)}
+# The configuration: tinyconfig plus what the component, KUnit and the sanitizers need.
+OPTIONS=(ARM64_16K_PAGES RUST PRINTK TTY SERIAL_AMBA_PL011 SERIAL_AMBA_PL011_CONSOLE BINFMT_ELF
+	PROC_FS SYSFS DEVTMPFS BLK_DEV_INITRD ARM_AMBA OF SHMEM DEBUG_FS DRM
+	KUNIT KUNIT_DEFAULT_ENABLED RUST_KERNEL_DOCTESTS DRM_ASAHI_UAT DRM_ASAHI_UAT_KUNIT_TEST
+	DEBUG_KERNEL PROVE_LOCKING DEBUG_ATOMIC_SLEEP KFENCE DEBUG_KMEMLEAK DEBUG_PAGEALLOC
+	DEBUG_PAGEALLOC_ENABLE_DEFAULT DEBUG_VM PANIC_ON_OOPS KALLSYMS)
 start=$(date +%s)
 
-log() { printf 'kernel-check: %s\n' "$*"; }
+install_tools
+fetch_tree
 
-# 1. Tools (Debian packages, bindgen from crates.io), only what is missing.
-pkgs=()
-[ -f /usr/src/linux-source-6.12.tar.xz ] || pkgs+=(linux-source-6.12)
-[ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src ] || pkgs+=(rustc-web rust-web-src)
-[ -x /usr/bin/clippy-driver ] || pkgs+=(rust-web-clippy)
-command -v aarch64-linux-gnu-gcc >/dev/null || pkgs+=(gcc-aarch64-linux-gnu)
-command -v qemu-system-aarch64 >/dev/null || pkgs+=(qemu-system-arm)
-for p in flex bison bc cpio; do command -v $p >/dev/null || pkgs+=($p); done
-for p in libclang-dev libelf-dev libssl-dev; do dpkg -s $p >/dev/null 2>&1 || pkgs+=($p); done
-if [ ${#pkgs[@]} -gt 0 ]; then
-	log "installing ${pkgs[*]}"
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
-fi
-if ! [ -x "$bindgen" ]; then
-	log "installing bindgen-cli 0.71.1"
-	cargo install -q bindgen-cli --version 0.71.1 --locked
-fi
-
-# 2. The kernel tree.
-if ! [ -f "$tree/Makefile" ]; then
-	log "unpacking Linux 6.12 into $tree"
-	mkdir -p "$cache"
-	rm -rf "$cache/linux-source-6.12"
-	tar -C "$cache" -xf /usr/src/linux-source-6.12.tar.xz
-	mv "$cache/linux-source-6.12" "$tree"
-fi
-
-# 3. Overlay: copy files that changed (keeps the build incremental), wire in the directory.
-overlay() {
-	local from=$1 to=$2
-	mkdir -p "$(dirname "$to")"
-	cmp -s "$from" "$to" || cp "$from" "$to"
+wire_kconfig() {
+	local drmk=$tree/drivers/gpu/drm/Kconfig
+	mkdir -p "$tree/drivers/gpu/drm/asahi"
+	cmp -s "$src/drivers/gpu/drm/asahi/Kconfig" "$tree/drivers/gpu/drm/asahi/Kconfig" ||
+		cp "$src/drivers/gpu/drm/asahi/Kconfig" "$tree/drivers/gpu/drm/asahi/Kconfig"
+	grep -q 'drm/asahi/Kconfig' "$drmk" ||
+		sed -i '/source "drivers\/gpu\/drm\/tyr\/Kconfig"/a source "drivers/gpu/drm/asahi/Kconfig"' "$drmk"
 }
-for f in rust/kernel/delay.rs rust/kernel/memremap.rs rust/kernel/owned.rs rust/kernel/page.rs \
-	rust/helpers/page.c rust/bindings/bindings_helper.h; do
-	overlay "$src/$f" "$tree/$f"
-done
-for f in "$src"/drivers/gpu/drm/asahi/*; do
-	overlay "$f" "$tree/drivers/gpu/drm/asahi/$(basename "$f")"
-done
-# Our new kernel-crate modules, where rustfmt's ordering of lib.rs wants them.
-lib=$tree/rust/kernel/lib.rs
-grep -q '^pub mod delay;' "$lib" || sed -i 's/^pub mod device;/pub mod delay;\npub mod device;/' "$lib"
-grep -q '^pub mod memremap;' "$lib" || sed -i 's/^pub mod list;/pub mod list;\npub mod memremap;/' "$lib"
-grep -q '^pub mod owned;' "$lib" || sed -i 's/^pub mod page;/pub mod owned;\npub mod page;/' "$lib"
-# The Kconfig goes inside drivers/gpu/drm/Kconfig's `if DRM` block, after nouveau's.
-drmk=$tree/drivers/gpu/drm/Kconfig
-if ! grep -A1 'drm/nouveau/Kconfig' "$drmk" | grep -q 'drm/asahi/Kconfig'; then
-	sed -i '/drm\/asahi\/Kconfig/d' "$drmk"
-	sed -i '/source "drivers\/gpu\/drm\/nouveau\/Kconfig"/a source "drivers/gpu/drm/asahi/Kconfig"' "$drmk"
-fi
-grep -q 'DRM_ASAHI_UAT' "$tree/drivers/gpu/drm/Makefile" ||
-	echo 'obj-$(CONFIG_DRM_ASAHI_UAT) += asahi/' >>"$tree/drivers/gpu/drm/Makefile"
-
-# 4. Configure once, build incrementally.
-K=(-C "$tree" O="$out" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- RUSTC=/usr/bin/rustc
-	BINDGEN="$bindgen")
-if ! grep -q '^CONFIG_DRM_ASAHI_UAT_SELFTEST=y' "$out/.config" 2>/dev/null ||
-	! grep -q '^CONFIG_DRM=y' "$out/.config"; then
-	log "configuring (tinyconfig + Rust, 16K pages, console, DRM, UAT self-tests)"
+drm_make=$tree/drivers/gpu/drm/Makefile
+wire_driver() {
+	grep -q 'CONFIG_DRM_ASAHI_UAT' "$drm_make" ||
+		sed -i '/^obj-$(CONFIG_DRM_TYR)/a obj-$(CONFIG_DRM_ASAHI_UAT) += asahi/' "$drm_make"
+}
+unwire_driver() {
+	sed -i '/CONFIG_DRM_ASAHI_UAT/d' "$drm_make"
+}
+configure() {
+	local o missing=0
+	for o in "${OPTIONS[@]}"; do
+		grep -q "^CONFIG_$o=y" "$out/.config" 2>/dev/null || missing=1
+	done
+	[ $missing = 0 ] && return
+	log "configuring: tinyconfig + ${OPTIONS[*]}"
+	make -s "${K[@]}" rustavailable # Rust must be available before configuring, or RUST drops out
 	make -s "${K[@]}" tinyconfig
-	"$tree/scripts/config" --file "$out/.config" -e ARM64_16K_PAGES -d ARM64_4K_PAGES -e RUST \
-		-e PRINTK -e TTY -e SERIAL_AMBA_PL011 -e SERIAL_AMBA_PL011_CONSOLE -e BINFMT_ELF \
-		-e PROC_FS -e ARM_AMBA -e OF -e DRM -e DRM_ASAHI_UAT -e DRM_ASAHI_UAT_SELFTEST
+	"$tree/scripts/config" --file "$out/.config" -d ARM64_4K_PAGES \
+		$(printf -- '-e %s ' "${OPTIONS[@]}")
 	make -s "${K[@]}" olddefconfig
-	make -s "${K[@]}" rustavailable
-	grep -q '^CONFIG_DRM_ASAHI_UAT_SELFTEST=y' "$out/.config" && grep -q '^CONFIG_DRM=y' "$out/.config" ||
-		{ log "the UAT options did not stick in .config"; exit 1; }
+	for o in "${OPTIONS[@]}"; do
+		grep -q "^CONFIG_$o=y" "$out/.config" || { log "CONFIG_$o did not stick"; exit 1; }
+	done
+}
+# Builds the kernel with clippy; fails on any warning or error that names one of the files
+# given (a pristine 7.3 has warnings of its own, which are not ours to fix).
+build_clean() {
+	local blog=$cache/build.log f bad=0
+	if ! make -s -j"$(nproc)" "${K[@]}" CLIPPY=1 Image >"$blog" 2>&1; then
+		cat "$blog"
+		log "build failed"
+		exit 1
+	fi
+	for f in "$@"; do
+		if grep -q -- "$f" "$blog"; then
+			bad=1
+		fi
+	done
+	if [ $bad = 1 ]; then
+		cat "$blog"
+		log "warnings in our files: $*"
+		exit 1
+	fi
+}
+
+# 1. The series, on pristine 7.3.
+stamp=$(cat $(series_patches) | sha256sum | cut -c1-16)
+if [ "$(cat "$cache/series.stamp" 2>/dev/null)" != "$stamp" ]; then
+	log "applying patches/ to pristine Linux 7.3: checkpatch --strict, then a build, after each"
+	git -C "$tree" am --abort >/dev/null 2>&1 || true
+	git -C "$tree" reset -q --hard pristine
+	wire_kconfig
+	unwire_driver
+	configure
+	for p in $(series_patches); do
+		name=$(basename "$p")
+		cp=$( (cd "$tree" && perl scripts/checkpatch.pl --strict --color=never "$p") 2>&1 || true)
+		if ! grep -q '^total: 0 errors, 0 warnings' <<<"$cp"; then
+			printf '%s\n' "$cp"
+			log "$name: checkpatch --strict is not clean"
+			exit 1
+		fi
+		log "$name: $(grep '^total:' <<<"$cp")"
+		GIT_COMMITTER_NAME=kernel-check GIT_COMMITTER_EMAIL=kernel-check@localhost \
+			git -C "$tree" am -q "$p"
+		build_clean $(git -C "$tree" diff --name-only HEAD~1 HEAD)
+		log "$name: builds with CLIPPY=1, no warning in its files"
+	done
+	touched=$(git -C "$tree" diff --name-only pristine HEAD)
+	rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check \
+		$(for f in $touched; do case $f in *.rs) echo "$tree/$f" ;; esac; done)
+	make -s "${K[@]}" rustdoc >"$cache/rustdoc.log" 2>&1 || { cat "$cache/rustdoc.log"; exit 1; }
+	for f in $touched; do
+		if grep -q -- "$f" "$cache/rustdoc.log"; then
+			cat "$cache/rustdoc.log"
+			log "make rustdoc warns about $f"
+			exit 1
+		fi
+	done
+	log "series: rustfmt clean, make rustdoc clean in its files"
+	echo "$stamp" >"$cache/series.stamp"
 fi
-log "building"
-make -s -j"$(nproc)" "${K[@]}" Image
-# The kernel's own Rust checks on our files: rustfmt and a clippy build of the module.
-make -s "${K[@]}" rustfmtcheck
-rm -f "$out/drivers/gpu/drm/asahi/asahi_uat.o"
-make -s -j"$(nproc)" "${K[@]}" CLIPPY=1 CLIPPY_DRIVER=/usr/bin/clippy-driver drivers/gpu/drm/asahi/asahi_uat.o 2>&1 | tee "$cache/clippy.log"
-if grep -q 'warning\|error' "$cache/clippy.log"; then
-	log "clippy reported problems"
-	exit 1
-fi
-make -s -j"$(nproc)" "${K[@]}" Image
+
+# 2. The driver: copy the files that changed (keeps the build incremental), wire it in, build.
+wire_kconfig
+configure
+for f in "$src"/drivers/gpu/drm/asahi/*; do
+	t=$tree/drivers/gpu/drm/asahi/${f##*/}
+	cmp -s "$f" "$t" || cp "$f" "$t"
+done
+for f in "$tree"/drivers/gpu/drm/asahi/*; do
+	[ -e "$src/drivers/gpu/drm/asahi/${f##*/}" ] || rm -f "$f"
+done
+wire_driver
+rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check "$tree"/drivers/gpu/drm/asahi/*.rs
+log "building the kernel with the driver (CLIPPY=1)"
+build_clean drivers/gpu/drm/asahi
 built=$(date +%s)
 
-# 5. Boot and read the summary. `mem=496M` of the 512 MiB leaves 0x5f000000.. out of System RAM:
-# the self-tests use it as the reserved-memory carve-out (see asahi_uat.rs).
+# 3. Boot QEMU's virt machine with the carve-out of dt-bindings/examples/qemu-virt-uat.dtsi and
+#    an initramfs whose /init (tools/qemu/init.c) runs the kmemleak scan, then powers off.
+q=(qemu-system-aarch64 -M virt -cpu max -m 512 -nographic)
+boot=$cache/boot
+mkdir -p "$boot"
+[ -f "$boot/virt.dts" ] || {
+	"${q[@]}" -machine dumpdtb="$boot/virt.dtb" >/dev/null 2>&1
+	dtc -q -I dtb -O dts -o "$boot/virt.dts" "$boot/virt.dtb"
+}
+cat "$boot/virt.dts" "$src/dt-bindings/examples/qemu-virt-uat.dtsi" >"$boot/board.dts"
+dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
+aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -o "$boot/init" "$src/tools/qemu/init.c"
+[ -x "$out/usr/gen_init_cpio" ] || make -s "${K[@]}" usr/gen_init_cpio
+cat >"$boot/initramfs.list" <<LIST
+dir /dev 0755 0 0
+nod /dev/console 0600 0 0 c 5 1
+dir /proc 0755 0 0
+file /init $boot/init 0755 0 0
+LIST
+"$out/usr/gen_init_cpio" "$boot/initramfs.list" >"$boot/initramfs.cpio"
 log "booting in QEMU"
 console=$cache/console.log
-timeout 120 qemu-system-aarch64 -M virt -cpu max -m 512 -kernel "$out/arch/arm64/boot/Image" \
-	-nographic -append "console=ttyAMA0 panic=-1 mem=496M" -no-reboot </dev/null >"$console" 2>&1 || true
-grep 'asahi_uat' "$console" || true
-summary=$(grep -o 'asahi_uat: [0-9]* passed, [0-9]* failed' "$console" | tail -n1 || true)
-if [ -z "$summary" ]; then
-	log "no self-test summary on the console (see $console)"
-	exit 1
+timeout 600 "${q[@]}" -kernel "$out/arch/arm64/boot/Image" -dtb "$boot/board.dtb" \
+	-initrd "$boot/initramfs.cpio" -append "console=ttyAMA0 panic=-1 kfence.sample_interval=1" \
+	-no-reboot </dev/null >"$console" 2>&1 || true
+booted=$(date +%s)
+
+fail=0
+grep -E 'asahi_uat|# (Totals|asahi)' "$console" | grep -v '^\s*ok ' || true
+# (kunit.py changes to the tree's root: absolute paths.)
+kunit=$(python3 "$tree/tools/testing/kunit/kunit.py" parse --json="$cache/kunit.json" \
+	"$console" 2>&1) || fail=1
+summary=$(grep -E 'Testing complete|Ran [0-9]+ tests' <<<"$kunit" | tail -n1 |
+	sed 's/\x1b\[[0-9;]*m//g; s/^\[[0-9:]*\] //') || true
+if [ $fail = 1 ] || [ -z "$summary" ]; then
+	printf '%s\n' "$kunit" | grep -E 'FAILED|CRASHED|ERROR|\[FAILED\]|error' || true
+	log "KUnit: failures, crashes or no results (see $console)"
+	fail=1
 fi
-log "build $((built - start)) s, boot $(($(date +%s) - built)) s"
-case "$summary" in
-*" 0 failed") log "$summary" ;;
-*) log "FAILED: $summary"; exit 1 ;;
-esac
+total=$(sed -n 's/.*Ran \([0-9]*\) tests.*/\1/p' <<<"$summary") || true
+log "KUnit: $summary"
+ours=$(python3 - "$cache/kunit.json" <<'PY'
+# Our suites, and the doctests of the files the series touches, with their pass counts.
+import json, sys
+counts = {}
+def walk(group):
+    for sub in group.get("sub_groups") or []:
+        walk(sub)
+    for case in group.get("test_cases") or []:
+        name = group["name"]
+        if name == "rust_doctests_kernel":
+            for f in ("page_rs", "io_mem_rs"):
+                if f"_kernel_{f}_" in case["name"]:
+                    name = f"rust_doctests_kernel ({f.replace('_rs', '.rs')})"
+        n, p = counts.get(name, (0, 0))
+        counts[name] = (n + 1, p + (case["status"] == "PASS"))
+walk(json.load(open(sys.argv[1])))
+for name, (n, p) in sorted(counts.items()):
+    if name.startswith("asahi_uat") or "(" in name:
+        print(f"{name}: {p}/{n} passed")
+PY
+) || true
+printf '%s\n' "$ours" | while read -r line; do log "KUnit suite $line"; done
+if [ -n "$KUNIT_MIN" ] && { [ -z "$total" ] || [ "$total" -lt "$KUNIT_MIN" ]; }; then
+	log "KUnit ran ${total:-no} tests, the README states $KUNIT_MIN"
+	fail=1
+fi
+# The sanitizers and debug checks report on the console; first make sure they were there.
+for banner in 'Lock dependency validator' 'kfence: initialized' 'kmemleak: Kernel memory leak detector initialized'; do
+	grep -q "$banner" "$console" || { log "not on the console: $banner"; fail=1; }
+done
+reports='BUG:|WARNING:|Oops|Unable to handle|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU|sleeping function called from invalid context|KFENCE:|unreferenced object|kmemleak: [0-9]+ new suspected|page_owner|Bad page|list_add corruption|list_del corruption|refcount_t:'
+if grep -E "$reports" "$console"; then
+	log "the kernel reported problems (see $console)"
+	fail=1
+else
+	log "sanitizers: lockdep, DEBUG_ATOMIC_SLEEP, KFENCE, kmemleak, DEBUG_PAGEALLOC, DEBUG_VM: 0 reports"
+fi
+grep -q 'init: kmemleak report end' "$console" || { log "no kmemleak scan ran"; fail=1; }
+log "build $((built - start)) s, boot and tests $((booted - built)) s"
+[ $fail = 0 ] || exit 1
+log "OK"

@@ -76,10 +76,18 @@ fn borrow_refuses_reserved_memory_holes_and_mmio() {
         // SAFETY: Refused (PageReserved, as in the kernel): nothing is borrowed.
         assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
     }
-    assert!(sim::is_ram(reserved), "reserved memory is still RAM for devices");
+    assert!(
+        sim::is_ram(reserved),
+        "reserved memory is still RAM for devices"
+    );
     // SAFETY: Nothing uses the region.
     unsafe { sim::unreserve_region(reserved, 3 * PAGE_SIZE as u64) };
-    for pa in [sim::HOLE.0, sim::MMIO_ADDR, 0, u64::MAX & !(PAGE_SIZE as u64 - 1)] {
+    for pa in [
+        sim::HOLE.0,
+        sim::MMIO_ADDR,
+        0,
+        u64::MAX & !(PAGE_SIZE as u64 - 1),
+    ] {
         // SAFETY: Refused (no memory there): nothing is borrowed.
         assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
     }
@@ -88,7 +96,10 @@ fn borrow_refuses_reserved_memory_holes_and_mmio() {
 #[test]
 fn kvec_insert_and_remove_within_capacity() {
     let mut v: KVec<u32> = KVec::new();
-    assert!(v.insert_within_capacity(0, 1).is_err(), "no room: no allocation");
+    assert!(
+        v.insert_within_capacity(0, 1).is_err(),
+        "no room: no allocation"
+    );
     v.reserve(3, GFP_KERNEL).unwrap();
     v.insert_within_capacity(0, 3).unwrap();
     v.insert_within_capacity(0, 1).unwrap();

@@ -169,7 +169,8 @@ pub struct Firmware {
 impl Firmware {
     /// Starts the firmware on the handoff region at `handoff`.
     pub fn start(handoff: u64, knobs: FwKnobs) -> Firmware {
-        let map = MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine).expect("handoff is RAM");
+        let map =
+            MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine).expect("handoff is RAM");
         let regs = Regs { map };
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(FwLog::default()));

@@ -74,7 +74,12 @@ impl Page {
     fn index(&self) -> usize {
         let ram = sim::ram();
         // SAFETY: By the type invariant, `self.page` lies in the memory map.
-        (unsafe { self.page.as_ptr().cast_const().offset_from(ram.memmap.as_ptr()) }) as usize
+        (unsafe {
+            self.page
+                .as_ptr()
+                .cast_const()
+                .offset_from(ram.memmap.as_ptr())
+        }) as usize
     }
 
     #[inline]

@@ -204,8 +204,9 @@ pub fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
     // Sections only to carry the extended segment count.
     put_u16(b, if xnum { SHDR_SIZE as u16 } else { 0 })?; // e_shentsize
     put_u16(b, if xnum { 2 } else { 0 })?; // e_shnum
-    put_u16(b, xnum as u16)?; // e_shstrndx
-                              // Program headers: the note, then the loads.
+    put_u16(b, u16::from(xnum))?; // e_shstrndx
+
+    // Program headers: the note, then the loads.
     put_phdr(
         b,
         PT_NOTE,

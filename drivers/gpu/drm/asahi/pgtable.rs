@@ -26,8 +26,8 @@ use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
 use crate::page_list::PageList;
-use crate::region::Region;
 use crate::pte::{pa_aligned, table_desc, Desc, Oas, Prot, PteTemplate};
+use crate::region::Region;
 use crate::tlb::{FreedTables, Gather};
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::io::PhysAddr;

@@ -2,8 +2,8 @@
 
 //! Built-in self-tests of the UAT page tables.
 //!
-//! The same cases run in the kernel (at module init, with `CONFIG_DRM_ASAHI_UAT_SELFTEST`, on the
-//! real page allocator) and on the host (under the simulated RAM's leak and fault accounting).
+//! The same cases run in the kernel (as KUnit tests, with `CONFIG_DRM_ASAHI_UAT_KUNIT_TEST`, on
+//! the real page allocator) and on the host (under the simulated RAM's leak and fault accounting).
 //! Each case returns the first check that failed, with its line.
 
 use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
@@ -479,8 +479,13 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
 }
 
 fn borrowed_pages(env: &Env) -> CaseResult {
-    // SAFETY: Only checks that an MMIO address is refused; nothing is borrowed.
+    // SAFETY: Only checks that MMIO is refused; nothing is borrowed.
     check!(unsafe { Page::borrow_phys(env.non_ram) }.is_none());
+    // The carve-out has `struct page`s, but reserved memory is not the page allocator's.
+    // SAFETY: As above.
+    check!(unsafe { Page::borrow_phys(env.carveout) }.is_none());
+    // SAFETY: As above.
+    check!(unsafe { Page::borrow_phys(env.carveout + CARVEOUT_SIZE - PG) }.is_none());
     // Data pages mapped by physical address come back as the very same pages.
     let mut pt = ok!(PageTable::new(user_cfg()));
     let a = ok!(Page::alloc_page(GFP_KERNEL | __GFP_ZERO));
@@ -608,24 +613,3 @@ pub const CASES: &[Case] = &[
         run: borrowed_top_table,
     },
 ];
-
-/// Runs every case (page tables, the UAT's contexts, VM_BIND) and prints `N passed, M failed`, then
-/// the failing cases; returns the counts.
-pub fn run_all(env: &Env) -> (usize, usize) {
-    let mut failed = 0;
-    let suites = [
-        CASES,
-        crate::selftest_uat::CASES,
-        crate::selftest_bind::CASES,
-    ];
-    let all = suites.into_iter().flatten();
-    for case in all.clone() {
-        if let Err(what) = (case.run)(env) {
-            pr_err!("selftest {} FAILED: {}\n", case.name, what);
-            failed += 1;
-        }
-    }
-    let passed = all.count() - failed;
-    pr_info!("{} passed, {} failed\n", passed, failed);
-    (passed, failed)
-}

@@ -43,13 +43,13 @@ pub enum Tlbi {
 impl Tlbi {
     /// The page operand for `va` in `asid`.
     pub fn va(asid: u16, va: u64) -> Tlbi {
-        Tlbi::Va(((asid as u64) << 48) | ((va >> 12) & ((1 << VA_BITS) - 1)))
+        Tlbi::Va((u64::from(asid) << 48) | ((va >> 12) & ((1 << VA_BITS) - 1)))
     }
 
     /// The range operand for `(num + 1) << (5 * scale + 1)` pages from `va`.
     pub fn range(asid: u16, va: u64, scale: u64, num: u64) -> Tlbi {
         Tlbi::Range(
-            ((asid as u64) << 48)
+            (u64::from(asid) << 48)
                 | (TG_16K << 46)
                 | ((scale & 3) << 44)
                 | ((num & 31) << 39)
@@ -59,7 +59,7 @@ impl Tlbi {
 
     /// The ASID operand.
     pub fn asid(asid: u16) -> Tlbi {
-        Tlbi::Asid((asid as u64) << 48)
+        Tlbi::Asid(u64::from(asid) << 48)
     }
 
     /// Pages covered by a range operand's SCALE and NUM.

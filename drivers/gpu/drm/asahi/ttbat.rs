@@ -24,7 +24,7 @@ const TTB_BASE_MASK: u64 = ((1 << 48) - 1) & !TTB_VALID;
 
 /// A TTB word: table base, valid, ASID in bits 63:48.
 pub fn ttb_word(table: PhysAddr, asid: u16) -> u64 {
-    (table & TTB_BASE_MASK) | TTB_VALID | ((asid as u64) << 48)
+    (table & TTB_BASE_MASK) | TTB_VALID | (u64::from(asid) << 48)
 }
 
 /// One TTBAT entry.
