@@ -66,10 +66,10 @@ fn main() {
     // The operations, all parsed before anything runs.
     let (ops, expect, phases, name) = match &a.trace {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let bytes =
+                std::fs::read(path).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+            let ops = trace::parse_bytes(&bytes)
                 .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
-            let ops =
-                trace::parse(&text).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
             (ops, None, Vec::new(), path.display().to_string())
         }
         None => {

@@ -77,10 +77,10 @@ fn random_traces_match_the_model() {
 fn malformed_lines_are_reported_with_their_number() {
     let cases = [
         ("{\"op\":\"vm_create\",\"vm\":1}\n{\"op\":\"bnid\",\"vm\":1}\n", 2, "unknown op"),
-        ("# c\n\n{\"op\":\"gem_create\",\"bo\":1}\n", 3, "missing \"size\""),
+        ("# c\n\n{\"op\":\"gem_create\",\"bo\":1}\n", 3, "missing field `size`"),
         ("{\"op\":\"gem_create\",\"bo\":1,\"size\":\"0xzz\"}\n", 1, "not a number"),
         ("{\"op\":\"bind\",\"vm\":1,\"bo\":1,\"offset\":0,\"range\":1,\"addr\":0,\"flags\":[\"RAED\"]}\n", 1, "unknown flag"),
-        ("{\"op\":\"vm_create\",\"vm\":1,\"extra\":2}\n", 1, "unexpected field"),
+        ("{\"op\":\"vm_create\",\"vm\":1,\"extra\":2}\n", 1, "unknown field `extra`"),
         ("{\"op\":\"gpu_write\",\"vm\":1,\"addr\":0,\"data\":\"abc\"}\n", 1, "even number"),
         ("not json\n", 1, "not JSON"),
     ];
@@ -105,7 +105,10 @@ fn malformed_lines_are_reported_with_their_number() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("trace line 2: missing \"vm\""), "{err}");
+    assert!(
+        err.contains("trace line 2: column 18: missing field `vm`"),
+        "{err}"
+    );
     assert!(!dir.join("out").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
