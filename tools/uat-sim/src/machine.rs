@@ -3,7 +3,7 @@
 //! The simulated machine: a SoC booted from a device tree, the driver's VM_BIND layer on it,
 //! and the replay of trace operations with their results.
 
-use crate::fdt::{self, Node};
+use crate::fdt::{self, NodeId};
 use crate::trace::Op;
 use agx_soc::firmware::FwKnobs;
 use agx_soc::{SimGpuvm, Soc};
@@ -41,19 +41,30 @@ pub struct DtInfo {
 
 /// Finds the GPU node and its regions by name, as the driver does.
 pub fn dt_info(dtb: &[u8]) -> Result<DtInfo, String> {
-    let root = fdt::parse(dtb).map_err(|e| e.to_string())?;
-    let is_gpu = |n: &Node| {
-        n.strings("compatible")
+    let tree = fdt::parse(dtb).map_err(|e| e.to_string())?;
+    let is_gpu = |n: NodeId| {
+        tree.strings(n, "compatible")
             .is_some_and(|c| c.iter().any(|s| s.starts_with("apple,agx-g1")))
     };
-    let (gpu, _) = root.find(&is_gpu).ok_or("no apple,agx GPU node")?;
-    let compatible = gpu.strings("compatible").unwrap_or_default().remove(0);
-    let generation = match &compatible[..compatible.len().min(14)] {
-        "apple,agx-g13g" | "apple,agx-g13s" | "apple,agx-g13c" | "apple,agx-g13d" => "G13",
-        "apple,agx-g14g" | "apple,agx-g14s" | "apple,agx-g14c" | "apple,agx-g14d" => "G14",
-        _ => return Err(format!("unsupported GPU {compatible}")),
+    let gpu = tree.find(is_gpu).ok_or("no apple,agx GPU node")?;
+    let gpath = tree.path(gpu);
+    let compatible = tree
+        .strings(gpu, "compatible")
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // By bytes: the string may hold multi-byte characters (or U+FFFD for invalid UTF-8).
+    let generation = match compatible.as_bytes().get(..14) {
+        Some(b"apple,agx-g13g" | b"apple,agx-g13s" | b"apple,agx-g13c" | b"apple,agx-g13d") => {
+            "G13"
+        }
+        Some(b"apple,agx-g14g" | b"apple,agx-g14s" | b"apple,agx-g14c" | b"apple,agx-g14d") => {
+            "G14"
+        }
+        _ => return Err(format!("{gpath}: unsupported GPU {compatible:?}")),
     };
-    let soc = root.strings("compatible").unwrap_or_default();
+    let soc = tree.strings(tree.root(), "compatible").unwrap_or_default();
     let oas = if soc.iter().any(|c| c == "apple,t8103" || c == "apple,t8112") {
         40
     } else if soc.iter().any(|c| c.starts_with("apple,t60")) {
@@ -61,35 +72,48 @@ pub fn dt_info(dtb: &[u8]) -> Result<DtInfo, String> {
     } else {
         return Err(format!("unknown SoC {soc:?}"));
     };
-    let phandles = gpu
-        .cells("memory-region")
-        .ok_or("GPU node has no memory-region")?;
-    let names = gpu
-        .strings("memory-region-names")
-        .ok_or("GPU node has no memory-region-names")?;
+    let e = |e: fdt::FdtError| e.to_string();
+    let phandles = tree
+        .cells(gpu, "memory-region")
+        .map_err(e)?
+        .ok_or_else(|| format!("{gpath}: no memory-region"))?;
+    let names = tree
+        .strings(gpu, "memory-region-names")
+        .ok_or_else(|| format!("{gpath}: no memory-region-names"))?;
     let region = |name: &str| -> Result<RegionDesc, String> {
         let i = names
             .iter()
             .position(|n| n == name)
-            .ok_or_else(|| format!("no memory region named {name}"))?;
+            .ok_or_else(|| format!("{gpath}: no memory region named {name}"))?;
         let ph = *phandles
             .get(i)
-            .ok_or("memory-region is shorter than its names")?;
-        let (node, parent) = root
+            .ok_or_else(|| format!("{gpath}: memory-region is shorter than its names"))?;
+        let node = tree
             .by_phandle(ph)
             .ok_or_else(|| format!("memory region {name}: phandle {ph} not found"))?;
-        let reg = node
-            .reg(parent)
-            .ok_or_else(|| format!("memory region {name}: bad reg"))?;
-        let &(phys, size) = reg
-            .first()
-            .ok_or_else(|| format!("memory region {name}: empty reg"))?;
+        let reg = tree
+            .reg(node)
+            .map_err(|e| format!("memory region {name}: {e}"))?;
+        let (phys, size) = reg[0];
+        if size == 0 || phys.checked_add(size - 1).is_none() {
+            return Err(format!(
+                "memory region {name}: {phys:#x}+{size:#x} is empty or wraps"
+            ));
+        }
         Ok(RegionDesc { phys, size })
     };
-    let memory = root
-        .find(&|n: &Node| n.prop("device_type") == Some(b"memory\0"))
-        .and_then(|(n, p)| n.reg(p))
+    let mem_node = tree
+        .find(|n| tree.prop(n, "device_type") == Some(b"memory\0"))
         .ok_or("no memory node")?;
+    let memory = tree.reg(mem_node).map_err(e)?;
+    for &(base, size) in &memory {
+        if size == 0 || base.checked_add(size - 1).is_none() {
+            return Err(format!(
+                "{}: bank {base:#x}+{size:#x} is empty or wraps past 2^64",
+                tree.path(mem_node)
+            ));
+        }
+    }
     Ok(DtInfo {
         compatible,
         generation,
