@@ -76,7 +76,7 @@ fn emit(n: &Node, st: &mut Vec<u8>, strings: &mut Vec<u8>) {
     st.extend(1u32.to_be_bytes());
     st.extend(n.name.as_bytes());
     st.push(0);
-    while st.len() % 4 != 0 {
+    while !st.len().is_multiple_of(4) {
         st.push(0);
     }
     for (name, v) in &n.props {
@@ -85,7 +85,7 @@ fn emit(n: &Node, st: &mut Vec<u8>, strings: &mut Vec<u8>) {
         st.extend((v.len() as u32).to_be_bytes());
         st.extend((off as u32).to_be_bytes());
         st.extend(v);
-        while st.len() % 4 != 0 {
+        while !st.len().is_multiple_of(4) {
             st.push(0);
         }
     }
