@@ -136,6 +136,11 @@ pub struct RunStats {
     pub peak_pages_mapped: u64,
     /// Highest number of table pages at once.
     pub peak_tables: u64,
+    /// Pages mapped in user VMs now (kept up to date op by op: [`Machine::pages_mapped`]
+    /// recounts them).
+    pub pages_mapped: u64,
+    /// Table pages now (likewise, [`Machine::tables`]).
+    pub tables: u64,
 }
 
 /// The machine.
@@ -201,7 +206,7 @@ impl Machine {
                 .map_err(|e| format!("firmware object: {e:?}"))?;
             fw_bufs.push(b);
         }
-        Ok(Machine {
+        let mut m = Machine {
             fw_bufs,
             gpuvm,
             soc,
@@ -210,7 +215,10 @@ impl Machine {
             bos: BTreeMap::new(),
             names: BTreeMap::new(),
             stats: RunStats::default(),
-        })
+        };
+        m.stats.tables = m.tables();
+        m.stats.peak_tables = m.stats.tables;
+        Ok(m)
     }
 
     fn vm(&self, name: u64) -> Result<VmId, Error> {
@@ -220,7 +228,8 @@ impl Machine {
             .ok_or(kernel::error::code::ENOENT)
     }
 
-    /// Pages mapped in user VMs now.
+    /// Pages mapped in user VMs now, counted over every VM and mapping (the running count is
+    /// `stats.pages_mapped`).
     pub fn pages_mapped(&self) -> u64 {
         self.gpuvm
             .vm_ids()
@@ -229,7 +238,8 @@ impl Machine {
             .sum()
     }
 
-    /// Table pages now (user VMs and the kernel VM).
+    /// Table pages now (user VMs and the kernel VM), counted over every VM (the running count
+    /// is `stats.tables`).
     pub fn tables(&self) -> u64 {
         let uat = self.gpuvm.uat();
         let (lo, hi) = uat.kernel_tables();
@@ -252,18 +262,69 @@ impl Machine {
         Ok(())
     }
 
-    /// Replays one operation; returns its result line.
+    /// The VM an operation may change the pages or tables of, and the VA range it may change
+    /// (the whole VM for a destroy).
+    fn touched(&self, op: &Op) -> Option<(VmId, u64, u64)> {
+        let (vm, start, end) = match *op {
+            Op::Bind {
+                vm, addr, range, ..
+            }
+            | Op::Unbind { vm, addr, range } => (vm, addr, addr.saturating_add(range)),
+            Op::VmDestroy { vm } => (vm, 0, u64::MAX),
+            _ => return None,
+        };
+        Some((*self.vms.get(&vm)?, start, end))
+    }
+
+    /// Pages of VM `id` mapped in `[start, end)`, from its sorted mapping list: O(log n) plus
+    /// the mappings in the range.
+    fn pages_in(&self, id: VmId, start: u64, end: u64) -> u64 {
+        let Ok(m) = self.gpuvm.mappings(id) else {
+            return 0;
+        };
+        let first = m.partition_point(|m| m.va.saturating_add(m.range) <= start);
+        m[first..]
+            .iter()
+            .take_while(|m| m.va < end)
+            .map(|m| (m.va.saturating_add(m.range).min(end) - m.va.max(start)) >> 14)
+            .sum()
+    }
+
+    /// Table pages of user VM `id` (its top-level table included).
+    fn vm_tables(&self, id: VmId) -> u64 {
+        self.gpuvm
+            .uat()
+            .vm_table(id)
+            .map_or(0, |pt| pt.table_pages() as u64 + 1)
+    }
+
+    /// Replays one operation; returns its result line. The statistics are updated from what the
+    /// operation can change alone (one VM, one range), in time independent of the number of
+    /// VMs and mappings.
     pub fn execute(&mut self, op: &Op) -> Value {
+        let touched = self.touched(op);
+        let before = touched.map(|(id, s, e)| (self.pages_in(id, s, e), self.vm_tables(id)));
         let r = self.execute_inner(op);
         self.stats.ops += 1;
         if r.get("err").is_some() {
             self.stats.errors += 1;
         }
-        // Only binds and new VMs add pages or tables: the peaks are looked at after them alone.
-        if matches!(op, Op::Bind { .. } | Op::VmCreate { .. }) {
-            self.stats.peak_pages_mapped = self.stats.peak_pages_mapped.max(self.pages_mapped());
-            self.stats.peak_tables = self.stats.peak_tables.max(self.tables());
+        if let (Some((id, s, e)), Some((pages, tables))) = (touched, before) {
+            // A destroyed VM has neither mappings nor tables any more: both count as 0.
+            let (p, t) = (self.pages_in(id, s, e), self.vm_tables(id));
+            let st = &mut self.stats;
+            st.pages_mapped = (st.pages_mapped + p).saturating_sub(pages);
+            st.tables = (st.tables + t).saturating_sub(tables);
         }
+        if let Op::VmCreate { vm } = *op {
+            if r.get("ok").is_some() {
+                let id = self.vms[&vm];
+                self.stats.tables += self.vm_tables(id);
+            }
+        }
+        let st = &mut self.stats;
+        st.peak_pages_mapped = st.peak_pages_mapped.max(st.pages_mapped);
+        st.peak_tables = st.peak_tables.max(st.tables);
         r
     }
 

@@ -6,7 +6,16 @@
 mod common;
 
 use common::{cells, Node};
-use uat_sim::machine::{dt_info, DEFAULT_DTB};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use uat_sim::machine::{dt_info, Machine, DEFAULT_DTB};
+use uat_sim::{replay, workload};
+
+/// The example board's regions are at fixed addresses: one machine at a time per process.
+static ONE_MACHINE: Mutex<()> = Mutex::new(());
+
+const PG: u64 = 1 << 14;
 use uat_sim::trace::{self, Op};
 
 fn board() -> Node {
@@ -204,4 +213,102 @@ fn dt_memory_banks_must_be_non_empty_and_not_wrap() {
         e.contains("memory region pagetables") && e.contains("wraps"),
         "{e}"
     );
+}
+
+#[test]
+fn stdout_closed_early_is_not_a_panic() {
+    // `uat-sim | head -c 1`: the report's first byte is read, then the pipe closes.
+    let dir = std::env::temp_dir().join(format!("uat-hard-pipe-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_uat-sim"))
+        .arg("--out")
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 1];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(!err.contains("panicked"), "{err}");
+    // Nothing lost: every result was still written.
+    let results = std::fs::read_to_string(dir.join("results.jsonl")).unwrap();
+    let g = workload::builtin(0x5eed);
+    assert_eq!(results.lines().count(), g.ops.len());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn running_statistics_equal_a_full_recount() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    for seed in 0..6u64 {
+        let mut g = workload::random(0xc0de + seed, 300);
+        // Destroys (refused while busy, then done) and new VMs too.
+        for vm in 1..=2 {
+            g.vm_destroy(vm);
+            g.complete(vm);
+            g.complete(vm);
+            g.vm_destroy(vm);
+            g.vm_create(vm + 10);
+        }
+        let mut m = Machine::boot(DEFAULT_DTB).unwrap();
+        let (mut peak_pages, mut peak_tables) = (0, m.tables());
+        for (i, (op, _)) in g.ops.iter().enumerate() {
+            m.execute(op);
+            let (pages, tables) = (m.pages_mapped(), m.tables());
+            peak_pages = peak_pages.max(pages);
+            peak_tables = peak_tables.max(tables);
+            assert_eq!(
+                (m.stats.pages_mapped, m.stats.tables),
+                (pages, tables),
+                "seed {seed} op {i} {op:?}"
+            );
+        }
+        assert_eq!(
+            (m.stats.peak_pages_mapped, m.stats.peak_tables),
+            (peak_pages, peak_tables)
+        );
+    }
+}
+
+fn time_ops(ops: &[Op]) -> Duration {
+    let mut m = Machine::boot(DEFAULT_DTB).unwrap();
+    let t = Instant::now();
+    let report = replay(&mut m, ops, None, |_, _| {}, None, false).unwrap();
+    assert!(report.results.is_empty());
+    t.elapsed()
+}
+
+#[test]
+fn thousands_of_vms_and_many_mappings_replay_in_linear_time() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    // 8,000 VMs: each op used to rescan every VM (cubic with the driver's lookups).
+    let mut ops: Vec<Op> = (0..8000).map(|vm| Op::VmCreate { vm }).collect();
+    ops.extend((0..8000).map(|vm| Op::VmDestroy { vm }));
+    let t = time_ops(&ops);
+    assert!(t < Duration::from_secs(20), "8000 VMs: {t:?}");
+    // 60,000 one-page binds in one VM (and their unbinds): each used to rescan every mapping.
+    let n = 60_000u64;
+    let mut ops = vec![
+        Op::VmCreate { vm: 1 },
+        Op::GemCreate { bo: 1, size: PG },
+    ];
+    let bind = |i: u64| Op::Bind {
+        vm: 1,
+        bo: 1,
+        offset: 0,
+        range: PG,
+        addr: 0x100_0000 + 2 * i * PG,
+        flags: asahi::gpuvm::bind_flags::READ,
+    };
+    ops.extend((0..n).map(bind));
+    ops.extend((0..n).map(|i| Op::Unbind {
+        vm: 1,
+        addr: 0x100_0000 + 2 * i * PG,
+        range: PG,
+    }));
+    let t = time_ops(&ops);
+    assert!(t < Duration::from_secs(20), "{n} binds: {t:?}");
 }

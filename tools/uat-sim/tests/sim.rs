@@ -40,7 +40,7 @@ fn golden_traces() {
         let ops = trace::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let want = std::fs::read_to_string(path.with_extension("expected")).unwrap();
         let mut m = Machine::boot(DEFAULT_DTB).unwrap();
-        let report = replay(&mut m, &ops, None, |_, _| {}, None).unwrap();
+        let report = replay(&mut m, &ops, None, |_, _| {}, None, true).unwrap();
         let got: Vec<String> = report.results.iter().map(|r| r.to_string()).collect();
         let want: Vec<&str> = want.lines().collect();
         assert_eq!(got, want, "{}", path.display());
@@ -60,7 +60,7 @@ fn random_traces_match_the_model() {
         let g = workload::random(0x5eed + seed, 300);
         let (ops, expect): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
         let mut m = Machine::boot(DEFAULT_DTB).unwrap();
-        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None).unwrap();
+        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None, true).unwrap();
         if let Some((i, e, got)) = report.mismatches.first() {
             panic!(
                 "seed {seed}: op {i} {}: expected {e:?}, got {got}",
@@ -126,7 +126,7 @@ fn snapshots_decode_to_the_model() {
             (1..=2).map(|vm| (vm, g.mapped_pages(vm))).collect();
         let (ops, expect): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
         let mut m = Machine::boot(DEFAULT_DTB).unwrap();
-        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None).unwrap();
+        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None, true).unwrap();
         assert!(report.mismatches.is_empty());
         let dir = temp_dir(&format!("snap{seed}"));
         snapshot::save(&m, &dir).unwrap();
