@@ -77,7 +77,7 @@ impl fmt::Display for ParseError {
 }
 
 /// A number: a non-negative JSON integer, or a string (`"0x..."` hex or decimal).
-struct Num(u64);
+pub struct Num(pub u64);
 
 impl<'de> Deserialize<'de> for Num {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Num, D::Error> {

@@ -291,10 +291,7 @@ fn thousands_of_vms_and_many_mappings_replay_in_linear_time() {
     assert!(t < Duration::from_secs(20), "8000 VMs: {t:?}");
     // 60,000 one-page binds in one VM (and their unbinds): each used to rescan every mapping.
     let n = 60_000u64;
-    let mut ops = vec![
-        Op::VmCreate { vm: 1 },
-        Op::GemCreate { bo: 1, size: PG },
-    ];
+    let mut ops = vec![Op::VmCreate { vm: 1 }, Op::GemCreate { bo: 1, size: PG }];
     let bind = |i: u64| Op::Bind {
         vm: 1,
         bo: 1,
@@ -311,4 +308,223 @@ fn thousands_of_vms_and_many_mappings_replay_in_linear_time() {
     }));
     let t = time_ops(&ops);
     assert!(t < Duration::from_secs(20), "{n} binds: {t:?}");
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("uat-hard-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn put(img: &mut [u8], off: u64, v: u64) {
+    img[off as usize..off as usize + 8].copy_from_slice(&v.to_le_bytes());
+}
+
+/// Runs uat-dump; (exit code, stdout, stderr).
+fn uat_dump(args: &[&str]) -> (i32, String, String) {
+    let t = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_uat-dump"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "{args:?}: {:?}",
+        t.elapsed()
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+const BASE: u64 = 0x10000;
+
+#[test]
+fn uat_dump_shared_lower_table_is_walked_once() {
+    // 48 KiB: the TTBAT, an L1 table whose 8 entries all point at one table, whose 2048
+    // entries point at itself (as an L2 to an L3, and as leaves). Every slot uses the L1 table.
+    let dir = temp_dir("shared");
+    let mut img = vec![0u8; 0xc000];
+    let (l1, shared) = (BASE + 0x4000, BASE + 0x8000);
+    for slot in 0..64 {
+        put(&mut img, 16 * slot, l1 | 1 | (slot << 48));
+        put(&mut img, 16 * slot + 8, l1 | 1 | (slot << 48));
+    }
+    for i in 0..8 {
+        put(&mut img, l1 - BASE + 8 * i, shared | 3);
+    }
+    for i in 0..2048 {
+        put(&mut img, shared - BASE + 8 * i, shared | 3 | (1 << 10));
+    }
+    let path = dir.join("ram.img");
+    std::fs::write(&path, &img).unwrap();
+    let p = path.to_str().unwrap();
+    for json in [false, true] {
+        let mut args = vec!["--image", p, "--base", "0x10000", "--ttbat", "0x10000"];
+        if json {
+            args.push("--json");
+        }
+        let (code, out, err) = uat_dump(&args);
+        assert_eq!(code, 0, "{err}");
+        // Bounded by the image: one walk of each table, not 128 * 8 * 2048 * 2048 pages.
+        assert!(out.len() < 64 * img.len(), "{} bytes", out.len());
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let halves = v.as_array().unwrap();
+            assert_eq!(halves.len(), 128);
+            let first = &halves[0];
+            assert!(first["same_as"].is_null());
+            assert_eq!(first["runs"].as_array().unwrap().len(), 0);
+            let corrupt = first["corrupt"].as_array().unwrap();
+            // L1[1..8] and the shared table's 2048 entries (as an L2) are reached again.
+            assert_eq!(corrupt.len(), 7 + 2048);
+            assert!(corrupt
+                .iter()
+                .all(|c| c["why"] == "table already reached (shared or a loop)"));
+            assert!(halves[1..]
+                .iter()
+                .all(|h| h["same_as"]["slot"] == 0 && h["same_as"]["half"] == "ttb0"));
+        } else {
+            assert!(
+                out.contains(
+                    "slot 63 ttb1 (ASID 63) table 0x14000: the same tables as slot 0 ttb0"
+                ),
+                "{out}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn uat_dump_refuses_what_it_cannot_read() {
+    let dir = temp_dir("refuse");
+    let img_path = dir.join("ram.img");
+    let p = img_path.to_str().unwrap().to_string();
+    let args = |ttbat: &'static str| -> Vec<String> {
+        ["--image", &p, "--base", "0x10000", "--ttbat", ttbat]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |a: &[String]| uat_dump(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Empty.
+    std::fs::write(&img_path, b"").unwrap();
+    let (code, out, err) = run(&args("0x10000"));
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("empty image"), "{err}");
+    // Truncated before the end of the TTBAT, and a TTBAT outside the image.
+    std::fs::write(&img_path, vec![0u8; 0x200]).unwrap();
+    for ttbat in ["0x10000", "0x8000", "0xffffffffffffffff"] {
+        let (code, _, err) = run(&args(ttbat));
+        assert_eq!(code, 1, "{ttbat}");
+        assert!(
+            err.contains("is not inside the image (0x10000..0x10200)"),
+            "{err}"
+        );
+    }
+    // A directory.
+    let (code, _, err) = uat_dump(&[
+        "--image",
+        dir.to_str().unwrap(),
+        "--base",
+        "0",
+        "--ttbat",
+        "0",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("not a regular file") || err.contains("Is a directory"),
+        "{err}"
+    );
+    // --oas 64 (the address mask would be zero) and 0.
+    std::fs::write(&img_path, vec![0u8; 0x4000]).unwrap();
+    for oas in ["64", "0", "4294967296"] {
+        let mut a = args("0x10000");
+        a.extend(["--oas".to_string(), oas.to_string()]);
+        let (code, _, err) = run(&a);
+        assert_eq!(code, 1, "{oas}: {err}");
+        assert!(err.contains("not supported (32..=48)"), "{err}");
+    }
+    // A snapshot whose description has a malformed or missing field.
+    std::fs::write(&img_path, vec![0u8; 0x4000]).unwrap();
+    for (desc, what) in [
+        (
+            r#"{"ram_base":"0x10000","ttbat":"0xzz"}"#,
+            "\"0xzz\" is not a number at line 1 column 36",
+        ),
+        (
+            r#"{"ram_base":"0x10000","ttbat":1.5}"#,
+            "floating point `1.5`",
+        ),
+        (r#"{"ram_base":"0x10000"}"#, "missing field `ttbat`"),
+        (
+            r#"{"ram_base":"0x10000","ttbat":0,"ttbat":0}"#,
+            "duplicate field `ttbat`",
+        ),
+        (
+            r#"{"ram_base":"0x10000","ttbat":"0x10000","oas":-3}"#,
+            "-3 is negative",
+        ),
+        ("[]", "invalid length 0"),
+        ("", "EOF while parsing"),
+    ] {
+        std::fs::write(dir.join("machine.json"), desc).unwrap();
+        let (code, _, err) = uat_dump(&[dir.to_str().unwrap()]);
+        assert_eq!(code, 1, "{desc}");
+        assert!(
+            err.contains("machine.json: ") && err.contains(what),
+            "{desc}: {err}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn uat_dump_flags_loops_and_pages_outside_ram() {
+    let dir = temp_dir("loops");
+    let mut img = vec![0u8; 0x14000];
+    let (l1, l2, l3) = (BASE + 0x4000, BASE + 0x8000, BASE + 0xc000);
+    put(&mut img, 16, l1 | 1 | (1 << 48)); // slot 1 ttb0
+    put(&mut img, l1 - BASE, l2 | 3); // L1[0] -> L2
+    put(&mut img, l2 - BASE, l3 | 3); // L2[0] -> L3
+    put(&mut img, l2 - BASE + 8, l1 | 3); // L2[1] -> L1: a loop
+    let gpu_rw = (2 << 6) | (1 << 54) | (1 << 10) | (1 << 55) | 3;
+    put(&mut img, l3 - BASE, (BASE + 0x10000) | gpu_rw); // a page in the image
+    put(&mut img, l3 - BASE + 8, 0x80_0000_0000 | gpu_rw); // a page outside it
+    put(&mut img, l3 - BASE + 16, 0x80_0000_0000 | gpu_rw | (1 << 2)); // device: MMIO
+    let path = dir.join("ram.img");
+    std::fs::write(&path, &img).unwrap();
+    let p = path.to_str().unwrap();
+    let (code, out, err) = uat_dump(&[
+        "--image", p, "--base", "0x10000", "--ttbat", "0x10000", "--oas", "42",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("slot 1 ttb0 (ASID 1) table 0x14000: 2 runs, 2 pages"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  0x0000000000000000-0x0000000000004000 -> 0x0000020000 "),
+        "{out}"
+    );
+    assert!(
+        out.contains("  0x0000000000008000-0x000000000000c000 -> 0x8000000000 "),
+        "{out}"
+    );
+    assert!(out.contains("CORRUPT L2 descriptor 0x0000000000014003 at VA 0x0000000002000000 (table 0x18000), not followed: table already reached (shared or a loop)"), "{out}");
+    assert!(out.contains("CORRUPT L3 descriptor 0x00c0008000000483 at VA 0x0000000000004000 (table 0x1c000), not followed: page outside the image"), "{out}");
+    // --ttb alone (no --ttbat) decodes the same table.
+    let (code, out2, err) = uat_dump(&[
+        "--image", p, "--base", "0x10000", "--ttb", "0x14000", "--oas", "42",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out2.contains("slot 0 ttb0 (ASID 0) table 0x14000: 2 runs, 2 pages"),
+        "{out2}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

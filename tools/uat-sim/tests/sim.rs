@@ -135,7 +135,7 @@ fn snapshots_decode_to_the_model() {
                 .unwrap();
         assert_eq!(desc["gpu"], "G13");
         let img = Image::open(&dir.join("ram.img"), kernel::sim::RAM_BASE).unwrap();
-        let halves = dump(&img, m.dt.ttbs.phys, 40, 39);
+        let halves = dump(&img, m.dt.ttbs.phys, 40, 39).unwrap();
         let dummy = (1u64 << 39) - 2 * PG;
         for (vm, pages) in &model {
             let id = m.vms[vm];
