@@ -436,6 +436,20 @@ pub fn to_text(d: &[HalfDump]) -> String {
     String::from_utf8(v).expect("the text form is ASCII")
 }
 
+/// What `uat-dump` reads from a snapshot's `machine.json`: (RAM base, TTBAT, OAS if given).
+/// The other fields are for people; these must be numbers (or `"0x..."` strings), given once.
+pub fn parse_description(text: &[u8]) -> Result<(u64, u64, Option<u64>), String> {
+    use crate::trace::Num;
+    #[derive(serde::Deserialize)]
+    struct Description {
+        ram_base: Num,
+        ttbat: Num,
+        oas: Option<Num>,
+    }
+    let d: Description = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    Ok((d.ram_base.0, d.ttbat.0, d.oas.map(|o| o.0)))
+}
+
 fn hex(v: u64) -> Value {
     Value::String(format!("{v:#x}"))
 }

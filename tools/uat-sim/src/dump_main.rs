@@ -11,11 +11,9 @@
 //! Exit status 0 with the dump (corrupt descriptors are part of it, flagged), 1 with a message
 //! naming what is wrong when the image or the description cannot be used, 2 on bad usage.
 
-use serde::Deserialize;
 use std::io::Write;
 use std::path::PathBuf;
-use uat_sim::dump::{dump, dump_table, write_json, write_text, Image};
-use uat_sim::trace::Num;
+use uat_sim::dump::{dump, dump_table, parse_description, write_json, write_text, Image};
 
 fn usage(why: &str) -> ! {
     let _ = writeln!(
@@ -38,20 +36,10 @@ fn num(opt: &str, s: &str) -> u64 {
     .unwrap_or_else(|_| usage(&format!("{opt}: {s:?} is not a number")))
 }
 
-/// The fields of `machine.json` that `uat-dump` uses (the others are for people).
-#[derive(Deserialize)]
-struct Description {
-    ram_base: Num,
-    ttbat: Num,
-    oas: Option<Num>,
-}
-
 fn description(dir: &std::path::Path) -> Result<(u64, u64, Option<u64>), String> {
     let path = dir.join(uat_sim::snapshot::DESCRIPTION);
     let text = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let d: Description =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok((d.ram_base.0, d.ttbat.0, d.oas.map(|o| o.0)))
+    parse_description(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 fn main() {
