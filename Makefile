@@ -7,7 +7,7 @@ CARGO ?= cargo
 UAT_CASES ?= 4000
 export UAT_CASES
 
-.PHONY: help run test lint bench kernel-check dt-check
+.PHONY: help run test lint bench kernel-check dt-check fuzz
 
 help:
 	@echo "make run           the demonstration / simulator on the simulated SoC"
@@ -15,6 +15,7 @@ help:
 	@echo "make bench         map/unmap benchmark against the naive walk and the store floor"
 	@echo "make kernel-check  build in Linux 6.12 (arm64, 16K pages) and run the self-tests in QEMU"
 	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
+	@echo "make fuzz          short libFuzzer runs (cargo fuzz, nightly) of the tools' parsers from their corpus"
 
 run:
 	$(CARGO) run --release -q -p uat-sim --bin uat-sim
@@ -35,3 +36,6 @@ kernel-check:
 
 dt-check:
 	scripts/dt-check.sh
+
+fuzz:
+	scripts/fuzz-corpus.sh
