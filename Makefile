@@ -7,7 +7,7 @@ CARGO ?= cargo
 UAT_CASES ?= 4000
 export UAT_CASES
 
-.PHONY: help run test lint bench kernel-check patches dt-check
+.PHONY: help run test lint bench kernel-check patches dt-check fuzz
 
 help:
 	@echo "make run           the demonstration / simulator on the simulated SoC"
@@ -16,6 +16,7 @@ help:
 	@echo "make kernel-check  apply patches/ to Linux 7.3, build the driver in, run the KUnit suites in QEMU"
 	@echo "make patches       write the page-API series (branch uat-page-api of the kernel cache) to patches/"
 	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
+	@echo "make fuzz          short libFuzzer runs (cargo fuzz, nightly) of the tools' parsers from their corpus"
 
 run:
 	$(CARGO) run --release -q -p uat-sim --bin uat-sim
@@ -39,3 +40,6 @@ patches:
 
 dt-check:
 	scripts/dt-check.sh
+
+fuzz:
+	scripts/fuzz-corpus.sh

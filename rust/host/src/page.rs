@@ -140,7 +140,7 @@ impl Page {
     /// If this returns a page, the page must stay allocated for the whole of `'a`.
     #[inline]
     pub unsafe fn borrow_phys<'a>(phys: PhysAddr) -> Option<BorrowedPage<'a>> {
-        if phys % PAGE_SIZE as PhysAddr != 0 {
+        if !phys.is_multiple_of(PAGE_SIZE as PhysAddr) {
             return None;
         }
         let ram = sim::ram();

@@ -8,10 +8,15 @@
 //! are reported where they are, never followed.
 
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::fs::File;
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 
 const PG: u64 = 1 << 14;
+
+/// Output address sizes accepted: the UAT's descriptors hold at most 48 address bits.
+pub const OAS_BITS: std::ops::RangeInclusive<u32> = 32..=48;
 
 /// A RAM image: `base` is the physical address of its first byte.
 pub struct Image {
@@ -21,30 +26,50 @@ pub struct Image {
 }
 
 impl Image {
-    /// Opens an image file.
-    pub fn open(path: &std::path::Path, base: u64) -> std::io::Result<Image> {
-        let file = File::open(path)?;
-        let size = file.metadata()?.len();
+    /// Opens an image file: a regular, non-empty file whose end fits in 64-bit addresses.
+    pub fn open(path: &std::path::Path, base: u64) -> Result<Image, String> {
+        let file = File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_file() {
+            return Err(format!("{}: not a regular file", path.display()));
+        }
+        let size = meta.len();
+        if size == 0 {
+            return Err(format!("{}: empty image", path.display()));
+        }
+        if base.checked_add(size - 1).is_none() {
+            return Err(format!(
+                "{}: {size:#x} bytes at base {base:#x} run past 2^64",
+                path.display()
+            ));
+        }
         Ok(Image { file, base, size })
+    }
+
+    /// Whether `[pa, pa + len)` is inside the image.
+    pub fn contains(&self, pa: u64, len: u64) -> bool {
+        pa >= self.base && pa - self.base <= self.size && self.size - (pa - self.base) >= len
     }
 
     /// Reads the table page at `pa` as descriptors, `None` outside the image.
     fn table(&self, pa: u64) -> Option<Vec<u64>> {
-        if pa < self.base || pa - self.base + PG > self.size || !pa.is_multiple_of(PG) {
+        if !self.contains(pa, PG) || !pa.is_multiple_of(PG) {
             return None;
         }
         let mut b = vec![0u8; PG as usize];
         self.file.read_exact_at(&mut b, pa - self.base).ok()?;
         Some(
-            b.chunks(8)
-                .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            b.chunks_exact(8)
+                .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                 .collect(),
         )
     }
 
     /// Reads a 64-bit word.
     pub fn word(&self, pa: u64) -> Option<u64> {
-        if pa < self.base || pa - self.base + 8 > self.size {
+        if !self.contains(pa, 8) {
             return None;
         }
         let mut b = [0u8; 8];
@@ -82,6 +107,8 @@ impl Run {
 /// A descriptor that cannot be followed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Corrupt {
+    /// Why.
+    pub why: &'static str,
     /// Level (1..=3).
     pub level: u32,
     /// VA the descriptor covers.
@@ -105,6 +132,29 @@ pub struct HalfDump {
     pub runs: Vec<Run>,
     /// Corrupt descriptors found.
     pub corrupt: Vec<Corrupt>,
+    /// The same top-level table as this earlier (slot, half): not walked again.
+    pub same_as: Option<(usize, usize)>,
+}
+
+/// Why a descriptor is not followed.
+pub mod why {
+    /// Block (`0b01`) or reserved (`0b10`) encoding.
+    pub const ENCODING: &str = "block or reserved encoding";
+    /// A table outside the image or unaligned.
+    pub const TABLE_OUTSIDE: &str = "table outside the image";
+    /// A table already reached from another descriptor: shared, or a loop.
+    pub const TABLE_REUSED: &str = "table already reached (shared or a loop)";
+    /// A (non-device) page outside the image.
+    pub const PAGE_OUTSIDE: &str = "page outside the image";
+}
+
+/// Where the walk has been: each table page is walked at most once per dump, so the work is
+/// bounded by the image (at most one walk of 2048 descriptors per table page it holds).
+#[derive(Default)]
+struct Seen {
+    /// Table page -> (slot, half) of the top-level table that reached it first, and whether
+    /// it was a top-level table.
+    tables: HashMap<u64, ((usize, usize), bool)>,
 }
 
 fn access(desc: u64) -> (&'static str, &'static str) {
@@ -145,14 +195,32 @@ pub fn describe_attrs(attrs: u64) -> String {
     format!("gpu {gpu} fw {fw} {mem} AP{} {scope}", (attrs >> 6) & 3)
 }
 
-fn walk(img: &Image, oas: u32, ias: u32, table: u64, level: u32, va_base: u64, out: &mut HalfDump) {
-    let Some(t) = img.table(table) else {
+fn oa_mask(oas: u32) -> u64 {
+    ((1u64 << oas) - 1) & !(PG - 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk(
+    img: &Image,
+    oas: u32,
+    ias: u32,
+    table: u64,
+    level: u32,
+    va_base: u64,
+    out: &mut HalfDump,
+    seen: &mut Seen,
+) {
+    let corrupt = |out: &mut HalfDump, why, va, desc, table| {
         out.corrupt.push(Corrupt {
+            why,
             level,
-            va: va_base,
-            desc: table,
+            va,
+            desc,
             table,
-        });
+        })
+    };
+    let Some(t) = img.table(table) else {
+        corrupt(out, why::TABLE_OUTSIDE, va_base, table, table);
         return;
     };
     let shift = 14 + 11 * (3 - level);
@@ -161,28 +229,39 @@ fn walk(img: &Image, oas: u32, ias: u32, table: u64, level: u32, va_base: u64, o
     } else {
         2048
     };
-    let oa_mask = ((1u64 << oas) - 1) & !(PG - 1);
+    let oa_mask = oa_mask(oas);
     for (i, &d) in t.iter().enumerate().take(entries) {
         let va = va_base + ((i as u64) << shift);
         match d & 3 {
             0 => continue,
             3 => {}
             _ => {
-                out.corrupt.push(Corrupt {
-                    level,
-                    va,
-                    desc: d,
-                    table,
-                });
+                corrupt(out, why::ENCODING, va, d, table);
                 continue;
             }
         }
         if level < 3 {
-            walk(img, oas, ias, d & oa_mask, level + 1, va, out);
+            let next = d & oa_mask;
+            if seen
+                .tables
+                .insert(next, ((out.slot, out.half), false))
+                .is_some()
+            {
+                // Reached before, from this table or another: a loop or a shared table.
+                // (Not walked again: its mappings were reported where it was first reached.)
+                corrupt(out, why::TABLE_REUSED, va, d, table);
+                continue;
+            }
+            walk(img, oas, ias, next, level + 1, va, out, seen);
             continue;
         }
         let pa = d & oa_mask;
         let attrs = d & !oa_mask;
+        // Device memory (MMIO) is outside RAM by nature; anything else must be in the image.
+        if (attrs >> 2) & 7 != 1 && !img.contains(pa, PG) {
+            corrupt(out, why::PAGE_OUTSIDE, va, d, table);
+            continue;
+        }
         match out.runs.last_mut() {
             Some(r)
                 if r.va + r.size == va && r.attrs == attrs && !r.repeat && r.pa + r.size == pa =>
@@ -209,66 +288,124 @@ fn walk(img: &Image, oas: u32, ias: u32, table: u64, level: u32, va_base: u64, o
     }
 }
 
-/// Decodes one table: `table` is a top-level table's physical address, walked as the lower
-/// half, or the upper half if `upper` (reported as slot 0).
-pub fn dump_table(img: &Image, table: u64, upper: bool, oas: u32, ias: u32) -> HalfDump {
-    let half = upper as usize;
-    let mut h = HalfDump {
-        slot: 0,
-        half,
-        ttb: table | 1,
-        runs: Vec::new(),
-        corrupt: Vec::new(),
-    };
-    let base = if upper { !((1u64 << ias) - 1) } else { 0 };
-    walk(img, oas, ias, table, 1, base, &mut h);
+fn check_oas(oas: u32) -> Result<(), String> {
+    if OAS_BITS.contains(&oas) {
+        Ok(())
+    } else {
+        Err(format!(
+            "OAS {oas} bits not supported ({}..={})",
+            OAS_BITS.start(),
+            OAS_BITS.end()
+        ))
+    }
+}
+
+fn walk_root(img: &Image, oas: u32, ias: u32, mut h: HalfDump, seen: &mut Seen) -> HalfDump {
+    let table = h.ttb & ((1 << 48) - 1) & !1;
+    let base = if h.half == 0 { 0 } else { !((1u64 << ias) - 1) };
+    match seen.tables.get(&table) {
+        // The same top-level table again (a user slot's ttb1 is the kernel's upper table).
+        Some(&(first, true)) => h.same_as = Some(first),
+        Some(_) => h.corrupt.push(Corrupt {
+            why: why::TABLE_REUSED,
+            level: 1,
+            va: base,
+            desc: h.ttb,
+            table,
+        }),
+        None => {
+            seen.tables.insert(table, ((h.slot, h.half), true));
+            walk(img, oas, ias, table, 1, base, &mut h, seen);
+        }
+    }
     h
 }
 
-/// Decodes every valid half of every TTBAT slot.
-pub fn dump(img: &Image, ttbat: u64, oas: u32, ias: u32) -> Vec<HalfDump> {
+/// Decodes one table: `table` is a top-level table's physical address, walked as the lower
+/// half, or the upper half if `upper` (reported as slot 0).
+pub fn dump_table(
+    img: &Image,
+    table: u64,
+    upper: bool,
+    oas: u32,
+    ias: u32,
+) -> Result<HalfDump, String> {
+    check_oas(oas)?;
+    let h = HalfDump {
+        slot: 0,
+        half: upper as usize,
+        ttb: (table & ((1 << 48) - 1) & !1) | 1,
+        runs: Vec::new(),
+        corrupt: Vec::new(),
+        same_as: None,
+    };
+    Ok(walk_root(img, oas, ias, h, &mut Seen::default()))
+}
+
+/// Decodes every valid half of every TTBAT slot. The TTBAT must be inside the image.
+pub fn dump(img: &Image, ttbat: u64, oas: u32, ias: u32) -> Result<Vec<HalfDump>, String> {
+    check_oas(oas)?;
+    if !img.contains(ttbat, 64 * 16) {
+        return Err(format!(
+            "the TTBAT at {ttbat:#x} is not inside the image ({:#x}..{:#x})",
+            img.base,
+            img.base as u128 + img.size as u128
+        ));
+    }
+    let mut seen = Seen::default();
     let mut out = Vec::new();
     for slot in 0..64 {
         for half in 0..2 {
-            let Some(ttb) = img.word(ttbat + 16 * slot as u64 + 8 * half as u64) else {
-                continue;
-            };
+            let ttb = img
+                .word(ttbat + 16 * slot as u64 + 8 * half as u64)
+                .ok_or_else(|| format!("TTBAT slot {slot}: unreadable"))?;
             if ttb & 1 == 0 {
                 continue;
             }
-            let mut h = HalfDump {
+            let h = HalfDump {
                 slot,
                 half,
                 ttb,
                 runs: Vec::new(),
                 corrupt: Vec::new(),
+                same_as: None,
             };
-            let table = ttb & ((1 << 48) - 1) & !1;
-            let base = if half == 0 { 0 } else { !((1u64 << ias) - 1) };
-            walk(img, oas, ias, table, 1, base, &mut h);
-            out.push(h);
+            out.push(walk_root(img, oas, ias, h, &mut seen));
         }
     }
-    out
+    Ok(out)
 }
 
-/// The text form.
-pub fn to_text(d: &[HalfDump]) -> String {
-    let mut s = String::new();
+fn half_name(half: usize) -> &'static str {
+    if half == 0 {
+        "ttb0"
+    } else {
+        "ttb1"
+    }
+}
+
+/// Writes the text form.
+pub fn write_text(d: &[HalfDump], w: &mut impl Write) -> std::io::Result<()> {
     for h in d {
         let pages: u64 = h.runs.iter().map(|r| r.size / PG).sum();
-        s += &format!(
-            "slot {} {} (ASID {}) table {:#x}: {} runs, {} pages\n",
+        write!(
+            w,
+            "slot {} {} (ASID {}) table {:#x}: ",
             h.slot,
-            if h.half == 0 { "ttb0" } else { "ttb1" },
+            half_name(h.half),
             h.ttb >> 48,
             h.ttb & ((1 << 48) - 1) & !1,
-            h.runs.len(),
-            pages
-        );
+        )?;
+        match h.same_as {
+            Some((slot, half)) => {
+                writeln!(w, "the same tables as slot {slot} {}", half_name(half))?
+            }
+            None => writeln!(w, "{} runs, {} pages", h.runs.len(), pages)?,
+        }
         for r in &h.runs {
-            s += &format!(
-                "  {:#018x}-{:#018x} -> {:#012x} {:>10} KiB  {}{}\n",
+            writeln!(
+                w,
+                "  {:#018x}-{:#018x} -> {:#012x} {:>10} KiB  {}{}",
                 r.va,
                 r.va + r.size,
                 r.pa,
@@ -279,38 +416,75 @@ pub fn to_text(d: &[HalfDump]) -> String {
                 } else {
                     ""
                 }
-            );
+            )?;
         }
         for c in &h.corrupt {
-            s += &format!(
-                "  CORRUPT L{} descriptor {:#018x} at VA {:#018x} (table {:#x}), not followed\n",
-                c.level, c.desc, c.va, c.table
-            );
+            writeln!(
+                w,
+                "  CORRUPT L{} descriptor {:#018x} at VA {:#018x} (table {:#x}), not followed: {}",
+                c.level, c.desc, c.va, c.table, c.why
+            )?;
         }
     }
-    s
+    Ok(())
 }
 
-/// The JSON form.
-pub fn to_json(d: &[HalfDump]) -> Value {
-    let hex = |v: u64| Value::String(format!("{v:#x}"));
-    Value::Array(
-        d.iter()
-            .map(|h| {
-                json!({
-                    "slot": h.slot,
-                    "half": if h.half == 0 { "ttb0" } else { "ttb1" },
-                    "asid": h.ttb >> 48,
-                    "table": hex(h.ttb & ((1 << 48) - 1) & !1),
-                    "runs": h.runs.iter().map(|r| json!({
-                        "va": hex(r.va), "pa": hex(r.pa), "size": hex(r.size),
-                        "attrs": hex(r.attrs), "perm": describe_attrs(r.attrs), "repeat": r.repeat,
-                    })).collect::<Vec<_>>(),
-                    "corrupt": h.corrupt.iter().map(|c| json!({
-                        "level": c.level, "va": hex(c.va), "desc": hex(c.desc), "table": hex(c.table),
-                    })).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    )
+/// The text form.
+pub fn to_text(d: &[HalfDump]) -> String {
+    let mut v = Vec::new();
+    write_text(d, &mut v).expect("writing to memory");
+    String::from_utf8(v).expect("the text form is ASCII")
+}
+
+/// What `uat-dump` reads from a snapshot's `machine.json`: (RAM base, TTBAT, OAS if given).
+/// The other fields are for people; these must be numbers (or `"0x..."` strings), given once.
+pub fn parse_description(text: &[u8]) -> Result<(u64, u64, Option<u64>), String> {
+    use crate::trace::Num;
+    #[derive(serde::Deserialize)]
+    struct Description {
+        ram_base: Num,
+        ttbat: Num,
+        oas: Option<Num>,
+    }
+    let d: Description = serde_json::from_slice(text).map_err(|e| e.to_string())?;
+    Ok((d.ram_base.0, d.ttbat.0, d.oas.map(|o| o.0)))
+}
+
+fn hex(v: u64) -> Value {
+    Value::String(format!("{v:#x}"))
+}
+
+/// Writes the JSON form (an array of halves), one run at a time: memory does not grow with
+/// the number of runs beyond the dump itself.
+pub fn write_json(d: &[HalfDump], w: &mut impl Write) -> std::io::Result<()> {
+    writeln!(w, "[")?;
+    for (i, h) in d.iter().enumerate() {
+        let head = json!({
+            "slot": h.slot,
+            "half": half_name(h.half),
+            "asid": h.ttb >> 48,
+            "table": hex(h.ttb & ((1 << 48) - 1) & !1),
+            "same_as": h.same_as.map(|(s, hh)| json!({"slot": s, "half": half_name(hh)})),
+        })
+        .to_string();
+        // The head object, reopened to append the two lists.
+        write!(w, "  {},\n    \"runs\": [", &head[..head.len() - 1])?;
+        for (j, r) in h.runs.iter().enumerate() {
+            let run = json!({
+                "va": hex(r.va), "pa": hex(r.pa), "size": hex(r.size),
+                "attrs": hex(r.attrs), "perm": describe_attrs(r.attrs), "repeat": r.repeat,
+            });
+            write!(w, "{}\n      {run}", if j == 0 { "" } else { "," })?;
+        }
+        write!(w, "],\n    \"corrupt\": [")?;
+        for (j, c) in h.corrupt.iter().enumerate() {
+            let c = json!({
+                "level": c.level, "va": hex(c.va), "desc": hex(c.desc), "table": hex(c.table),
+                "why": c.why,
+            });
+            write!(w, "{}\n      {c}", if j == 0 { "" } else { "," })?;
+        }
+        writeln!(w, "]}}{}", if i + 1 == d.len() { "" } else { "," })?;
+    }
+    writeln!(w, "]")
 }

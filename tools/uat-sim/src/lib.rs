@@ -28,14 +28,16 @@ pub struct Report {
     pub mismatches: Vec<(usize, Expect, Value)>,
 }
 
-/// Replays `ops` on `m`; with `expect`, checks every result. `progress` is called at each
-/// phase start with the op index.
+/// Replays `ops` on `m`; with `expect`, checks every result. `progress` is called before each
+/// operation with its index. Each result goes to `out` if given, and stays in the report's
+/// `results` only if `keep_results` (a long trace's results do not fit in memory).
 pub fn replay(
     m: &mut Machine,
     ops: &[Op],
     expect: Option<&[Expect]>,
     mut progress: impl FnMut(usize, &Machine),
     mut out: Option<&mut dyn Write>,
+    keep_results: bool,
 ) -> std::io::Result<Report> {
     let mut report = Report::default();
     for (i, op) in ops.iter().enumerate() {
@@ -49,7 +51,9 @@ pub fn replay(
                 report.mismatches.push((i, e.clone(), r.clone()));
             }
         }
-        report.results.push(r);
+        if keep_results {
+            report.results.push(r);
+        }
     }
     Ok(report)
 }

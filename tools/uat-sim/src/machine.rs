@@ -3,7 +3,7 @@
 //! The simulated machine: a SoC booted from a device tree, the driver's VM_BIND layer on it,
 //! and the replay of trace operations with their results.
 
-use crate::fdt::{self, Node};
+use crate::fdt::{self, NodeId};
 use crate::trace::Op;
 use agx_soc::firmware::FwKnobs;
 use agx_soc::{SimGpuvm, Soc};
@@ -41,19 +41,30 @@ pub struct DtInfo {
 
 /// Finds the GPU node and its regions by name, as the driver does.
 pub fn dt_info(dtb: &[u8]) -> Result<DtInfo, String> {
-    let root = fdt::parse(dtb).map_err(|e| e.to_string())?;
-    let is_gpu = |n: &Node| {
-        n.strings("compatible")
+    let tree = fdt::parse(dtb).map_err(|e| e.to_string())?;
+    let is_gpu = |n: NodeId| {
+        tree.strings(n, "compatible")
             .is_some_and(|c| c.iter().any(|s| s.starts_with("apple,agx-g1")))
     };
-    let (gpu, _) = root.find(&is_gpu).ok_or("no apple,agx GPU node")?;
-    let compatible = gpu.strings("compatible").unwrap_or_default().remove(0);
-    let generation = match &compatible[..compatible.len().min(14)] {
-        "apple,agx-g13g" | "apple,agx-g13s" | "apple,agx-g13c" | "apple,agx-g13d" => "G13",
-        "apple,agx-g14g" | "apple,agx-g14s" | "apple,agx-g14c" | "apple,agx-g14d" => "G14",
-        _ => return Err(format!("unsupported GPU {compatible}")),
+    let gpu = tree.find(is_gpu).ok_or("no apple,agx GPU node")?;
+    let gpath = tree.path(gpu);
+    let compatible = tree
+        .strings(gpu, "compatible")
+        .unwrap_or_default()
+        .into_iter()
+        .next()
+        .unwrap_or_default();
+    // By bytes: the string may hold multi-byte characters (or U+FFFD for invalid UTF-8).
+    let generation = match compatible.as_bytes().get(..14) {
+        Some(b"apple,agx-g13g" | b"apple,agx-g13s" | b"apple,agx-g13c" | b"apple,agx-g13d") => {
+            "G13"
+        }
+        Some(b"apple,agx-g14g" | b"apple,agx-g14s" | b"apple,agx-g14c" | b"apple,agx-g14d") => {
+            "G14"
+        }
+        _ => return Err(format!("{gpath}: unsupported GPU {compatible:?}")),
     };
-    let soc = root.strings("compatible").unwrap_or_default();
+    let soc = tree.strings(tree.root(), "compatible").unwrap_or_default();
     let oas = if soc.iter().any(|c| c == "apple,t8103" || c == "apple,t8112") {
         40
     } else if soc.iter().any(|c| c.starts_with("apple,t60")) {
@@ -61,35 +72,48 @@ pub fn dt_info(dtb: &[u8]) -> Result<DtInfo, String> {
     } else {
         return Err(format!("unknown SoC {soc:?}"));
     };
-    let phandles = gpu
-        .cells("memory-region")
-        .ok_or("GPU node has no memory-region")?;
-    let names = gpu
-        .strings("memory-region-names")
-        .ok_or("GPU node has no memory-region-names")?;
+    let e = |e: fdt::FdtError| e.to_string();
+    let phandles = tree
+        .cells(gpu, "memory-region")
+        .map_err(e)?
+        .ok_or_else(|| format!("{gpath}: no memory-region"))?;
+    let names = tree
+        .strings(gpu, "memory-region-names")
+        .ok_or_else(|| format!("{gpath}: no memory-region-names"))?;
     let region = |name: &str| -> Result<RegionDesc, String> {
         let i = names
             .iter()
             .position(|n| n == name)
-            .ok_or_else(|| format!("no memory region named {name}"))?;
+            .ok_or_else(|| format!("{gpath}: no memory region named {name}"))?;
         let ph = *phandles
             .get(i)
-            .ok_or("memory-region is shorter than its names")?;
-        let (node, parent) = root
+            .ok_or_else(|| format!("{gpath}: memory-region is shorter than its names"))?;
+        let node = tree
             .by_phandle(ph)
             .ok_or_else(|| format!("memory region {name}: phandle {ph} not found"))?;
-        let reg = node
-            .reg(parent)
-            .ok_or_else(|| format!("memory region {name}: bad reg"))?;
-        let &(phys, size) = reg
-            .first()
-            .ok_or_else(|| format!("memory region {name}: empty reg"))?;
+        let reg = tree
+            .reg(node)
+            .map_err(|e| format!("memory region {name}: {e}"))?;
+        let (phys, size) = reg[0];
+        if size == 0 || phys.checked_add(size - 1).is_none() {
+            return Err(format!(
+                "memory region {name}: {phys:#x}+{size:#x} is empty or wraps"
+            ));
+        }
         Ok(RegionDesc { phys, size })
     };
-    let memory = root
-        .find(&|n: &Node| n.prop("device_type") == Some(b"memory\0"))
-        .and_then(|(n, p)| n.reg(p))
+    let mem_node = tree
+        .find(|n| tree.prop(n, "device_type") == Some(b"memory\0"))
         .ok_or("no memory node")?;
+    let memory = tree.reg(mem_node).map_err(e)?;
+    for &(base, size) in &memory {
+        if size == 0 || base.checked_add(size - 1).is_none() {
+            return Err(format!(
+                "{}: bank {base:#x}+{size:#x} is empty or wraps past 2^64",
+                tree.path(mem_node)
+            ));
+        }
+    }
     Ok(DtInfo {
         compatible,
         generation,
@@ -112,6 +136,11 @@ pub struct RunStats {
     pub peak_pages_mapped: u64,
     /// Highest number of table pages at once.
     pub peak_tables: u64,
+    /// Pages mapped in user VMs now (kept up to date op by op: [`Machine::pages_mapped`]
+    /// recounts them).
+    pub pages_mapped: u64,
+    /// Table pages now (likewise, [`Machine::tables`]).
+    pub tables: u64,
 }
 
 /// The machine.
@@ -177,7 +206,7 @@ impl Machine {
                 .map_err(|e| format!("firmware object: {e:?}"))?;
             fw_bufs.push(b);
         }
-        Ok(Machine {
+        let mut m = Machine {
             fw_bufs,
             gpuvm,
             soc,
@@ -186,7 +215,10 @@ impl Machine {
             bos: BTreeMap::new(),
             names: BTreeMap::new(),
             stats: RunStats::default(),
-        })
+        };
+        m.stats.tables = m.tables();
+        m.stats.peak_tables = m.stats.tables;
+        Ok(m)
     }
 
     fn vm(&self, name: u64) -> Result<VmId, Error> {
@@ -196,7 +228,8 @@ impl Machine {
             .ok_or(kernel::error::code::ENOENT)
     }
 
-    /// Pages mapped in user VMs now.
+    /// Pages mapped in user VMs now, counted over every VM and mapping (the running count is
+    /// `stats.pages_mapped`).
     pub fn pages_mapped(&self) -> u64 {
         self.gpuvm
             .vm_ids()
@@ -205,7 +238,8 @@ impl Machine {
             .sum()
     }
 
-    /// Table pages now (user VMs and the kernel VM).
+    /// Table pages now (user VMs and the kernel VM), counted over every VM (the running count
+    /// is `stats.tables`).
     pub fn tables(&self) -> u64 {
         let uat = self.gpuvm.uat();
         let (lo, hi) = uat.kernel_tables();
@@ -228,18 +262,69 @@ impl Machine {
         Ok(())
     }
 
-    /// Replays one operation; returns its result line.
+    /// The VM an operation may change the pages or tables of, and the VA range it may change
+    /// (the whole VM for a destroy).
+    fn touched(&self, op: &Op) -> Option<(VmId, u64, u64)> {
+        let (vm, start, end) = match *op {
+            Op::Bind {
+                vm, addr, range, ..
+            }
+            | Op::Unbind { vm, addr, range } => (vm, addr, addr.saturating_add(range)),
+            Op::VmDestroy { vm } => (vm, 0, u64::MAX),
+            _ => return None,
+        };
+        Some((*self.vms.get(&vm)?, start, end))
+    }
+
+    /// Pages of VM `id` mapped in `[start, end)`, from its sorted mapping list: O(log n) plus
+    /// the mappings in the range.
+    fn pages_in(&self, id: VmId, start: u64, end: u64) -> u64 {
+        let Ok(m) = self.gpuvm.mappings(id) else {
+            return 0;
+        };
+        let first = m.partition_point(|m| m.va.saturating_add(m.range) <= start);
+        m[first..]
+            .iter()
+            .take_while(|m| m.va < end)
+            .map(|m| (m.va.saturating_add(m.range).min(end) - m.va.max(start)) >> 14)
+            .sum()
+    }
+
+    /// Table pages of user VM `id` (its top-level table included).
+    fn vm_tables(&self, id: VmId) -> u64 {
+        self.gpuvm
+            .uat()
+            .vm_table(id)
+            .map_or(0, |pt| pt.table_pages() as u64 + 1)
+    }
+
+    /// Replays one operation; returns its result line. The statistics are updated from what the
+    /// operation can change alone (one VM, one range), in time independent of the number of
+    /// VMs and mappings.
     pub fn execute(&mut self, op: &Op) -> Value {
+        let touched = self.touched(op);
+        let before = touched.map(|(id, s, e)| (self.pages_in(id, s, e), self.vm_tables(id)));
         let r = self.execute_inner(op);
         self.stats.ops += 1;
         if r.get("err").is_some() {
             self.stats.errors += 1;
         }
-        // Only binds and new VMs add pages or tables: the peaks are looked at after them alone.
-        if matches!(op, Op::Bind { .. } | Op::VmCreate { .. }) {
-            self.stats.peak_pages_mapped = self.stats.peak_pages_mapped.max(self.pages_mapped());
-            self.stats.peak_tables = self.stats.peak_tables.max(self.tables());
+        if let (Some((id, s, e)), Some((pages, tables))) = (touched, before) {
+            // A destroyed VM has neither mappings nor tables any more: both count as 0.
+            let (p, t) = (self.pages_in(id, s, e), self.vm_tables(id));
+            let st = &mut self.stats;
+            st.pages_mapped = (st.pages_mapped + p).saturating_sub(pages);
+            st.tables = (st.tables + t).saturating_sub(tables);
         }
+        if let Op::VmCreate { vm } = *op {
+            if r.get("ok").is_some() {
+                let id = self.vms[&vm];
+                self.stats.tables += self.vm_tables(id);
+            }
+        }
+        let st = &mut self.stats;
+        st.peak_pages_mapped = st.peak_pages_mapped.max(st.pages_mapped);
+        st.peak_tables = st.peak_tables.max(st.tables);
         r
     }
 

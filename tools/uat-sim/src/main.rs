@@ -8,6 +8,7 @@
 //!
 //! With no trace it runs the built-in workload and checks every result against its model.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 use uat_sim::machine::{Machine, DEFAULT_DTB};
@@ -23,7 +24,8 @@ struct Args {
 }
 
 fn usage() -> ! {
-    eprintln!(
+    let _ = writeln!(
+        std::io::stderr(),
         "usage: uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--emit-trace FILE]"
     );
     std::process::exit(2)
@@ -56,8 +58,31 @@ fn args() -> Args {
 }
 
 fn fail(msg: impl std::fmt::Display) -> ! {
-    eprintln!("uat-sim: {msg}");
+    // Not `eprintln!`: it panics when stderr is closed.
+    let _ = writeln!(std::io::stderr(), "uat-sim: {msg}");
     std::process::exit(1)
+}
+
+/// Standard output that may be closed early (`uat-sim | head -c 1`): once a write fails the
+/// rest of the report is dropped, and the run goes on (its `--out`, `--snapshot` and exit
+/// status do not depend on who reads the report).
+struct Console {
+    open: bool,
+}
+
+impl Console {
+    fn say(&mut self, args: std::fmt::Arguments<'_>) {
+        if self.open {
+            let mut o = std::io::stdout().lock();
+            if o.write_fmt(args).and_then(|()| o.write_all(b"\n")).is_err() {
+                self.open = false;
+            }
+        }
+    }
+}
+
+macro_rules! say {
+    ($con:expr, $($arg:tt)*) => { $con.say(format_args!($($arg)*)) };
 }
 
 fn main() {
@@ -66,10 +91,10 @@ fn main() {
     // The operations, all parsed before anything runs.
     let (ops, expect, phases, name) = match &a.trace {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
+            let bytes =
+                std::fs::read(path).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+            let ops = trace::parse_bytes(&bytes)
                 .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
-            let ops =
-                trace::parse(&text).unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
             (ops, None, Vec::new(), path.display().to_string())
         }
         None => {
@@ -92,7 +117,9 @@ fn main() {
         None => DEFAULT_DTB.to_vec(),
     };
     let mut m = Machine::boot(&dtb).unwrap_or_else(|e| fail(e));
-    println!(
+    let mut con = Console { open: true };
+    say!(
+        con,
         "uat-sim: {} ({}, OAS {} bits), TTBAT {:#x}, handoff {:#x}, pagetables {:#x}",
         m.dt.compatible,
         m.dt.generation,
@@ -101,7 +128,11 @@ fn main() {
         m.dt.handoff.phys,
         m.dt.pagetables.phys
     );
-    println!("uat-sim: replaying {} operations of the {name}", ops.len());
+    say!(
+        con,
+        "uat-sim: replaying {} operations of the {name}",
+        ops.len()
+    );
     let mut out_file = a.out.as_ref().map(|dir| {
         std::fs::create_dir_all(dir).unwrap_or_else(|e| fail(e));
         std::io::BufWriter::new(
@@ -123,14 +154,15 @@ fn main() {
                 .iter()
                 .position(|(at, _)| *at > i)
                 .unwrap_or(phases.len());
-            println!(
+            say!(
+                con,
                 "  [{pct:>3}%] {name:<44} {:>7} pages mapped, {:>5} tables",
-                m.pages_mapped(),
-                m.tables()
+                m.stats.pages_mapped,
+                m.stats.tables
             );
         } else if phases.is_empty() && pct >= next_pct {
             next_pct = pct + 10;
-            println!("  [{pct:>3}%] {i} operations");
+            say!(con, "  [{pct:>3}%] {i} operations");
         }
     };
     let report = replay(
@@ -139,19 +171,23 @@ fn main() {
         expect.as_deref(),
         progress,
         out_file.as_mut().map(|w| w as &mut dyn std::io::Write),
+        false,
     )
     .unwrap_or_else(|e| fail(e));
-    drop(out_file);
+    if let Some(mut w) = out_file {
+        w.flush().unwrap_or_else(|e| fail(format!("results: {e}")));
+    }
     if let Some(dir) = &a.snapshot {
         snapshot::save(&m, dir).unwrap_or_else(|e| fail(e));
-        println!("uat-sim: snapshot in {}", dir.display());
+        say!(con, "uat-sim: snapshot in {}", dir.display());
     }
     m.shutdown().unwrap_or_else(|e| fail(e));
     let gpu = m.soc.gpu.stats();
     let st = m.gpuvm.uat().stats();
     let fw = m.soc.fw.log();
-    println!("summary:");
-    println!(
+    say!(con, "summary:");
+    say!(
+        con,
         "  operations        {} ({} refused or faulted, as expected: {})",
         m.stats.ops,
         m.stats.errors,
@@ -165,17 +201,20 @@ fn main() {
             "not checked"
         }
     );
-    println!(
+    say!(
+        con,
         "  pages mapped      {} now, {} at peak",
         m.pages_mapped(),
         m.stats.peak_pages_mapped
     );
-    println!(
+    say!(
+        con,
         "  table pages       {} live, {} at peak",
         m.tables(),
         m.stats.peak_tables
     );
-    println!(
+    say!(
+        con,
         "  TLB invalidations {} (page {}, range {}, ASID {}, all {})",
         gpu.tlbi.iter().sum::<u64>(),
         gpu.tlbi[0],
@@ -183,24 +222,31 @@ fn main() {
         gpu.tlbi[2],
         gpu.tlbi[3]
     );
-    println!(
+    say!(
+        con,
         "  GPU accesses      {} pages ({} TLB hits, {} walks), {} faults",
-        gpu.accesses, gpu.tlb_hits, gpu.walks, gpu.faults
+        gpu.accesses,
+        gpu.tlb_hits,
+        gpu.walks,
+        gpu.faults
     );
-    println!(
+    say!(
+        con,
         "  contexts          {} binds written, {} kept, {} evictions; {} firmware flushes",
         st.binds_written,
         st.binds_held,
         st.evictions,
         fw.flushes.len()
     );
-    println!(
+    say!(
+        con,
         "  time              {:.2} s",
         started.elapsed().as_secs_f64()
     );
     if !report.mismatches.is_empty() {
         for (i, e, got) in report.mismatches.iter().take(10) {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "op {i} {}: expected {e:?}, got {got}",
                 trace::to_line(&ops[*i])
             );
@@ -210,5 +256,5 @@ fn main() {
             report.mismatches.len()
         ));
     }
-    println!("uat-sim: ok");
+    say!(con, "uat-sim: ok");
 }

@@ -21,7 +21,10 @@
 //! malformed line stops the replay before it touches any state.
 
 use asahi::gpuvm::bind_flags;
-use serde_json::{Map, Value};
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
 
 /// One operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,152 +58,366 @@ pub enum Op {
     GpuRead { vm: u64, addr: u64, len: u64 },
 }
 
+/// The longest read a trace may ask for: a read's result is built in memory.
+pub const MAX_READ: u64 = 1 << 20;
+
 /// A trace line that could not be parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError {
     /// 1-based line number.
     pub line: usize,
-    /// What is wrong.
+    /// What is wrong (with the column, 1-based in bytes, where the JSON parser knows it).
     pub what: String,
 }
 
-impl std::fmt::Display for ParseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "trace line {}: {}", self.line, self.what)
     }
 }
 
-fn num(obj: &Map<String, Value>, key: &str) -> Result<u64, String> {
-    match obj.get(key) {
-        Some(Value::Number(n)) => n
-            .as_u64()
-            .ok_or_else(|| format!("\"{key}\" must be a non-negative integer")),
-        Some(Value::String(s)) => {
-            let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
-                Some(hex) => u64::from_str_radix(hex, 16),
-                None => s.parse(),
-            };
-            parsed.map_err(|_| format!("\"{key}\": {s:?} is not a number"))
+/// A number: a non-negative JSON integer, or a string (`"0x..."` hex or decimal).
+pub struct Num(pub u64);
+
+impl<'de> Deserialize<'de> for Num {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Num, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Num;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a non-negative integer or a \"0x...\"/decimal string")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
+                Ok(Num(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
+                u64::try_from(v)
+                    .map(Num)
+                    .map_err(|_| E::custom(format!("{v} is negative")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Num, E> {
+                match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+                    Some(hex) => u64::from_str_radix(hex, 16),
+                    None => s.parse(),
+                }
+                .map(Num)
+                .map_err(|_| E::custom(format!("{s:?} is not a number")))
+            }
         }
-        Some(_) => Err(format!("\"{key}\" must be a number or a string")),
-        None => Err(format!("missing \"{key}\"")),
+        d.deserialize_any(V)
     }
 }
 
-fn flags(obj: &Map<String, Value>) -> Result<u32, String> {
-    match obj.get("flags") {
-        None => Ok(0),
-        Some(Value::Array(names)) => names.iter().try_fold(0, |acc, n| {
-            let bit = match n.as_str() {
-                Some("READ") => bind_flags::READ,
-                Some("WRITE") => bind_flags::WRITE,
-                Some("SINGLE_PAGE") => bind_flags::SINGLE_PAGE,
-                Some("UNBIND") => bind_flags::UNBIND,
-                _ => return Err(format!("unknown flag {n}")),
-            };
-            Ok(acc | bit)
-        }),
-        Some(_) => {
-            let v = num(obj, "flags")?;
-            u32::try_from(v).map_err(|_| "\"flags\" does not fit in 32 bits".to_string())
+/// Bind flags: a list of names, or a number.
+struct Flags(u32);
+
+impl<'de> Deserialize<'de> for Flags {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Flags, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Flags;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of flag names or a number")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Flags, E> {
+                u32::try_from(v)
+                    .map(Flags)
+                    .map_err(|_| E::custom("\"flags\" does not fit in 32 bits"))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Flags, E> {
+                Err(E::custom(format!("\"flags\": {v} is negative")))
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Flags, E> {
+                let Num(v) = Num::deserialize(de::value::StrDeserializer::<E>::new(s))?;
+                self.visit_u64(v)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Flags, A::Error> {
+                let mut acc = 0;
+                while let Some(name) = seq.next_element::<&str>()? {
+                    acc |= match name {
+                        "READ" => bind_flags::READ,
+                        "WRITE" => bind_flags::WRITE,
+                        "SINGLE_PAGE" => bind_flags::SINGLE_PAGE,
+                        "UNBIND" => bind_flags::UNBIND,
+                        _ => return Err(de::Error::custom(format!("unknown flag {name:?}"))),
+                    };
+                }
+                Ok(Flags(acc))
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
+/// `"data"`: an even number of hex digits.
+struct Hex(Vec<u8>);
+
+impl<'de> Deserialize<'de> for Hex {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Hex, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Hex;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a hex string")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Hex, E> {
+                hex_bytes(s).map(Hex).map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+// The trace lines as written, one struct per set of fields: every field is required except a
+// bind's `flags`, no other field is accepted, and `serde` refuses a field given twice. Each is
+// parsed straight from the line's text, so that an error says at which column it is.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    vm: Num,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BoLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    bo: Num,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GemCreateLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    bo: Num,
+    size: Num,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    vm: Num,
+    bo: Num,
+    offset: Num,
+    range: Num,
+    addr: Num,
+    #[serde(default)]
+    flags: Option<Flags>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UnbindLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    vm: Num,
+    addr: Num,
+    range: Num,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuWriteLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    vm: Num,
+    addr: Num,
+    data: Hex,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GpuReadLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    vm: Num,
+    addr: Num,
+    len: Num,
+}
+
+/// Decodes hex digits two by two, looking at bytes (never slicing the string).
 fn hex_bytes(s: &str) -> Result<Vec<u8>, String> {
-    if !s.len().is_multiple_of(2) {
+    let b = s.as_bytes();
+    if !b.len().is_multiple_of(2) {
         return Err("\"data\" must have an even number of hex digits".into());
     }
-    (0..s.len())
+    let digit = |i: usize| {
+        (b[i] as char)
+            .to_digit(16)
+            .filter(|_| b[i].is_ascii())
+            .map(|d| d as u8)
+            .ok_or_else(|| format!("\"data\": bad hex digit at byte {i} of the string"))
+    };
+    (0..b.len())
         .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| format!("\"data\": bad hex at {i}"))
-        })
+        .map(|i| Ok(digit(i)? << 4 | digit(i + 1)?))
         .collect()
+}
+
+/// Rejects a line that is not one JSON object, or whose objects hold the same key twice at any
+/// depth; returns the object's `"op"` if it is a string.
+fn check_line(line: &str) -> Result<Option<String>, String> {
+    struct Check;
+    impl<'de> de::DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while seq.next_element_seed(Check)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut keys: Vec<std::borrow::Cow<'de, str>> = Vec::new();
+            while let Some(k) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if keys.contains(&k) {
+                    return Err(de::Error::custom(format!("duplicate key \"{k}\"")));
+                }
+                map.next_value_seed(Check)?;
+                keys.push(k);
+            }
+            Ok(())
+        }
+    }
+    let mut d = serde_json::Deserializer::from_str(line);
+    de::DeserializeSeed::deserialize(Check, &mut d)
+        .and_then(|()| d.end())
+        .map_err(json_error)?;
+    #[derive(Deserialize)]
+    struct Tag {
+        op: Option<Value>,
+    }
+    let tag: Tag = serde_json::from_str(line).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => "not a JSON object".to_string(),
+        _ => json_error(e),
+    })?;
+    Ok(tag.op.and_then(|v| v.as_str().map(str::to_string)))
+}
+
+/// A `serde_json` error as "column N: what" (lines are parsed one at a time).
+fn json_error(e: serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text
+        .rsplit_once(" at line ")
+        .map_or(text.as_str(), |(w, _)| w);
+    let what = match e.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!("not JSON: {what}")
+        }
+        _ => what.to_string(),
+    };
+    if e.column() > 0 {
+        format!("column {}: {what}", e.column())
+    } else {
+        what
+    }
 }
 
 /// Parses one line.
 pub fn parse_line(line: &str) -> Result<Op, String> {
-    let v: Value = serde_json::from_str(line).map_err(|e| format!("not JSON: {e}"))?;
-    let obj = v.as_object().ok_or("not a JSON object")?;
-    let op = obj
-        .get("op")
-        .and_then(Value::as_str)
-        .ok_or("missing \"op\"")?;
-    let allowed: &[&str] = match op {
-        "vm_create" | "vm_destroy" | "submit" | "complete" => &["vm"],
-        "gem_create" => &["bo", "size"],
-        "gem_close" => &["bo"],
-        "bind" => &["vm", "bo", "offset", "range", "addr", "flags"],
-        "unbind" => &["vm", "addr", "range"],
-        "gpu_write" => &["vm", "addr", "data"],
-        "gpu_read" => &["vm", "addr", "len"],
-        other => return Err(format!("unknown op {other:?}")),
-    };
-    if let Some(k) = obj
-        .keys()
-        .find(|k| *k != "op" && !allowed.contains(&k.as_str()))
-    {
-        return Err(format!("unexpected field \"{k}\" for {op}"));
+    fn get<'a, T: Deserialize<'a>>(line: &'a str) -> Result<T, String> {
+        serde_json::from_str(line).map_err(json_error)
     }
-    Ok(match op {
+    let op = check_line(line)?.ok_or("missing \"op\" (a string)")?;
+    Ok(match op.as_str() {
         "vm_create" => Op::VmCreate {
-            vm: num(obj, "vm")?,
+            vm: get::<VmLine>(line)?.vm.0,
         },
         "vm_destroy" => Op::VmDestroy {
-            vm: num(obj, "vm")?,
+            vm: get::<VmLine>(line)?.vm.0,
         },
         "submit" => Op::Submit {
-            vm: num(obj, "vm")?,
+            vm: get::<VmLine>(line)?.vm.0,
         },
         "complete" => Op::Complete {
-            vm: num(obj, "vm")?,
+            vm: get::<VmLine>(line)?.vm.0,
         },
-        "gem_create" => Op::GemCreate {
-            bo: num(obj, "bo")?,
-            size: num(obj, "size")?,
-        },
-        "gem_close" => Op::GemClose {
-            bo: num(obj, "bo")?,
-        },
-        "bind" => Op::Bind {
-            vm: num(obj, "vm")?,
-            bo: num(obj, "bo")?,
-            offset: num(obj, "offset")?,
-            range: num(obj, "range")?,
-            addr: num(obj, "addr")?,
-            flags: flags(obj)?,
-        },
-        "unbind" => Op::Unbind {
-            vm: num(obj, "vm")?,
-            addr: num(obj, "addr")?,
-            range: num(obj, "range")?,
-        },
-        "gpu_write" => Op::GpuWrite {
-            vm: num(obj, "vm")?,
-            addr: num(obj, "addr")?,
-            data: hex_bytes(
-                obj.get("data")
-                    .and_then(Value::as_str)
-                    .ok_or("missing \"data\" (hex string)")?,
-            )?,
-        },
-        _ => {
-            let len = num(obj, "len")?;
-            if len > 1 << 20 {
-                return Err("\"len\" above 1 MiB".into());
-            }
-            Op::GpuRead {
-                vm: num(obj, "vm")?,
-                addr: num(obj, "addr")?,
-                len,
+        "gem_create" => {
+            let l: GemCreateLine = get(line)?;
+            Op::GemCreate {
+                bo: l.bo.0,
+                size: l.size.0,
             }
         }
+        "gem_close" => Op::GemClose {
+            bo: get::<BoLine>(line)?.bo.0,
+        },
+        "bind" => {
+            let l: BindLine = get(line)?;
+            Op::Bind {
+                vm: l.vm.0,
+                bo: l.bo.0,
+                offset: l.offset.0,
+                range: l.range.0,
+                addr: l.addr.0,
+                flags: l.flags.map_or(0, |f| f.0),
+            }
+        }
+        "unbind" => {
+            let l: UnbindLine = get(line)?;
+            Op::Unbind {
+                vm: l.vm.0,
+                addr: l.addr.0,
+                range: l.range.0,
+            }
+        }
+        "gpu_write" => {
+            let l: GpuWriteLine = get(line)?;
+            Op::GpuWrite {
+                vm: l.vm.0,
+                addr: l.addr.0,
+                data: l.data.0,
+            }
+        }
+        "gpu_read" => {
+            let l: GpuReadLine = get(line)?;
+            if l.len.0 > MAX_READ {
+                return Err(format!("\"len\" {} above 1 MiB", l.len.0));
+            }
+            Op::GpuRead {
+                vm: l.vm.0,
+                addr: l.addr.0,
+                len: l.len.0,
+            }
+        }
+        other => return Err(format!("unknown op {other:?}")),
     })
 }
 
-/// Parses a whole trace; the first bad line is an error with its number.
+/// Parses a whole trace; the first bad line is an error with its number. A UTF-8 byte-order
+/// mark at the start is skipped.
 pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut ops = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let t = line.trim();
@@ -210,6 +427,27 @@ pub fn parse(text: &str) -> Result<Vec<Op>, ParseError> {
         ops.push(parse_line(t).map_err(|what| ParseError { line: i + 1, what })?);
     }
     Ok(ops)
+}
+
+/// [`parse`] for raw bytes: text that is not UTF-8 is an error naming its line and byte offset.
+pub fn parse_bytes(bytes: &[u8]) -> Result<Vec<Op>, ParseError> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => parse(text),
+        Err(e) => {
+            let at = e.valid_up_to();
+            let line = 1 + bytes[..at].iter().filter(|&&b| b == b'\n').count();
+            // The lines before the bad byte are reported first if one of them is bad.
+            let line_start = bytes[..at]
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |p| p + 1);
+            parse(std::str::from_utf8(&bytes[..line_start]).unwrap_or_default())?;
+            Err(ParseError {
+                line,
+                what: format!("not UTF-8 (byte offset {at} of the file)"),
+            })
+        }
+    }
 }
 
 /// Bytes as the lowercase hex string traces and results use.

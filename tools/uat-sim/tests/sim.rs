@@ -40,7 +40,7 @@ fn golden_traces() {
         let ops = trace::parse(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let want = std::fs::read_to_string(path.with_extension("expected")).unwrap();
         let mut m = Machine::boot(DEFAULT_DTB).unwrap();
-        let report = replay(&mut m, &ops, None, |_, _| {}, None).unwrap();
+        let report = replay(&mut m, &ops, None, |_, _| {}, None, true).unwrap();
         let got: Vec<String> = report.results.iter().map(|r| r.to_string()).collect();
         let want: Vec<&str> = want.lines().collect();
         assert_eq!(got, want, "{}", path.display());
@@ -60,7 +60,7 @@ fn random_traces_match_the_model() {
         let g = workload::random(0x5eed + seed, 300);
         let (ops, expect): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
         let mut m = Machine::boot(DEFAULT_DTB).unwrap();
-        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None).unwrap();
+        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None, true).unwrap();
         if let Some((i, e, got)) = report.mismatches.first() {
             panic!(
                 "seed {seed}: op {i} {}: expected {e:?}, got {got}",
@@ -77,10 +77,10 @@ fn random_traces_match_the_model() {
 fn malformed_lines_are_reported_with_their_number() {
     let cases = [
         ("{\"op\":\"vm_create\",\"vm\":1}\n{\"op\":\"bnid\",\"vm\":1}\n", 2, "unknown op"),
-        ("# c\n\n{\"op\":\"gem_create\",\"bo\":1}\n", 3, "missing \"size\""),
+        ("# c\n\n{\"op\":\"gem_create\",\"bo\":1}\n", 3, "missing field `size`"),
         ("{\"op\":\"gem_create\",\"bo\":1,\"size\":\"0xzz\"}\n", 1, "not a number"),
         ("{\"op\":\"bind\",\"vm\":1,\"bo\":1,\"offset\":0,\"range\":1,\"addr\":0,\"flags\":[\"RAED\"]}\n", 1, "unknown flag"),
-        ("{\"op\":\"vm_create\",\"vm\":1,\"extra\":2}\n", 1, "unexpected field"),
+        ("{\"op\":\"vm_create\",\"vm\":1,\"extra\":2}\n", 1, "unknown field `extra`"),
         ("{\"op\":\"gpu_write\",\"vm\":1,\"addr\":0,\"data\":\"abc\"}\n", 1, "even number"),
         ("not json\n", 1, "not JSON"),
     ];
@@ -105,7 +105,10 @@ fn malformed_lines_are_reported_with_their_number() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("trace line 2: missing \"vm\""), "{err}");
+    assert!(
+        err.contains("trace line 2: column 18: missing field `vm`"),
+        "{err}"
+    );
     assert!(!dir.join("out").exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -123,7 +126,7 @@ fn snapshots_decode_to_the_model() {
             (1..=2).map(|vm| (vm, g.mapped_pages(vm))).collect();
         let (ops, expect): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
         let mut m = Machine::boot(DEFAULT_DTB).unwrap();
-        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None).unwrap();
+        let report = replay(&mut m, &ops, Some(&expect), |_, _| {}, None, true).unwrap();
         assert!(report.mismatches.is_empty());
         let dir = temp_dir(&format!("snap{seed}"));
         snapshot::save(&m, &dir).unwrap();
@@ -132,7 +135,7 @@ fn snapshots_decode_to_the_model() {
                 .unwrap();
         assert_eq!(desc["gpu"], "G13");
         let img = Image::open(&dir.join("ram.img"), kernel::sim::RAM_BASE).unwrap();
-        let halves = dump(&img, m.dt.ttbs.phys, 40, 39);
+        let halves = dump(&img, m.dt.ttbs.phys, 40, 39).unwrap();
         let dummy = (1u64 << 39) - 2 * PG;
         for (vm, pages) in &model {
             let id = m.vms[vm];

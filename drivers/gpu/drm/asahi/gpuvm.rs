@@ -406,8 +406,7 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         self.mappings_mut(idx)?.reserve(2, GFP_KERNEL)?;
         let Some(prot) = prot else {
             self.uat.vm_unmap(id, op.addr, op.range)?;
-            self.remove_range(idx, start, end);
-            return Ok(());
+            return self.remove_range(idx, start, end);
         };
         // Replacing: every table first, then the old mappings go; after this nothing can fail
         // but a corrupt table, which the preallocation's walk has already checked for. A bind
@@ -432,7 +431,7 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             let sg = obj.sg().get(first..).ok_or(EINVAL)?;
             uat.vm_map_sg(id, op.addr, op.range, sg, skip, prot)?;
         }
-        self.remove_range(idx, start, end);
+        self.remove_range(idx, start, end)?;
         let new = VaMapping {
             va: start,
             range: op.range,
@@ -443,7 +442,12 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         };
         let mappings = self.mappings_mut(idx)?;
         let at = mappings.partition_point(|m| m.va < start);
-        insert(mappings, at, new);
+        if let Err(e) = insert(mappings, at, new) {
+            // Nothing may map the buffer without holding a reference: the map is undone, and
+            // no reference is taken.
+            self.uat.vm_unmap(id, op.addr, op.range)?;
+            return Err(e);
+        }
         if let Some(e) = self.entry_mut(op.handle) {
             e.mappings += 1;
         }
@@ -451,11 +455,14 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
     }
 
     /// Drops `[start, end)` from VM `idx`'s mapping list, splitting the mappings it cuts.
-    /// Needs room for one more entry (reserved by the caller); allocates nothing.
-    fn remove_range(&mut self, idx: usize, start: u64, end: u64) {
+    /// Needs room for one more entry (reserved by the caller); allocates nothing. Without that
+    /// room (a bookkeeping bug, warned about) the right part of a split mapping is unmapped
+    /// rather than left mapped without a reference, and the error returned.
+    fn remove_range(&mut self, idx: usize, start: u64, end: u64) -> Result {
         let Some(vm) = self.vms[idx].as_mut() else {
-            return;
+            return Ok(());
         };
+        let id = vm.id;
         let mappings = &mut vm.mappings;
         let objects = &mut self.objects;
         let mut i = mappings.partition_point(|m| m.end() <= start);
@@ -466,11 +473,14 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             match (left, right) {
                 (Some(l), Some(r)) => {
                     mappings[i] = l;
-                    insert(mappings, i + 1, r);
+                    if let Err(e) = insert(mappings, i + 1, r) {
+                        self.uat.vm_unmap(id, r.va, r.range)?;
+                        return Err(e);
+                    }
                     if let Some(e) = entry_mut(objects, m.handle) {
                         e.mappings += 1;
                     }
-                    return;
+                    return Ok(());
                 }
                 (Some(part), None) | (None, Some(part)) => {
                     mappings[i] = part;
@@ -483,6 +493,7 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
                 }
             }
         }
+        Ok(())
     }
 }
 
@@ -516,10 +527,16 @@ fn unref(objects: &mut KVec<Option<GemEntry>>, handle: Handle) {
     release_if_unused(objects, handle);
 }
 
-/// Inserts `m` at `at`, in room the caller reserved, so this does not allocate.
-fn insert(v: &mut KVec<VaMapping>, at: usize, m: VaMapping) {
-    if v.insert_within_capacity(at, m).is_err() {
-        // Room was reserved: this would be a bookkeeping bug, reported and survived.
-        pr_err!("VM mapping list full\n");
-    }
+/// Inserts `m` at `at`, in room the caller reserved: this never allocates. Without the room
+/// (a bookkeeping bug) it warns and fails with `ENOMEM`, changing nothing.
+pub fn insert(v: &mut KVec<VaMapping>, at: usize, m: VaMapping) -> Result {
+    let len = v.len();
+    v.insert_within_capacity(at, m).map_err(|_| {
+        pr_warn!(
+            "VM mapping list: no reserved room for an entry at {} of {}\n",
+            at,
+            len
+        );
+        ENOMEM
+    })
 }

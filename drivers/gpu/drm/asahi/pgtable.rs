@@ -164,6 +164,11 @@ enum Step<'a, 'b> {
 /// Produces the physical page for each successive page of a mapping.
 trait PageSource {
     fn next_page(&mut self) -> Option<PhysAddr>;
+
+    /// Whether at least `pages` more pages will come.
+    fn covers(&self, _pages: u64) -> bool {
+        true
+    }
 }
 
 /// Physically contiguous memory.
@@ -195,6 +200,17 @@ struct Scatter<'a> {
 }
 
 impl PageSource for Scatter<'_> {
+    fn covers(&self, pages: u64) -> bool {
+        let mut left = pages.saturating_mul(UAT_PGSZ).saturating_add(self.off);
+        for r in self.ranges {
+            if left <= r.len {
+                return true;
+            }
+            left -= r.len;
+        }
+        left == 0
+    }
+
     #[inline(always)]
     fn next_page(&mut self) -> Option<PhysAddr> {
         let r = self.ranges.first()?;
@@ -241,6 +257,10 @@ impl PageTable {
     /// Creates a page table on a top-level table that someone else owns (the bootloader's
     /// `pagetables` region, mapped as `root`), managing only `cfg.range` in it.
     ///
+    /// The top-level entries covering `cfg.range` must all be invalid (zero): anything there was
+    /// left by someone else (the bootloader, an earlier kernel) and is not ours to follow, prune
+    /// or free, so such a table is refused with `EBUSY`.
+    ///
     /// # Safety
     ///
     /// `root` must map a top-level table, and nothing else may modify the top-level entries
@@ -251,16 +271,34 @@ impl PageTable {
         if !pa_aligned(root_pa) || !cfg.oas.fits(root_pa) || root.size() < PAGE_SIZE {
             return Err(EINVAL);
         }
-        let pt = PageTable {
+        // Refuse a borrowed table whose managed part already holds anything: tables found there
+        // were not allocated by us (the type invariant), so pruning would free them. Checked
+        // before a `PageTable` exists, since dropping one prunes its range.
+        {
+            // SAFETY: `root` maps at least `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) page-aligned
+            // bytes and outlives this borrow. Descriptors are only ever accessed atomically.
+            let table =
+                Table::Mapped(unsafe { &*(root.as_ptr() as *const [AtomicU64; PTES_PER_TABLE]) });
+            for (idx, sub) in cfg.geometry.entries_in(cfg.range, TOP_LEVEL) {
+                let raw = table.get(idx);
+                if raw != 0 {
+                    pr_err!(
+                        "borrowed table {:#x}: entry {} ({:#018x}, VA {:#x}) is not ours, refusing it\n",
+                        root_pa,
+                        idx,
+                        raw,
+                        sub.start
+                    );
+                    return Err(EBUSY);
+                }
+            }
+        }
+        Ok(PageTable {
             root: root_pa,
             root_map: Some(root),
             cfg,
             tables: 0,
-        };
-        // Refuse a borrowed table whose managed part is already corrupt: we would never be able
-        // to free or follow it.
-        pt.walk(cfg.range, &mut Tables::Existing, &mut |_| Ok(()))?;
-        Ok(pt)
+        })
     }
 
     /// Physical address of the top-level table (what goes into a TTBAT entry).
@@ -455,7 +493,15 @@ impl PageTable {
     }
 
     /// Maps `range` to the pages of `src`, all checks done by the caller except the tables'.
+    ///
+    /// Everything that can fail is checked before the first descriptor is written: the source
+    /// must cover the range (`EINVAL`), the range must be free and the tables allocated. Should
+    /// the write pass fail anyway (a missing table or page: a bug), it warns, clears what it
+    /// wrote (the range was free), and fails with `EIO`.
     fn map_pages(&mut self, range: VaRange, prot: Prot, mut src: impl PageSource) -> Result {
+        if !src.covers(range.size() >> UAT_PGBIT) {
+            return Err(EINVAL);
+        }
         let mut pool = self.prepare(range, false)?;
         let tmpl = PteTemplate::new(prot, self.cfg.user);
         let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |step| {
@@ -472,12 +518,55 @@ impl PageTable {
             })
         });
         debug_assert!(pool.is_empty());
-        self.account(created?);
+        match created {
+            Ok(n) => self.account(n),
+            Err(e) => {
+                pr_warn!(
+                    "map of {:#x}..={:#x} failed while writing ({:?}), undone\n",
+                    range.start,
+                    range.last,
+                    e
+                );
+                // The tables linked so far stay (empty, counted); the descriptors go.
+                let _ = self.walk(range, &mut Tables::Existing, &mut |step| {
+                    if let Step::Leaf(table, sub) = step {
+                        let (first, last) = self.leaf_indices(sub);
+                        table.with(|t| {
+                            t[first..=last]
+                                .iter()
+                                .for_each(|e| e.store(0, Ordering::Relaxed))
+                        });
+                    }
+                    Ok(())
+                });
+                let linked = self.count_tables();
+                self.tables = linked;
+                return Err(EIO);
+            }
+        }
         Ok(())
     }
 
+    /// Table pages linked below the top level within the managed range, counted by a walk.
+    fn count_tables(&self) -> usize {
+        let mut n = 0usize;
+        let _ = self.visit_tables(self.root, TOP_LEVEL, self.cfg.range, &mut |_| n += 1);
+        n
+    }
+
     fn account(&mut self, delta: isize) {
-        self.tables = self.tables.wrapping_add_signed(delta);
+        match self.tables.checked_add_signed(delta) {
+            Some(n) => self.tables = n,
+            None => {
+                // More tables unlinked than this object ever linked: a bookkeeping bug.
+                pr_warn!(
+                    "table count {} {:+} out of range, clamped\n",
+                    self.tables,
+                    delta
+                );
+                self.tables = if delta < 0 { 0 } else { usize::MAX };
+            }
+        }
     }
 
     /// Maps `size` bytes at `iova` to the physically contiguous memory at `pa`.
@@ -828,5 +917,73 @@ impl Drop for PageTable {
             // SAFETY: By the type invariants we own the root, which came from `into_phys`.
             drop(unsafe { Page::from_phys(self.root) });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Host-only checks of paths the public API cannot reach.
+
+    use super::*;
+    use crate::geometry::Geometry;
+
+    fn pt() -> PageTable {
+        let g = Geometry::G13;
+        PageTable::new(PtConfig {
+            geometry: g,
+            range: g.lower_half(),
+            oas: crate::pte::Oas::BITS_40,
+            user: true,
+        })
+        .unwrap()
+    }
+
+    /// A source that promises pages and runs out after `n`.
+    struct Short(u64);
+
+    impl PageSource for Short {
+        fn next_page(&mut self) -> Option<PhysAddr> {
+            self.0 = self.0.checked_sub(1)?;
+            Some(0x8_0000_0000)
+        }
+    }
+
+    fn range(start: u64, pages: u64) -> VaRange {
+        VaRange::from_start_size(start, pages * UAT_PGSZ).unwrap()
+    }
+
+    #[test]
+    fn a_short_source_is_refused_before_anything_is_written() {
+        let mut pt = pt();
+        let sg = [PhysRange {
+            addr: 0x8_0000_0000,
+            len: 2 * UAT_PGSZ,
+        }];
+        let src = Scatter {
+            ranges: &sg,
+            off: 0,
+        };
+        assert!(src.covers(2) && !src.covers(3));
+        // Across an L2 boundary, so that the write pass would cross leaf tables.
+        let r = range(0x200_0000 - 2 * UAT_PGSZ, 3);
+        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, src), Err(EINVAL));
+        assert_eq!(pt.table_pages(), 0);
+    }
+
+    #[test]
+    fn a_failure_while_writing_is_undone() {
+        let mut pt = pt();
+        let r = range(0x200_0000 - 2 * UAT_PGSZ, 4);
+        // Runs out on the second leaf table: the first one's two pages were written.
+        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(3)), Err(EIO));
+        let mut runs = 0;
+        pt.for_each_mapping_all(|_| runs += 1).unwrap();
+        assert_eq!(runs, 0);
+        let mut linked = 0;
+        pt.for_each_table_page(|_| linked += 1).unwrap();
+        assert_eq!(pt.table_pages() + 1, linked);
+        // The range is free again.
+        pt.map(r.start, 0x8_0000_0000, 4 * UAT_PGSZ, Prot::GPU_SHARED_RW)
+            .unwrap();
     }
 }

@@ -37,6 +37,17 @@ pub struct TtbatEntry {
 }
 
 const _: () = assert!(size_of::<TtbatEntry>() == 16);
+/// `slot` if it is a context slot, else `EINVAL` with a warning: a slot number is never
+/// wrapped (`slot % SLOTS` would write another context's entry).
+pub fn checked_slot(slot: usize) -> Result<usize> {
+    if slot < SLOTS {
+        Ok(slot)
+    } else {
+        pr_warn!("TTBAT slot {} out of range (0..{})\n", slot, SLOTS);
+        Err(EINVAL)
+    }
+}
+
 /// Size of the TTBAT.
 pub const TTBAT_SIZE: usize = SLOTS * size_of::<TtbatEntry>();
 
@@ -53,27 +64,32 @@ impl Ttbat {
         })
     }
 
-    fn entry(&self, slot: usize) -> &TtbatEntry {
+    /// Entry `slot`; a slot out of range (a caller's bug) is warned about and `None`, never
+    /// wrapped onto another slot.
+    fn entry(&self, slot: usize) -> Option<&TtbatEntry> {
+        let slot = checked_slot(slot).ok()?;
         // SAFETY: `Region::new` checked that the page-aligned mapping holds `TTBAT_SIZE` bytes;
         // it lives as long as `self`. Entries are shared with the firmware, hence atomics.
         let table = unsafe { &*(self.region.as_ptr() as *const [TtbatEntry; SLOTS]) };
-        &table[slot % SLOTS]
+        table.get(slot)
     }
 
-    /// Reads entry `slot` as `(ttb0, ttb1)`.
+    /// Reads entry `slot` as `(ttb0, ttb1)`; a slot out of range reads as empty (and warns).
     pub fn get(&self, _lock: &HandoffGuard<'_>, slot: usize) -> (u64, u64) {
-        let e = self.entry(slot);
-        (
-            e.ttb0.load(Ordering::Relaxed),
-            e.ttb1.load(Ordering::Relaxed),
-        )
+        self.entry(slot).map_or((0, 0), |e| {
+            (
+                e.ttb0.load(Ordering::Relaxed),
+                e.ttb1.load(Ordering::Relaxed),
+            )
+        })
     }
 
-    /// Writes entry `slot`.
+    /// Writes entry `slot`; a slot out of range writes nothing (and warns).
     pub fn set(&self, _lock: &HandoffGuard<'_>, slot: usize, ttb0: u64, ttb1: u64) {
-        let e = self.entry(slot);
-        e.ttb0.store(ttb0, Ordering::Relaxed);
-        e.ttb1.store(ttb1, Ordering::Relaxed);
+        if let Some(e) = self.entry(slot) {
+            e.ttb0.store(ttb0, Ordering::Relaxed);
+            e.ttb1.store(ttb1, Ordering::Relaxed);
+        }
     }
 
     /// Clears entry `slot` if its `ttb0` is still `ttb0`; returns whether it did.
