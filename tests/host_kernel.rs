@@ -52,11 +52,12 @@ fn phys_round_trip_and_borrow() {
     assert_eq!(pa % PAGE_SIZE as u64, 0);
     assert!(pa >= sim::RAM_BASE);
     assert!(sim::is_allocated(pa), "into_phys keeps the page allocated");
-    // SAFETY: The page is alive (leaked into `pa`) for the borrow.
-    let borrowed = unsafe { Page::borrow_phys(pa) }.unwrap();
-    assert_eq!(borrowed.phys(), pa);
-    assert_eq!(borrowed.ref_count(), 1);
-    drop(borrowed);
+    {
+        // SAFETY: The page is alive (leaked into `pa`) for the borrow.
+        let borrowed = unsafe { Page::borrow_phys(pa) }.unwrap();
+        assert_eq!(borrowed.phys(), pa);
+        assert_eq!(borrowed.ref_count(), 1);
+    }
     assert!(sim::is_allocated(pa), "a borrow does not free");
     // SAFETY: Refused (not page aligned): nothing is borrowed.
     assert!(unsafe { Page::borrow_phys(pa + 0x1234) }.is_none());
@@ -82,12 +83,7 @@ fn borrow_refuses_reserved_memory_holes_and_mmio() {
     );
     // SAFETY: Nothing uses the region.
     unsafe { sim::unreserve_region(reserved, 3 * PAGE_SIZE as u64) };
-    for pa in [
-        sim::HOLE.0,
-        sim::MMIO_ADDR,
-        0,
-        u64::MAX & !(PAGE_SIZE as u64 - 1),
-    ] {
+    for pa in [sim::HOLE.0, sim::MMIO_ADDR, 0, !(PAGE_SIZE as u64 - 1)] {
         // SAFETY: Refused (no memory there): nothing is borrowed.
         assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
     }
