@@ -26,7 +26,7 @@ use crate::geometry::{
 use crate::page_list::PageList;
 use crate::pte::{pa_aligned, table_desc, Desc, Oas, Prot, PteTemplate};
 use crate::tlb::{FreedTables, Gather};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::page::{Page, PhysAddr, PAGE_SIZE};
 use kernel::prelude::*;
 
@@ -221,6 +221,9 @@ pub struct PageTable {
     cfg: PtConfig,
     /// Table pages owned below the top level (for statistics and leak accounting).
     tables: usize,
+    /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
+    /// serialized by `&mut self`, concurrent readers may lose counts).
+    walks: AtomicUsize,
 }
 
 impl PageTable {
@@ -233,6 +236,7 @@ impl PageTable {
             owns_root: true,
             cfg,
             tables: 0,
+            walks: AtomicUsize::new(0),
         })
     }
 
@@ -257,6 +261,7 @@ impl PageTable {
             owns_root: false,
             cfg,
             tables: 0,
+            walks: AtomicUsize::new(0),
         };
         // Refuse a borrowed table whose managed part is already corrupt: we would never be able
         // to free or follow it.
@@ -277,6 +282,11 @@ impl PageTable {
     /// Number of table pages this object owns below the top level.
     pub fn table_pages(&self) -> usize {
         self.tables
+    }
+
+    /// Number of walks of a range the operations on this table have made so far.
+    pub fn walks(&self) -> usize {
+        self.walks.load(Ordering::Relaxed)
     }
 
     /// Validates a VA range argument: `EINVAL` if unaligned, empty or wrapping, `ERANGE` if not
@@ -320,6 +330,9 @@ impl PageTable {
         F: FnMut(Step<'_, '_>) -> Result,
     {
         let mut delta = 0;
+        // A plain load and store: a statistic, not worth a locked read-modify-write.
+        self.walks
+            .store(self.walks.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let result = self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut delta);
         result.map(|()| delta)
     }
