@@ -172,6 +172,8 @@ fn floor(n: u64) -> Costs {
 fn main() {
     // The real allocator does not poison freed pages; do not charge that to the table code.
     sim::set_poison_on_free(false);
+    // UAT_BENCH_QUICK=1: the page-table table only.
+    let quick = std::env::var_os("UAT_BENCH_QUICK").is_some();
     println!(
         "UAT page-table benchmark: ns per page, median of {ROUNDS} rounds of {BATCH_PAGES} pages"
     );
@@ -216,9 +218,11 @@ fn main() {
     );
     println!("  batch. peer/ours > 1: we are faster.");
     println!("floor: a loop storing n precomputed descriptors (map) or zeroes (unmap).");
-    replacing_bind();
-    table_memory();
-    bind_scaling();
+    if !quick {
+        replacing_bind();
+        table_memory();
+        bind_scaling();
+    }
 }
 
 /// A VM_BIND of 256 pages over an existing mapping of the same range (GPUVM replace) against the
