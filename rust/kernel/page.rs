@@ -84,11 +84,13 @@ impl Page {
     }
 
     /// Returns a raw pointer to the page.
+    #[inline]
     pub fn as_ptr(&self) -> *mut bindings::page {
         self.page.get()
     }
 
     /// Returns the physical address of this page.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         // SAFETY: `page` is valid due to the type invariants on `Page`.
         unsafe { bindings::page_to_phys(self.as_ptr()) }
@@ -96,6 +98,7 @@ impl Page {
 
     /// Returns the page's reference count (`page_ref_count`): 0 once the page is back in the page
     /// allocator, at least 1 while anybody owns it. A racy snapshot, meant for leak checks.
+    #[inline]
     pub fn ref_count(&self) -> i32 {
         // SAFETY: `page` is valid due to the type invariants on `Page`.
         unsafe { bindings::page_ref_count(self.as_ptr()) }
@@ -105,6 +108,7 @@ impl Page {
     ///
     /// The page stays allocated: it is leaked until [`Page::from_phys`] claims it back. This is
     /// how a page-table page is handed to a descriptor that only holds its physical address.
+    #[inline]
     pub fn into_phys(page: Owned<Self>) -> PhysAddr {
         let phys = page.phys();
         let _ = Owned::into_raw(page);
@@ -118,6 +122,7 @@ impl Page {
     /// `phys` must have come from [`Page::into_phys`] (or otherwise be the address of an order-0
     /// page allocated from the page allocator that the caller owns), and ownership of it must not
     /// be claimed more than once.
+    #[inline]
     pub unsafe fn from_phys(phys: PhysAddr) -> Owned<Self> {
         // SAFETY: The caller guarantees that `phys` is the address of a page it owns, so its
         // `struct page` is valid and the conversion cannot produce a dangling pointer.
@@ -139,6 +144,7 @@ impl Page {
     /// page stays allocated (or reserved) for the lifetime of the borrow, for example because it
     /// is a pinned buffer page or a page-table page the caller owns, and that its accesses to the
     /// page contents do not race with the owner's.
+    #[inline]
     pub unsafe fn borrow_phys(phys: &PhysAddr) -> Option<&Self> {
         // `unsigned long` is `usize` on every architecture the kernel supports.
         let pfn = (*phys >> PAGE_SHIFT) as usize;
@@ -158,6 +164,7 @@ impl Page {
     /// # Safety
     ///
     /// As for [`Page::borrow_phys`], and `phys` must be known to be RAM with a memory map.
+    #[inline]
     pub unsafe fn borrow_phys_unchecked(phys: &PhysAddr) -> &Self {
         // SAFETY: The caller guarantees that `phys` is RAM, so its `struct page` exists.
         unsafe { &*bindings::phys_to_page(*phys).cast::<Self>() }
@@ -174,6 +181,7 @@ impl Page {
     /// only be mapped on the current thread, and when that is the case, dereferencing it on other
     /// threads is UB. Other than that, the usual rules for dereferencing a raw pointer apply: don't
     /// cause data races, the memory may be uninitialized, and so on.
+    #[inline]
     pub fn with_page_mapped<T>(&self, f: impl FnOnce(*mut u8) -> T) -> T {
         // SAFETY: `page` is valid due to the type invariants on `Page`.
         let mapped_addr = unsafe { bindings::kmap_local_page(self.as_ptr()) };
@@ -195,6 +203,7 @@ impl Page {
     /// page, and the pointer will be valid for at least `len` bytes. The pointer is only valid on
     /// this task, as this method uses a local mapping. If `off` and `len` refers to a region
     /// outside of this page, then this method returns [`EINVAL`] and does not call `f`.
+    #[inline]
     pub fn with_pointer_into_page<T>(
         &self,
         off: usize,

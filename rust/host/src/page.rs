@@ -51,6 +51,7 @@ unsafe impl Ownable for Page {
 }
 
 impl Page {
+    #[inline]
     pub(crate) fn raw_state(&self) -> &AtomicU8 {
         &self.state
     }
@@ -59,6 +60,7 @@ impl Page {
         Self { state }
     }
 
+    #[inline]
     fn index(&self) -> usize {
         let ram = sim::ram();
         // SAFETY: By the type invariant, `self` lies in the memory map.
@@ -75,6 +77,7 @@ impl Page {
     }
 
     /// Returns the physical address of this page.
+    #[inline]
     pub fn phys(&self) -> PhysAddr {
         sim::RAM_BASE + ((self.index() as u64) << PAGE_SHIFT)
     }
@@ -90,6 +93,7 @@ impl Page {
 
     /// Converts an owned page into its physical address, without freeing it. The page can be
     /// recovered with [`Page::from_phys`]; until then it is leaked.
+    #[inline]
     pub fn into_phys(page: Owned<Self>) -> PhysAddr {
         let phys = page.phys();
         let _ = Owned::into_raw(page);
@@ -102,6 +106,7 @@ impl Page {
     ///
     /// `phys` must come from [`Page::into_phys`] (or otherwise be a page the caller owns), and
     /// ownership must not be claimed twice.
+    #[inline]
     pub unsafe fn from_phys(phys: PhysAddr) -> Owned<Self> {
         let ram = sim::ram();
         let index = ram
@@ -119,6 +124,7 @@ impl Page {
     ///
     /// The page must stay allocated (or reserved) for the lifetime of the borrow, and accesses to
     /// its contents must not race with its owner's.
+    #[inline]
     pub unsafe fn borrow_phys(phys: &PhysAddr) -> Option<&Self> {
         let ram = sim::ram();
         let page = &ram.memmap[ram.index_of(*phys)?];
@@ -130,6 +136,7 @@ impl Page {
     /// # Safety
     ///
     /// As for [`Page::borrow_phys`], and `phys` must be RAM.
+    #[inline]
     pub unsafe fn borrow_phys_unchecked(phys: &PhysAddr) -> &Self {
         let ram = sim::ram();
         let index = ((*phys - sim::RAM_BASE) >> PAGE_SHIFT) as usize;
@@ -142,12 +149,14 @@ impl Page {
     ///
     /// The pointer is valid for `PAGE_SIZE` bytes for the duration of the call, on this thread;
     /// the usual rules for raw pointers apply (no data races, contents may be uninitialized).
+    #[inline]
     pub fn with_page_mapped<T>(&self, f: impl FnOnce(*mut u8) -> T) -> T {
         f(sim::ram().page_ptr(self.index()))
     }
 
     /// Runs `f` with a pointer `off` bytes into the page, valid for `len` bytes; `EINVAL` if
     /// `off .. off + len` is not inside the page.
+    #[inline]
     pub fn with_pointer_into_page<T>(
         &self,
         off: usize,
@@ -169,6 +178,7 @@ impl Page {
     ///
     /// `dst` must be valid for writing `len` bytes, and the read must not race with an
     /// overlapping write to the page.
+    #[inline]
     pub unsafe fn read_raw(&self, dst: *mut u8, offset: usize, len: usize) -> Result {
         self.with_pointer_into_page(offset, len, move |src| {
             // SAFETY: Bounds checked above; the caller guarantees `dst` and the absence of races.
@@ -183,6 +193,7 @@ impl Page {
     ///
     /// `src` must be valid for reading `len` bytes, and the write must not race with an
     /// overlapping access to the page.
+    #[inline]
     pub unsafe fn write_raw(&self, src: *const u8, offset: usize, len: usize) -> Result {
         self.with_pointer_into_page(offset, len, move |dst| {
             // SAFETY: Bounds checked above; the caller guarantees `src` and the absence of races.
@@ -196,6 +207,7 @@ impl Page {
     /// # Safety
     ///
     /// The write must not race with an overlapping access to the page.
+    #[inline]
     pub unsafe fn fill_zero_raw(&self, offset: usize, len: usize) -> Result {
         self.with_pointer_into_page(offset, len, move |dst| {
             // SAFETY: Bounds checked above; the caller guarantees the absence of races.

@@ -76,6 +76,7 @@ fn in_range(pa: u64, (base, size): (u64, u64)) -> bool {
     pa >= base && pa - base < size
 }
 
+#[inline]
 pub(crate) fn ram() -> &'static Ram {
     RAM.get_or_init(|| {
         // A small alignment makes `alloc_zeroed` a `calloc`, which maps fresh zero pages lazily;
@@ -122,6 +123,7 @@ pub(crate) fn ram() -> &'static Ram {
 }
 
 impl Ram {
+    #[inline]
     pub(crate) fn index_of(&self, pa: PhysAddr) -> Option<usize> {
         if pa < RAM_BASE || pa - RAM_BASE >= RAM_SPAN {
             return None;
@@ -129,6 +131,7 @@ impl Ram {
         Some(((pa - RAM_BASE) >> PAGE_SHIFT) as usize)
     }
 
+    #[inline]
     pub(crate) fn page_ptr(&self, index: usize) -> *mut u8 {
         // SAFETY: Callers pass indices below `NPAGES`, so the offset stays inside the span.
         unsafe { self.base.add(index * PAGE_SIZE) }
@@ -442,6 +445,7 @@ fn ram_crosses_hole(first: u64, last: u64) -> bool {
 use std::sync::atomic::AtomicU64;
 
 impl crate::page::Page {
+    #[inline]
     pub(crate) fn state(&self) -> PageState {
         match self.raw_state().load(Ordering::Acquire) {
             1 => PageState::Free,
@@ -451,6 +455,7 @@ impl crate::page::Page {
         }
     }
 
+    #[inline]
     pub(crate) fn set_state(&self, state: PageState) {
         self.raw_state().store(state as u8, Ordering::Release);
     }
