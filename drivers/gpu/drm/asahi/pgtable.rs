@@ -888,10 +888,9 @@ impl PageTable {
                     return Ok(());
                 }
             };
-            let (first, last) = self.leaf_indices(sub);
-            for i in first..=last {
-                let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
-                let raw = u64::from_le(table[i].load(Ordering::Relaxed));
+            for (i, e) in self.run(table, sub).iter().enumerate() {
+                let va = sub.start + ((i as u64) << UAT_PGBIT);
+                let raw = u64::from_le(e.load(Ordering::Relaxed));
                 match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
                     Desc::Page(p) => match &mut run {
                         Some(m)
