@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Random sequences of map / map-scatter / map-repeat / unmap / reprot / prealloc, checked after
-//! every step against the interval-map model: results, walk, translations, table count, leaks.
+//! every step against the interval-map model: results, walk, translations, table count, leaks;
+//! and a corrupt leaf descriptor inside the range of an operation, wholly covered leaf tables
+//! included: reported (EIO), nothing changed.
 
 use asahi::pgtable::PageTable;
+use kernel::error::code::{EEXIST, EIO, ENOENT};
 use proptest::prelude::*;
 use uat_tests::config::config;
 use uat_tests::leak::LeakCheck;
@@ -43,5 +46,199 @@ proptest! {
     #[test]
     fn random_sequences_match_the_model(ops in prop::collection::vec(op(), 1..40)) {
         run(&ops)?;
+    }
+}
+
+/// The leaf descriptor of `va` in `pt`: its table page and byte offset.
+fn leaf_slot(pt: &PageTable, va: u64) -> Option<(u64, usize)> {
+    use asahi::pte::{Desc, Oas};
+    let mut table = pt.ttb();
+    for (level, shift) in [(1u32, 36u32), (2, 25)] {
+        let off = (((va >> shift) & 0x7ff) * 8) as usize;
+        let raw = read_word(table, off);
+        match Desc::decode(raw, level, Oas::BITS_40) {
+            Desc::Table(next) => table = next,
+            _ => return None,
+        }
+    }
+    Some((table, (((va >> 14) & 0x7ff) * 8) as usize))
+}
+
+fn read_word(table: u64, off: usize) -> u64 {
+    // SAFETY: `table` is a table page of the page table under test, alive during the test.
+    let page = unsafe { kernel::page::Page::borrow_phys(table) }.unwrap();
+    let mut raw = [0u8; 8];
+    // SAFETY: 8 writable bytes, in bounds; nothing else touches the page.
+    unsafe { page.read_raw(raw.as_mut_ptr(), off, 8) }.unwrap();
+    u64::from_le_bytes(raw)
+}
+
+fn write_word(table: u64, off: usize, v: u64) {
+    // SAFETY: As in `read_word`; this is the corruption under test.
+    let page = unsafe { kernel::page::Page::borrow_phys(table) }.unwrap();
+    // SAFETY: 8 readable bytes, in bounds; nothing else touches the page.
+    unsafe { page.write_raw(v.to_le_bytes().as_ptr(), off, 8) }.unwrap();
+}
+
+/// Every table page of `pt`, byte for byte.
+fn snapshot(pt: &PageTable) -> Vec<(u64, Vec<u8>)> {
+    let mut pas = Vec::new();
+    pt.for_each_table_page(|pa| pas.push(pa)).unwrap();
+    pas.iter()
+        .map(|&pa| {
+            let bytes = (0..2048)
+                .flat_map(|i| read_word(pa, i * 8).to_le_bytes())
+                .collect();
+            (pa, bytes)
+        })
+        .collect()
+}
+
+/// Corrupt leaf values: block and reserved types, a non-zero invalid entry (address only),
+/// stray bits, an address beyond the OAS.
+fn corrupt_value() -> impl Strategy<Value = u64> {
+    let pa = 0x8_0000_0000u64;
+    prop::sample::select(vec![
+        pa | 0b01,
+        pa | 0b10,
+        pa,
+        0x400,
+        pa | 0b11 | (1 << 58),
+        pa | 0b11 | (1 << 12),
+        (1u64 << 41) | 0b11 | (1 << 10) | (1 << 55),
+    ])
+}
+
+/// A corrupt leaf descriptor anywhere in the range of an operation (wholly covered leaf tables
+/// included, which unmap unlinks without clearing) makes it fail with EIO (or, for a map, EEXIST
+/// when a mapped page comes first; for a reprot, ENOENT when a hole does) and change nothing.
+fn corrupt_run(
+    base: (u64, u64),
+    at: u64,
+    value: u64,
+    op: &Op,
+    target: &VaModel,
+) -> Result<(), TestCaseError> {
+    use uat_tests::model::PG;
+    use uat_tests::ops::WINDOW;
+    let leak = LeakCheck::start();
+    let mut pt = PageTable::new(cfg()).unwrap();
+    let map = Op::Map {
+        page: base.0,
+        pages: base.1,
+        pa_page: 0,
+        prot: asahi::pte::Prot::GPU_SHARED_RW,
+    };
+    let (want, model) = expect(target, &map);
+    prop_assert_eq!(apply(&mut pt, &map), want);
+    let va = WINDOW + at * PG;
+    let Some((table, off)) = leaf_slot(&pt, va) else {
+        return Ok(());
+    };
+    let old = read_word(table, off);
+    write_word(table, off, value);
+    let before = snapshot(&pt);
+    let tables = pt.table_pages();
+    let got = apply(&mut pt, op);
+    let allowed: &[kernel::error::Error] = match op {
+        Op::Map { .. } | Op::MapSg { .. } | Op::MapRepeat { .. } => &[EIO, EEXIST],
+        Op::Reprot { .. } => &[EIO, ENOENT],
+        _ => &[EIO],
+    };
+    prop_assert!(
+        matches!(got, Err(e) if allowed.contains(&e)),
+        "{:?} over a corrupt {:#x} returned {:?}",
+        op,
+        value,
+        got
+    );
+    prop_assert!(snapshot(&pt) == before, "{:?} changed the tables", op);
+    prop_assert_eq!(pt.table_pages(), tables);
+    write_word(table, off, old);
+    check(&pt, &model, None, 3);
+    drop(pt);
+    prop_assert_eq!(leak.live_since(), 0, "pages leaked");
+    Ok(())
+}
+
+fn covering_op(at: u64) -> impl Strategy<Value = Op> {
+    use asahi::pte::Prot;
+    use uat_tests::ops::WINDOW_PAGES;
+    // Ranges around `at`, from one page to several whole leaf tables.
+    (0u64..=4100, 1u64..=4100, 0usize..5).prop_map(move |(before, after, kind)| {
+        let page = at.saturating_sub(before);
+        let pages = (at - page + after).min(WINDOW_PAGES - page);
+        match kind {
+            0 | 1 => Op::Unmap { page, pages },
+            2 => Op::Reprot {
+                page,
+                pages,
+                prot: Prot::GPU_SHARED_RO,
+            },
+            3 => Op::Prealloc { page, pages },
+            _ => Op::Map {
+                page,
+                pages,
+                pa_page: 64,
+                prot: Prot::GPU_SHARED_RW,
+            },
+        }
+    })
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn corrupt_leaves_are_reported_and_nothing_changes(
+        (start, len, at) in (0u64..2048, 1u64..6144).prop_flat_map(|(s, l)| {
+            let l = l.min(uat_tests::ops::WINDOW_PAGES - s);
+            (Just(s), Just(l), s..s + l)
+        }),
+        value in corrupt_value(),
+        op in (0u64..8192).prop_flat_map(covering_op),
+    ) {
+        // `op` is regenerated around `at`: its strategy is only a shape.
+        let op = retarget(op, at);
+        corrupt_run((start, len), at, value, &op, &VaModel::new())?;
+    }
+}
+
+/// Moves `op` so that it covers page `at` (keeping its length where it can).
+fn retarget(op: Op, at: u64) -> Op {
+    use uat_tests::ops::WINDOW_PAGES;
+    let fit = |page: u64, pages: u64| {
+        let page = page.min(at);
+        let pages = pages.max(at - page + 1).min(WINDOW_PAGES - page);
+        (page, pages)
+    };
+    match op {
+        Op::Unmap { page, pages } => {
+            let (page, pages) = fit(page, pages);
+            Op::Unmap { page, pages }
+        }
+        Op::Reprot { page, pages, prot } => {
+            let (page, pages) = fit(page, pages);
+            Op::Reprot { page, pages, prot }
+        }
+        Op::Prealloc { page, pages } => {
+            let (page, pages) = fit(page, pages);
+            Op::Prealloc { page, pages }
+        }
+        Op::Map {
+            page,
+            pages,
+            pa_page,
+            prot,
+        } => {
+            let (page, pages) = fit(page, pages);
+            Op::Map {
+                page,
+                pages,
+                pa_page,
+                prot,
+            }
+        }
+        other => other,
     }
 }

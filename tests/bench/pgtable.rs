@@ -1,11 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `make bench`: map and unmap cost per page, side by side with a naive per-page walk of the
-//! same work and with the floor (storing the same number of precomputed descriptors into
-//! preallocated memory), all measured in one run so that the ratios are meaningful on a shared
-//! machine. Each figure is the median of several rounds; each round times a batch of operations
-//! large enough to dwarf the clock's resolution.
+//! `make bench`: map and unmap cost per page of our page table, side by side with the
+//! `aarch64-paging` crate (the peer) and with the floor (storing the same number of precomputed
+//! descriptors into preallocated memory), all measured in one run so that the ratios are
+//! meaningful on a shared machine; then a replacing VM_BIND against a plain one, and the
+//! page-table memory of a large mapping. Each figure is the median of several rounds; each round
+//! times a batch of operations large enough to dwarf the clock's resolution.
 
+use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
+use aarch64_paging::idmap::IdTranslation;
+use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, VaRange};
+use aarch64_paging::Mapping;
 use asahi::pgtable::PageTable;
 use asahi::pte::{Prot, PteTemplate};
 use asahi::selftest::{user_cfg as cfg, RecordingTlb};
@@ -32,14 +37,14 @@ fn op_va(i: u64, n: u64) -> u64 {
     BASE + i * n * PG
 }
 
+#[derive(Clone, Copy)]
 struct Costs {
     map: f64,
     unmap: f64,
 }
 
 /// Times `ops` maps then `ops` unmaps of `n` pages; `warm` preallocates the tables (untimed).
-/// With `naive`, each operation is done page by page through the single-page API.
-fn measure(n: u64, warm: bool, naive: bool) -> Costs {
+fn measure(n: u64, warm: bool) -> Costs {
     let ops = (BATCH_PAGES / n).max(1);
     let tlb = RecordingTlb::default();
     let mut maps = Vec::new();
@@ -51,32 +56,81 @@ fn measure(n: u64, warm: bool, naive: bool) -> Costs {
         }
         let t = Instant::now();
         for i in 0..ops {
-            let va = op_va(i, n);
-            if naive {
-                for p in 0..n {
-                    pt.map(va + p * PG, PA + p * PG, PG, Prot::GPU_SHARED_RW)
-                        .unwrap();
-                }
-            } else {
-                pt.map(va, PA, n * PG, Prot::GPU_SHARED_RW).unwrap();
-            }
+            pt.map(op_va(i, n), PA, n * PG, Prot::GPU_SHARED_RW)
+                .unwrap();
         }
         maps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
         let t = Instant::now();
         for i in 0..ops {
-            let va = op_va(i, n);
             let mut gather = Gather::new();
-            if naive {
-                for p in 0..n {
-                    black_box(pt.unmap(va + p * PG, PG, &mut gather).unwrap());
-                }
-            } else {
-                black_box(pt.unmap(va, n * PG, &mut gather).unwrap());
-            }
+            black_box(pt.unmap(op_va(i, n), n * PG, &mut gather).unwrap());
             gather.flush(&tlb, 1);
         }
         unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
+        assert_eq!(pt.table_pages(), 0);
     }
+    Costs {
+        map: median(maps),
+        unmap: median(unmaps),
+    }
+}
+
+/// The peer's page size (its only granule).
+const PEER_PG: usize = 4096;
+
+fn peer_region(i: u64, n: u64) -> MemoryRegion {
+    let start = 0x4000_0000 + (i * n) as usize * PEER_PG;
+    MemoryRegion::new(start, start + n as usize * PEER_PG)
+}
+
+/// The same batches through `aarch64-paging`: `n` 4 KiB pages an operation, block mappings off,
+/// the table inactive (no TLB maintenance, no break-before-make checks), tables from the global
+/// allocator. Unmap is `map_range` with an invalid attribute set (it frees the subtables a chunk
+/// covers wholly, without reading them), then one `compact_subtables` a batch to free the tables
+/// the partial unmaps emptied. `warm` maps and unmaps the batch beforehand (untimed, without
+/// compacting), leaving its tables in place.
+fn measure_peer(n: u64, warm: bool) -> Costs {
+    let ops = (BATCH_PAGES / n).max(1);
+    let attrs = El1Attributes::VALID
+        | El1Attributes::ATTRIBUTE_INDEX_0
+        | El1Attributes::INNER_SHAREABLE
+        | El1Attributes::ACCESSED
+        | El1Attributes::NON_GLOBAL;
+    let unmapped = El1Attributes::empty();
+    let c = Constraints::NO_BLOCK_MAPPINGS;
+    let mut map = Mapping::with_asid_and_va_range(
+        IdTranslation::<El1Attributes>::new(),
+        1,
+        1,
+        El1And0,
+        VaRange::Lower,
+    );
+    let mut maps = Vec::new();
+    let mut unmaps = Vec::new();
+    for _ in 0..ROUNDS {
+        if warm {
+            let all =
+                MemoryRegion::new(peer_region(0, n).start().0, peer_region(ops - 1, n).end().0);
+            map.map_range(&all, PhysicalAddress(PA as usize), attrs, c)
+                .unwrap();
+            map.map_range(&all, PhysicalAddress(0), unmapped, c)
+                .unwrap();
+        }
+        let t = Instant::now();
+        for i in 0..ops {
+            map.map_range(&peer_region(i, n), PhysicalAddress(PA as usize), attrs, c)
+                .unwrap();
+        }
+        maps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
+        let t = Instant::now();
+        for i in 0..ops {
+            map.map_range(&peer_region(i, n), PhysicalAddress(0), unmapped, c)
+                .unwrap();
+        }
+        map.compact_subtables();
+        unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
+    }
+    black_box(&map);
     Costs {
         map: median(maps),
         unmap: median(unmaps),
@@ -118,42 +172,158 @@ fn floor(n: u64) -> Costs {
 fn main() {
     // The real allocator does not poison freed pages; do not charge that to the table code.
     sim::set_poison_on_free(false);
+    // UAT_BENCH_QUICK=1: the page-table table only.
+    let quick = std::env::var_os("UAT_BENCH_QUICK").is_some();
     println!(
         "UAT page-table benchmark: ns per page, median of {ROUNDS} rounds of {BATCH_PAGES} pages"
     );
     println!(
-        "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>10}",
-        "op", "pages", "tables", "ours", "naive", "floor", "ours/floor", "naive/ours"
+        "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
+        "op", "pages", "tables", "ours", "peer", "floor", "ours/floor", "peer/ours"
     );
     for n in [1u64, 256, 65536] {
         let fl = floor(n);
         for warm in [true, false] {
-            let ours = measure(n, warm, false);
-            let naive = measure(n, warm, true);
+            let ours = measure(n, warm);
+            let peer = measure_peer(n, warm);
             let tables = if warm { "warm" } else { "cold" };
-            for (op, o, nv, f) in [
-                ("map", ours.map, naive.map, fl.map),
-                ("unmap", ours.unmap, naive.unmap, fl.unmap),
+            for (op, o, p, f) in [
+                ("map", ours.map, peer.map, fl.map),
+                ("unmap", ours.unmap, peer.unmap, fl.unmap),
             ] {
                 println!(
-                    "{:<6} {:>6} {:<6} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>10.2}",
+                    "{:<6} {:>6} {:<6} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>9.2}",
                     op,
                     n,
                     tables,
                     o,
-                    nv,
+                    p,
                     f,
                     o / f,
-                    nv / o
+                    p / o
                 );
             }
         }
     }
+    println!("warm: tables exist before the timed maps; cold: maps allocate (zeroed) tables.");
+    println!("ours: 16 KiB granule, 2048-entry tables, 3 levels (root L1); map validates the whole range");
+    println!("  first (EEXIST/EIO) and preallocates; unmap checks every descriptor (EIO), frees");
+    println!("  every table it empties after the gathered TLB flush (recording TLB), included.");
+    println!("peer: aarch64-paging 0.12.3, 4 KiB granule (512-entry tables: 4x the tables of ours");
+    println!("  for the same page count), root at L1 (3 levels, as ours), block mappings off,");
+    println!("  inactive table (no TLB maintenance,");
+    println!("  no BBM check), global allocator; unmap = map_range with invalid attributes (frees");
     println!(
-        "warm: tables preallocated before the timed maps; cold: maps allocate (zeroed) tables."
+        "  wholly covered subtables unread, reports no corruption) + compact_subtables once a"
     );
-    println!("unmap always frees the tables it empties (after the gathered TLB flush, included).");
-    bind_scaling();
+    println!("  batch. peer/ours > 1: we are faster.");
+    println!("floor: a loop storing n precomputed descriptors (map) or zeroes (unmap).");
+    if !quick {
+        replacing_bind();
+        table_memory();
+        bind_scaling();
+    }
+}
+
+/// A VM_BIND of 256 pages over an existing mapping of the same range (GPUVM replace) against the
+/// same bind over nothing, through the whole stack on the simulated SoC (the VM holds no slot:
+/// no TLB maintenance either way; the tables exist), and how many walks of the range each makes.
+fn replacing_bind() {
+    use agx_soc::{firmware::FwKnobs, Soc};
+    use asahi::gpuvm::{bind_flags::*, BindOp};
+    const N: u64 = 256;
+    const REPS: usize = 200;
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let h = g.gem_create(2 * N * PG).unwrap();
+    let addr = 0x10_0000_0000;
+    let op = |offset| BindOp {
+        flags: READ | WRITE,
+        handle: h,
+        offset,
+        range: N * PG,
+        addr,
+    };
+    let unbind = BindOp {
+        flags: UNBIND,
+        handle: 0,
+        offset: 0,
+        range: N * PG,
+        addr,
+    };
+    // A page next to the range keeps its tables, so that both binds find them in place.
+    g.bind(
+        vm,
+        &BindOp {
+            range: PG,
+            addr: addr + N * PG,
+            ..op(0)
+        },
+    )
+    .unwrap();
+    let walks = |g: &asahi::gpuvm::Gpuvm<_, _>| g.uat().vm_table(vm).unwrap().walks();
+    let mut plain = Vec::new();
+    let mut replace = Vec::new();
+    let mut plain_walks = 0;
+    let mut replace_walks = 0;
+    for _ in 0..ROUNDS {
+        let mut tp = 0;
+        let mut tr = 0;
+        for r in 0..REPS {
+            let w = walks(&g);
+            let t = Instant::now();
+            g.bind(vm, &op(0)).unwrap();
+            tp += t.elapsed().as_nanos();
+            plain_walks = walks(&g) - w;
+            let w = walks(&g);
+            let t = Instant::now();
+            g.bind(vm, &op((r as u64 % 2) * N * PG)).unwrap();
+            tr += t.elapsed().as_nanos();
+            replace_walks = walks(&g) - w;
+            g.bind(vm, &unbind).unwrap();
+        }
+        plain.push(tp as f64 / REPS as f64);
+        replace.push(tr as f64 / REPS as f64);
+    }
+    let (p, r) = (median(plain), median(replace));
+    println!();
+    println!("VM_BIND of {N} pages (ns per bind, median of {ROUNDS} rounds of {REPS})");
+    println!("{:<28} {:>9} {:>6} {:>7}", "bind", "ns", "walks", "÷ plain");
+    println!(
+        "{:<28} {:>9.0} {:>6} {:>7.2}",
+        "plain (over nothing)", p, plain_walks, 1.0
+    );
+    println!(
+        "{:<28} {:>9.0} {:>6} {:>7.2}",
+        "replacing (over a mapping)",
+        r,
+        replace_walks,
+        r / p
+    );
+}
+
+/// Page-table pages of a 65536-page mapping, counted by the page allocator.
+fn table_memory() {
+    const N: u64 = 65536;
+    let before = sim::page_stats().live;
+    let mut pt = PageTable::new(cfg()).unwrap();
+    let root = sim::page_stats().live - before;
+    pt.map(BASE, PA, N * PG, Prot::GPU_SHARED_RW).unwrap();
+    let mapped = sim::page_stats().live - before;
+    let tables = pt.table_pages();
+    let mut gather = Gather::new();
+    pt.unmap(BASE, N * PG, &mut gather).unwrap();
+    gather.flush(&RecordingTlb::default(), 1);
+    let unmapped = sim::page_stats().live - before;
+    println!();
+    println!(
+        "page-table pages (16 KiB) for {N} pages mapped at {BASE:#x}, counted by the allocator:"
+    );
+    println!("  empty: {root} (the root)");
+    println!("  mapped: {mapped} (root + {tables} leaf/mid tables)");
+    println!("  after the full unmap: {unmapped}");
+    println!("  peer for the same page count (4 KiB tables): 128 leaf + 1 mid + root (+1 L1)");
 }
 
 /// Binding the last page of an imported buffer whose scatter list has `n` single-page entries:

@@ -408,28 +408,32 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
             self.uat.vm_unmap(id, op.addr, op.range)?;
             return self.remove_range(idx, start, end);
         };
-        // Replacing: every table first, then the old mappings go; after this nothing can fail
-        // but a corrupt table, which the preallocation's walk has already checked for. A bind
-        // over nothing needs neither: the map alone is all or nothing.
+        // Replacing: the page table checks the whole range and allocates every table before it
+        // changes anything, then replaces the old pages as it writes the new ones (two walks in
+        // all, as a plain map). A bind over nothing is a plain map: it fails on anything mapped.
         let overlaps = {
             let m = self.mappings_mut(idx)?;
             let i = m.partition_point(|m| m.end() <= start);
             m.get(i).is_some_and(|m| m.va < end)
         };
-        if overlaps {
-            self.uat.vm_prealloc(id, op.addr, op.range)?;
-            self.uat.vm_clear(id, op.addr, op.range)?;
-        }
         let single_page = op.flags & bind_flags::SINGLE_PAGE != 0;
         let Gpuvm { uat, objects, .. } = self;
         let obj = &entry(objects, op.handle).ok_or(ENOENT)?.obj;
         if single_page {
             let pa = obj.phys_at(op.offset).ok_or(EINVAL)?;
-            uat.vm_map_repeat(id, op.addr, pa, op.range, prot)?;
+            if overlaps {
+                uat.vm_replace_repeat(id, op.addr, pa, op.range, prot)?;
+            } else {
+                uat.vm_map_repeat(id, op.addr, pa, op.range, prot)?;
+            }
         } else {
             let (first, skip) = obj.locate(op.offset).ok_or(EINVAL)?;
             let sg = obj.sg().get(first..).ok_or(EINVAL)?;
-            uat.vm_map_sg(id, op.addr, op.range, sg, skip, prot)?;
+            if overlaps {
+                uat.vm_replace_sg(id, op.addr, op.range, sg, skip, prot)?;
+            } else {
+                uat.vm_map_sg(id, op.addr, op.range, sg, skip, prot)?;
+            }
         }
         self.remove_range(idx, start, end)?;
         let new = VaMapping {

@@ -26,12 +26,12 @@ use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
 use crate::page_list::PageList;
-use crate::pte::{pa_aligned, table_desc, Desc, Oas, Prot, PteTemplate};
+use crate::pte::{pa_aligned, table_desc, Desc, LeafCheck, Oas, Prot, PteTemplate};
 use crate::region::Region;
 use crate::tlb::{FreedTables, Gather};
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::io::PhysAddr;
-use kernel::page::{BorrowedPage, Page, PAGE_SIZE};
+use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::sync::barrier::{dma_mb, Write};
 
@@ -101,46 +101,60 @@ pub struct Mapping {
     pub prot: Prot,
 }
 
-/// A view of one table as descriptors.
-enum Table<'a> {
-    /// A table page of the page allocator's, borrowed by physical address.
-    Page(BorrowedPage<'a>),
-    /// The bootloader's top-level table, in its mapped region.
-    Mapped(&'a [AtomicU64; PTES_PER_TABLE]),
+/// The descriptors of one table page, mapped.
+type Entries = [AtomicU64; PTES_PER_TABLE];
+
+/// The descriptors `t` as plain words, for the read-only scans that decide what an operation
+/// will do: the compiler vectorizes these, which it never does with atomic loads.
+///
+/// Sound because no CPU writes descriptors while anyone reads them: every write goes through a
+/// `&mut PageTable`, which excludes every other access to its tables, and the GPU only reads
+/// them (the driver sets AF itself; there is no hardware update of descriptors). Only used on
+/// tables below the top level, which no one else (bootloader, firmware) shares.
+#[inline(always)]
+fn plain(t: &[AtomicU64]) -> &[u64] {
+    // SAFETY: `AtomicU64` has the size and alignment of `u64`; the words are initialized and,
+    // as said above, no write races with these reads.
+    unsafe { core::slice::from_raw_parts(t.as_ptr().cast::<u64>(), t.len()) }
 }
 
-impl Table<'_> {
-    fn with<R>(&self, f: impl FnOnce(&[AtomicU64; PTES_PER_TABLE]) -> R) -> R {
-        match self {
-            Table::Page(page) => page.with_page_mapped(|p| {
-                // SAFETY: The mapping is `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes and page
-                // aligned. Descriptors are shared with the GPU and only ever accessed atomically.
-                f(unsafe { &*(p as *const [AtomicU64; PTES_PER_TABLE]) })
-            }),
-            Table::Mapped(t) => f(t),
-        }
-    }
+/// Whether every descriptor of `t` is zero.
+#[inline(always)]
+fn all_zero(t: &[AtomicU64]) -> bool {
+    plain(t).iter().fold(0, |acc, &e| acc | e) == 0
+}
 
-    fn get(&self, i: usize) -> u64 {
-        self.with(|t| u64::from_le(t[i].load(Ordering::Relaxed)))
+/// The non-zero descriptors among `t`, and whether any of them is not a page descriptor.
+///
+/// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
+/// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
+/// those of type `0b11`; they differ exactly when a non-zero entry has another type.
+#[inline(always)]
+fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
+    let forbidden = check.forbidden();
+    let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
+    for &e in plain(t) {
+        let e = u64::from_le(e);
+        nonzero += (e | e.wrapping_neg()) >> 63;
+        typed += e & (e >> 1) & 1;
+        stray |= e & forbidden;
     }
+    (nonzero as usize, stray != 0 || nonzero != typed)
+}
 
-    fn set(&self, i: usize, v: u64) {
-        self.with(|t| t[i].store(v.to_le(), Ordering::Relaxed))
-    }
+/// Stores `v` into every descriptor of `t`, each whole (the GPU may be walking them).
+#[inline(always)]
+fn fill(t: &[AtomicU64], v: u64) {
+    t.iter().for_each(|e| e.store(v, Ordering::Relaxed));
+}
 
-    /// Whether every descriptor is invalid. The entries just past and just before `first ..=
-    /// last` (what the caller just cleared) are looked at first: when a table is emptied in
-    /// order, its remaining entries are found there at once instead of after a scan of the
-    /// cleared part.
-    fn is_empty_around(&self, first: usize, last: usize) -> bool {
-        self.with(|t| {
-            let zero = |e: &AtomicU64| e.load(Ordering::Relaxed) == 0;
-            t[last + 1..].iter().all(zero)
-                && t[..first].iter().rev().all(zero)
-                && t[first..=last].iter().all(zero)
-        })
-    }
+/// Whether every descriptor of the table `t` outside `first ..= last` (the part the caller
+/// just cleared, or found invalid) is zero. The nearest ones are looked at first: when a table is
+/// emptied in order, its remaining entries are found at once.
+fn is_empty_around(t: &Entries, first: usize, last: usize) -> bool {
+    let t = plain(t);
+    let zero = |c: &[u64]| c.iter().fold(0, |acc, &e| acc | e) == 0;
+    t[last + 1..].chunks(64).all(zero) && t[..first].rchunks(64).all(zero)
 }
 
 /// How the walker treats tables on its way.
@@ -149,14 +163,17 @@ enum Tables<'a> {
     Existing,
     /// Create the missing tables from preallocated zeroed pages.
     Create(&'a mut PageList),
-    /// After visiting a table, unlink it if it is empty and put it on the list.
+    /// After visiting a leaf table, clear the walked part of it; then unlink every table that is
+    /// empty and put it on the list. A leaf table the range covers whole is unlinked as it is,
+    /// without clearing its descriptors: it is freed only after the TLB flush, and until then a
+    /// stale walk cache reaching it finds the same translations the stale TLB may hold.
     Prune(&'a mut PageList),
 }
 
 /// A step of a walk: one leaf table (or a region whose tables are missing) and the part of the
 /// walked range it covers.
-enum Step<'a, 'b> {
-    Leaf(&'a Table<'b>, VaRange),
+enum Step<'a> {
+    Leaf(&'a Entries, VaRange),
     /// No table below level `level` maps this part of the range.
     Missing(Level, VaRange),
 }
@@ -239,6 +256,9 @@ pub struct PageTable {
     cfg: PtConfig,
     /// Table pages owned below the top level (for statistics and leak accounting).
     tables: usize,
+    /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
+    /// serialized by `&mut self`, concurrent readers may lose counts).
+    walks: AtomicUsize,
 }
 
 impl PageTable {
@@ -251,6 +271,7 @@ impl PageTable {
             root_map: None,
             cfg,
             tables: 0,
+            walks: AtomicUsize::new(0),
         })
     }
 
@@ -277,10 +298,9 @@ impl PageTable {
         {
             // SAFETY: `root` maps at least `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) page-aligned
             // bytes and outlives this borrow. Descriptors are only ever accessed atomically.
-            let table =
-                Table::Mapped(unsafe { &*(root.as_ptr() as *const [AtomicU64; PTES_PER_TABLE]) });
+            let t = unsafe { &*(root.as_ptr() as *const Entries) };
             for (idx, sub) in cfg.geometry.entries_in(cfg.range, TOP_LEVEL) {
-                let raw = table.get(idx);
+                let raw = u64::from_le(t[idx].load(Ordering::Relaxed));
                 if raw != 0 {
                     pr_err!(
                         "borrowed table {:#x}: entry {} ({:#018x}, VA {:#x}) is not ours, refusing it\n",
@@ -298,6 +318,7 @@ impl PageTable {
             root_map: Some(root),
             cfg,
             tables: 0,
+            walks: AtomicUsize::new(0),
         })
     }
 
@@ -311,32 +332,41 @@ impl PageTable {
         &self.cfg
     }
 
-    /// The table at `table_pa`: the mapped top-level table, or a table page we own.
-    ///
-    /// `EIO` if `table_pa` is not a page of the page allocator's, which only a corrupt
-    /// descriptor can point at.
-    fn table(&self, table_pa: PhysAddr) -> Result<Table<'_>> {
-        if let Some(map) = &self.root_map {
-            if table_pa == self.root {
-                // SAFETY: By the type invariants the mapping holds a page-aligned table of
-                // `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes, alive as long as `self`.
-                // Descriptors are shared with the GPU and only ever accessed atomically.
-                return Ok(Table::Mapped(unsafe {
-                    &*(map.as_ptr() as *const [AtomicU64; PTES_PER_TABLE])
-                }));
-            }
-        }
-        // SAFETY: By the type invariants, a table reached from `root` is a page we own, alive
-        // while `self` is borrowed. `borrow_phys` still refuses anything that is not the page
-        // allocator's.
-        unsafe { Page::borrow_phys(table_pa) }
-            .map(Table::Page)
-            .ok_or(EIO)
-    }
-
     /// Number of table pages this object owns below the top level.
     pub fn table_pages(&self) -> usize {
         self.tables
+    }
+
+    /// Runs `f` on the descriptors of the table at `pa`, mapped once for the whole call: the
+    /// mapped top-level table, or a table page we own, borrowed by its address. `EIO` if `pa` is
+    /// neither (only a corrupt descriptor can point there).
+    ///
+    /// # Safety
+    ///
+    /// `pa` must be the root, or a table reachable from it within `cfg.range`, which this object
+    /// owns (its type invariants), while `self` is borrowed. Descriptors are shared with the GPU
+    /// and accessed atomically, except through [`plain`].
+    unsafe fn with_table<R>(&self, pa: PhysAddr, f: impl FnOnce(&Entries) -> R) -> Result<R> {
+        if let Some(map) = &self.root_map {
+            if pa == self.root {
+                // SAFETY: By the type invariants the mapping holds a page-aligned table of
+                // `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes, alive as long as `self`.
+                return Ok(f(unsafe { &*(map.as_ptr() as *const Entries) }));
+            }
+        }
+        // SAFETY: The caller guarantees that the page stays allocated; `borrow_phys` still
+        // refuses anything that is not the page allocator's.
+        let page = unsafe { Page::borrow_phys(pa) }.ok_or(EIO)?;
+        Ok(page.with_page_mapped(|p| {
+            // SAFETY: The mapping is `PAGE_SIZE` (= `PTES_PER_TABLE * 8`) bytes and page aligned,
+            // valid for the duration of the closure.
+            f(unsafe { &*(p as *const Entries) })
+        }))
+    }
+
+    /// Number of walks of a range the operations on this table have made so far.
+    pub fn walks(&self) -> usize {
+        self.walks.load(Ordering::Relaxed)
     }
 
     /// Validates a VA range argument: `EINVAL` if unaligned, empty or wrapping, `ERANGE` if not
@@ -372,18 +402,59 @@ impl PageTable {
         EIO
     }
 
+    /// Reports the first corrupt descriptor of `run`, the part of a leaf table that maps `sub`.
+    fn corrupt_in(&self, run: &[AtomicU64], sub: VaRange) -> Error {
+        let check = LeafCheck::new(self.cfg.oas);
+        for (i, e) in run.iter().enumerate() {
+            let raw = e.load(Ordering::Relaxed);
+            if check.is_corrupt(raw) {
+                let va = sub.start + ((i as u64) << UAT_PGBIT);
+                return self.corrupt(va, LEAF_LEVEL, u64::from_le(raw));
+            }
+        }
+        EIO
+    }
+
+    /// Counts the pages mapped in `run`, the part of a leaf table that maps `sub`; `EIO` if a
+    /// descriptor there is neither invalid nor a page.
+    fn count_pages(&self, run: &[AtomicU64], sub: VaRange) -> Result<usize> {
+        let (count, bad) = scan_leaves(run, LeafCheck::new(self.cfg.oas));
+        if bad {
+            return Err(self.corrupt_in(run, sub));
+        }
+        Ok(count)
+    }
+
+    /// Whether `range` lies inside the span of one leaf table: then an operation can check and
+    /// change it in a single walk, the check of the whole range still preceding every write.
+    fn single_leaf(&self, range: VaRange) -> bool {
+        let shift = self.cfg.geometry.shift(LEAF_LEVEL - 1);
+        range.start >> shift == range.last >> shift
+    }
+
+    /// The part of the leaf table `t` that maps `sub`.
+    fn run<'t>(&self, t: &'t Entries, sub: VaRange) -> &'t [AtomicU64] {
+        let (first, last) = self.leaf_indices(sub);
+        &t[first..=last]
+    }
+
     /// Walks `range`, calling `visit` once per leaf table it touches (in VA order) and once per
-    /// region with missing tables.
+    /// region with missing tables. Each table is mapped once per visit.
     /// Returns by how many the tables below the top level changed (created minus unlinked).
     fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<isize>
     where
-        F: FnMut(Step<'_, '_>) -> Result,
+        F: FnMut(Step<'_>) -> Result,
     {
         let mut delta = 0;
-        let result = self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut delta);
-        result.map(|()| delta)
+        // A plain load and store: a statistic, not worth a locked read-modify-write.
+        self.walks
+            .store(self.walks.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut delta)?;
+        Ok(delta)
     }
 
+    /// Walks the part `range` of the table at `table_pa`, of level `level`. Returns, when
+    /// pruning, whether the table is now empty (never for the top level).
     fn walk_table<F>(
         &self,
         table_pa: PhysAddr,
@@ -392,54 +463,91 @@ impl PageTable {
         tables: &mut Tables<'_>,
         visit: &mut F,
         delta: &mut isize,
-    ) -> Result
+    ) -> Result<bool>
     where
-        F: FnMut(Step<'_, '_>) -> Result,
+        F: FnMut(Step<'_>) -> Result,
     {
-        let table = self.table(table_pa)?;
-        if level == LEAF_LEVEL {
-            return visit(Step::Leaf(&table, range));
-        }
+        // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
+        // while `self` is borrowed.
+        unsafe {
+            self.with_table(table_pa, |t| {
+                self.walk_entries(t, level, range, tables, visit, delta)
+            })
+        }?
+    }
+
+    fn walk_entries<F>(
+        &self,
+        t: &Entries,
+        level: Level,
+        range: VaRange,
+        tables: &mut Tables<'_>,
+        visit: &mut F,
+        delta: &mut isize,
+    ) -> Result<bool>
+    where
+        F: FnMut(Step<'_>) -> Result,
+    {
         let g = self.cfg.geometry;
+        let (first, last) = (g.index(range.start, level), g.index(range.last, level));
+        let whole = first == 0 && last == g.entries(level) - 1;
+        if level == LEAF_LEVEL {
+            visit(Step::Leaf(t, range))?;
+            if !matches!(tables, Tables::Prune(_)) {
+                return Ok(false);
+            }
+            if whole {
+                // Unlinked as it is (see `Tables::Prune`).
+                return Ok(true);
+            }
+            fill(&t[first..=last], 0);
+            return Ok(is_empty_around(t, first, last));
+        }
+        // Whether every entry of the range is now invalid.
+        let mut emptied = true;
         for (idx, sub) in g.entries_in(range, level) {
-            let child = match Desc::decode(table.get(idx), level, self.cfg.oas) {
-                Desc::Table(child) => Some(child),
-                Desc::Invalid => match tables {
+            let raw = u64::from_le(t[idx].load(Ordering::Relaxed));
+            let child = if raw == 0 {
+                match tables {
                     Tables::Create(pool) => {
                         let page = pool.pop().ok_or(ENOMEM)?;
                         let child = Page::into_phys(page);
                         // The table's zeroed contents before the descriptor that publishes it:
                         // the GPU walks tables outside the CPUs' inner-shareable domain.
                         dma_mb(Write);
-                        table.set(idx, table_desc(child));
+                        t[idx].store(table_desc(child).to_le(), Ordering::Relaxed);
                         *delta += 1;
                         Some(child)
                     }
                     _ => None,
-                },
-                Desc::Page(_) | Desc::Corrupt(_) => {
-                    return Err(self.corrupt(sub.start, level, table.get(idx)));
+                }
+            } else {
+                match Desc::decode(raw, level, self.cfg.oas) {
+                    Desc::Table(child) => Some(child),
+                    _ => return Err(self.corrupt(sub.start, level, raw)),
                 }
             };
-            match child {
-                Some(child) => {
-                    self.walk_table(child, level + 1, sub, tables, visit, delta)?;
-                    if let Tables::Prune(freed) = tables {
-                        let (first, last) =
-                            (g.index(sub.start, level + 1), g.index(sub.last, level + 1));
-                        if self.table(child)?.is_empty_around(first, last) {
-                            table.set(idx, 0);
-                            // SAFETY: The descriptor that owned the page is gone; ownership
-                            // comes back to us exactly once.
-                            freed.push(unsafe { Page::from_phys(child) });
-                            *delta -= 1;
-                        }
-                    }
+            let Some(child) = child else {
+                visit(Step::Missing(level, sub))?;
+                continue;
+            };
+            let empty = self.walk_table(child, level + 1, sub, tables, visit, delta)?;
+            if let Tables::Prune(freed) = tables {
+                if empty {
+                    t[idx].store(0, Ordering::Relaxed);
+                    // SAFETY: The descriptor that owned the page is gone; ownership comes back
+                    // to us exactly once.
+                    freed.push_stale(unsafe { Page::from_phys(child) });
+                    *delta -= 1;
+                } else {
+                    emptied = false;
                 }
-                None => visit(Step::Missing(level, sub))?,
             }
         }
-        Ok(())
+        if level == TOP_LEVEL || !emptied || !matches!(tables, Tables::Prune(_)) {
+            return Ok(false);
+        }
+        Ok(whole || is_empty_around(t, first, last))
     }
 
     /// Number of tables needed below `level` to map `range`, none of which exists.
@@ -448,40 +556,6 @@ impl PageTable {
         (level..LEAF_LEVEL)
             .map(|l| ((range.last >> g.shift(l)) - (range.start >> g.shift(l)) + 1) as usize)
             .sum()
-    }
-
-    /// Checks that `range` can be mapped (no page mapped in it unless `allow_mapped`, no
-    /// corruption) and preallocates the tables it lacks.
-    fn prepare(&self, range: VaRange, allow_mapped: bool) -> Result<PageList> {
-        let mut needed = 0usize;
-        self.walk(range, &mut Tables::Existing, &mut |step| {
-            match step {
-                Step::Missing(level, sub) => needed += self.tables_needed(level, sub),
-                Step::Leaf(table, sub) => {
-                    let (first, last) = self.leaf_indices(sub);
-                    let found = table.with(|t| {
-                        t[first..=last]
-                            .iter()
-                            .position(|e| e.load(Ordering::Relaxed) != 0)
-                    });
-                    if let Some(i) = found {
-                        let raw = table.get(first + i);
-                        let va = sub.start + ((i as u64) << UAT_PGBIT);
-                        return match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
-                            Desc::Page(_) if allow_mapped => Ok(()),
-                            Desc::Page(_) => Err(EEXIST),
-                            _ => Err(self.corrupt(va, LEAF_LEVEL, raw)),
-                        };
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        let mut pool = PageList::new();
-        for _ in 0..needed {
-            pool.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
-        }
-        Ok(pool)
     }
 
     fn leaf_indices(&self, sub: VaRange) -> (usize, usize) {
@@ -494,57 +568,115 @@ impl PageTable {
 
     /// Maps `range` to the pages of `src`, all checks done by the caller except the tables'.
     ///
+    /// Without `brk`, every page of the range must be unmapped (`EEXIST`). With it, mapped pages
+    /// are replaced, break-before-make one leaf table at a time: the old descriptors are
+    /// cleared, `brk` invalidates the TLB for that part of the range, then the new ones are
+    /// written. Returns the number of pages replaced.
+    ///
+    /// One walk checks the whole range (corruption, occupancy) and counts the missing tables;
+    /// they are allocated; a second walk links them and writes. A range inside one existing
+    /// leaf table is checked and written in the first walk.
+    ///
     /// Everything that can fail is checked before the first descriptor is written: the source
-    /// must cover the range (`EINVAL`), the range must be free and the tables allocated. Should
-    /// the write pass fail anyway (a missing table or page: a bug), it warns, clears what it
-    /// wrote (the range was free), and fails with `EIO`.
-    fn map_pages(&mut self, range: VaRange, prot: Prot, mut src: impl PageSource) -> Result {
+    /// must cover the range (`EINVAL`). Should writing fail anyway (a missing table or page: a
+    /// bug), it warns, clears the range, and fails with `EIO`.
+    fn map_pages(
+        &mut self,
+        range: VaRange,
+        prot: Prot,
+        mut src: impl PageSource,
+        mut brk: Option<&mut dyn FnMut(VaRange)>,
+    ) -> Result<usize> {
         if !src.covers(range.size() >> UAT_PGBIT) {
             return Err(EINVAL);
         }
-        let mut pool = self.prepare(range, false)?;
         let tmpl = PteTemplate::new(prot, self.cfg.user);
+        let replace = brk.is_some();
+        let single = self.single_leaf(range);
+        let mut write = |run: &[AtomicU64], sub: VaRange, old: bool| -> Result {
+            if old {
+                fill(run, 0);
+                if let Some(brk) = brk.as_mut() {
+                    brk(sub);
+                }
+            }
+            for e in run {
+                let pa = src.next_page().ok_or(EIO)?;
+                e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+            }
+            Ok(())
+        };
+        let mut needed = 0usize;
+        let mut replaced = 0usize;
+        let mut written = false;
+        let mut write_failed = false;
+        let checked = self.walk(range, &mut Tables::Existing, &mut |step| {
+            match step {
+                Step::Missing(level, sub) => needed += self.tables_needed(level, sub),
+                Step::Leaf(t, sub) => {
+                    let run = self.run(t, sub);
+                    let old = self.count_pages(run, sub)?;
+                    if old != 0 && !replace {
+                        return Err(EEXIST);
+                    }
+                    replaced += old;
+                    if single {
+                        write_failed = true;
+                        write(run, sub, old != 0)?;
+                        write_failed = false;
+                        written = true;
+                    }
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = checked {
+            return Err(if write_failed {
+                self.undo_map(range, e)
+            } else {
+                e
+            });
+        }
+        if written {
+            return Ok(replaced);
+        }
+        let mut pool = PageList::new();
+        for _ in 0..needed {
+            pool.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
+        }
         let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |step| {
-            let Step::Leaf(table, sub) = step else {
+            let Step::Leaf(t, sub) = step else {
                 return Err(EIO);
             };
-            let (first, last) = self.leaf_indices(sub);
-            table.with(|t| {
-                for e in &t[first..=last] {
-                    let pa = src.next_page().ok_or(EIO)?;
-                    e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-                }
-                Ok(())
-            })
+            let run = self.run(t, sub);
+            write(run, sub, replace && !all_zero(run))
         });
         debug_assert!(pool.is_empty());
         match created {
             Ok(n) => self.account(n),
-            Err(e) => {
-                pr_warn!(
-                    "map of {:#x}..={:#x} failed while writing ({:?}), undone\n",
-                    range.start,
-                    range.last,
-                    e
-                );
-                // The tables linked so far stay (empty, counted); the descriptors go.
-                let _ = self.walk(range, &mut Tables::Existing, &mut |step| {
-                    if let Step::Leaf(table, sub) = step {
-                        let (first, last) = self.leaf_indices(sub);
-                        table.with(|t| {
-                            t[first..=last]
-                                .iter()
-                                .for_each(|e| e.store(0, Ordering::Relaxed))
-                        });
-                    }
-                    Ok(())
-                });
-                let linked = self.count_tables();
-                self.tables = linked;
-                return Err(EIO);
-            }
+            Err(e) => return Err(self.undo_map(range, e)),
         }
-        Ok(())
+        Ok(replaced)
+    }
+
+    /// After writing a map failed with `e` (a bug: everything was checked before): warns,
+    /// clears every descriptor of `range`, recounts the tables (those linked so far stay, empty)
+    /// and returns `EIO`.
+    fn undo_map(&mut self, range: VaRange, e: Error) -> Error {
+        pr_warn!(
+            "map of {:#x}..={:#x} failed while writing ({:?}), undone\n",
+            range.start,
+            range.last,
+            e
+        );
+        let _ = self.walk(range, &mut Tables::Existing, &mut |step| {
+            if let Step::Leaf(t, sub) = step {
+                fill(self.run(t, sub), 0);
+            }
+            Ok(())
+        });
+        self.tables = self.count_tables();
+        EIO
     }
 
     /// Table pages linked below the top level within the managed range, counted by a walk.
@@ -577,14 +709,16 @@ impl PageTable {
     pub fn map(&mut self, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
         let range = self.check_range(iova, size)?;
         self.check_phys(pa, size)?;
-        self.map_pages(range, prot, Contiguous(pa))
+        self.map_pages(range, prot, Contiguous(pa), None)?;
+        Ok(())
     }
 
     /// Maps `size` bytes at `iova` to the same page `pa` repeated (SINGLE_PAGE binds).
     pub fn map_repeat(&mut self, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
         let range = self.check_range(iova, size)?;
         self.check_phys(pa, UAT_PGSZ)?;
-        self.map_pages(range, prot, Repeat(pa))
+        self.map_pages(range, prot, Repeat(pa), None)?;
+        Ok(())
     }
 
     /// Maps `size` bytes at `iova` to the memory described by the scatter list `sg`, starting
@@ -599,6 +733,52 @@ impl PageTable {
         skip: u64,
         prot: Prot,
     ) -> Result {
+        let (range, src) = self.check_sg(iova, size, sg, skip)?;
+        self.map_pages(range, prot, src, None)?;
+        Ok(())
+    }
+
+    /// Like [`PageTable::map_sg`], but pages of the range that are mapped are replaced (a bind
+    /// over existing mappings) instead of refused, in the same two walks as a map. Each leaf
+    /// table's old descriptors are cleared and `brk` is called with their part of the range,
+    /// to invalidate the TLB, before the new ones are written (break-before-make). Fails, changing
+    /// nothing, as `map_sg` does (but never with `EEXIST`). Returns the pages replaced.
+    pub fn map_sg_replace(
+        &mut self,
+        iova: u64,
+        size: u64,
+        sg: &[PhysRange],
+        skip: u64,
+        prot: Prot,
+        brk: &mut dyn FnMut(VaRange),
+    ) -> Result<usize> {
+        let (range, src) = self.check_sg(iova, size, sg, skip)?;
+        self.map_pages(range, prot, src, Some(brk))
+    }
+
+    /// Like [`PageTable::map_repeat`], replacing mapped pages as [`PageTable::map_sg_replace`]
+    /// does.
+    pub fn map_repeat_replace(
+        &mut self,
+        iova: u64,
+        pa: PhysAddr,
+        size: u64,
+        prot: Prot,
+        brk: &mut dyn FnMut(VaRange),
+    ) -> Result<usize> {
+        let range = self.check_range(iova, size)?;
+        self.check_phys(pa, UAT_PGSZ)?;
+        self.map_pages(range, prot, Repeat(pa), Some(brk))
+    }
+
+    /// Validates the arguments of a scatter-list map and returns the range and the page source.
+    fn check_sg<'s>(
+        &self,
+        iova: u64,
+        size: u64,
+        sg: &'s [PhysRange],
+        skip: u64,
+    ) -> Result<(VaRange, Scatter<'s>)> {
         let range = self.check_range(iova, size)?;
         if skip & UAT_PGMSK != 0 {
             return Err(EINVAL);
@@ -628,14 +808,30 @@ impl PageTable {
         if covered.saturating_sub(off) < size {
             return Err(EINVAL);
         }
-        self.map_pages(range, prot, Scatter { ranges: used, off })
+        Ok((range, Scatter { ranges: used, off }))
     }
 
     /// Preallocates every table `size` bytes at `iova` need, so that a map of that range (with
     /// no unmap in between) cannot fail with `ENOMEM`. Mapped pages in the range are fine.
     pub fn prealloc(&mut self, iova: u64, size: u64) -> Result {
         let range = self.check_range(iova, size)?;
-        let mut pool = self.prepare(range, true)?;
+        let mut needed = 0usize;
+        self.walk(range, &mut Tables::Existing, &mut |step| {
+            match step {
+                Step::Missing(level, sub) => needed += self.tables_needed(level, sub),
+                Step::Leaf(t, sub) => {
+                    self.count_pages(self.run(t, sub), sub)?;
+                }
+            }
+            Ok(())
+        })?;
+        if needed == 0 {
+            return Ok(());
+        }
+        let mut pool = PageList::new();
+        for _ in 0..needed {
+            pool.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
+        }
         let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |_| Ok(()));
         debug_assert!(pool.is_empty());
         self.account(created?);
@@ -660,30 +856,21 @@ impl PageTable {
         self.clear(iova, size, false, gather)
     }
 
+    /// Checks every descriptor of the range (one walk), then clears them and unlinks the tables
+    /// that became empty (a second walk); a range inside one leaf table is checked and cleared in
+    /// a single walk. A leaf table the range covers whole is unlinked without clearing it.
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
+        let single = self.single_leaf(range);
         let mut pages = 0usize;
-        self.walk(range, &mut Tables::Existing, &mut |step| {
-            if let Step::Leaf(table, sub) = step {
-                let (first, last) = self.leaf_indices(sub);
-                let bad = table.with(|t| {
-                    for (i, e) in t[first..=last].iter().enumerate() {
-                        let raw = u64::from_le(e.load(Ordering::Relaxed));
-                        match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
-                            Desc::Invalid => {}
-                            Desc::Page(_) => pages += 1,
-                            _ => return Some((i, raw)),
-                        }
-                    }
-                    None
-                });
-                if let Some((i, raw)) = bad {
-                    let va = sub.start + ((i as u64) << UAT_PGBIT);
-                    return Err(self.corrupt(va, LEAF_LEVEL, raw));
+        if !single {
+            self.walk(range, &mut Tables::Existing, &mut |step| {
+                if let Step::Leaf(t, sub) = step {
+                    pages += self.count_pages(self.run(t, sub), sub)?;
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
+        }
         let mut freed = PageList::new();
         let mut tables = if prune {
             Tables::Prune(&mut freed)
@@ -691,13 +878,14 @@ impl PageTable {
             Tables::Existing
         };
         let removed = self.walk(range, &mut tables, &mut |step| {
-            if let Step::Leaf(table, sub) = step {
-                let (first, last) = self.leaf_indices(sub);
-                table.with(|t| {
-                    t[first..=last]
-                        .iter()
-                        .for_each(|e| e.store(0, Ordering::Relaxed))
-                });
+            if let Step::Leaf(t, sub) = step {
+                let run = self.run(t, sub);
+                if single {
+                    pages += self.count_pages(run, sub)?;
+                }
+                if !prune {
+                    fill(run, 0);
+                }
             }
             Ok(())
         })?;
@@ -714,42 +902,39 @@ impl PageTable {
     /// `gather`, for the TLB invalidation.
     pub fn reprot(&mut self, iova: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result {
         let range = self.check_range(iova, size)?;
+        let single = self.single_leaf(range);
+        let tmpl = PteTemplate::new(prot, self.cfg.user);
+        let check = |run: &[AtomicU64], sub: VaRange| -> Result {
+            if self.count_pages(run, sub)? != run.len() {
+                return Err(ENOENT);
+            }
+            Ok(())
+        };
+        let write = |run: &[AtomicU64]| {
+            for e in run {
+                let raw = u64::from_le(e.load(Ordering::Relaxed));
+                e.store(tmpl.reprot(raw).to_le(), Ordering::Relaxed);
+            }
+        };
         self.walk(range, &mut Tables::Existing, &mut |step| {
-            let Step::Leaf(table, sub) = step else {
+            let Step::Leaf(t, sub) = step else {
                 return Err(ENOENT);
             };
-            let (first, last) = self.leaf_indices(sub);
-            let bad = table.with(|t| {
-                t[first..=last].iter().enumerate().find_map(|(i, e)| {
-                    let raw = u64::from_le(e.load(Ordering::Relaxed));
-                    match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
-                        Desc::Page(_) => None,
-                        _ => Some((i, raw)),
-                    }
-                })
-            });
-            match bad {
-                None => Ok(()),
-                Some((_, 0)) => Err(ENOENT),
-                Some((i, raw)) => {
-                    let va = sub.start + ((i as u64) << UAT_PGBIT);
-                    Err(self.corrupt(va, LEAF_LEVEL, raw))
-                }
-            }
-        })?;
-        let tmpl = PteTemplate::new(prot, self.cfg.user);
-        self.walk(range, &mut Tables::Existing, &mut |step| {
-            if let Step::Leaf(table, sub) = step {
-                let (first, last) = self.leaf_indices(sub);
-                table.with(|t| {
-                    for e in &t[first..=last] {
-                        let raw = u64::from_le(e.load(Ordering::Relaxed));
-                        e.store(tmpl.reprot(raw).to_le(), Ordering::Relaxed);
-                    }
-                });
+            let run = self.run(t, sub);
+            check(run, sub)?;
+            if single {
+                write(run);
             }
             Ok(())
         })?;
+        if !single {
+            self.walk(range, &mut Tables::Existing, &mut |step| {
+                if let Step::Leaf(t, sub) = step {
+                    write(self.run(t, sub));
+                }
+                Ok(())
+            })?;
+        }
         gather.add_range(range);
         Ok(())
     }
@@ -763,7 +948,11 @@ impl PageTable {
         let g = self.cfg.geometry;
         let mut table_pa = self.root;
         for level in TOP_LEVEL..=LEAF_LEVEL {
-            let raw = self.table(table_pa)?.get(g.index(va, level));
+            let idx = g.index(va, level);
+            // SAFETY: By the type invariants, `table_pa` is a table page alive while `self` is
+            // borrowed.
+            let raw = unsafe { self.with_table(table_pa, |t| t[idx].load(Ordering::Relaxed)) }?;
+            let raw = u64::from_le(raw);
             match Desc::decode(raw, level, self.cfg.oas) {
                 Desc::Invalid => return Err(ENOENT),
                 Desc::Table(next) => table_pa = next,
@@ -795,10 +984,9 @@ impl PageTable {
                     return Ok(());
                 }
             };
-            let (first, last) = self.leaf_indices(sub);
-            for i in first..=last {
-                let va = sub.start + (((i - first) as u64) << UAT_PGBIT);
-                let raw = table.get(i);
+            for (i, e) in self.run(table, sub).iter().enumerate() {
+                let va = sub.start + ((i as u64) << UAT_PGBIT);
+                let raw = u64::from_le(e.load(Ordering::Relaxed));
                 match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
                     Desc::Page(p) => match &mut run {
                         Some(m)
@@ -876,19 +1064,25 @@ impl PageTable {
         if level == LEAF_LEVEL {
             return Ok(());
         }
-        let table = self.table(table_pa)?;
-        for (idx, sub) in self.cfg.geometry.entries_in(range, level) {
-            let raw = table.get(idx);
-            match Desc::decode(raw, level, self.cfg.oas) {
-                Desc::Table(child) => {
-                    f(child);
-                    self.visit_tables(child, level + 1, sub, f)?;
+        // SAFETY: By the type invariants, `table_pa` is the root or a table page we own.
+        unsafe {
+            self.with_table(table_pa, |table| {
+                for (idx, sub) in self.cfg.geometry.entries_in(range, level) {
+                    let raw = u64::from_le(table[idx].load(Ordering::Relaxed));
+                    match Desc::decode(raw, level, self.cfg.oas) {
+                        Desc::Table(child) => {
+                            f(child);
+                            self.visit_tables(child, level + 1, sub, f)?;
+                        }
+                        Desc::Invalid => {}
+                        Desc::Page(_) | Desc::Corrupt(_) => {
+                            return Err(self.corrupt(sub.start, level, raw))
+                        }
+                    }
                 }
-                Desc::Invalid => {}
-                Desc::Page(_) | Desc::Corrupt(_) => return Err(self.corrupt(sub.start, level, raw)),
-            }
-        }
-        Ok(())
+                Ok(())
+            })
+        }?
     }
 }
 
@@ -898,17 +1092,7 @@ impl Drop for PageTable {
         // no longer walk these tables, so they are freed at once.
         let mut freed = PageList::new();
         let range = self.cfg.range;
-        let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
-            if let Step::Leaf(table, sub) = step {
-                let (first, last) = self.leaf_indices(sub);
-                table.with(|t| {
-                    t[first..=last]
-                        .iter()
-                        .for_each(|e| e.store(0, Ordering::Relaxed))
-                });
-            }
-            Ok(())
-        });
+        let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |_| Ok(()));
         if result.is_err() {
             pr_err!("leaking page tables below a corrupt descriptor\n");
         }
@@ -966,7 +1150,7 @@ mod tests {
         assert!(src.covers(2) && !src.covers(3));
         // Across an L2 boundary, so that the write pass would cross leaf tables.
         let r = range(0x200_0000 - 2 * UAT_PGSZ, 3);
-        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, src), Err(EINVAL));
+        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, src, None), Err(EINVAL));
         assert_eq!(pt.table_pages(), 0);
     }
 
@@ -975,7 +1159,10 @@ mod tests {
         let mut pt = pt();
         let r = range(0x200_0000 - 2 * UAT_PGSZ, 4);
         // Runs out on the second leaf table: the first one's two pages were written.
-        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(3)), Err(EIO));
+        assert_eq!(
+            pt.map_pages(r, Prot::GPU_SHARED_RW, Short(3), None),
+            Err(EIO)
+        );
         let mut runs = 0;
         pt.for_each_mapping_all(|_| runs += 1).unwrap();
         assert_eq!(runs, 0);

@@ -374,6 +374,38 @@ impl Desc {
     }
 }
 
+/// The test [`Desc::decode`] makes of a page descriptor, reduced to two masks so that a whole
+/// run of descriptors is checked with a few branch-free (vectorizable) operations per entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeafCheck {
+    /// Bits no page descriptor within the OAS may have set.
+    forbidden: u64,
+}
+
+impl LeafCheck {
+    /// The check for tables with output address size `oas`.
+    pub const fn new(oas: Oas) -> LeafCheck {
+        let beyond_oas = OA_FIELD & !((1u64 << oas.bits()) - 1);
+        LeafCheck {
+            forbidden: !(PAGE_BITS & !beyond_oas),
+        }
+    }
+
+    /// The bits no page descriptor may have set (the type bits aside, which must be `0b11`).
+    #[inline(always)]
+    pub const fn forbidden(&self) -> u64 {
+        self.forbidden
+    }
+
+    /// Whether `raw` (as read, little endian) is neither invalid (zero) nor a page descriptor:
+    /// exactly when `Desc::decode(raw, LEAF_LEVEL, oas)` is `Desc::Corrupt`.
+    #[inline(always)]
+    pub const fn is_corrupt(&self, raw: u64) -> bool {
+        let raw = u64::from_le(raw);
+        (raw != 0) & ((raw & self.forbidden != 0) | (raw & DESC_TYPE_MASK != DESC_VALID))
+    }
+}
+
 /// Encodes a table descriptor pointing at the table page `pa`.
 pub const fn table_desc(pa: PhysAddr) -> u64 {
     (pa & OA_FIELD) | DESC_VALID

@@ -58,7 +58,7 @@ impl FreedTables {
         self.len() == 0
     }
 
-    /// Takes ownership of unlinked, all-zero table pages.
+    /// Takes ownership of unlinked table pages.
     pub(crate) fn from_list(list: PageList) -> FreedTables {
         FreedTables(Some(list))
     }

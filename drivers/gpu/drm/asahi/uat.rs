@@ -382,6 +382,64 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         self.vm_for(id, prot)?.pt.map_sg(iova, size, sg, skip, prot)
     }
 
+    /// Maps a scatter list over a range of user VM `id`, replacing whatever is mapped there
+    /// (a bind over existing mappings), in the two walks of a map: see
+    /// [`PageTable::map_sg_replace`]. Each replaced part is invalidated in the VM's ASID, if it
+    /// holds a slot, before its new descriptors are written. On error nothing changed.
+    pub fn vm_replace_sg(
+        &mut self,
+        id: VmId,
+        iova: u64,
+        size: u64,
+        sg: &[PhysRange],
+        skip: u64,
+        prot: Prot,
+    ) -> Result {
+        self.vm_replace(id, iova, size, prot, |pt, brk| {
+            pt.map_sg_replace(iova, size, sg, skip, prot, brk)
+        })
+    }
+
+    /// Like [`Uat::vm_replace_sg`], mapping the same page over the range.
+    pub fn vm_replace_repeat(
+        &mut self,
+        id: VmId,
+        iova: u64,
+        pa: PhysAddr,
+        size: u64,
+        prot: Prot,
+    ) -> Result {
+        self.vm_replace(id, iova, size, prot, |pt, brk| {
+            pt.map_repeat_replace(iova, pa, size, prot, brk)
+        })
+    }
+
+    fn vm_replace(
+        &mut self,
+        id: VmId,
+        iova: u64,
+        size: u64,
+        prot: Prot,
+        map: impl FnOnce(&mut PageTable, &mut dyn FnMut(VaRange)) -> Result<usize>,
+    ) -> Result {
+        if self.vm(id)?.fw_cached {
+            // Mappings the firmware may cache go through its cache flush first, which must not
+            // happen to a bind that then fails: tables first, then the old mappings go.
+            self.vm_prealloc(id, iova, size)?;
+            self.vm_clear(id, iova, size)?;
+        }
+        let asid = self.vm_asid(id);
+        let Uat { vms, tlb, .. } = self;
+        let vm = find_mut(vms, id)?;
+        vm.fw_cached |= prot.needs_fw_flush();
+        map(&mut vm.pt, &mut |range| {
+            if let Some(asid) = asid {
+                tlb.invalidate_range(asid, range);
+            }
+        })?;
+        Ok(())
+    }
+
     /// Preallocates the tables a later map of the range needs.
     pub fn vm_prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result {
         self.vm_mut(id)?.pt.prealloc(iova, size)
