@@ -402,7 +402,7 @@ impl LeafCheck {
     #[inline(always)]
     pub const fn is_corrupt(&self, raw: u64) -> bool {
         let raw = u64::from_le(raw);
-        (raw != 0) & ((raw & self.forbidden != 0) | (raw & DESC_TYPE_MASK != DESC_VALID))
+        raw != 0 && (raw & self.forbidden != 0 || raw & DESC_TYPE_MASK != DESC_VALID)
     }
 }
 
