@@ -23,7 +23,8 @@ KUNIT_MIN=${KUNIT_MIN:-$(sed -n 's/.*KUnit: \([0-9]*\) tests.*/\1/p' "$src/READM
 # The configuration: tinyconfig plus what the component, KUnit and the sanitizers need.
 OPTIONS=(ARM64_16K_PAGES RUST PRINTK TTY SERIAL_AMBA_PL011 SERIAL_AMBA_PL011_CONSOLE BINFMT_ELF
 	PROC_FS SYSFS DEVTMPFS BLK_DEV_INITRD ARM_AMBA OF SHMEM DEBUG_FS DRM
-	KUNIT KUNIT_DEFAULT_ENABLED RUST_KERNEL_DOCTESTS DRM_ASAHI_UAT DRM_ASAHI_UAT_KUNIT_TEST
+	KUNIT KUNIT_DEFAULT_ENABLED RUST_KERNEL_DOCTESTS DRM_ASAHI DRM_ASAHI_KUNIT_TEST
+	DRM_ASAHI_FW_STANDIN RUST_DRM_GPUVM RUST_DRM_GEM_SHMEM_HELPER
 	DEBUG_KERNEL PROVE_LOCKING DEBUG_ATOMIC_SLEEP KFENCE DEBUG_KMEMLEAK DEBUG_PAGEALLOC
 	DEBUG_PAGEALLOC_ENABLE_DEFAULT DEBUG_VM PANIC_ON_OOPS KALLSYMS)
 start=$(date +%s)
@@ -41,11 +42,11 @@ wire_kconfig() {
 }
 drm_make=$tree/drivers/gpu/drm/Makefile
 wire_driver() {
-	grep -q 'CONFIG_DRM_ASAHI_UAT' "$drm_make" ||
-		sed -i '/^obj-$(CONFIG_DRM_TYR)/a obj-$(CONFIG_DRM_ASAHI_UAT) += asahi/' "$drm_make"
+	grep -q 'CONFIG_DRM_ASAHI)' "$drm_make" ||
+		sed -i '/^obj-$(CONFIG_DRM_TYR)/a obj-$(CONFIG_DRM_ASAHI) += asahi/' "$drm_make"
 }
 unwire_driver() {
-	sed -i '/CONFIG_DRM_ASAHI_UAT/d' "$drm_make"
+	sed -i '/CONFIG_DRM_ASAHI/d' "$drm_make"
 }
 configure() {
 	local o missing=0
@@ -149,7 +150,9 @@ mkdir -p "$boot"
 }
 cat "$boot/virt.dts" "$src/dt-bindings/examples/qemu-virt-uat.dtsi" >"$boot/board.dts"
 dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
-aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -o "$boot/init" "$src/tools/qemu/init.c"
+[ -f "$out/usr/include/drm/asahi_drm.h" ] || make -s "${K[@]}" headers
+aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -isystem "$out/usr/include" -o "$boot/init" \
+	"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c"
 [ -x "$out/usr/gen_init_cpio" ] || make -s "${K[@]}" usr/gen_init_cpio
 cat >"$boot/initramfs.list" <<LIST
 dir /dev 0755 0 0
@@ -217,6 +220,13 @@ else
 	log "sanitizers: lockdep, DEBUG_ATOMIC_SLEEP, KFENCE, kmemleak, DEBUG_PAGEALLOC, DEBUG_VM: 0 reports"
 fi
 grep -q 'init: kmemleak report end' "$console" || { log "no kmemleak scan ran"; fail=1; }
+# The uAPI session of tools/qemu/uapi.c.
+grep -E '^uapi: (FAILED|.* passed, .* failed)' "$console" || true
+uapi=$(grep -o '^uapi: [0-9]* passed, [0-9]* failed' "$console" | tail -n1) || true
+case "$uapi" in
+"uapi: "*" passed, 0 failed") log "render node: $uapi" ;;
+*) log "render node: the uAPI session failed or did not run (see $console)"; fail=1 ;;
+esac
 log "build $((built - start)) s, boot and tests $((booted - built)) s"
 [ $fail = 0 ] || exit 1
 log "OK"

@@ -8,6 +8,8 @@
 
 #[path = "../../drivers/gpu/drm/asahi/crashdump.rs"]
 pub mod crashdump;
+#[path = "../../drivers/gpu/drm/asahi/fw_standin.rs"]
+pub mod fw_standin;
 #[path = "../../drivers/gpu/drm/asahi/gem.rs"]
 pub mod gem;
 #[path = "../../drivers/gpu/drm/asahi/geometry.rs"]

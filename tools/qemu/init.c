@@ -2,10 +2,11 @@
 /*
  * /init of the `make kernel-check` initramfs.
  *
- * The built-in KUnit suites have run by the time the kernel starts /init. What is left is the
- * kmemleak scan: kmemleak reports only objects older than 5 s, so wait that long, scan twice
- * (an object referenced from a register or a stack at the first scan shows up at the second),
- * print its report between markers for the caller to check, and power off.
+ * The built-in KUnit suites have run by the time the kernel starts /init. It then runs the uAPI
+ * session against the render node (uapi.c), and the kmemleak scan: kmemleak reports only objects
+ * older than 5 s, so wait that long, scan twice (an object referenced from a register or a stack
+ * at the first scan shows up at the second), print its report between markers for the caller to
+ * check, and power off.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -15,6 +16,8 @@
 #include <sys/reboot.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include "uapi.h"
 
 #define KMEMLEAK "/sys/kernel/debug/kmemleak"
 
@@ -61,6 +64,10 @@ static void kmemleak_report(void)
 
 int main(void)
 {
+	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
+		printf("init: mount /dev: %s\n", strerror(errno));
+	uapi_session();
+	fflush(stdout);
 	mkdir("/sys", 0755);
 	if (mount("sysfs", "/sys", "sysfs", 0, NULL) ||
 	    mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL))

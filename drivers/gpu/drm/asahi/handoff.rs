@@ -187,6 +187,12 @@ pub trait FwChannel {
     fn flush_cache(&self, msg: &FlushMsg) -> Result;
 }
 
+impl<F: FwChannel + ?Sized> FwChannel for &F {
+    fn flush_cache(&self, msg: &FlushMsg) -> Result {
+        (**self).flush_cache(msg)
+    }
+}
+
 /// The mapped handoff region.
 pub struct Handoff {
     region: Region,

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The KUnit suites of the UAT component (`CONFIG_DRM_ASAHI_UAT_KUNIT_TEST`).
+//! The KUnit suites of the UAT component (`CONFIG_DRM_ASAHI_KUNIT_TEST`).
 //!
 //! Each KUnit test runs one case of `selftest*.rs`, which the host test suite runs too (under its
 //! leak and fault accounting): the same code checked on the simulated SoC and in the kernel. A

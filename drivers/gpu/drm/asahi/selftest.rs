@@ -2,7 +2,7 @@
 
 //! Built-in self-tests of the UAT page tables.
 //!
-//! The same cases run in the kernel (as KUnit tests, with `CONFIG_DRM_ASAHI_UAT_KUNIT_TEST`, on
+//! The same cases run in the kernel (as KUnit tests, with `CONFIG_DRM_ASAHI_KUNIT_TEST`, on
 //! the real page allocator) and on the host (under the simulated RAM's leak and fault accounting).
 //! Each case returns the first check that failed, with its line.
 

@@ -9,8 +9,9 @@
 //! The host suite runs these cases too, and runs the same driver code against a simulated
 //! firmware thread and GPU.
 
+use crate::fw_standin::StandInFw;
 use crate::geometry::{VaRange, UAT_PGSZ};
-use crate::handoff::{flush_state, FlushMsg, FwChannel, HANDOFF_SIZE, KERNEL_FLUSH_SLOT, MAGIC};
+use crate::handoff::{flush_state, FlushMsg, HANDOFF_SIZE, KERNEL_FLUSH_SLOT, MAGIC};
 use crate::pte::{Oas, Prot};
 use crate::selftest::{check, ok, Case, CaseResult, Env, CARVEOUT_SIZE};
 use crate::slots::{Choice, SlotTable};
@@ -19,7 +20,6 @@ use crate::uat::{kernel_va, RegionDesc, Uat, UatConfig};
 use core::cell::Cell;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::io::mem::{MemRemap, MemRemapType};
-use kernel::io::PhysAddr;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 
@@ -51,45 +51,6 @@ impl TlbiIssue for &CountingTlbi {
     fn sync(&self) {
         #[cfg(target_arch = "aarch64")]
         crate::tlbi::Arm64.sync();
-    }
-}
-
-/// The firmware's part, played synchronously on the handoff region.
-pub struct StandInFw {
-    handoff: MemRemap,
-    /// The last flush message.
-    pub last: Cell<Option<FlushMsg>>,
-}
-
-impl StandInFw {
-    fn new(handoff: PhysAddr) -> Result<StandInFw> {
-        let fw = StandInFw {
-            handoff: MemRemap::new(handoff, HANDOFF_SIZE, MemRemapType::WriteCombine)?,
-            last: Cell::new(None),
-        };
-        Ok(fw)
-    }
-
-    fn word(&self, off: usize) -> &AtomicU64 {
-        // SAFETY: `off` is 8-byte aligned and inside the `HANDOFF_SIZE` bytes mapped; the region
-        // is shared with the driver, so it is accessed atomically.
-        unsafe { &*(self.handoff.as_ptr().add(off) as *const AtomicU64) }
-    }
-
-    fn flush_state(&self, slot: usize) -> u64 {
-        self.word(0x20 + 0x18 * slot).load(Ordering::Acquire)
-    }
-}
-
-impl FwChannel for &StandInFw {
-    fn flush_cache(&self, msg: &FlushMsg) -> Result {
-        self.last.set(Some(*msg));
-        let state = self.word(0x20 + 0x18 * msg.slot as usize);
-        if state.load(Ordering::Acquire) != flush_state::REQUESTED {
-            return Err(EIO);
-        }
-        state.store(flush_state::DONE, Ordering::Release);
-        Ok(())
     }
 }
 
@@ -126,9 +87,7 @@ impl StandIn {
                 size: PG,
             },
         };
-        let fw = StandInFw::new(cfg.handoff.phys)?;
-        fw.word(8)
-            .store(if fw_up { MAGIC } else { 0 }, Ordering::Release);
+        let fw = StandInFw::new(cfg.handoff.phys, fw_up)?;
         Ok(StandIn {
             pagetables,
             cfg,
@@ -166,7 +125,7 @@ fn uat_contexts(env: &Env) -> CaseResult {
         MemRemapType::WriteBack
     ));
     let mut uat = ok!(s.uat());
-    check!(fw.word(0).load(Ordering::Relaxed) == MAGIC);
+    check!(fw.cpu_magic() == MAGIC);
     check!(tlbi.ops[3].get() == 1);
     // Slot 0: the kernel VM.
     let ttb0 = ttbat_word(&ttbat, 0, 0);

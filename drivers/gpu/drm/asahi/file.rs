@@ -1,0 +1,431 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A client of the render node, and the ioctls of `include/uapi/drm/asahi_drm.h`.
+//!
+//! Every ioctl validates all of its arguments before it changes anything, and answers as DRM
+//! drivers do: `EINVAL` for malformed arguments (alignment, outside the VA window, inside the
+//! kernel range, non-zero MBZ fields, unknown flags, a bad stride, overflow), `ENOENT` for an
+//! unknown handle or ID, `EFAULT` for a bad user pointer, `ENOMEM`.
+
+use crate::bo::{self, Bo};
+use crate::driver::{AsahiDevice, AsahiDriver, AsahiRegData};
+use crate::geometry::{Geometry, UAT_PGMSK};
+use crate::pte::{Access, Prot};
+use crate::vacant::insert_vacant;
+use crate::vm::{window, Bind, Vm, KERNEL_MIN_SIZE};
+use kernel::drm::{self, gem::BaseObject, Registered};
+use kernel::pr_warn_once;
+use kernel::prelude::*;
+use kernel::sync::aref::ARef;
+use kernel::sync::{Arc, Mutex};
+use kernel::transmute::AsBytes;
+use kernel::uaccess::UserSlice;
+use kernel::{new_mutex, uapi};
+
+/// The `DRM_ASAHI_BIND_*` flags this driver knows.
+const BIND_FLAGS: u32 = uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_UNBIND
+    | uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_READ
+    | uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_WRITE
+    | uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_SINGLE_PAGE;
+
+/// The `DRM_ASAHI_GEM_*` flags this driver knows.
+const GEM_FLAGS: u32 = uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_WRITEBACK
+    | uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_VM_PRIVATE;
+
+/// A buffer bound into the kernel VM with GEM_BIND_OBJECT (where the firmware sees it).
+struct KernelObject {
+    bo: ARef<Bo>,
+    va: u64,
+    size: u64,
+}
+
+/// Per-client state.
+#[pin_data(PinnedDrop)]
+pub(crate) struct File {
+    dev: ARef<AsahiDevice>,
+    /// The client's VMs: `vm_id` is the index plus one.
+    #[pin]
+    vms: Mutex<KVec<Option<Arc<Vm>>>>,
+    /// The client's kernel-VM objects: `object_handle` is the index plus one.
+    #[pin]
+    objects: Mutex<KVec<Option<KernelObject>>>,
+}
+
+/// The DRM file type of this driver.
+pub(crate) type DrmFile = drm::File<File>;
+
+impl drm::file::DriverFile for File {
+    type Driver = AsahiDriver;
+
+    fn open(dev: &AsahiDevice) -> Result<Pin<KBox<Self>>> {
+        KBox::try_pin_init(
+            try_pin_init!(Self {
+                dev: ARef::from(dev),
+                vms <- new_mutex!(KVec::new()),
+                objects <- new_mutex!(KVec::new()),
+            }),
+            GFP_KERNEL,
+        )
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for File {
+    fn drop(self: Pin<&mut Self>) {
+        // Kernel-VM objects go with their client. The VMs go with their last reference.
+        let objects = core::mem::take(&mut *self.objects.lock());
+        for o in objects.into_iter().flatten() {
+            unbind_object(&self.dev, &o);
+        }
+    }
+}
+
+/// Unmaps a kernel-VM object and frees its VA.
+fn unbind_object(dev: &AsahiDevice, o: &KernelObject) {
+    if let Err(e) = dev.uat.lock().kernel_unmap(o.va, o.size) {
+        pr_err!("unbinding kernel object at {:#x}: {:?}\n", o.va, e);
+    }
+    let _ = dev.kva.lock().free(o.va);
+}
+
+/// `drm_asahi_params_global` as bytes for `UserSliceWriter`.
+#[repr(transparent)]
+struct Params(uapi::drm_asahi_params_global);
+
+// SAFETY: `drm_asahi_params_global` is `repr(C)`, of integers only, without padding.
+unsafe impl AsBytes for Params {}
+
+/// `Some(id - 1)` for a non-zero ID.
+fn index(id: u32) -> Result<usize> {
+    (id as usize).checked_sub(1).ok_or(ENOENT)
+}
+
+impl File {
+    fn vm(&self, vm_id: u32) -> Result<Arc<Vm>> {
+        let idx = index(vm_id)?;
+        self.vms
+            .lock()
+            .get(idx)
+            .and_then(Option::clone)
+            .ok_or(ENOENT)
+    }
+
+    /// GET_PARAMS: the device's parameters, at most `size` bytes of them.
+    pub(crate) fn get_params(
+        ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_get_params,
+        _file: &DrmFile,
+    ) -> Result<u32> {
+        if args.param_group != 0 || args.pad != 0 {
+            return Err(EINVAL);
+        }
+        let w = window(Geometry::G13);
+        let mut p: uapi::drm_asahi_params_global = Zeroable::zeroed();
+        p.gpu_generation = ddev.gpu.generation;
+        p.gpu_variant = ddev.gpu.variant.into();
+        p.num_dies = 1;
+        p.vm_start = w.start;
+        p.vm_end = w.end;
+        p.vm_kernel_min_size = KERNEL_MIN_SIZE;
+        p.command_timestamp_frequency_hz = 1_000_000_000;
+        let p = Params(p);
+        let bytes = p.as_bytes();
+        let len = bytes
+            .len()
+            .min(usize::try_from(args.size).unwrap_or(usize::MAX));
+        let mut w = UserSlice::new(UserPtr::from_addr(args.pointer as usize), len).writer();
+        w.write_slice(&bytes[..len])?;
+        Ok(0)
+    }
+
+    /// GET_TIME: nanoseconds since probe (`command_timestamp_frequency_hz` is 1 GHz).
+    pub(crate) fn get_time(
+        ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_get_time,
+        _file: &DrmFile,
+    ) -> Result<u32> {
+        if args.flags != 0 {
+            return Err(EINVAL);
+        }
+        args.gpu_timestamp = u64::try_from(ddev.t0.elapsed().as_nanos())?;
+        Ok(0)
+    }
+
+    /// VM_CREATE: a VM whose `kernel_start .. kernel_end` is the kernel's.
+    pub(crate) fn vm_create(
+        ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_vm_create,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let w = window(Geometry::G13);
+        let kernel = args.kernel_start..args.kernel_end;
+        if args.pad != 0
+            || (kernel.start | kernel.end) & UAT_PGMSK != 0
+            || kernel.start < w.start
+            || kernel.end > w.end
+            || kernel.end.saturating_sub(kernel.start) < KERNEL_MIN_SIZE
+        {
+            return Err(EINVAL);
+        }
+        let vm = Vm::new(ddev, kernel)?;
+        let file = file.inner();
+        let mut vms = file.vms.lock();
+        let idx = insert_vacant(&mut vms, vm)?;
+        args.vm_id = u32::try_from(idx + 1)?;
+        Ok(0)
+    }
+
+    /// VM_DESTROY: the ID is gone at once; the VM (its mappings, its page tables) goes with its
+    /// last reference.
+    pub(crate) fn vm_destroy(
+        _ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_vm_destroy,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.pad != 0 {
+            return Err(EINVAL);
+        }
+        let idx = index(args.vm_id)?;
+        let vm = file.inner().vms.lock().get_mut(idx).and_then(Option::take);
+        // Dropped here, outside the lock.
+        vm.map(|_| 0).ok_or(ENOENT)
+    }
+
+    /// Reads and validates one `drm_asahi_gem_bind_op`.
+    fn read_bind(
+        r: &mut kernel::uaccess::UserSliceReader,
+        extra: usize,
+        vm: &Vm,
+        file: &DrmFile,
+    ) -> Result<Bind> {
+        let flags: u32 = r.read()?;
+        let handle: u32 = r.read()?;
+        let offset: u64 = r.read()?;
+        let range: u64 = r.read()?;
+        let addr: u64 = r.read()?;
+        r.skip(extra)?;
+        if flags & !BIND_FLAGS != 0 {
+            return Err(EINVAL);
+        }
+        let end = addr.checked_add(range).ok_or(EINVAL)?;
+        if flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_UNBIND != 0 {
+            if flags != uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_UNBIND
+                || handle != 0
+                || offset != 0
+            {
+                return Err(EINVAL);
+            }
+            vm.check(addr..end, None, false)?;
+            return Ok(Bind {
+                va: addr..end,
+                map: None,
+                prot: Prot::GPU_SHARED_RO,
+                single_page: false,
+            });
+        }
+        let prot = Prot::gpu(Access {
+            read: flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_READ != 0,
+            write: flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_WRITE != 0,
+        })
+        .ok_or(EINVAL)?;
+        let single_page = flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_SINGLE_PAGE != 0;
+        let bo = Bo::lookup_handle(file, handle)?;
+        vm.check(addr..end, Some((&bo, offset)), single_page)?;
+        Ok(Bind {
+            va: addr..end,
+            map: Some((bo, offset)),
+            prot,
+            single_page,
+        })
+    }
+
+    /// VM_BIND: `num_binds` operations at `stride` bytes each. All of them are read and
+    /// validated before the first is applied, so a malformed array changes nothing. They are
+    /// then applied in order; each one allocates everything it needs before it changes
+    /// anything, so if one fails (`ENOMEM`), the ones before it stay applied and it and the ones
+    /// after it change nothing.
+    pub(crate) fn vm_bind(
+        _ddev: &AsahiDevice<Registered>,
+        reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_vm_bind,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        const OP_SIZE: usize = core::mem::size_of::<uapi::drm_asahi_gem_bind_op>();
+        let stride = args.stride as usize;
+        if stride < OP_SIZE || args.pad != 0 {
+            return Err(EINVAL);
+        }
+        let vm = file.inner().vm(args.vm_id)?;
+        let num = args.num_binds as usize;
+        let total = stride.checked_mul(num).ok_or(EINVAL)?;
+        let mut r = UserSlice::new(UserPtr::from_addr(args.userptr as usize), total).reader();
+        let mut binds: KVec<Bind> = KVec::with_capacity(num, GFP_KERNEL)?;
+        for _ in 0..num {
+            let b = Self::read_bind(&mut r, stride - OP_SIZE, &vm, file)?;
+            binds.push(b, GFP_KERNEL)?;
+        }
+        for b in binds.iter() {
+            vm.bind(reg.pdev.as_ref(), b)?;
+        }
+        Ok(0)
+    }
+
+    /// GEM_CREATE: a shmem buffer of `size` bytes (page aligned, not zero); a VM-private one
+    /// (`DRM_ASAHI_GEM_VM_PRIVATE`) shares its VM's reservation object.
+    pub(crate) fn gem_create(
+        ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_gem_create,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        let private = args.flags & uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_VM_PRIVATE != 0;
+        if args.size == 0
+            || args.size & UAT_PGMSK != 0
+            || args.flags & !GEM_FLAGS != 0
+            || args.pad != 0
+            || (!private && args.vm_id != 0)
+        {
+            return Err(EINVAL);
+        }
+        let size = usize::try_from(args.size).map_err(|_| EINVAL)?;
+        let vm = if private {
+            Some(file.inner().vm(args.vm_id)?)
+        } else {
+            None
+        };
+        let bo = bo::new_bo(ddev, size, args.flags, vm.as_deref().map(Vm::root))?;
+        args.handle = bo.create_handle(file)?;
+        Ok(0)
+    }
+
+    /// GEM_MMAP_OFFSET: the fake offset to `mmap` a buffer at.
+    pub(crate) fn gem_mmap_offset(
+        _ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_gem_mmap_offset,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.flags != 0 {
+            return Err(EINVAL);
+        }
+        let bo = Bo::lookup_handle(file, args.handle)?;
+        args.offset = bo.create_mmap_offset()?;
+        Ok(0)
+    }
+
+    /// GEM_BIND_OBJECT: binds part of a buffer into the kernel VM, where the firmware sees it
+    /// (the only usage: `DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS`), or unbinds it.
+    pub(crate) fn gem_bind_object(
+        ddev: &AsahiDevice<Registered>,
+        reg: &AsahiRegData<'_>,
+        args: &mut uapi::drm_asahi_gem_bind_object,
+        file: &DrmFile,
+    ) -> Result<u32> {
+        if args.vm_id != 0 || args.pad != 0 {
+            return Err(EINVAL);
+        }
+        let file = file_inner(file);
+        match args.op {
+            uapi::drm_asahi_bind_object_op_DRM_ASAHI_BIND_OBJECT_OP_BIND => {
+                if args.flags
+                    != uapi::drm_asahi_bind_object_flags_DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS
+                    || args.object_handle != 0
+                    || (args.offset | args.range) & UAT_PGMSK != 0
+                    || args.range == 0
+                {
+                    return Err(EINVAL);
+                }
+                let bo = Bo::lookup_handle(file.0, args.handle)?;
+                let size = u64::try_from(bo.size())?;
+                match args.offset.checked_add(args.range) {
+                    Some(end) if end <= size => {}
+                    _ => return Err(EINVAL),
+                }
+                let sg = bo::phys_ranges(&bo, reg.pdev.as_ref())?;
+                let mut objects = file.1.objects.lock();
+                objects.reserve(1, GFP_KERNEL)?;
+                let va = ddev.kva.lock().alloc(args.range)?;
+                let mapped = ddev.uat.lock().kernel_map_sg(
+                    va,
+                    args.range,
+                    &sg,
+                    args.offset,
+                    Prot::FW_SHARED_RW,
+                );
+                if let Err(e) = mapped {
+                    let _ = ddev.kva.lock().free(va);
+                    return Err(e);
+                }
+                let o = KernelObject {
+                    bo,
+                    va,
+                    size: args.range,
+                };
+                let idx = insert_vacant(&mut objects, o)?;
+                args.object_handle = u32::try_from(idx + 1)?;
+                Ok(0)
+            }
+            uapi::drm_asahi_bind_object_op_DRM_ASAHI_BIND_OBJECT_OP_UNBIND => {
+                if args.flags != 0 || args.handle != 0 || args.offset != 0 || args.range != 0 {
+                    return Err(EINVAL);
+                }
+                let idx = index(args.object_handle)?;
+                let o = file
+                    .1
+                    .objects
+                    .lock()
+                    .get_mut(idx)
+                    .and_then(Option::take)
+                    .ok_or(ENOENT)?;
+                unbind_object(ddev, &o);
+                Ok(0)
+            }
+            _ => Err(EINVAL),
+        }
+    }
+
+    /// QUEUE_CREATE: there is no firmware to run work on.
+    pub(crate) fn queue_create(
+        _ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        _args: &mut uapi::drm_asahi_queue_create,
+        _file: &DrmFile,
+    ) -> Result<u32> {
+        no_submission()
+    }
+
+    /// QUEUE_DESTROY: see [`File::queue_create`].
+    pub(crate) fn queue_destroy(
+        _ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        _args: &mut uapi::drm_asahi_queue_destroy,
+        _file: &DrmFile,
+    ) -> Result<u32> {
+        no_submission()
+    }
+
+    /// SUBMIT: see [`File::queue_create`].
+    pub(crate) fn submit(
+        _ddev: &AsahiDevice<Registered>,
+        _reg: &AsahiRegData<'_>,
+        _args: &mut uapi::drm_asahi_submit,
+        _file: &DrmFile,
+    ) -> Result<u32> {
+        no_submission()
+    }
+}
+
+/// The file and its driver state.
+fn file_inner(file: &DrmFile) -> (&DrmFile, Pin<&File>) {
+    (file, file.inner())
+}
+
+/// The answer of the queue and submit ioctls: this driver runs no work on the GPU yet.
+fn no_submission() -> Result<u32> {
+    pr_warn_once!("asahi: queues and submission are not supported (no GPU firmware interface)\n");
+    Err(EOPNOTSUPP)
+}

@@ -1,0 +1,271 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The uAPI session of the `make kernel-check` initramfs: a client of the render node that calls
+ * every ioctl of include/uapi/drm/asahi_drm.h as Mesa would, with good arguments and with each
+ * kind of bad one, and checks every answer (DRM practice: EINVAL for malformed arguments, ENOENT
+ * for unknown handles and IDs, EFAULT for bad pointers). Each call is printed with its arguments
+ * and result; the last line is "uapi: N passed, M failed".
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <drm/asahi_drm.h>
+#include <drm/drm.h>
+
+#include "uapi.h"
+
+#define PG 0x4000ull
+
+static int passed, failed;
+
+/* Runs one ioctl and checks that it answers `want` (0 or an errno). */
+static int call(int fd, unsigned long req, void *arg, int want, const char *what)
+{
+	int ret, err;
+
+	do {
+		ret = ioctl(fd, req, arg);
+	} while (ret == -1 && errno == EINTR);
+	err = ret ? errno : 0;
+	if (err == want)
+		passed++;
+	else
+		failed++;
+	printf("uapi: %s%s -> %s%s%s\n", err == want ? "" : "FAILED: ", what,
+	       err ? strerrorname_np(err) : "ok",
+	       err == want ? "" : ", expected ", err == want ? "" :
+	       (want ? strerrorname_np(want) : "ok"));
+	return err;
+}
+
+static void check(int cond, const char *what)
+{
+	if (cond)
+		passed++;
+	else
+		failed++;
+	printf("uapi: %scheck %s\n", cond ? "" : "FAILED: ", what);
+}
+
+static int vm_bind(int fd, uint32_t vm_id, struct drm_asahi_gem_bind_op *ops, uint32_t n,
+		   uint32_t stride, int want, const char *what)
+{
+	struct drm_asahi_vm_bind b = {
+		.vm_id = vm_id, .num_binds = n, .stride = stride, .userptr = (uintptr_t)ops,
+	};
+
+	return call(fd, DRM_IOCTL_ASAHI_VM_BIND, &b, want, what);
+}
+
+static struct drm_asahi_gem_bind_op op(uint32_t flags, uint32_t handle, uint64_t offset,
+				       uint64_t range, uint64_t addr)
+{
+	struct drm_asahi_gem_bind_op o = {
+		.flags = flags, .handle = handle, .offset = offset, .range = range, .addr = addr,
+	};
+	return o;
+}
+
+int uapi_session(void)
+{
+	char name[32] = "";
+	struct drm_version ver = { .name = name, .name_len = sizeof(name) - 1 };
+	struct drm_asahi_params_global params;
+	struct drm_asahi_get_params gp;
+	struct drm_asahi_get_time gt = { 0 };
+	struct drm_asahi_vm_create vc;
+	struct drm_asahi_vm_destroy vd = { 0 };
+	struct drm_asahi_gem_create gc;
+	struct drm_asahi_gem_mmap_offset mo;
+	struct drm_asahi_gem_bind_object bo;
+	struct drm_asahi_queue_create qc = { 0 };
+	struct drm_gem_close cl = { 0 };
+	struct drm_asahi_gem_bind_op ops[2];
+	uint64_t kstart, kend, t0;
+	uint32_t vm, handle, priv;
+	unsigned char *map;
+	int fd;
+
+	fd = open("/dev/dri/renderD128", O_RDWR);
+	if (fd < 0) {
+		printf("uapi: cannot open /dev/dri/renderD128: %s\n", strerror(errno));
+		return 1;
+	}
+	call(fd, DRM_IOCTL_VERSION, &ver, 0, "VERSION");
+	check(!strcmp(name, "asahi"), "the driver is asahi");
+
+	/* GET_PARAMS */
+	memset(&params, 0xa5, sizeof(params));
+	gp = (struct drm_asahi_get_params){ .pointer = (uintptr_t)&params, .size = 8 };
+	call(fd, DRM_IOCTL_ASAHI_GET_PARAMS, &gp, 0, "GET_PARAMS size 8");
+	check(params.features == 0 && params.gpu_generation == 0xa5a5a5a5,
+	      "GET_PARAMS copies at most size bytes");
+	gp.size = sizeof(params);
+	call(fd, DRM_IOCTL_ASAHI_GET_PARAMS, &gp, 0, "GET_PARAMS");
+	printf("uapi: params: G%u%c vm 0x%llx..0x%llx kernel_min 0x%llx\n", params.gpu_generation,
+	       params.gpu_variant, (unsigned long long)params.vm_start,
+	       (unsigned long long)params.vm_end, (unsigned long long)params.vm_kernel_min_size);
+	check(params.gpu_generation == 13 && params.gpu_variant == 'G' &&
+	      params.vm_start == 0x4000 && params.vm_end == 1ull << 39 &&
+	      params.vm_kernel_min_size == 1ull << 30, "GET_PARAMS values");
+	gp.param_group = 1;
+	call(fd, DRM_IOCTL_ASAHI_GET_PARAMS, &gp, EINVAL, "GET_PARAMS param_group 1");
+	gp.param_group = 0;
+	gp.pad = 1;
+	call(fd, DRM_IOCTL_ASAHI_GET_PARAMS, &gp, EINVAL, "GET_PARAMS pad 1");
+	gp.pad = 0;
+	gp.pointer = 16;
+	call(fd, DRM_IOCTL_ASAHI_GET_PARAMS, &gp, EFAULT, "GET_PARAMS pointer 16");
+
+	/* GET_TIME */
+	call(fd, DRM_IOCTL_ASAHI_GET_TIME, &gt, 0, "GET_TIME");
+	t0 = gt.gpu_timestamp;
+	call(fd, DRM_IOCTL_ASAHI_GET_TIME, &gt, 0, "GET_TIME again");
+	check(gt.gpu_timestamp > t0, "GET_TIME advances");
+	gt.flags = 1;
+	call(fd, DRM_IOCTL_ASAHI_GET_TIME, &gt, EINVAL, "GET_TIME flags 1");
+
+	/* VM_CREATE: Mesa's kernel range, the top 32 GiB of the window. */
+	kend = params.vm_end;
+	kstart = kend - (32ull << 30);
+	vc = (struct drm_asahi_vm_create){ .kernel_start = kstart + 0x1000, .kernel_end = kend };
+	call(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, EINVAL, "VM_CREATE unaligned kernel range");
+	vc = (struct drm_asahi_vm_create){ .kernel_start = kend - PG, .kernel_end = kend };
+	call(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, EINVAL, "VM_CREATE kernel range below min");
+	vc = (struct drm_asahi_vm_create){ .kernel_start = kstart, .kernel_end = kend + PG };
+	call(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, EINVAL, "VM_CREATE kernel range outside");
+	vc = (struct drm_asahi_vm_create){ .kernel_start = kstart, .kernel_end = kend, .pad = 1 };
+	call(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, EINVAL, "VM_CREATE pad 1");
+	vc.pad = 0;
+	call(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, 0, "VM_CREATE kernel 0x7800000000..0x8000000000");
+	vm = vc.vm_id;
+	printf("uapi: vm_id %u\n", vm);
+
+	/* GEM_CREATE */
+	gc = (struct drm_asahi_gem_create){ .size = 0 };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, EINVAL, "GEM_CREATE size 0");
+	gc = (struct drm_asahi_gem_create){ .size = PG + 1 };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, EINVAL, "GEM_CREATE size unaligned");
+	gc = (struct drm_asahi_gem_create){ .size = PG, .flags = 1 << 5 };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, EINVAL, "GEM_CREATE unknown flag");
+	gc = (struct drm_asahi_gem_create){ .size = PG, .flags = DRM_ASAHI_GEM_VM_PRIVATE,
+					    .vm_id = 99 };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, ENOENT, "GEM_CREATE VM_PRIVATE vm 99");
+	gc = (struct drm_asahi_gem_create){ .size = PG, .vm_id = vm };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, EINVAL, "GEM_CREATE vm_id without VM_PRIVATE");
+	gc = (struct drm_asahi_gem_create){ .size = PG, .flags = DRM_ASAHI_GEM_VM_PRIVATE,
+					    .vm_id = vm };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, 0, "GEM_CREATE 16 KiB VM_PRIVATE");
+	priv = gc.handle;
+	gc = (struct drm_asahi_gem_create){ .size = 3 * PG, .flags = DRM_ASAHI_GEM_WRITEBACK };
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, 0, "GEM_CREATE 48 KiB WRITEBACK");
+	handle = gc.handle;
+	printf("uapi: handles %u (private), %u\n", priv, handle);
+
+	/* GEM_MMAP_OFFSET and mmap */
+	mo = (struct drm_asahi_gem_mmap_offset){ .handle = 999 };
+	call(fd, DRM_IOCTL_ASAHI_GEM_MMAP_OFFSET, &mo, ENOENT, "GEM_MMAP_OFFSET handle 999");
+	mo = (struct drm_asahi_gem_mmap_offset){ .handle = handle, .flags = 1 };
+	call(fd, DRM_IOCTL_ASAHI_GEM_MMAP_OFFSET, &mo, EINVAL, "GEM_MMAP_OFFSET flags 1");
+	mo.flags = 0;
+	call(fd, DRM_IOCTL_ASAHI_GEM_MMAP_OFFSET, &mo, 0, "GEM_MMAP_OFFSET");
+	map = mmap(NULL, 3 * PG, PROT_READ | PROT_WRITE, MAP_SHARED, fd, mo.offset);
+	check(map != MAP_FAILED, "mmap of the buffer");
+	if (map != MAP_FAILED) {
+		for (unsigned int i = 0; i < 3 * PG; i++)
+			map[i] = (unsigned char)(i * 7 + 1);
+		munmap(map, 3 * PG);
+	}
+
+	/* VM_BIND: refusals first, each changing nothing. */
+	ops[0] = op(DRM_ASAHI_BIND_READ | DRM_ASAHI_BIND_WRITE, handle, 0, 3 * PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]) - 8, EINVAL, "VM_BIND stride 24");
+	vm_bind(fd, 99, ops, 1, sizeof(ops[0]), ENOENT, "VM_BIND vm 99");
+	vm_bind(fd, vm, (void *)16, 1, sizeof(ops[0]), EFAULT, "VM_BIND userptr 16");
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, kstart);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND into the kernel range");
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND below the window");
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x101000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unaligned VA");
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, PG, 3 * PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND past the buffer's end");
+	ops[0] = op(DRM_ASAHI_BIND_READ, 999, 0, PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), ENOENT, "VM_BIND handle 999");
+	ops[0] = op(0, handle, 0, PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND neither read nor write");
+	ops[0] = op(DRM_ASAHI_BIND_READ | (1 << 9), handle, 0, PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unknown flag");
+	ops[0] = op(DRM_ASAHI_BIND_UNBIND, handle, 0, PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unbind with a handle");
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x100000);
+	ops[1] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x1000);
+	vm_bind(fd, vm, ops, 2, sizeof(ops[0]), EINVAL, "VM_BIND array with a bad second op");
+
+	/* ... then the binds. */
+	ops[0] = op(DRM_ASAHI_BIND_READ | DRM_ASAHI_BIND_WRITE, handle, 0, 3 * PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0, "VM_BIND handle 2 +0 -> 0x100000+0xc000 RW");
+	ops[0] = op(DRM_ASAHI_BIND_READ, priv, 0, PG, 0x200000);
+	ops[1] = op(DRM_ASAHI_BIND_READ | DRM_ASAHI_BIND_SINGLE_PAGE, handle, PG, 64 * PG,
+		    0x400000);
+	vm_bind(fd, vm, ops, 2, sizeof(ops[0]), 0, "VM_BIND two ops (private, single page)");
+	{
+		/* A larger stride is accepted: the extension bytes are skipped. */
+		struct { struct drm_asahi_gem_bind_op op; uint64_t ext; } big = {
+			op(DRM_ASAHI_BIND_UNBIND, 0, 0, PG, 0x104000), 0 };
+
+		vm_bind(fd, vm, &big.op, 1, sizeof(big), 0, "VM_BIND stride 40, unbind the middle page");
+	}
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0,
+		"VM_BIND 0x100000+0x8000 over a mapping and a hole (replace)");
+	ops[0] = op(DRM_ASAHI_BIND_READ | DRM_ASAHI_BIND_WRITE, handle, PG, 2 * PG, 0x410000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0,
+		"VM_BIND 0x410000+0x8000 inside a mapping (split in three)");
+	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, 0x102000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unaligned over mappings");
+
+	/* GEM_BIND_OBJECT: timestamps in the kernel VM. */
+	bo = (struct drm_asahi_gem_bind_object){ .op = DRM_ASAHI_BIND_OBJECT_OP_BIND,
+		.flags = DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS, .handle = handle, .range = PG };
+	bo.vm_id = vm;
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, EINVAL, "GEM_BIND_OBJECT vm_id set");
+	bo.vm_id = 0;
+	bo.flags = 0;
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, EINVAL, "GEM_BIND_OBJECT no usage");
+	bo.flags = DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS;
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, 0, "GEM_BIND_OBJECT timestamps");
+	printf("uapi: object_handle %u\n", bo.object_handle);
+	bo = (struct drm_asahi_gem_bind_object){ .op = DRM_ASAHI_BIND_OBJECT_OP_UNBIND,
+		.object_handle = bo.object_handle };
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, 0, "GEM_BIND_OBJECT unbind");
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, ENOENT, "GEM_BIND_OBJECT unbind again");
+	bo.op = 7;
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, EINVAL, "GEM_BIND_OBJECT op 7");
+
+	/* No firmware to run work. */
+	qc.vm_id = vm;
+	call(fd, DRM_IOCTL_ASAHI_QUEUE_CREATE, &qc, EOPNOTSUPP, "QUEUE_CREATE");
+
+	/* Closing a mapped buffer: it stays pinned while mapped. */
+	cl.handle = handle;
+	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE of a mapped buffer");
+	ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, 0x8000000, 0x100000);
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0, "VM_BIND unbind 0x100000+128 MiB");
+
+	/* VM_DESTROY: the ID is gone at once. */
+	vd.vm_id = vm;
+	call(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd, 0, "VM_DESTROY");
+	call(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd, ENOENT, "VM_DESTROY again");
+	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), ENOENT, "VM_BIND on the destroyed VM");
+	close(fd);
+	printf("uapi: %d passed, %d failed\n", passed, failed);
+	return failed != 0;
+}
