@@ -181,7 +181,14 @@ fn main() {
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "op", "pages", "tables", "ours", "peer", "floor", "ours/floor", "peer/ours"
     );
+    // UAT_BENCH_PAGES=n: only that size (for profiling).
+    let only: Option<u64> = std::env::var("UAT_BENCH_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for n in [1u64, 256, 65536] {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
         let fl = floor(n);
         for warm in [true, false] {
             let ours = measure(n, warm);

@@ -190,6 +190,8 @@ struct WalkOut {
     delta: isize,
     /// The top-level entries whose second-level table was unlinked.
     pruned: u64,
+    /// The last leaf table visited (0 if none).
+    leaf: PhysAddr,
 }
 
 /// Produces the physical page for each successive page of a mapping.
@@ -267,6 +269,7 @@ impl PageSource for Scatter<'_> {
 /// `PTES_PER_TABLE` counters whenever the top-level entry points at a second-level table, and
 /// the counter of each leaf table equals the number of page descriptors written into it and not
 /// cleared since (zero for a missing leaf table). At most 64 top-level entries are reachable.
+/// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span.
 pub struct PageTable {
     root: PhysAddr,
     root_map: Option<Region>,
@@ -276,6 +279,10 @@ pub struct PageTable {
     /// For each top-level entry, the occupancy counts of the leaf tables below its second-level
     /// table ([`Counts`]): `PTES_PER_TABLE` counters while that table exists, none otherwise.
     occ: KVec<Counts>,
+    /// The leaf table a single-leaf operation last reached: the VA span it maps (VA shifted by
+    /// the leaf table span) and its physical address. It stays linked, and so valid, until a
+    /// table is unlinked, which clears this.
+    leaf_cache: Option<(u64, PhysAddr)>,
     /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
     /// serialized by `&mut self`, concurrent readers may lose counts).
     walks: AtomicUsize,
@@ -294,6 +301,7 @@ impl PageTable {
             tables: 0,
             occ,
             walks: AtomicUsize::new(0),
+            leaf_cache: None,
         })
     }
 
@@ -343,6 +351,7 @@ impl PageTable {
             tables: 0,
             occ,
             walks: AtomicUsize::new(0),
+            leaf_cache: None,
         })
     }
 
@@ -384,6 +393,7 @@ impl PageTable {
     /// `pa` must be the root, or a table reachable from it within `cfg.range`, which this object
     /// owns (its type invariants), while `self` is borrowed. Descriptors are shared with the GPU
     /// and accessed atomically, except through [`plain`].
+    #[inline]
     unsafe fn with_table<R>(&self, pa: PhysAddr, f: impl FnOnce(&Entries) -> R) -> Result<R> {
         if let Some(map) = &self.root_map {
             if pa == self.root {
@@ -409,6 +419,7 @@ impl PageTable {
 
     /// Validates a VA range argument: `EINVAL` if unaligned, empty or wrapping, `ERANGE` if not
     /// inside the table's range.
+    #[inline]
     fn check_range(&self, iova: u64, size: u64) -> Result<VaRange> {
         let range = VaRange::from_start_size(iova, size)?;
         if !self.cfg.range.contains_range(&range) {
@@ -418,6 +429,7 @@ impl PageTable {
     }
 
     /// Validates a physical page argument: `EINVAL` if unaligned, `ERANGE` beyond the OAS.
+    #[inline]
     fn check_phys(&self, pa: PhysAddr, len: u64) -> Result {
         if !pa_aligned(pa) || len & UAT_PGMSK != 0 || len == 0 {
             return Err(EINVAL);
@@ -429,6 +441,7 @@ impl PageTable {
         Ok(())
     }
 
+    #[cold]
     fn corrupt(&self, va: u64, level: Level, raw: u64) -> Error {
         pr_err!(
             "corrupt L{} descriptor {:#018x} at VA {:#x} (table {:#x}), not followed\n",
@@ -441,6 +454,7 @@ impl PageTable {
     }
 
     /// Reports the first corrupt descriptor of `run`, the part of a leaf table that maps `sub`.
+    #[cold]
     fn corrupt_in(&self, run: &[AtomicU64], sub: VaRange) -> Error {
         let check = LeafCheck::new(self.cfg.oas);
         for (i, e) in run.iter().enumerate() {
@@ -455,6 +469,7 @@ impl PageTable {
 
     /// Counts the pages mapped in `run`, the part of a leaf table that maps `sub`; `EIO` if a
     /// descriptor there is neither invalid nor a page.
+    #[inline]
     fn count_pages(&self, run: &[AtomicU64], sub: VaRange) -> Result<usize> {
         let (count, bad) = scan_leaves(run, LeafCheck::new(self.cfg.oas));
         if bad {
@@ -465,12 +480,14 @@ impl PageTable {
 
     /// Whether `range` lies inside the span of one leaf table: then an operation can check and
     /// change it in a single walk, the check of the whole range still preceding every write.
+    #[inline]
     fn single_leaf(&self, range: VaRange) -> bool {
         let shift = self.cfg.geometry.shift(LEAF_LEVEL - 1);
         range.start >> shift == range.last >> shift
     }
 
     /// The part of the leaf table `t` that maps `sub`.
+    #[inline]
     fn run<'t>(&self, t: &'t Entries, sub: VaRange) -> &'t [AtomicU64] {
         let (first, last) = self.leaf_indices(sub);
         &t[first..=last]
@@ -514,6 +531,9 @@ impl PageTable {
     where
         F: FnMut(Step<'_>) -> Result,
     {
+        if level == LEAF_LEVEL {
+            out.leaf = table_pa;
+        }
         // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
         // while `self` is borrowed.
         unsafe {
@@ -683,8 +703,8 @@ impl PageTable {
     /// Drops the counts [`PageTable::install_counts`] installed (their tables were not created).
     fn remove_counts(&mut self, installed: u64) {
         self.finish_walk(WalkOut {
-            delta: 0,
             pruned: installed,
+            ..WalkOut::default()
         });
     }
 
@@ -711,6 +731,49 @@ impl PageTable {
         if level == TOP_LEVEL {
             *mids |= 1 << self.cfg.geometry.index(sub.start, TOP_LEVEL);
         }
+    }
+
+    /// The cached leaf table that maps `range` (inside one leaf table), if it is the cached one.
+    #[inline(always)]
+    fn cached_leaf(&self, range: VaRange) -> Option<PhysAddr> {
+        let key = range.start >> self.cfg.geometry.shift(LEAF_LEVEL - 1);
+        match self.leaf_cache {
+            Some((k, pa)) if k == key => Some(pa),
+            _ => None,
+        }
+    }
+
+    /// Remembers `leaf` (0: nothing) as the leaf table that maps `range`.
+    #[inline(always)]
+    fn cache_leaf(&mut self, range: VaRange, leaf: PhysAddr) {
+        if leaf != 0 {
+            let key = range.start >> self.cfg.geometry.shift(LEAF_LEVEL - 1);
+            self.leaf_cache = Some((key, leaf));
+        }
+    }
+
+    /// Runs `f` on the leaf table at `leaf` that maps `range`, and its occupancy count, without
+    /// walking down to it: the path of single-leaf operations that find it cached.
+    ///
+    /// # Safety
+    ///
+    /// `leaf` must be a leaf table this object owns, linked where it maps `range`.
+    #[inline(always)]
+    unsafe fn with_leaf<R>(
+        &self,
+        leaf: PhysAddr,
+        range: VaRange,
+        f: impl FnOnce(&Entries, &AtomicU16) -> Result<R>,
+    ) -> Result<R> {
+        let g = self.cfg.geometry;
+        let count = self
+            .occ
+            .get(g.index(range.start, TOP_LEVEL))
+            .and_then(|c| c.get(g.index(range.start, LEAF_LEVEL - 1)))
+            .ok_or(EIO)?;
+        // SAFETY: The caller guarantees that `leaf` is a table we own, linked (so alive while
+        // `self` is borrowed).
+        unsafe { self.with_table(leaf, |t| f(t, count)) }?
     }
 
     /// Whether `sub` covers a whole leaf table.
@@ -767,6 +830,7 @@ impl PageTable {
             .sum()
     }
 
+    #[inline]
     fn leaf_indices(&self, sub: VaRange) -> (usize, usize) {
         let g = self.cfg.geometry;
         (
@@ -829,26 +893,39 @@ impl PageTable {
         let mut replaced = 0usize;
         let mut written = false;
         let mut write_failed = false;
-        let checked = self.walk(range, &mut Tables::Existing, &mut |step| {
-            match step {
-                Step::Missing(level, sub) => self.note_missing(level, sub, &mut needed, &mut mids),
-                Step::Leaf(t, count, sub) => {
-                    let run = self.run(t, sub);
-                    let old = self.occupied(run, count, sub)?;
-                    if old != 0 && !replace {
-                        return Err(EEXIST);
-                    }
-                    replaced += old;
-                    if single {
-                        write_failed = true;
-                        write(run, count, sub, old)?;
-                        write_failed = false;
-                        written = true;
-                    }
-                }
+        let mut on_leaf = |t: &Entries, count: &AtomicU16, sub: VaRange| -> Result {
+            let run = self.run(t, sub);
+            let old = self.occupied(run, count, sub)?;
+            if old != 0 && !replace {
+                return Err(EEXIST);
+            }
+            replaced += old;
+            if single {
+                write_failed = true;
+                write(run, count, sub, old)?;
+                write_failed = false;
+                written = true;
             }
             Ok(())
-        });
+        };
+        let mut leaf = 0;
+        let checked = match if single {
+            self.cached_leaf(range)
+        } else {
+            None
+        } {
+            // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
+            Some(pa) => unsafe { self.with_leaf(pa, range, |t, c| on_leaf(t, c, range)) },
+            None => self
+                .walk(range, &mut Tables::Existing, &mut |step| match step {
+                    Step::Missing(level, sub) => {
+                        self.note_missing(level, sub, &mut needed, &mut mids);
+                        Ok(())
+                    }
+                    Step::Leaf(t, count, sub) => on_leaf(t, count, sub),
+                })
+                .map(|out| leaf = out.leaf),
+        };
         if let Err(e) = checked {
             return Err(if write_failed {
                 self.undo_map(range, e)
@@ -857,6 +934,7 @@ impl PageTable {
             });
         }
         if written {
+            self.cache_leaf(range, leaf);
             return Ok(replaced);
         }
         let mut pool = self.alloc_for_map(mids, needed)?;
@@ -875,6 +953,9 @@ impl PageTable {
         debug_assert!(pool.is_empty());
         match created {
             Ok(out) => {
+                if single {
+                    self.cache_leaf(range, out.leaf);
+                }
                 let delta = self.finish_walk(out);
                 self.account(delta);
             }
@@ -1093,6 +1174,14 @@ impl PageTable {
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
+        if single {
+            if let Some(n) = self.clear_cached(range, prune)? {
+                if n != 0 {
+                    gather.add_range(range);
+                }
+                return Ok(n);
+            }
+        }
         let mut pages = 0usize;
         if !single {
             self.walk(range, &mut Tables::Existing, &mut |step| {
@@ -1142,13 +1231,50 @@ impl PageTable {
             }
             Ok(())
         })?;
+        if single && removed.leaf != 0 && freed.is_empty() {
+            self.cache_leaf(range, removed.leaf);
+        }
+        if !freed.is_empty() {
+            // A cached leaf table may be among them.
+            self.leaf_cache = None;
+        }
         let removed = self.finish_walk(removed);
         self.account(removed);
         if pages != 0 || !freed.is_empty() {
             gather.add_range(range);
         }
-        gather.add_freed(FreedTables::from_list(freed));
+        if !freed.is_empty() {
+            gather.add_freed(FreedTables::from_list(freed));
+        }
         Ok(pages)
+    }
+
+    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only, that leaves
+    /// the table with pages (so that nothing is unlinked): checks and clears the run without
+    /// walking down. `None` when the range is not such (nothing done: the caller walks).
+    #[inline]
+    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Option<usize>> {
+        if self.whole_leaf(range) {
+            return Ok(None);
+        }
+        let Some(leaf) = self.cached_leaf(range) else {
+            return Ok(None);
+        };
+        let clear = |t: &Entries, count: &AtomicU16| -> Result<Option<usize>> {
+            let run = self.run(t, range);
+            let n = self.occupied(run, count, range)?;
+            if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
+                // The table empties: the walk unlinks it.
+                return Ok(None);
+            }
+            if n != 0 {
+                fill(run, 0);
+                Self::uncount(count, n);
+            }
+            Ok(Some(n))
+        };
+        // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
+        unsafe { self.with_leaf(leaf, range, clear) }
     }
 
     /// Changes the protection of every page of `size` bytes at `iova`, keeping the addresses.
@@ -1427,6 +1553,7 @@ impl Drop for PageTable {
             pr_err!("leaking page tables below a corrupt descriptor\n");
         }
         drop(freed);
+        self.leaf_cache = None;
         if self.root_map.is_none() {
             // SAFETY: By the type invariants we own the root, which came from `into_phys`.
             drop(unsafe { Page::from_phys(self.root) });
