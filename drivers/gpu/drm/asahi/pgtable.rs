@@ -128,6 +128,12 @@ fn plain(t: &[AtomicU64]) -> &[u64] {
     unsafe { core::slice::from_raw_parts(t.as_ptr().cast::<u64>(), t.len()) }
 }
 
+/// Whether every descriptor of `t` is zero.
+#[inline(always)]
+fn all_zero(t: &[AtomicU64]) -> bool {
+    plain(t).iter().fold(0, |acc, &e| acc | e) == 0
+}
+
 /// The non-zero descriptors among `t`, and whether any of them is not a page descriptor.
 ///
 /// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
@@ -202,6 +208,28 @@ trait PageSource {
     fn covers(&self, _pages: u64) -> bool {
         true
     }
+
+    /// Writes the descriptors of the next `run.len()` pages, made from `tmpl`, into `run`;
+    /// `EIO` if the pages run out.
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        for e in run {
+            let pa = self.next_page().ok_or(EIO)?;
+            e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the descriptors of the contiguous pages from `pa` into `run`: the loop kept in
+/// registers (the descriptors are atomics, which the compiler assumes may alias the source).
+#[inline(always)]
+fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
+    let mut pa = pa;
+    for e in run {
+        e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+        pa += UAT_PGSZ;
+    }
 }
 
 /// Physically contiguous memory.
@@ -214,6 +242,13 @@ impl PageSource for Contiguous {
         self.0 += UAT_PGSZ;
         Some(pa)
     }
+
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        write_contiguous(run, tmpl, self.0);
+        self.0 += (run.len() as u64) << UAT_PGBIT;
+        Ok(())
+    }
 }
 
 /// The same page again and again (sparse / null backing).
@@ -223,6 +258,12 @@ impl PageSource for Repeat {
     #[inline(always)]
     fn next_page(&mut self) -> Option<PhysAddr> {
         Some(self.0)
+    }
+
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        fill(run, tmpl.pte(self.0).to_le());
+        Ok(())
     }
 }
 
@@ -254,6 +295,27 @@ impl PageSource for Scatter<'_> {
             self.off = 0;
         }
         Some(pa)
+    }
+
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        let mut run = run;
+        while !run.is_empty() {
+            let r = self.ranges.first().ok_or(EIO)?;
+            // Entries are page aligned and non-empty (`check_sg`); `max(1)` keeps this finite
+            // regardless.
+            let avail = (r.len.saturating_sub(self.off) >> UAT_PGBIT) as usize;
+            let k = avail.min(run.len()).max(1);
+            let (now, rest) = run.split_at(k);
+            write_contiguous(now, tmpl, r.addr + self.off);
+            self.off += (k as u64) << UAT_PGBIT;
+            if self.off >= r.len {
+                self.ranges = &self.ranges[1..];
+                self.off = 0;
+            }
+            run = rest;
+        }
+        Ok(())
     }
 }
 
@@ -789,7 +851,8 @@ impl PageTable {
     #[inline]
     fn occupied(&self, run: &[AtomicU64], count: &AtomicU16, sub: VaRange) -> Result<usize> {
         let c = count.load(Ordering::Relaxed) as usize;
-        if c == 0 {
+        // Zero first: the cheapest test, and the common answer of a map.
+        if c == 0 || all_zero(run) {
             return Ok(0);
         }
         let n = self.count_pages(run, sub)?;
@@ -876,10 +939,7 @@ impl PageTable {
                         brk(sub);
                     }
                 }
-                for e in run {
-                    let pa = src.next_page().ok_or(EIO)?;
-                    e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-                }
+                src.write_run(run, tmpl)?;
                 let c = count.load(Ordering::Relaxed) as usize;
                 // At most `PTES_PER_TABLE` (< 2^16): `run` is part of one table, `old` part of `run`.
                 count.store(
