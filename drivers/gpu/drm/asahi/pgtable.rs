@@ -855,6 +855,22 @@ impl PageTable {
         if c == 0 || all_zero(run) {
             return Ok(0);
         }
+        self.occupied_scan(run, c, sub)
+    }
+
+    /// [`PageTable::occupied`] for a run expected to hold pages (an unmap's): no zero test first.
+    #[inline]
+    fn occupied_full(&self, run: &[AtomicU64], count: &AtomicU16, sub: VaRange) -> Result<usize> {
+        let c = count.load(Ordering::Relaxed) as usize;
+        if c == 0 {
+            return Ok(0);
+        }
+        self.occupied_scan(run, c, sub)
+    }
+
+    /// The checked page count of `run`, in a leaf table with `c` pages.
+    #[inline(always)]
+    fn occupied_scan(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
         let n = self.count_pages(run, sub)?;
         if n > c {
             pr_err!(
@@ -1249,7 +1265,7 @@ impl PageTable {
                     pages += if self.whole_leaf(sub) {
                         count.load(Ordering::Relaxed) as usize
                     } else {
-                        self.occupied(self.run(t, sub), count, sub)?
+                        self.occupied_full(self.run(t, sub), count, sub)?
                     };
                 }
                 Ok(())
@@ -1278,7 +1294,7 @@ impl PageTable {
                 }
                 let run = self.run(t, sub);
                 let n = if single {
-                    let n = self.occupied(run, count, sub)?;
+                    let n = self.occupied_full(run, count, sub)?;
                     pages += n;
                     n
                 } else {
@@ -1322,7 +1338,7 @@ impl PageTable {
         };
         let clear = |t: &Entries, count: &AtomicU16| -> Result<Option<usize>> {
             let run = self.run(t, range);
-            let n = self.occupied(run, count, range)?;
+            let n = self.occupied_full(run, count, range)?;
             if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
                 // The table empties: the walk unlinks it.
                 return Ok(None);
@@ -1346,7 +1362,7 @@ impl PageTable {
         let tmpl = PteTemplate::new(prot, self.cfg.user);
         let check = |run: &[AtomicU64], count: &AtomicU16, sub: VaRange| -> Result {
             if (count.load(Ordering::Relaxed) as usize) < run.len()
-                || self.occupied(run, count, sub)? != run.len()
+                || self.occupied_full(run, count, sub)? != run.len()
             {
                 return Err(ENOENT);
             }
