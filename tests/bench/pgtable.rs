@@ -181,7 +181,14 @@ fn main() {
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "op", "pages", "tables", "ours", "peer", "floor", "ours/floor", "peer/ours"
     );
+    // UAT_BENCH_PAGES=n: only that size (for profiling).
+    let only: Option<u64> = std::env::var("UAT_BENCH_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok());
     for n in [1u64, 256, 65536] {
+        if only.is_some_and(|o| o != n) {
+            continue;
+        }
         let fl = floor(n);
         for warm in [true, false] {
             let ours = measure(n, warm);
@@ -207,8 +214,16 @@ fn main() {
     }
     println!("warm: tables exist before the timed maps; cold: maps allocate (zeroed) tables.");
     println!("ours: 16 KiB granule, 2048-entry tables, 3 levels (root L1); map validates the whole range");
-    println!("  first (EEXIST/EIO) and preallocates; unmap checks every descriptor (EIO), frees");
-    println!("  every table it empties after the gathered TLB flush (recording TLB), included.");
+    println!("  first (EEXIST/EIO; a leaf table whose occupancy count is 0 is not read) and");
+    println!(
+        "  preallocates; unmap reads the runs of partly covered leaf tables (EIO), takes the page"
+    );
+    println!(
+        "  count of wholly covered ones from their occupancy count and unlinks them unread, and"
+    );
+    println!(
+        "  frees every table it empties after the gathered TLB flush (recording TLB), included."
+    );
     println!("peer: aarch64-paging 0.12.3, 4 KiB granule (512-entry tables: 4x the tables of ours");
     println!("  for the same page count), root at L1 (3 levels, as ours), block mappings off,");
     println!("  inactive table (no TLB maintenance,");

@@ -29,7 +29,7 @@ use crate::page_list::PageList;
 use crate::pte::{pa_aligned, table_desc, Desc, LeafCheck, Oas, Prot, PteTemplate};
 use crate::region::Region;
 use crate::tlb::{FreedTables, Gather};
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use kernel::io::PhysAddr;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
@@ -104,6 +104,16 @@ pub struct Mapping {
 /// The descriptors of one table page, mapped.
 type Entries = [AtomicU64; PTES_PER_TABLE];
 
+/// The occupancy counts of the leaf tables below one second-level table, indexed like its
+/// entries: `PTES_PER_TABLE` counters while that table exists, empty otherwise.
+///
+/// The count of a leaf table is the number of page descriptors the driver wrote into it and has
+/// not cleared since (0 where there is no leaf table). It lets operations know a table or a run
+/// is empty without reading it, and unmap count the pages of a table it unlinks whole. Counters
+/// are atomics only so that the walk can update them through `&self`: every update happens under
+/// `&mut PageTable`, so a plain load and store suffice (no read-modify-write).
+type Counts = KVec<AtomicU16>;
+
 /// The descriptors `t` as plain words, for the read-only scans that decide what an operation
 /// will do: the compiler vectorizes these, which it never does with atomic loads.
 ///
@@ -173,9 +183,21 @@ enum Tables<'a> {
 /// A step of a walk: one leaf table (or a region whose tables are missing) and the part of the
 /// walked range it covers.
 enum Step<'a> {
-    Leaf(&'a Entries, VaRange),
+    /// A leaf table, its occupancy count, and the part of the range it maps.
+    Leaf(&'a Entries, &'a AtomicU16, VaRange),
     /// No table below level `level` maps this part of the range.
     Missing(Level, VaRange),
+}
+
+/// What a walk changed.
+#[derive(Default)]
+struct WalkOut {
+    /// Tables created minus tables unlinked, below the top level.
+    delta: isize,
+    /// The top-level entries whose second-level table was unlinked.
+    pruned: u64,
+    /// The last leaf table visited (0 if none).
+    leaf: PhysAddr,
 }
 
 /// Produces the physical page for each successive page of a mapping.
@@ -185,6 +207,28 @@ trait PageSource {
     /// Whether at least `pages` more pages will come.
     fn covers(&self, _pages: u64) -> bool {
         true
+    }
+
+    /// Writes the descriptors of the next `run.len()` pages, made from `tmpl`, into `run`;
+    /// `EIO` if the pages run out.
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        for e in run {
+            let pa = self.next_page().ok_or(EIO)?;
+            e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// Writes the descriptors of the contiguous pages from `pa` into `run`: the loop kept in
+/// registers (the descriptors are atomics, which the compiler assumes may alias the source).
+#[inline(always)]
+fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
+    let mut pa = pa;
+    for e in run {
+        e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+        pa += UAT_PGSZ;
     }
 }
 
@@ -198,6 +242,13 @@ impl PageSource for Contiguous {
         self.0 += UAT_PGSZ;
         Some(pa)
     }
+
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        write_contiguous(run, tmpl, self.0);
+        self.0 += (run.len() as u64) << UAT_PGBIT;
+        Ok(())
+    }
 }
 
 /// The same page again and again (sparse / null backing).
@@ -207,6 +258,12 @@ impl PageSource for Repeat {
     #[inline(always)]
     fn next_page(&mut self) -> Option<PhysAddr> {
         Some(self.0)
+    }
+
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        fill(run, tmpl.pte(self.0).to_le());
+        Ok(())
     }
 }
 
@@ -239,6 +296,27 @@ impl PageSource for Scatter<'_> {
         }
         Some(pa)
     }
+
+    #[inline(always)]
+    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
+        let mut run = run;
+        while !run.is_empty() {
+            let r = self.ranges.first().ok_or(EIO)?;
+            // Entries are page aligned and non-empty (`check_sg`); `max(1)` keeps this finite
+            // regardless.
+            let avail = (r.len.saturating_sub(self.off) >> UAT_PGBIT) as usize;
+            let k = avail.min(run.len()).max(1);
+            let (now, rest) = run.split_at(k);
+            write_contiguous(now, tmpl, r.addr + self.off);
+            self.off += (k as u64) << UAT_PGBIT;
+            if self.off >= r.len {
+                self.ranges = &self.ranges[1..];
+                self.off = 0;
+            }
+            run = rest;
+        }
+        Ok(())
+    }
 }
 
 /// One address space's UAT translation tables.
@@ -249,13 +327,24 @@ impl PageSource for Scatter<'_> {
 /// from [`Page::into_phys`]) if `root_map` is `None`, otherwise the bootloader's table that
 /// `root_map` maps (at least `PAGE_SIZE` bytes, page aligned). Every valid table descriptor
 /// reachable from `root` within `cfg.range` points at a table page this object owns, obtained
-/// from [`Page::into_phys`].
+/// from [`Page::into_phys`]. `occ` has one entry per top-level entry; that entry holds
+/// `PTES_PER_TABLE` counters whenever the top-level entry points at a second-level table, and
+/// the counter of each leaf table equals the number of page descriptors written into it and not
+/// cleared since (zero for a missing leaf table). At most 64 top-level entries are reachable.
+/// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span.
 pub struct PageTable {
     root: PhysAddr,
     root_map: Option<Region>,
     cfg: PtConfig,
     /// Table pages owned below the top level (for statistics and leak accounting).
     tables: usize,
+    /// For each top-level entry, the occupancy counts of the leaf tables below its second-level
+    /// table ([`Counts`]): `PTES_PER_TABLE` counters while that table exists, none otherwise.
+    occ: KVec<Counts>,
+    /// The leaf table a single-leaf operation last reached: the VA span it maps (VA shifted by
+    /// the leaf table span) and its physical address. It stays linked, and so valid, until a
+    /// table is unlinked, which clears this.
+    leaf_cache: Option<(u64, PhysAddr)>,
     /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
     /// serialized by `&mut self`, concurrent readers may lose counts).
     walks: AtomicUsize,
@@ -265,13 +354,16 @@ impl PageTable {
     /// Creates an empty page table with its own top-level table.
     pub fn new(cfg: PtConfig) -> Result<PageTable> {
         cfg.validate()?;
+        let occ = Self::new_occ(&cfg)?;
         let root = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
         Ok(PageTable {
             root: Page::into_phys(root),
             root_map: None,
             cfg,
             tables: 0,
+            occ,
             walks: AtomicUsize::new(0),
+            leaf_cache: None,
         })
     }
 
@@ -313,13 +405,30 @@ impl PageTable {
                 }
             }
         }
+        let occ = Self::new_occ(&cfg)?;
         Ok(PageTable {
             root: root_pa,
             root_map: Some(root),
             cfg,
             tables: 0,
+            occ,
             walks: AtomicUsize::new(0),
+            leaf_cache: None,
         })
+    }
+
+    /// One empty [`Counts`] per top-level entry.
+    fn new_occ(cfg: &PtConfig) -> Result<KVec<Counts>> {
+        let n = cfg.geometry.entries(TOP_LEVEL);
+        if n > 64 {
+            // The masks of top-level entries (`WalkOut::pruned`) are 64 bits.
+            return Err(EINVAL);
+        }
+        let mut occ = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            occ.push(KVec::new(), GFP_KERNEL)?;
+        }
+        Ok(occ)
     }
 
     /// Physical address of the top-level table (what goes into a TTBAT entry).
@@ -346,6 +455,7 @@ impl PageTable {
     /// `pa` must be the root, or a table reachable from it within `cfg.range`, which this object
     /// owns (its type invariants), while `self` is borrowed. Descriptors are shared with the GPU
     /// and accessed atomically, except through [`plain`].
+    #[inline]
     unsafe fn with_table<R>(&self, pa: PhysAddr, f: impl FnOnce(&Entries) -> R) -> Result<R> {
         if let Some(map) = &self.root_map {
             if pa == self.root {
@@ -371,6 +481,7 @@ impl PageTable {
 
     /// Validates a VA range argument: `EINVAL` if unaligned, empty or wrapping, `ERANGE` if not
     /// inside the table's range.
+    #[inline]
     fn check_range(&self, iova: u64, size: u64) -> Result<VaRange> {
         let range = VaRange::from_start_size(iova, size)?;
         if !self.cfg.range.contains_range(&range) {
@@ -380,6 +491,7 @@ impl PageTable {
     }
 
     /// Validates a physical page argument: `EINVAL` if unaligned, `ERANGE` beyond the OAS.
+    #[inline]
     fn check_phys(&self, pa: PhysAddr, len: u64) -> Result {
         if !pa_aligned(pa) || len & UAT_PGMSK != 0 || len == 0 {
             return Err(EINVAL);
@@ -391,6 +503,7 @@ impl PageTable {
         Ok(())
     }
 
+    #[cold]
     fn corrupt(&self, va: u64, level: Level, raw: u64) -> Error {
         pr_err!(
             "corrupt L{} descriptor {:#018x} at VA {:#x} (table {:#x}), not followed\n",
@@ -403,6 +516,7 @@ impl PageTable {
     }
 
     /// Reports the first corrupt descriptor of `run`, the part of a leaf table that maps `sub`.
+    #[cold]
     fn corrupt_in(&self, run: &[AtomicU64], sub: VaRange) -> Error {
         let check = LeafCheck::new(self.cfg.oas);
         for (i, e) in run.iter().enumerate() {
@@ -417,6 +531,7 @@ impl PageTable {
 
     /// Counts the pages mapped in `run`, the part of a leaf table that maps `sub`; `EIO` if a
     /// descriptor there is neither invalid nor a page.
+    #[inline]
     fn count_pages(&self, run: &[AtomicU64], sub: VaRange) -> Result<usize> {
         let (count, bad) = scan_leaves(run, LeafCheck::new(self.cfg.oas));
         if bad {
@@ -427,12 +542,14 @@ impl PageTable {
 
     /// Whether `range` lies inside the span of one leaf table: then an operation can check and
     /// change it in a single walk, the check of the whole range still preceding every write.
+    #[inline]
     fn single_leaf(&self, range: VaRange) -> bool {
         let shift = self.cfg.geometry.shift(LEAF_LEVEL - 1);
         range.start >> shift == range.last >> shift
     }
 
     /// The part of the leaf table `t` that maps `sub`.
+    #[inline]
     fn run<'t>(&self, t: &'t Entries, sub: VaRange) -> &'t [AtomicU64] {
         let (first, last) = self.leaf_indices(sub);
         &t[first..=last]
@@ -440,21 +557,29 @@ impl PageTable {
 
     /// Walks `range`, calling `visit` once per leaf table it touches (in VA order) and once per
     /// region with missing tables. Each table is mapped once per visit.
-    /// Returns by how many the tables below the top level changed (created minus unlinked).
-    fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<isize>
+    ///
+    /// When pruning, a leaf table is unlinked when the range covers it whole or its count drops
+    /// to zero (the visitor clears the descriptors of a partly covered table and updates its
+    /// count); a second-level table when it has no entry left. The counts of an unlinked leaf
+    /// table are zeroed; those of an unlinked second-level table are for the caller to drop
+    /// (`WalkOut::pruned`, see [`PageTable::finish_walk`]).
+    fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<WalkOut>
     where
         F: FnMut(Step<'_>) -> Result,
     {
-        let mut delta = 0;
+        let mut out = WalkOut::default();
         // A plain load and store: a statistic, not worth a locked read-modify-write.
         self.walks
             .store(self.walks.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut delta)?;
-        Ok(delta)
+        self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut out, None)?;
+        Ok(out)
     }
 
-    /// Walks the part `range` of the table at `table_pa`, of level `level`. Returns, when
-    /// pruning, whether the table is now empty (never for the top level).
+    /// Walks the part `range` of the table at `table_pa`, of level `level` (with its occupancy
+    /// count when it is a leaf table). Returns, when pruning, whether the table is now empty
+    /// (never for the top level).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn walk_table<F>(
         &self,
         table_pa: PhysAddr,
@@ -462,20 +587,25 @@ impl PageTable {
         range: VaRange,
         tables: &mut Tables<'_>,
         visit: &mut F,
-        delta: &mut isize,
+        out: &mut WalkOut,
+        count: Option<&AtomicU16>,
     ) -> Result<bool>
     where
         F: FnMut(Step<'_>) -> Result,
     {
+        if level == LEAF_LEVEL {
+            out.leaf = table_pa;
+        }
         // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
         // while `self` is borrowed.
         unsafe {
             self.with_table(table_pa, |t| {
-                self.walk_entries(t, level, range, tables, visit, delta)
+                self.walk_entries(t, level, range, tables, visit, out, count)
             })
         }?
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn walk_entries<F>(
         &self,
         t: &Entries,
@@ -483,7 +613,8 @@ impl PageTable {
         range: VaRange,
         tables: &mut Tables<'_>,
         visit: &mut F,
-        delta: &mut isize,
+        out: &mut WalkOut,
+        count: Option<&AtomicU16>,
     ) -> Result<bool>
     where
         F: FnMut(Step<'_>) -> Result,
@@ -492,17 +623,27 @@ impl PageTable {
         let (first, last) = (g.index(range.start, level), g.index(range.last, level));
         let whole = first == 0 && last == g.entries(level) - 1;
         if level == LEAF_LEVEL {
-            visit(Step::Leaf(t, range))?;
+            // Only the second level walks into leaf tables, always with their count.
+            let count = count.ok_or(EIO)?;
+            visit(Step::Leaf(t, count, range))?;
             if !matches!(tables, Tables::Prune(_)) {
                 return Ok(false);
             }
             if whole {
-                // Unlinked as it is (see `Tables::Prune`).
+                // Unlinked as it is (see `Tables::Prune`): its pages go with it.
+                count.store(0, Ordering::Relaxed);
                 return Ok(true);
             }
-            fill(&t[first..=last], 0);
-            return Ok(is_empty_around(t, first, last));
+            return Ok(count.load(Ordering::Relaxed) == 0);
         }
+        // The counts of the leaf tables below this one, when it is a second-level table.
+        let counts: &[AtomicU16] = if level + 1 == LEAF_LEVEL {
+            self.occ
+                .get(g.index(range.start, TOP_LEVEL))
+                .map_or(&[], |c| c.as_slice())
+        } else {
+            &[]
+        };
         // Whether every entry of the range is now invalid.
         let mut emptied = true;
         for (idx, sub) in g.entries_in(range, level) {
@@ -510,13 +651,19 @@ impl PageTable {
             let child = if raw == 0 {
                 match tables {
                     Tables::Create(pool) => {
+                        if level == TOP_LEVEL
+                            && self.occ.get(idx).map_or(0, |c| c.len()) != PTES_PER_TABLE
+                        {
+                            // The caller installs the counts first (`install_counts`).
+                            return Err(EIO);
+                        }
                         let page = pool.pop().ok_or(ENOMEM)?;
                         let child = Page::into_phys(page);
                         // The table's zeroed contents before the descriptor that publishes it:
                         // the GPU walks tables outside the CPUs' inner-shareable domain.
                         dma_mb(Write);
                         t[idx].store(table_desc(child).to_le(), Ordering::Relaxed);
-                        *delta += 1;
+                        out.delta += 1;
                         Some(child)
                     }
                     _ => None,
@@ -531,14 +678,31 @@ impl PageTable {
                 visit(Step::Missing(level, sub))?;
                 continue;
             };
-            let empty = self.walk_table(child, level + 1, sub, tables, visit, delta)?;
+            let child_count = if level + 1 == LEAF_LEVEL {
+                match counts.get(idx) {
+                    Some(c) => Some(c),
+                    None => {
+                        pr_err!(
+                            "no occupancy count for the leaf table at VA {:#x}\n",
+                            sub.start
+                        );
+                        return Err(EIO);
+                    }
+                }
+            } else {
+                None
+            };
+            let empty = self.walk_table(child, level + 1, sub, tables, visit, out, child_count)?;
             if let Tables::Prune(freed) = tables {
                 if empty {
                     t[idx].store(0, Ordering::Relaxed);
                     // SAFETY: The descriptor that owned the page is gone; ownership comes back
                     // to us exactly once.
                     freed.push_stale(unsafe { Page::from_phys(child) });
-                    *delta -= 1;
+                    out.delta -= 1;
+                    if level == TOP_LEVEL {
+                        out.pruned |= 1 << idx;
+                    }
                 } else {
                     emptied = false;
                 }
@@ -550,6 +714,193 @@ impl PageTable {
         Ok(whole || is_empty_around(t, first, last))
     }
 
+    /// After a walk: drops the counts of the second-level tables it unlinked, and returns by how
+    /// many the tables below the top level changed.
+    fn finish_walk(&mut self, out: WalkOut) -> isize {
+        let mut pruned = out.pruned;
+        while pruned != 0 {
+            let idx = pruned.trailing_zeros() as usize;
+            pruned &= pruned - 1;
+            if let Some(c) = self.occ.get_mut(idx) {
+                *c = KVec::new();
+            }
+        }
+        out.delta
+    }
+
+    /// Installs zeroed counts for every top-level entry in `mask` (whose second-level table a
+    /// map is about to create) before anything is written, so that the map cannot fail later.
+    /// Returns the entries that got new counts, for [`PageTable::remove_counts`] should a later
+    /// allocation fail.
+    fn install_counts(&mut self, mask: u64) -> Result<u64> {
+        let mut installed = 0u64;
+        let mut left = mask;
+        while left != 0 {
+            let idx = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let Some(c) = self.occ.get_mut(idx) else {
+                continue;
+            };
+            if c.len() == PTES_PER_TABLE {
+                c.iter().for_each(|n| n.store(0, Ordering::Relaxed));
+                continue;
+            }
+            let mut counts = match KVec::with_capacity(PTES_PER_TABLE, GFP_KERNEL) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.remove_counts(installed);
+                    return Err(e.into());
+                }
+            };
+            for _ in 0..PTES_PER_TABLE {
+                // Within the capacity: does not allocate, cannot fail.
+                let _ = counts.push(AtomicU16::new(0), GFP_KERNEL);
+            }
+            *c = counts;
+            installed |= 1 << idx;
+        }
+        Ok(installed)
+    }
+
+    /// Drops the counts [`PageTable::install_counts`] installed (their tables were not created).
+    fn remove_counts(&mut self, installed: u64) {
+        self.finish_walk(WalkOut {
+            pruned: installed,
+            ..WalkOut::default()
+        });
+    }
+
+    /// Allocates what a map needs before it writes anything: the counts of the second-level
+    /// tables in `mids`, then `needed` zeroed table pages. All or nothing.
+    fn alloc_for_map(&mut self, mids: u64, needed: usize) -> Result<PageList> {
+        let installed = self.install_counts(mids)?;
+        let mut pool = PageList::new();
+        for _ in 0..needed {
+            match Page::alloc_page(GFP_KERNEL | __GFP_ZERO) {
+                Ok(p) => pool.push(p),
+                Err(e) => {
+                    self.remove_counts(installed);
+                    return Err(e.into());
+                }
+            }
+        }
+        Ok(pool)
+    }
+
+    /// Records, for a missing-table step of a map's check walk, the tables to allocate.
+    fn note_missing(&self, level: Level, sub: VaRange, needed: &mut usize, mids: &mut u64) {
+        *needed += self.tables_needed(level, sub);
+        if level == TOP_LEVEL {
+            *mids |= 1 << self.cfg.geometry.index(sub.start, TOP_LEVEL);
+        }
+    }
+
+    /// The cached leaf table that maps `range` (inside one leaf table), if it is the cached one.
+    #[inline(always)]
+    fn cached_leaf(&self, range: VaRange) -> Option<PhysAddr> {
+        let key = range.start >> self.cfg.geometry.shift(LEAF_LEVEL - 1);
+        match self.leaf_cache {
+            Some((k, pa)) if k == key => Some(pa),
+            _ => None,
+        }
+    }
+
+    /// Remembers `leaf` (0: nothing) as the leaf table that maps `range`.
+    #[inline(always)]
+    fn cache_leaf(&mut self, range: VaRange, leaf: PhysAddr) {
+        if leaf != 0 {
+            let key = range.start >> self.cfg.geometry.shift(LEAF_LEVEL - 1);
+            self.leaf_cache = Some((key, leaf));
+        }
+    }
+
+    /// Runs `f` on the leaf table at `leaf` that maps `range`, and its occupancy count, without
+    /// walking down to it: the path of single-leaf operations that find it cached.
+    ///
+    /// # Safety
+    ///
+    /// `leaf` must be a leaf table this object owns, linked where it maps `range`.
+    #[inline(always)]
+    unsafe fn with_leaf<R>(
+        &self,
+        leaf: PhysAddr,
+        range: VaRange,
+        f: impl FnOnce(&Entries, &AtomicU16) -> Result<R>,
+    ) -> Result<R> {
+        let g = self.cfg.geometry;
+        let count = self
+            .occ
+            .get(g.index(range.start, TOP_LEVEL))
+            .and_then(|c| c.get(g.index(range.start, LEAF_LEVEL - 1)))
+            .ok_or(EIO)?;
+        // SAFETY: The caller guarantees that `leaf` is a table we own, linked (so alive while
+        // `self` is borrowed).
+        unsafe { self.with_table(leaf, |t| f(t, count)) }?
+    }
+
+    /// Whether `sub` covers a whole leaf table.
+    #[inline(always)]
+    fn whole_leaf(&self, sub: VaRange) -> bool {
+        let mask = (1u64 << self.cfg.geometry.shift(LEAF_LEVEL - 1)) - 1;
+        sub.start & mask == 0 && sub.last & mask == mask
+    }
+
+    /// The pages mapped in `run`, the part of a leaf table with count `count` that maps `sub`,
+    /// checked: `EIO` if a descriptor there is neither invalid nor a page, or if there are more
+    /// pages than the table's count. A table whose count is zero is known empty and not read.
+    #[inline]
+    fn occupied(&self, run: &[AtomicU64], count: &AtomicU16, sub: VaRange) -> Result<usize> {
+        let c = count.load(Ordering::Relaxed) as usize;
+        // Zero first: the cheapest test, and the common answer of a map.
+        if c == 0 || all_zero(run) {
+            return Ok(0);
+        }
+        self.occupied_scan(run, c, sub)
+    }
+
+    /// [`PageTable::occupied`] for a run expected to hold pages (an unmap's): no zero test first.
+    #[inline]
+    fn occupied_full(&self, run: &[AtomicU64], count: &AtomicU16, sub: VaRange) -> Result<usize> {
+        let c = count.load(Ordering::Relaxed) as usize;
+        if c == 0 {
+            return Ok(0);
+        }
+        self.occupied_scan(run, c, sub)
+    }
+
+    /// The checked page count of `run`, in a leaf table with `c` pages.
+    #[inline(always)]
+    fn occupied_scan(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
+        let n = self.count_pages(run, sub)?;
+        if n > c {
+            pr_err!(
+                "leaf table at VA {:#x}: {} pages where {} were mapped (table {:#x})\n",
+                sub.start,
+                n,
+                c,
+                self.root
+            );
+            return Err(EIO);
+        }
+        Ok(n)
+    }
+
+    /// The pages mapped in `run` (already checked by [`PageTable::occupied`]), unchecked.
+    #[inline]
+    fn occupied_unchecked(run: &[AtomicU64], count: &AtomicU16) -> usize {
+        if count.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        plain(run).iter().filter(|&&e| e != 0).count()
+    }
+
+    /// Clears `n` pages (those of `run`) from a leaf table's count.
+    #[inline(always)]
+    fn uncount(count: &AtomicU16, n: usize) {
+        let c = count.load(Ordering::Relaxed);
+        count.store(c.wrapping_sub(n as u16), Ordering::Relaxed);
+    }
+
     /// Number of tables needed below `level` to map `range`, none of which exists.
     fn tables_needed(&self, level: Level, range: VaRange) -> usize {
         let g = self.cfg.geometry;
@@ -558,6 +909,7 @@ impl PageTable {
             .sum()
     }
 
+    #[inline]
     fn leaf_indices(&self, sub: VaRange) -> (usize, usize) {
         let g = self.cfg.geometry;
         (
@@ -574,8 +926,9 @@ impl PageTable {
     /// written. Returns the number of pages replaced.
     ///
     /// One walk checks the whole range (corruption, occupancy) and counts the missing tables;
-    /// they are allocated; a second walk links them and writes. A range inside one existing
-    /// leaf table is checked and written in the first walk.
+    /// they are allocated (with the occupancy counts of new second-level tables); a second walk
+    /// links them and writes. A range inside one existing leaf table is checked and written in
+    /// the first walk. A leaf table whose occupancy count is zero is known empty and is not read.
     ///
     /// Everything that can fail is checked before the first descriptor is written: the source
     /// must cover the range (`EINVAL`). Should writing fail anyway (a missing table or page: a
@@ -593,43 +946,62 @@ impl PageTable {
         let tmpl = PteTemplate::new(prot, self.cfg.user);
         let replace = brk.is_some();
         let single = self.single_leaf(range);
-        let mut write = |run: &[AtomicU64], sub: VaRange, old: bool| -> Result {
-            if old {
-                fill(run, 0);
-                if let Some(brk) = brk.as_mut() {
-                    brk(sub);
+        // Writes `run` (with `old` pages mapped in it before) and updates `count`.
+        let mut write =
+            |run: &[AtomicU64], count: &AtomicU16, sub: VaRange, old: usize| -> Result {
+                if old != 0 {
+                    fill(run, 0);
+                    if let Some(brk) = brk.as_mut() {
+                        brk(sub);
+                    }
                 }
-            }
-            for e in run {
-                let pa = src.next_page().ok_or(EIO)?;
-                e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-            }
-            Ok(())
-        };
+                src.write_run(run, tmpl)?;
+                let c = count.load(Ordering::Relaxed) as usize;
+                // At most `PTES_PER_TABLE` (< 2^16): `run` is part of one table, `old` part of `run`.
+                count.store(
+                    (c.saturating_sub(old) + run.len()) as u16,
+                    Ordering::Relaxed,
+                );
+                Ok(())
+            };
         let mut needed = 0usize;
+        let mut mids = 0u64;
         let mut replaced = 0usize;
         let mut written = false;
         let mut write_failed = false;
-        let checked = self.walk(range, &mut Tables::Existing, &mut |step| {
-            match step {
-                Step::Missing(level, sub) => needed += self.tables_needed(level, sub),
-                Step::Leaf(t, sub) => {
-                    let run = self.run(t, sub);
-                    let old = self.count_pages(run, sub)?;
-                    if old != 0 && !replace {
-                        return Err(EEXIST);
-                    }
-                    replaced += old;
-                    if single {
-                        write_failed = true;
-                        write(run, sub, old != 0)?;
-                        write_failed = false;
-                        written = true;
-                    }
-                }
+        let mut on_leaf = |t: &Entries, count: &AtomicU16, sub: VaRange| -> Result {
+            let run = self.run(t, sub);
+            let old = self.occupied(run, count, sub)?;
+            if old != 0 && !replace {
+                return Err(EEXIST);
+            }
+            replaced += old;
+            if single {
+                write_failed = true;
+                write(run, count, sub, old)?;
+                write_failed = false;
+                written = true;
             }
             Ok(())
-        });
+        };
+        let mut leaf = 0;
+        let checked = match if single {
+            self.cached_leaf(range)
+        } else {
+            None
+        } {
+            // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
+            Some(pa) => unsafe { self.with_leaf(pa, range, |t, c| on_leaf(t, c, range)) },
+            None => self
+                .walk(range, &mut Tables::Existing, &mut |step| match step {
+                    Step::Missing(level, sub) => {
+                        self.note_missing(level, sub, &mut needed, &mut mids);
+                        Ok(())
+                    }
+                    Step::Leaf(t, count, sub) => on_leaf(t, count, sub),
+                })
+                .map(|out| leaf = out.leaf),
+        };
         if let Err(e) = checked {
             return Err(if write_failed {
                 self.undo_map(range, e)
@@ -638,22 +1010,31 @@ impl PageTable {
             });
         }
         if written {
+            self.cache_leaf(range, leaf);
             return Ok(replaced);
         }
-        let mut pool = PageList::new();
-        for _ in 0..needed {
-            pool.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
-        }
+        let mut pool = self.alloc_for_map(mids, needed)?;
         let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |step| {
-            let Step::Leaf(t, sub) = step else {
+            let Step::Leaf(t, count, sub) = step else {
                 return Err(EIO);
             };
             let run = self.run(t, sub);
-            write(run, sub, replace && !all_zero(run))
+            let old = if replace {
+                Self::occupied_unchecked(run, count)
+            } else {
+                0
+            };
+            write(run, count, sub, old)
         });
         debug_assert!(pool.is_empty());
         match created {
-            Ok(n) => self.account(n),
+            Ok(out) => {
+                if single {
+                    self.cache_leaf(range, out.leaf);
+                }
+                let delta = self.finish_walk(out);
+                self.account(delta);
+            }
             Err(e) => return Err(self.undo_map(range, e)),
         }
         Ok(replaced)
@@ -670,8 +1051,10 @@ impl PageTable {
             e
         );
         let _ = self.walk(range, &mut Tables::Existing, &mut |step| {
-            if let Step::Leaf(t, sub) = step {
+            if let Step::Leaf(t, count, sub) = step {
                 fill(self.run(t, sub), 0);
+                let (n, _) = scan_leaves(t, LeafCheck::new(self.cfg.oas));
+                count.store(n as u16, Ordering::Relaxed);
             }
             Ok(())
         });
@@ -816,11 +1199,12 @@ impl PageTable {
     pub fn prealloc(&mut self, iova: u64, size: u64) -> Result {
         let range = self.check_range(iova, size)?;
         let mut needed = 0usize;
+        let mut mids = 0u64;
         self.walk(range, &mut Tables::Existing, &mut |step| {
             match step {
-                Step::Missing(level, sub) => needed += self.tables_needed(level, sub),
-                Step::Leaf(t, sub) => {
-                    self.count_pages(self.run(t, sub), sub)?;
+                Step::Missing(level, sub) => self.note_missing(level, sub, &mut needed, &mut mids),
+                Step::Leaf(t, count, sub) => {
+                    self.occupied(self.run(t, sub), count, sub)?;
                 }
             }
             Ok(())
@@ -828,13 +1212,11 @@ impl PageTable {
         if needed == 0 {
             return Ok(());
         }
-        let mut pool = PageList::new();
-        for _ in 0..needed {
-            pool.push(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
-        }
+        let mut pool = self.alloc_for_map(mids, needed)?;
         let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |_| Ok(()));
         debug_assert!(pool.is_empty());
-        self.account(created?);
+        let delta = self.finish_walk(created?);
+        self.account(delta);
         Ok(())
     }
 
@@ -858,15 +1240,33 @@ impl PageTable {
 
     /// Checks every descriptor of the range (one walk), then clears them and unlinks the tables
     /// that became empty (a second walk); a range inside one leaf table is checked and cleared in
-    /// a single walk. A leaf table the range covers whole is unlinked without clearing it.
+    /// a single walk.
+    ///
+    /// A leaf table the range covers whole is neither read nor cleared: its occupancy count says
+    /// how many pages it held, and it is unlinked as it is (its descriptors point at data pages,
+    /// which are never followed; the table is freed only after the TLB flush). The other leaf
+    /// tables have their run read (`EIO` on a corrupt descriptor or more pages than the count,
+    /// before anything changes), cleared, and are unlinked when their count drops to zero.
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
+        if single {
+            if let Some(n) = self.clear_cached(range, prune)? {
+                if n != 0 {
+                    gather.add_range(range);
+                }
+                return Ok(n);
+            }
+        }
         let mut pages = 0usize;
         if !single {
             self.walk(range, &mut Tables::Existing, &mut |step| {
-                if let Step::Leaf(t, sub) = step {
-                    pages += self.count_pages(self.run(t, sub), sub)?;
+                if let Step::Leaf(t, count, sub) = step {
+                    pages += if self.whole_leaf(sub) {
+                        count.load(Ordering::Relaxed) as usize
+                    } else {
+                        self.occupied_full(self.run(t, sub), count, sub)?
+                    };
                 }
                 Ok(())
             })?;
@@ -878,23 +1278,79 @@ impl PageTable {
             Tables::Existing
         };
         let removed = self.walk(range, &mut tables, &mut |step| {
-            if let Step::Leaf(t, sub) = step {
-                let run = self.run(t, sub);
-                if single {
-                    pages += self.count_pages(run, sub)?;
+            if let Step::Leaf(t, count, sub) = step {
+                if self.whole_leaf(sub) {
+                    if single {
+                        pages += count.load(Ordering::Relaxed) as usize;
+                    }
+                    if !prune {
+                        if count.load(Ordering::Relaxed) != 0 {
+                            fill(t, 0);
+                        }
+                        count.store(0, Ordering::Relaxed);
+                    }
+                    // When pruning, the walk unlinks it and zeroes its count.
+                    return Ok(());
                 }
-                if !prune {
+                let run = self.run(t, sub);
+                let n = if single {
+                    let n = self.occupied_full(run, count, sub)?;
+                    pages += n;
+                    n
+                } else {
+                    Self::occupied_unchecked(run, count)
+                };
+                if n != 0 {
                     fill(run, 0);
+                    Self::uncount(count, n);
                 }
             }
             Ok(())
         })?;
+        if single && removed.leaf != 0 && freed.is_empty() {
+            self.cache_leaf(range, removed.leaf);
+        }
+        if !freed.is_empty() {
+            // A cached leaf table may be among them.
+            self.leaf_cache = None;
+        }
+        let removed = self.finish_walk(removed);
         self.account(removed);
         if pages != 0 || !freed.is_empty() {
             gather.add_range(range);
         }
-        gather.add_freed(FreedTables::from_list(freed));
+        if !freed.is_empty() {
+            gather.add_freed(FreedTables::from_list(freed));
+        }
         Ok(pages)
+    }
+
+    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only, that leaves
+    /// the table with pages (so that nothing is unlinked): checks and clears the run without
+    /// walking down. `None` when the range is not such (nothing done: the caller walks).
+    #[inline]
+    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Option<usize>> {
+        if self.whole_leaf(range) {
+            return Ok(None);
+        }
+        let Some(leaf) = self.cached_leaf(range) else {
+            return Ok(None);
+        };
+        let clear = |t: &Entries, count: &AtomicU16| -> Result<Option<usize>> {
+            let run = self.run(t, range);
+            let n = self.occupied_full(run, count, range)?;
+            if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
+                // The table empties: the walk unlinks it.
+                return Ok(None);
+            }
+            if n != 0 {
+                fill(run, 0);
+                Self::uncount(count, n);
+            }
+            Ok(Some(n))
+        };
+        // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
+        unsafe { self.with_leaf(leaf, range, clear) }
     }
 
     /// Changes the protection of every page of `size` bytes at `iova`, keeping the addresses.
@@ -904,8 +1360,10 @@ impl PageTable {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
         let tmpl = PteTemplate::new(prot, self.cfg.user);
-        let check = |run: &[AtomicU64], sub: VaRange| -> Result {
-            if self.count_pages(run, sub)? != run.len() {
+        let check = |run: &[AtomicU64], count: &AtomicU16, sub: VaRange| -> Result {
+            if (count.load(Ordering::Relaxed) as usize) < run.len()
+                || self.occupied_full(run, count, sub)? != run.len()
+            {
                 return Err(ENOENT);
             }
             Ok(())
@@ -917,11 +1375,11 @@ impl PageTable {
             }
         };
         self.walk(range, &mut Tables::Existing, &mut |step| {
-            let Step::Leaf(t, sub) = step else {
+            let Step::Leaf(t, count, sub) = step else {
                 return Err(ENOENT);
             };
             let run = self.run(t, sub);
-            check(run, sub)?;
+            check(run, count, sub)?;
             if single {
                 write(run);
             }
@@ -929,7 +1387,7 @@ impl PageTable {
         })?;
         if !single {
             self.walk(range, &mut Tables::Existing, &mut |step| {
-                if let Step::Leaf(t, sub) = step {
+                if let Step::Leaf(t, _, sub) = step {
                     write(self.run(t, sub));
                 }
                 Ok(())
@@ -976,7 +1434,7 @@ impl PageTable {
         let mut run: Option<Mapping> = None;
         let result = self.walk(range, &mut Tables::Existing, &mut |step| {
             let (table, sub) = match step {
-                Step::Leaf(table, sub) => (table, sub),
+                Step::Leaf(table, _, sub) => (table, sub),
                 Step::Missing(..) => {
                     if let Some(m) = run.take() {
                         f(&m);
@@ -1045,6 +1503,71 @@ impl PageTable {
         self.for_each_mapping(self.cfg.range.start, self.cfg.range.size(), f)
     }
 
+    /// Cross-checks the occupancy counts against the tables, for tests and debugging: reads
+    /// every leaf table whole and compares its pages with its count, and checks that counts
+    /// exist exactly for the second-level tables and are zero for missing leaf tables. `EIO`
+    /// (with the first difference reported) on a mismatch or a corrupt descriptor.
+    pub fn check_occupancy(&self) -> Result {
+        let g = self.cfg.geometry;
+        let mismatch = |va: u64, found: usize, count: usize| {
+            pr_err!(
+                "occupancy of the leaf table at VA {:#x}: {} pages, count {} (table {:#x})\n",
+                va,
+                found,
+                count,
+                self.root
+            );
+            EIO
+        };
+        let mut linked = 0u64;
+        self.walk(self.cfg.range, &mut Tables::Existing, &mut |step| {
+            match step {
+                Step::Leaf(t, count, sub) => {
+                    linked |= 1 << g.index(sub.start, TOP_LEVEL);
+                    let (n, bad) = scan_leaves(t, LeafCheck::new(self.cfg.oas));
+                    if bad {
+                        return Err(self.corrupt_in(t, sub));
+                    }
+                    let c = count.load(Ordering::Relaxed) as usize;
+                    if n != c {
+                        return Err(mismatch(sub.start, n, c));
+                    }
+                }
+                Step::Missing(level, sub) => {
+                    let top = g.index(sub.start, TOP_LEVEL);
+                    if level == TOP_LEVEL {
+                        return Ok(());
+                    }
+                    linked |= 1 << top;
+                    let idx = g.index(sub.start, LEAF_LEVEL - 1);
+                    let c = self.occ.get(top).and_then(|c| c.get(idx));
+                    let c = c.map_or(0, |c| c.load(Ordering::Relaxed) as usize);
+                    if c != 0 {
+                        return Err(mismatch(sub.start, 0, c));
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        for (top, counts) in self.occ.iter().enumerate() {
+            let want = if linked & (1 << top) != 0 {
+                PTES_PER_TABLE
+            } else {
+                0
+            };
+            if counts.len() != want {
+                pr_err!(
+                    "top-level entry {}: {} occupancy counts, {} expected\n",
+                    top,
+                    counts.len(),
+                    want
+                );
+                return Err(EIO);
+            }
+        }
+        Ok(())
+    }
+
     /// Calls `f` with the physical address of every table page this object owns, the top-level
     /// table included when it is ours: what a leak check expects to see freed after teardown.
     pub fn for_each_table_page(&self, mut f: impl FnMut(PhysAddr)) -> Result {
@@ -1092,11 +1615,21 @@ impl Drop for PageTable {
         // no longer walk these tables, so they are freed at once.
         let mut freed = PageList::new();
         let range = self.cfg.range;
-        let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |_| Ok(()));
+        let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
+            if let Step::Leaf(t, count, sub) = step {
+                // Everything goes: a table the range covers in part is cleared too.
+                if !self.whole_leaf(sub) {
+                    fill(self.run(t, sub), 0);
+                }
+                count.store(0, Ordering::Relaxed);
+            }
+            Ok(())
+        });
         if result.is_err() {
             pr_err!("leaking page tables below a corrupt descriptor\n");
         }
         drop(freed);
+        self.leaf_cache = None;
         if self.root_map.is_none() {
             // SAFETY: By the type invariants we own the root, which came from `into_phys`.
             drop(unsafe { Page::from_phys(self.root) });
