@@ -23,3 +23,11 @@ pub use self::driver::DriverInfo;
 pub(crate) mod private {
     pub trait Sealed {}
 }
+
+// 7.3 has this in `rust/kernel/error.rs`; `GpuVm::new::<Error, _>` needs it. (Kept here so that
+// this change stays in the DRM files; it can move to `error.rs`.)
+impl From<core::convert::Infallible> for crate::error::Error {
+    fn from(e: core::convert::Infallible) -> Self {
+        match e {}
+    }
+}
