@@ -17,6 +17,9 @@
 //! Unit tests cover the kernel-reserved node, range validation, zero-length requests as C treats
 //! them, vm_bo lifetime and the `DriverGpuVm` shape of the 7.3 in-kernel users.
 
+// The crates.io build of pin-init names itself `pinned_init` in its macros' expansions.
+extern crate pin_init as pinned_init;
+
 use core::marker::PhantomData;
 use kernel::drm::{
     self, gem,
@@ -914,4 +917,72 @@ fn allocation_failures_are_reported() {
     );
     kernel::sim::clear_faults();
     w.finish();
+}
+
+/// The shape of the 7.3 users (`drivers/gpu/drm/tyr/vm.rs`, the asahi probe's `vm.rs`): the
+/// unique handle in a `Mutex` in an `Arc`, a shared `ARef` for `obtain`.
+#[pin_init::pin_data]
+struct SharedVm {
+    #[pin]
+    unique: kernel::sync::Mutex<UniqueRefGpuVm<Rec>>,
+    gpuvm: ARef<GpuVm<Rec>>,
+}
+
+#[test]
+fn the_7_3_user_shape_compiles_and_runs() {
+    use kernel::new_mutex;
+    use kernel::sync::Arc;
+    let w = World::new();
+    let World {
+        live,
+        va_live,
+        vm_bo_live,
+        bo_live,
+        bos,
+        dev,
+        gpuvm,
+        vm,
+    } = w;
+    let shared = Arc::pin_init(
+        pin_init::pin_init!(SharedVm {
+            unique <- new_mutex!(vm),
+            gpuvm,
+        }),
+        GFP_KERNEL,
+    )
+    .unwrap();
+    let vm_bo = shared
+        .gpuvm
+        .obtain(&bos[1], Tracked::new(0, &vm_bo_live))
+        .unwrap();
+    let mut ctx = Ctx::new();
+    {
+        let mut unique = shared.unique.lock();
+        let r = unique.sm_map(OpMapRequest {
+            addr: 20 * PAGE,
+            range: 4 * PAGE,
+            gem_offset: 0,
+            vm_bo: &vm_bo,
+            context: &mut ctx,
+        });
+        assert_eq!(r, Ok(()));
+        // tyr's way to the handle.
+        let r = unique
+            .as_mut()
+            .get_mut()
+            .sm_unmap(21 * PAGE, PAGE, &mut ctx);
+        assert_eq!(r, Ok(()));
+        assert_eq!(unique.data_ref().log.len(), 2);
+        assert!(shared.unique.try_lock().is_none());
+    }
+    drop(vm_bo);
+    shared.gpuvm.deferred_cleanup();
+    assert_eq!((va_live.get(), vm_bo_live.get()), (2, 1));
+    let mut ctx = Ctx::new();
+    let r = shared.unique.lock().sm_unmap(20 * PAGE, 4 * PAGE, &mut ctx);
+    assert_eq!(r, Ok(()));
+    shared.gpuvm.deferred_cleanup();
+    assert_eq!((va_live.get(), vm_bo_live.get()), (0, 0));
+    drop((shared, bos, dev));
+    assert_eq!((live.get(), bo_live.get()), (0, 0));
 }
