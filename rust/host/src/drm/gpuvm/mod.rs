@@ -266,6 +266,16 @@ impl<T: DriverGpuVm> GpuVm<T> {
         unsafe { &mut *self.vm.rb.get() }
     }
 
+    /// The tree, for reading.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the [`UniqueRefGpuVm`] (shared or mutably) and no `sm_*` call runs.
+    unsafe fn tree_ref(&self) -> &Tree<T> {
+        // SAFETY: Nothing changes the tree without the unique reference held mutably.
+        unsafe { &*self.vm.rb.get() }
+    }
+
     /// `drm_gpuvm_range_valid()`: no overflow, inside the VA space, clear of the kernel node.
     pub(crate) fn range_valid(&self, addr: u64, range: u64) -> bool {
         !check_overflow(addr, range)

@@ -25,7 +25,7 @@ pub struct VaInfo {
 pub fn vas<T: DriverGpuVm>(vm: &UniqueRefGpuVm<T>) -> Vec<VaInfo> {
     // SAFETY: `vm` is borrowed, so no `sm_*` call runs; the reference to the tree does not
     // outlive this function.
-    let tree = unsafe { vm.tree() };
+    let tree = unsafe { vm.tree_ref() };
     tree.iter()
         .map(|(k, n)| match n.va {
             None => VaInfo {
@@ -57,7 +57,7 @@ pub fn for_each_va<T: DriverGpuVm>(
     mut f: impl FnMut(&GpuVa<T>, &T::VaData),
 ) {
     // SAFETY: As in `vas`.
-    let tree = unsafe { vm.tree() };
+    let tree = unsafe { vm.tree_ref() };
     for (_, n) in tree.iter() {
         if let Some(va) = n.va {
             // SAFETY: A VA in the tree is valid.

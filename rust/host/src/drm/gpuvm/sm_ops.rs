@@ -381,10 +381,13 @@ impl<T: DriverGpuVm> Walk<'_, '_, T> {
         mut f: impl FnMut(&mut Self, *mut GpuVa<T>, &RawGpuva<T>) -> Result<bool>,
     ) -> Result {
         let req_end = req_addr.wrapping_add(req_range);
-        // SAFETY (each `tree()` below): the walk holds the unique reference mutably and keeps no
-        // reference to the tree across steps.
+        // SAFETY: The walk holds the unique reference mutably and keeps no reference to the tree
+        // across steps (the same holds for each `tree()` below).
         let mut cur = unsafe { self.gpuvm.tree() }.find_first(req_addr, req_range);
-        let mut next = cur.and_then(|k| unsafe { self.gpuvm.tree() }.next(k));
+        let mut next = cur.and_then(|k| {
+            // SAFETY: See above.
+            unsafe { self.gpuvm.tree() }.next(k)
+        });
         while let Some(key) = cur {
             // SAFETY: See above.
             let Some(node) = unsafe { self.gpuvm.tree() }.get(key) else {
@@ -405,8 +408,10 @@ impl<T: DriverGpuVm> Walk<'_, '_, T> {
                 break;
             }
             cur = next;
-            // SAFETY: See above.
-            next = cur.and_then(|k| unsafe { self.gpuvm.tree() }.next(k));
+            next = cur.and_then(|k| {
+                // SAFETY: See above.
+                unsafe { self.gpuvm.tree() }.next(k)
+            });
         }
         Ok(())
     }
