@@ -11,6 +11,7 @@
 //! Only [`sim`] is host-specific; driver code must never use it.
 
 pub mod alloc;
+pub mod drm;
 pub mod error;
 pub mod init;
 pub mod io;
