@@ -2,6 +2,8 @@
 #
 # Host build of the drm/asahi UAT component. `make help` lists the targets.
 
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 CARGO ?= cargo
 # Long enough in CI to matter; the seed is fixed (UAT_SEED) so that any failure replays.
 UAT_CASES ?= 4000
@@ -27,7 +29,10 @@ lint:
 	$(CARGO) clippy --all-targets --release -q -- -D warnings
 
 test: lint
-	$(CARGO) test --release --workspace
+	mkdir -p target
+	$(CARGO) test --release --workspace 2>&1 | tee target/test.log
+	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
+		target/test.log | tee target/test-summary
 
 bench:
 	$(CARGO) bench -q -p uat-tests --bench pgtable

@@ -152,7 +152,7 @@ cat "$boot/virt.dts" "$src/dt-bindings/examples/qemu-virt-uat.dtsi" >"$boot/boar
 dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
 [ -f "$out/usr/include/drm/asahi_drm.h" ] || make -s "${K[@]}" headers
 aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -isystem "$out/usr/include" -o "$boot/init" \
-	"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c"
+	"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c" "$src/tools/qemu/fuzz.c"
 [ -x "$out/usr/gen_init_cpio" ] || make -s "${K[@]}" usr/gen_init_cpio
 cat >"$boot/initramfs.list" <<LIST
 dir /dev 0755 0 0
@@ -226,6 +226,12 @@ uapi=$(grep -o '^uapi: [0-9]* passed, [0-9]* failed' "$console" | tail -n1) || t
 case "$uapi" in
 "uapi: "*" passed, 0 failed") log "render node: $uapi" ;;
 *) log "render node: the uAPI session failed or did not run (see $console)"; fail=1 ;;
+esac
+grep -E '^fuzz: ' "$console" | grep -v ' passed, ' || true
+fuzz=$(grep -o '^fuzz: [0-9]* passed, [0-9]* failed' "$console" | tail -n1) || true
+case "$fuzz" in
+"fuzz: "*" passed, 0 failed") log "ioctl fuzzing: ${fuzz#fuzz: }" ;;
+*) log "ioctl fuzzing: unexpected answers or no run (see $console)"; fail=1 ;;
 esac
 log "build $((built - start)) s, boot and tests $((booted - built)) s"
 [ $fail = 0 ] || exit 1

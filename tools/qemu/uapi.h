@@ -2,7 +2,12 @@
 #ifndef UAPI_SESSION_H
 #define UAPI_SESSION_H
 
+#include <stdint.h>
+
 /* Runs the uAPI session on /dev/dri/renderD128; non-zero if any check failed. */
 int uapi_session(void);
+
+/* Fuzzes the render node's ioctls for `seconds` from `seed`; non-zero on an unexpected answer. */
+int uapi_fuzz(unsigned int seconds, uint64_t seed);
 
 #endif
