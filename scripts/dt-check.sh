@@ -54,6 +54,32 @@ for d in dt-bindings/examples/*.dts; do
 		fail=1
 	fi
 done
+# The GPU node and regions `make kernel-check` adds to QEMU's `virt` tree, under a root of QEMU's
+# cells (QEMU's own nodes are not ours to validate), and merged into QEMU's tree where QEMU is.
+d=dt-bindings/examples/qemu-virt-uat.dtsi
+log "board: $d (in a root of QEMU's virt machine)"
+{
+	printf '/dts-v1/;\n\n/ {\n\t#address-cells = <2>;\n\t#size-cells = <2>;\n'
+	printf '\tcompatible = "linux,dummy-virt";\n\tmodel = "QEMU virt";\n};\n\n'
+	cat "$d"
+} >"$tmp/qemu.dts"
+check dtc -q -I dts -O dtb -o "$tmp/qemu.dtb" "$tmp/qemu.dts"
+check dt-validate -s "$tmp/processed.json" "$tmp/qemu.dtb"
+if command -v qemu-system-aarch64 >/dev/null; then
+	qemu-system-aarch64 -M virt -cpu max -m 512 -nographic -machine dumpdtb="$tmp/virt.dtb" \
+		>/dev/null 2>&1
+	dtc -q -I dtb -O dts -o "$tmp/virt.dts" "$tmp/virt.dtb"
+	cat "$tmp/virt.dts" "$d" >"$tmp/merged.dts"
+	check dtc -q -I dts -O dtb -o "$tmp/merged.dtb" "$tmp/merged.dts"
+	# Only what concerns our nodes: QEMU's nodes have properties our schemas do not describe.
+	out=$(dt-validate -s "$tmp/processed.json" "$tmp/merged.dtb" 2>&1 |
+		grep -E 'gpu@|mailbox@|uat-|carveout@|reserved-memory' || true)
+	if [ -n "$out" ]; then
+		printf '%s\n' "$out"
+		fail=1
+	fi
+	log "board: $d merged into QEMU's virt tree"
+fi
 if [ $fail -ne 0 ]; then
 	log "FAILED"
 	exit 1

@@ -426,6 +426,6 @@ fn file_inner(file: &DrmFile) -> (&DrmFile, Pin<&File>) {
 
 /// The answer of the queue and submit ioctls: this driver runs no work on the GPU yet.
 fn no_submission() -> Result<u32> {
-    pr_warn_once!("asahi: queues and submission are not supported (no GPU firmware interface)\n");
+    pr_warn_once!("queues and submission are not supported (no GPU firmware interface)\n");
     Err(EOPNOTSUPP)
 }
