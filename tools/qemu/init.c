@@ -67,16 +67,15 @@ int main(void)
 {
 	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
 		printf("init: mount /dev: %s\n", strerror(errno));
-	uapi_session();
-	fflush(stdout);
-	uapi_fuzz(10, 0x5eed);
-	fflush(stdout);
 	mkdir("/sys", 0755);
 	if (mount("sysfs", "/sys", "sysfs", 0, NULL) ||
 	    mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL))
 		printf("init: mount: %s\n", strerror(errno));
-	else
-		kmemleak_report();
+	uapi_session();
+	fflush(stdout);
+	uapi_fuzz(10, 0x5eed);
+	fflush(stdout);
+	kmemleak_report();
 	say("done");
 	sync();
 	reboot(RB_POWER_OFF);

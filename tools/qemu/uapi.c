@@ -64,6 +64,65 @@ static int vm_bind(int fd, uint32_t vm_id, struct drm_asahi_gem_bind_op *ops, ui
 	return call(fd, DRM_IOCTL_ASAHI_VM_BIND, &b, want, what);
 }
 
+#define DBG "/sys/kernel/debug/asahi/c000000.gpu/"
+
+/* The UAT VM of this process's VM `vm_id`, from debugfs; -1 if none. */
+static long uat_id_of(uint32_t vm_id)
+{
+	char line[128];
+	long uat = -1, id;
+	int pid;
+	unsigned int vm;
+	FILE *f = fopen(DBG "vms", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%ld pid %d vm %u", &id, &pid, &vm) == 3 && pid == getpid() &&
+		    vm == vm_id)
+			uat = id;
+	fclose(f);
+	return uat;
+}
+
+/* Reads `len` bytes at GPU VA `va` of UAT VM `uat` through debugfs into `out` (hex). */
+static int gpu_read(long uat, uint64_t va, unsigned int len, char *out, size_t size)
+{
+	char cmd[96];
+	int fd = open(DBG "gpu_mem", O_RDWR), n;
+
+	if (fd < 0)
+		return -1;
+	n = snprintf(cmd, sizeof(cmd), "read %ld 0x%llx %u", uat, (unsigned long long)va, len);
+	if (write(fd, cmd, n) != n) {
+		close(fd);
+		return -1;
+	}
+	lseek(fd, 0, SEEK_SET);
+	n = read(fd, out, size - 1);
+	close(fd);
+	if (n < 0)
+		return -1;
+	out[n] = 0;
+	if (n && out[n - 1] == '\n')
+		out[n - 1] = 0;
+	return 0;
+}
+
+/* Writes `hex` at GPU VA `va` of UAT VM `uat` through debugfs. */
+static int gpu_write(long uat, uint64_t va, const char *hex)
+{
+	char cmd[256];
+	int fd = open(DBG "gpu_mem", O_WRONLY), n, ret;
+
+	if (fd < 0)
+		return -1;
+	n = snprintf(cmd, sizeof(cmd), "write %ld 0x%llx %s", uat, (unsigned long long)va, hex);
+	ret = write(fd, cmd, n) == n ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
 static struct drm_asahi_gem_bind_op op(uint32_t flags, uint32_t handle, uint64_t offset,
 				       uint64_t range, uint64_t addr)
 {
@@ -91,6 +150,8 @@ int uapi_session(void)
 	uint64_t kstart, kend, t0;
 	uint32_t vm, handle, priv;
 	unsigned char *map;
+	char hex[256], want[256];
+	long uat;
 	int fd;
 
 	fd = open("/dev/dri/renderD128", O_RDWR);
@@ -208,10 +269,28 @@ int uapi_session(void)
 	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x100000);
 	ops[1] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x1000);
 	vm_bind(fd, vm, ops, 2, sizeof(ops[0]), EINVAL, "VM_BIND array with a bad second op");
+	uat = uat_id_of(vm);
+	printf("uapi: vm %u is UAT VM %ld (debugfs vms)\n", vm, uat);
+	check(uat > 0, "debugfs lists the VM");
+	check(!gpu_read(uat, 0x100000, 16, hex, sizeof(hex)) && !strncmp(hex, "fault", 5),
+	      "GPU read of 0x100000 faults: the refused array's first op was not applied");
 
 	/* ... then the binds. */
 	ops[0] = op(DRM_ASAHI_BIND_READ | DRM_ASAHI_BIND_WRITE, handle, 0, 3 * PG, 0x100000);
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0, "VM_BIND handle 2 +0 -> 0x100000+0xc000 RW");
+	/* What the CPU wrote through mmap is what the GPU reads at the VA. */
+	for (unsigned int i = 0; i < 16; i++)
+		sprintf(want + 2 * i, "%02x", (unsigned char)((PG + i) * 7 + 1));
+	gpu_read(uat, 0x104000, 16, hex, sizeof(hex));
+	printf("uapi: GPU read 0x104000+16: %s\n", hex);
+	check(!strcmp(hex, want), "the GPU reads at 0x104000 what the CPU wrote at offset 0x4000");
+	/* And what the GPU writes, the CPU reads through a new mapping. */
+	check(!gpu_write(uat, 0x108010, "deadbeef"), "GPU write of deadbeef at 0x108010");
+	map = mmap(NULL, 3 * PG, PROT_READ, MAP_SHARED, fd, mo.offset);
+	check(map != MAP_FAILED && map[2 * PG + 0x10] == 0xde && map[2 * PG + 0x13] == 0xef,
+	      "the CPU reads at offset 0x8010 what the GPU wrote");
+	if (map != MAP_FAILED)
+		munmap(map, 3 * PG);
 	ops[0] = op(DRM_ASAHI_BIND_READ, priv, 0, PG, 0x200000);
 	ops[1] = op(DRM_ASAHI_BIND_READ | DRM_ASAHI_BIND_SINGLE_PAGE, handle, PG, 64 * PG,
 		    0x400000);
@@ -223,6 +302,10 @@ int uapi_session(void)
 
 		vm_bind(fd, vm, &big.op, 1, sizeof(big), 0, "VM_BIND stride 40, unbind the middle page");
 	}
+	check(!gpu_read(uat, 0x104000, 4, hex, sizeof(hex)) && !strncmp(hex, "fault", 5),
+	      "the unbound middle page faults");
+	check(!gpu_read(uat, 0x108000, 4, hex, sizeof(hex)) && strncmp(hex, "fault", 5),
+	      "the page after it is still mapped");
 	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, 0x100000);
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0,
 		"VM_BIND 0x100000+0x8000 over a mapping and a hole (replace)");

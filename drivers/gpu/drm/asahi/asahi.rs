@@ -23,6 +23,7 @@ mod file;
 pub mod fw_standin;
 pub mod gem;
 pub mod geometry;
+mod gpu_mem;
 pub mod gpuvm;
 pub mod handoff;
 pub mod kalloc;

@@ -6,19 +6,22 @@
 use crate::bo::Bo;
 use crate::file::File;
 use crate::geometry::Geometry;
+use crate::gpu_mem::{self, GpuMem};
 #[cfg(not(CONFIG_DRM_ASAHI_FW_STANDIN))]
 use crate::handoff::{FlushMsg, FwChannel};
 use crate::kalloc::KernelVaAlloc;
 use crate::pte::Oas;
+use crate::slots::VmId;
 use crate::tlbi::{Arm64, Broadcast};
 use crate::uat::{kernel_va, RegionDesc, Uat, UatConfig};
 use kernel::device::{Bound, Core, DeviceContext};
 use kernel::dma::{Device as DmaDevice, DmaMask};
 use kernel::drm::{self, ioctl};
 use kernel::prelude::*;
+use kernel::sync::aref::ARef;
 use kernel::sync::Mutex;
 use kernel::time::{Instant, Monotonic};
-use kernel::{new_mutex, of, platform};
+use kernel::{debugfs, new_mutex, of, platform};
 
 /// The GPU's firmware channel. Without a firmware transport in this driver yet, only the
 /// stand-in firmware (`CONFIG_DRM_ASAHI_FW_STANDIN`) brings the UAT up.
@@ -49,9 +52,21 @@ pub(crate) type AsahiDevice<Ctx = drm::Normal> = drm::Device<AsahiDriver, Ctx>;
 /// The platform driver.
 pub(crate) struct AsahiPlatformDriver;
 
-/// What the platform device keeps while bound: dropping it unregisters the DRM device.
+/// What the platform device keeps while bound: dropping it unregisters the DRM device and
+/// removes the debugfs files.
 pub(crate) struct AsahiData<'bound> {
+    _debugfs: Pin<KBox<debugfs::Scope<GpuMem>>>,
     _reg: drm::Registration<'bound, AsahiDriver>,
+}
+
+/// A VM of a client, as debugfs lists it.
+pub(crate) struct VmTag {
+    /// The UAT VM.
+    pub(crate) uat: VmId,
+    /// The process that created it.
+    pub(crate) pid: i32,
+    /// The client's ID of it.
+    pub(crate) vm_id: u32,
 }
 
 /// The GPU's identity, from its `compatible`.
@@ -84,6 +99,9 @@ pub(crate) struct AsahiDevData {
     /// The kernel VM's addresses for buffers bound with GEM_BIND_OBJECT.
     #[pin]
     pub(crate) kva: Mutex<KernelVaAlloc>,
+    /// Every client's VMs, for debugfs.
+    #[pin]
+    pub(crate) vm_tags: Mutex<KVec<VmTag>>,
 }
 
 const fn gpu(generation: u32, variant: u8) -> GpuId {
@@ -169,9 +187,22 @@ impl platform::Driver for AsahiPlatformDriver {
             t0: Instant::now(),
             uat <- new_mutex!(uat),
             kva <- new_mutex!(KernelVaAlloc::new(kernel_va(cfg.geometry))),
+            vm_tags <- new_mutex!(KVec::new()),
         }? Error);
         let unreg = drm::UnregisteredDevice::<AsahiDriver>::new(pdev, data)?;
         let reg_data = AsahiRegData { pdev };
+        let dir = debugfs::Dir::new(c"asahi");
+        let debugfs = KBox::pin_init(
+            dir.scope(
+                GpuMem::new(ARef::from(&*unreg)),
+                pdev.as_ref().name(),
+                |d, s| {
+                    s.read_callback_file(c"vms", d, &gpu_mem::show_vms);
+                    s.read_write_callback_file(c"gpu_mem", d, &gpu_mem::show, &gpu_mem::write);
+                },
+            ),
+            GFP_KERNEL,
+        )?;
         // SAFETY: `reg` is stored in `AsahiData` and dropped on unbind; it is never forgotten.
         let reg = unsafe { drm::Registration::new(pdev.as_ref(), unreg, reg_data, 0)? };
         dev_info!(
@@ -182,7 +213,10 @@ impl platform::Driver for AsahiPlatformDriver {
             cfg.ttbs.phys,
             cfg.handoff.phys
         );
-        Ok(AsahiData { _reg: reg })
+        Ok(AsahiData {
+            _debugfs: debugfs,
+            _reg: reg,
+        })
     }
 }
 

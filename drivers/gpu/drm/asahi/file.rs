@@ -170,11 +170,19 @@ impl File {
         {
             return Err(EINVAL);
         }
-        let vm = Vm::new(ddev, kernel)?;
         let file = file.inner();
         let mut vms = file.vms.lock();
-        let idx = insert_vacant(&mut vms, vm)?;
-        args.vm_id = u32::try_from(idx + 1)?;
+        let idx = match vms.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                vms.push(None, GFP_KERNEL)?;
+                vms.len() - 1
+            }
+        };
+        let vm_id = u32::try_from(idx + 1)?;
+        let pid = kernel::current!().pid();
+        vms[idx] = Some(Vm::new(ddev, kernel, pid, vm_id)?);
+        args.vm_id = vm_id;
         Ok(0)
     }
 

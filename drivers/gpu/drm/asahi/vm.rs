@@ -9,7 +9,7 @@
 //! memory: a bind that fails with `ENOMEM` changed nothing.
 
 use crate::bo::{self, Bo};
-use crate::driver::{AsahiDevice, AsahiDriver, DevUat};
+use crate::driver::{AsahiDevice, AsahiDriver, DevUat, VmTag};
 use crate::geometry::{Geometry, VaRange, UAT_PGMSK, UAT_PGSZ};
 use crate::pgtable::PhysRange;
 use crate::pte::Prot;
@@ -181,10 +181,18 @@ pub(crate) struct Vm {
 
 impl Vm {
     /// Creates a VM whose `kernel` range (already validated) is the kernel's.
-    pub(crate) fn new(ddev: &AsahiDevice, kernel: Range<u64>) -> Result<Arc<Vm>> {
+    /// Creates a VM whose `kernel` range (already validated) is the kernel's, for client `pid`,
+    /// which will know it as `vm_id`.
+    pub(crate) fn new(
+        ddev: &AsahiDevice,
+        kernel: Range<u64>,
+        pid: i32,
+        vm_id: u32,
+    ) -> Result<Arc<Vm>> {
         let g = Geometry::G13;
         let dummy = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
         let root = bo::new_bo(ddev, PAGE_SIZE, 0, None)?;
+        ddev.vm_tags.lock().reserve(1, GFP_KERNEL)?;
         let id = {
             let mut uat = ddev.uat.lock();
             let id = uat.create_vm(true)?;
@@ -212,6 +220,13 @@ impl Vm {
             let _ = ddev.uat.lock().destroy_vm(id);
         })?;
         let gpuvm = ARef::from(&*unique);
+        let tag = VmTag {
+            uat: id,
+            pid,
+            vm_id,
+        };
+        // Room was reserved above; a VM without its tag would only be missing from debugfs.
+        let _ = ddev.vm_tags.lock().push_within_capacity(tag);
         Arc::pin_init(
             pin_init!(Self {
                 unique <- new_mutex!(unique),
@@ -352,6 +367,7 @@ impl PinnedDrop for Vm {
         if let Err(e) = uat.destroy_vm(self.id) {
             pr_err!("VM {}: destroy failed: {:?}\n", self.id, e);
         }
+        self.dev.vm_tags.lock().retain(|t| t.uat != self.id);
         drop(uat);
         drop(unique);
         self.gpuvm.deferred_cleanup();
