@@ -68,7 +68,8 @@ int main(void)
 	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
 		printf("init: mount /dev: %s\n", strerror(errno));
 	mkdir("/sys", 0755);
-	if (mount("sysfs", "/sys", "sysfs", 0, NULL) ||
+	if (mount("proc", "/proc", "proc", 0, NULL) ||
+	    mount("sysfs", "/sys", "sysfs", 0, NULL) ||
 	    mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL))
 		printf("init: mount: %s\n", strerror(errno));
 	uapi_session();

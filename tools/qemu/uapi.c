@@ -132,6 +132,117 @@ static struct drm_asahi_gem_bind_op op(uint32_t flags, uint32_t handle, uint64_t
 	return o;
 }
 
+static int write_file(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY), ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+/* Whether `len` bytes at `va` all read (1), all fault (0), or neither (-1). */
+static int mapped(long uat, uint64_t va, uint64_t len)
+{
+	char hex[64];
+	int yes = 0, no = 0;
+
+	for (uint64_t off = 0; off < len; off += PG) {
+		if (gpu_read(uat, va + off, 4, hex, sizeof(hex)))
+			return -1;
+		if (strncmp(hex, "fault", 5))
+			yes++;
+		else
+			no++;
+	}
+	return yes && no ? -1 : yes != 0;
+}
+
+/*
+ * ENOMEM in the middle of a VM_BIND, at every allocation the ioctl makes, through the kernel's
+ * fault injection (/proc/thread-self/fail-nth fails the n-th allocation of the next syscall).
+ * The array has two ops, each mapping fresh VAs that need new page tables. Each time the bind
+ * fails, the op that failed must have changed nothing, and the one before it either nothing or
+ * all (it stays applied); the VM must still work (an unbind of the whole area succeeds).
+ */
+static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
+{
+	struct drm_asahi_gem_bind_op ops[2];
+	unsigned int n, points = 0, first_stayed = 0, bad = 0;
+	char left[16];
+
+	if (write_file("/sys/kernel/debug/failslab/ignore-gfp-wait", "N") ||
+	    write_file("/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait", "N") ||
+	    write_file("/sys/kernel/debug/fail_page_alloc/min-order", "0")) {
+		check(0, "fault injection is available");
+		return;
+	}
+	for (n = 1; n < 400; n++) {
+		uint64_t x = 0x40000000ull + n * 0x4000000ull, y = x + 0x2000000ull;
+		struct drm_asahi_vm_bind b = {
+			.vm_id = vm, .num_binds = 2, .stride = sizeof(ops[0]),
+			.userptr = (uintptr_t)ops,
+		};
+		int ret, err, tid, pf;
+		char nth[16];
+
+		ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, x);
+		ops[1] = op(DRM_ASAHI_BIND_READ, handle, PG, 2 * PG, y);
+		snprintf(nth, sizeof(nth), "%u", n);
+		tid = open("/proc/thread-self/fail-nth", O_RDWR);
+		if (tid < 0 || write(tid, nth, strlen(nth)) < 0) {
+			check(0, "fail-nth is available");
+			return;
+		}
+		ret = ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b);
+		err = ret ? errno : 0;
+		lseek(tid, 0, SEEK_SET);
+		pf = read(tid, left, sizeof(left) - 1);
+		left[pf > 0 ? pf : 0] = 0;
+		write(tid, "0", 1);
+		close(tid);
+		if (!err) {
+			bad += mapped(uat, x, 2 * PG) != 1 || mapped(uat, y, 2 * PG) != 1;
+			ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, y + 2 * PG - x, x);
+			bad += !!ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
+				.vm_id = vm, .num_binds = 1, .stride = sizeof(ops[0]),
+				.userptr = (uintptr_t)ops });
+			break;
+		}
+		points++;
+		if (err != ENOMEM) {
+			printf("uapi: FAILED: allocation %u failed: %s\n", n, strerrorname_np(err));
+			bad++;
+		}
+		if (mapped(uat, y, 2 * PG) != 0) {
+			printf("uapi: FAILED: allocation %u: the failing op left mappings\n", n);
+			bad++;
+		}
+		switch (mapped(uat, x, 2 * PG)) {
+		case 1:
+			first_stayed++;
+			break;
+		case 0:
+			break;
+		default:
+			printf("uapi: FAILED: allocation %u: the first op is half applied\n", n);
+			bad++;
+		}
+		ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, y + 2 * PG - x, x);
+		if (ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
+			.vm_id = vm, .num_binds = 1, .stride = sizeof(ops[0]),
+			.userptr = (uintptr_t)ops })) {
+			printf("uapi: FAILED: unbind after allocation %u failed\n", n);
+			bad++;
+		}
+	}
+	printf("uapi: VM_BIND of two ops with each of its %u allocations failing: ENOMEM, the failing "
+	       "op changed nothing, the first stayed applied %u times\n", points, first_stayed);
+	check(points >= 4 && n < 400 && !bad, "ENOMEM at every allocation of a bind changes nothing");
+}
+
 int uapi_session(void)
 {
 	char name[32] = "";
@@ -314,6 +425,8 @@ int uapi_session(void)
 		"VM_BIND 0x410000+0x8000 inside a mapping (split in three)");
 	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, 0x102000);
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unaligned over mappings");
+
+	enomem_binds(fd, vm, uat, handle);
 
 	/* GEM_BIND_OBJECT: timestamps in the kernel VM. */
 	bo = (struct drm_asahi_gem_bind_object){ .op = DRM_ASAHI_BIND_OBJECT_OP_BIND,
