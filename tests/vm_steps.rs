@@ -13,7 +13,8 @@
 //! simulated GPU, which caches translations until invalidated, reaches the same page with the
 //! same permissions, or faults; the tables hold no other page and exactly the table pages the
 //! model's pages need (empty ones freed); GPUVM's VAs cover the model's pages with the right
-//! objects and offsets. At the end an unbind of everything leaves no table, and everything
+//! objects and offsets; and the call allocated nothing (all of it was preallocated), unless the
+//! VM had mappings the firmware caches, whose unmaps collect what to flush. At the end an unbind of everything leaves no table, and everything
 //! allocated is freed.
 
 use agx_soc::firmware::{FwKnobs, FwPort};
@@ -30,6 +31,7 @@ use kernel::drm::{
 };
 use kernel::page::Page;
 use kernel::prelude::*;
+use kernel::sim;
 use kernel::sync::aref::ARef;
 use pin_init::PinInit;
 use proptest::prelude::*;
@@ -239,6 +241,9 @@ struct World {
     bufs: Vec<ARef<Bo>>,
     gpuvm: ARef<GpuVm<Steps>>,
     vm: UniqueRefGpuVm<Steps>,
+    /// Whether a bind had a protection the firmware caches: then unmaps collect the mappings to
+    /// flush (an allocation in `Uat::vm_unmap`, not in the steps).
+    fw_cached: bool,
 }
 
 impl World {
@@ -266,13 +271,18 @@ impl World {
             bufs,
             gpuvm,
             vm,
+            fw_cached: false,
         }
     }
 
-    /// The bind or unbind as `Vm::bind` makes it.
-    fn apply(&mut self, op: &Op) -> Result {
-        let prealloc = Steps::prealloc_vas(GFP_KERNEL)?;
-        let r = match *op {
+    /// The bind or unbind as `Vm::bind` makes it, and the allocations its `sm_map` or
+    /// `sm_unmap` attempted.
+    fn apply(&mut self, op: &Op) -> (Result, u64) {
+        let prealloc = match Steps::prealloc_vas(GFP_KERNEL) {
+            Ok(v) => v,
+            Err(e) => return (Err(e), 0),
+        };
+        let (r, allocs) = match *op {
             Op::Map {
                 buf,
                 off,
@@ -281,11 +291,18 @@ impl World {
                 prot,
                 single,
             } => {
+                self.fw_cached |= prot.needs_fw_flush();
                 let bo = &self.bufs[buf];
-                let vm_bo = self.gpuvm.obtain(bo, ())?;
+                let vm_bo = match self.gpuvm.obtain(bo, ()) {
+                    Ok(v) => v,
+                    Err(e) => return (Err(e.into()), 0),
+                };
                 let (addr, range) = (BASE + va * PG, len * PG);
-                self.uat.vm_prealloc(self.id, addr, range)?;
+                if let Err(e) = self.uat.vm_prealloc(self.id, addr, range) {
+                    return (Err(e), 0);
+                }
                 let mut ctx = Ctx::for_map(&mut self.uat, &bo.sg, prot, single, prealloc);
+                let before = sim::alloc_attempts();
                 let r = self.vm.sm_map(OpMapRequest {
                     addr,
                     range,
@@ -293,16 +310,19 @@ impl World {
                     vm_bo: &vm_bo,
                     context: &mut ctx,
                 });
+                let allocs = sim::alloc_attempts() - before;
                 drop(vm_bo);
-                r
+                (r, allocs)
             }
             Op::Unmap { va, len } => {
                 let mut ctx = Ctx::for_unmap(&mut self.uat, prealloc);
-                self.vm.sm_unmap(BASE + va * PG, len * PG, &mut ctx)
+                let before = sim::alloc_attempts();
+                let r = self.vm.sm_unmap(BASE + va * PG, len * PG, &mut ctx);
+                (r, sim::alloc_attempts() - before)
             }
         };
         self.gpuvm.deferred_cleanup();
-        r
+        (r, allocs)
     }
 
     /// Everything against the model.
@@ -421,8 +441,12 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut model = Model::new();
     w.check(&soc, &model)?;
     for (i, op) in ops.iter().enumerate() {
-        let r = w.apply(op);
+        let (r, allocs) = w.apply(op);
         prop_assert!(r.is_ok(), "step {} {:?}: {:?}", i, op, r);
+        if !w.fw_cached {
+            // Everything was allocated before: the steps cannot fail for want of memory.
+            prop_assert_eq!(allocs, 0, "step {} {:?} allocated", i, op);
+        }
         apply_model(&mut model, op);
         w.check(&soc, &model)
             .map_err(|e| TestCaseError::fail(format!("after step {i} {op:?}: {e}")))?;
