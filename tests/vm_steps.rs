@@ -459,7 +459,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config_scaled(20, 50))]
+    #![proptest_config(config_scaled(4, 50))]
 
     #[test]
     fn steps_follow_the_page_model(ops in prop::collection::vec(op(), 1..40)) {
