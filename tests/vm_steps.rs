@@ -36,6 +36,7 @@ use kernel::sync::aref::ARef;
 use pin_init::PinInit;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Mutex, MutexGuard};
 use uat_tests::config::config_scaled;
 use uat_tests::leak::LeakCheck;
 
@@ -235,7 +236,8 @@ fn tables_needed(model: &Model) -> usize {
 
 /// A VM of the render node, as `vm.rs` keeps one, on the simulated SoC.
 struct World {
-    uat: SimUat,
+    /// Locked as the device's UAT is in the kernel: the steps reach it through the guard.
+    uat: Mutex<SimUat>,
     id: VmId,
     slot: usize,
     bufs: Vec<ARef<Bo>>,
@@ -265,7 +267,7 @@ impl World {
         .unwrap();
         let gpuvm = ARef::from(&*vm);
         World {
-            uat,
+            uat: Mutex::new(uat),
             id,
             slot,
             bufs,
@@ -298,10 +300,11 @@ impl World {
                     Err(e) => return (Err(e.into()), 0),
                 };
                 let (addr, range) = (BASE + va * PG, len * PG);
-                if let Err(e) = self.uat.vm_prealloc(self.id, addr, range) {
+                let mut uat = lock(&self.uat);
+                if let Err(e) = uat.vm_prealloc(self.id, addr, range) {
                     return (Err(e), 0);
                 }
-                let mut ctx = Ctx::for_map(&mut self.uat, &bo.sg, prot, single, prealloc);
+                let mut ctx = Ctx::for_map(&mut uat, &bo.sg, prot, single, prealloc);
                 let before = sim::alloc_attempts();
                 let r = self.vm.sm_map(OpMapRequest {
                     addr,
@@ -315,7 +318,8 @@ impl World {
                 (r, allocs)
             }
             Op::Unmap { va, len } => {
-                let mut ctx = Ctx::for_unmap(&mut self.uat, prealloc);
+                let mut uat = lock(&self.uat);
+                let mut ctx = Ctx::for_unmap(&mut uat, prealloc);
                 let before = sim::alloc_attempts();
                 let r = self.vm.sm_unmap(BASE + va * PG, len * PG, &mut ctx);
                 (r, sim::alloc_attempts() - before)
@@ -327,7 +331,8 @@ impl World {
 
     /// Everything against the model.
     fn check(&self, soc: &Soc, model: &Model) -> Result<(), TestCaseError> {
-        let pt = self.uat.vm_table(self.id).unwrap();
+        let uat = lock(&self.uat);
+        let pt = uat.vm_table(self.id).unwrap();
         prop_assert!(pt.check_occupancy().is_ok(), "occupancy counts");
         // Every page of the window, and one on each side.
         for p in -1..=WINDOW as i64 {
@@ -407,16 +412,19 @@ impl World {
     /// Unbinds everything (as `Vm`'s drop does: no preallocated VA, as nothing is split), then
     /// frees the VM.
     fn finish(mut self) -> Result<(), TestCaseError> {
-        let mut ctx = Ctx::for_unmap(&mut self.uat, KVec::new());
+        // As `Vm`'s drop: the context lives on while the UAT is used again.
+        let mut uat = lock(&self.uat);
+        let mut ctx = Ctx::for_unmap(&mut uat, KVec::new());
         let r = self.vm.sm_unmap(BASE, WINDOW * PG, &mut ctx);
         prop_assert_eq!(ctx.unused_vas(), 0);
         prop_assert!(r.is_ok(), "unbinding everything: {:?}", r);
-        self.gpuvm.deferred_cleanup();
-        let pt = self.uat.vm_table(self.id).unwrap();
+        let pt = uat.vm_table(self.id).unwrap();
         prop_assert_eq!(pt.table_pages(), 0, "tables left");
+        drop(uat);
+        self.gpuvm.deferred_cleanup();
         prop_assert!(gpuvm_sim::vas(&self.vm).is_empty());
         let World {
-            mut uat,
+            uat,
             id,
             bufs,
             gpuvm,
@@ -427,10 +435,15 @@ impl World {
         prop_assert_eq!(gpuvm_sim::vm_refcount(&gpuvm), 1);
         drop(gpuvm);
         drop(bufs);
+        let mut uat = uat.into_inner().unwrap();
         uat.release(id).unwrap();
         uat.destroy_vm(id).unwrap();
         Ok(())
     }
+}
+
+fn lock(m: &Mutex<SimUat>) -> MutexGuard<'_, SimUat> {
+    m.lock().unwrap()
 }
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {

@@ -80,6 +80,12 @@ where
 }
 
 /// What the steps of one `sm_map` or `sm_unmap` work with.
+///
+/// # Invariants
+///
+/// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]). A `drm_gpuva` put
+/// back into `prealloc` was taken from it in the same step, so putting it back never needs more
+/// than the capacity `prealloc` came with.
 pub struct StepCtx<'a, D, O, T, F>
 where
     D: drm::Driver + 'static,
@@ -237,7 +243,7 @@ where
         let vas = [ctx.va()?, ctx.va()?];
         let (done, ret) = op.remap(vas, (), ());
         if let Some(va) = ret.unused_va {
-            // Room for it: it came from `prealloc`.
+            // Room for it: it came from `prealloc` (type invariants).
             ctx.prealloc.push_within_capacity(va).map_err(|_| ENOMEM)?;
         }
         Ok(done)
