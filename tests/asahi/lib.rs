@@ -46,3 +46,5 @@ pub mod ttbat;
 pub mod uat;
 #[path = "../../drivers/gpu/drm/asahi/vacant.rs"]
 pub mod vacant;
+#[path = "../../drivers/gpu/drm/asahi/vm_steps.rs"]
+pub mod vm_steps;

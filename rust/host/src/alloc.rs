@@ -142,6 +142,16 @@ impl<T> KVec<T> {
         Ok(())
     }
 
+    /// Appends an element if there is room for it; hands it back otherwise (never allocates).
+    pub fn push_within_capacity(&mut self, v: T) -> Result<(), kvec::PushError<T>> {
+        if self.len() < self.capacity() {
+            self.0.push(v);
+            Ok(())
+        } else {
+            Err(kvec::PushError(v))
+        }
+    }
+
     /// Inserts `element` at `index`, shifting the tail; fails instead of allocating.
     #[inline]
     pub fn insert_within_capacity(
@@ -196,6 +206,23 @@ impl<T> KVec<T> {
 /// The errors of [`KVec`]'s non-allocating operations (`rust/kernel/alloc/kvec/errors.rs`).
 pub mod kvec {
     use crate::error::{code::EINVAL, Error};
+
+    /// [`super::KVec::push_within_capacity`] found the vector full; the element is handed back.
+    pub struct PushError<T>(pub T);
+
+    impl<T> core::fmt::Debug for PushError<T> {
+        fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+            write!(f, "Not enough capacity")
+        }
+    }
+
+    impl<T> From<PushError<T>> for Error {
+        #[inline]
+        fn from(_: PushError<T>) -> Error {
+            // Not ENOMEM: the system is not out of memory, the vector is full (as in 7.3).
+            EINVAL
+        }
+    }
 
     /// [`super::KVec::insert_within_capacity`] failed; the element is handed back.
     #[derive(Debug)]

@@ -46,6 +46,7 @@ pub mod ttbat;
 pub mod uat;
 pub mod vacant;
 mod vm;
+pub mod vm_steps;
 
 kernel::module_platform_driver! {
     type: driver::AsahiPlatformDriver,

@@ -3,23 +3,24 @@
 //! GPU VMs of the render node: `drm::gpuvm` keeps each VM's VA tree (immediate mode), and its
 //! map, unmap and remap steps drive the VM's UAT page tables.
 //!
+//! The steps themselves are [`crate::vm_steps`], shared with the host build; this file has the
+//! render node's side: the locks, the GEM buffers and the VMs' lifetime.
+//!
 //! A bind first allocates everything it can need: the buffer's scatter table (which pins its
 //! pages), the GPUVM's `vm_bo` and `drm_gpuva`s, and every page table of the range
 //! ([`crate::uat::Uat::vm_prealloc`]). So under the locks the steps cannot fail for want of
 //! memory: a bind that fails with `ENOMEM` changed nothing.
 
 use crate::bo::{self, Bo};
-use crate::driver::{AsahiDevice, AsahiDriver, DevUat, VmTag};
+use crate::driver::{AsahiDevice, AsahiDriver, Firmware, VmTag};
 use crate::geometry::{Geometry, VaRange, UAT_PGMSK, UAT_PGSZ};
-use crate::pgtable::PhysRange;
 use crate::pte::Prot;
 use crate::slots::VmId;
+use crate::tlbi::{Arm64, Broadcast};
+use crate::vm_steps::{self, VmSteps};
 use core::ops::Range;
 use kernel::device::{Bound, Device};
-use kernel::drm::gpuvm::{
-    DriverGpuVm, GpuVaAlloc, GpuVm, OpMap, OpMapRequest, OpMapped, OpRemap, OpRemapped, OpUnmap,
-    OpUnmapped, UniqueRefGpuVm,
-};
+use kernel::drm::gpuvm::{GpuVm, OpMapRequest, UniqueRefGpuVm};
 use kernel::new_mutex;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
@@ -49,114 +50,11 @@ pub(crate) struct Bind {
     pub(crate) single_page: bool,
 }
 
-/// The GPUVM driver data of a VM: which UAT VM its page tables are.
-pub(crate) struct VmData {
-    id: VmId,
-}
+/// The GPUVM driver data of a VM: the shared steps (`vm_steps.rs`) with this driver's types.
+pub(crate) type VmData = VmSteps<AsahiDriver, Bo, Broadcast<Arm64>, Firmware>;
 
-/// What the steps of one `sm_map` or `sm_unmap` work with.
-pub(crate) struct StepCtx<'a> {
-    uat: &'a mut DevUat,
-    /// The physical ranges of the buffer being mapped (empty for an unbind).
-    sg: &'a [PhysRange],
-    prot: Prot,
-    single_page: bool,
-    /// Whether unmapped parts keep their tables: inside an `sm_map`, whose map step then maps
-    /// the same range into the tables preallocated for it.
-    keep_tables: bool,
-    /// `drm_gpuva`s allocated before the locks were taken (the steps must not allocate).
-    prealloc: KVec<GpuVaAlloc<VmData>>,
-}
-
-impl StepCtx<'_> {
-    fn va(&mut self) -> Result<GpuVaAlloc<VmData>> {
-        self.prealloc.pop().ok_or(ENOMEM)
-    }
-
-    fn unmap(&mut self, id: VmId, start: u64, len: u64) -> Result {
-        if self.keep_tables {
-            self.uat.vm_clear(id, start, len)?;
-        } else {
-            self.uat.vm_unmap(id, start, len)?;
-        }
-        Ok(())
-    }
-}
-
-/// The physical address of the page at `offset` of `sg`.
-fn page_at(sg: &[PhysRange], mut offset: u64) -> Result<u64> {
-    for r in sg {
-        if offset < r.len {
-            return Ok(r.addr + offset);
-        }
-        offset -= r.len;
-    }
-    Err(EINVAL)
-}
-
-impl DriverGpuVm for VmData {
-    type Driver = AsahiDriver;
-    type Object = Bo;
-    type VaData = ();
-    type VmBoData = ();
-    type SmContext<'ctx>
-        = StepCtx<'ctx>
-    where
-        Self: 'ctx;
-
-    fn sm_step_map<'op>(
-        &mut self,
-        op: OpMap<'op, Self>,
-        ctx: &mut Self::SmContext<'_>,
-    ) -> Result<OpMapped<'op, Self>> {
-        let va = ctx.va()?;
-        if ctx.single_page {
-            let pa = page_at(ctx.sg, op.gem_offset())?;
-            ctx.uat
-                .vm_map_repeat(self.id, op.addr(), pa, op.length(), ctx.prot)?;
-        } else {
-            ctx.uat.vm_map_sg(
-                self.id,
-                op.addr(),
-                op.length(),
-                ctx.sg,
-                op.gem_offset(),
-                ctx.prot,
-            )?;
-        }
-        Ok(op.insert(va, ()))
-    }
-
-    fn sm_step_unmap<'op>(
-        &mut self,
-        op: OpUnmap<'op, Self>,
-        ctx: &mut Self::SmContext<'_>,
-    ) -> Result<OpUnmapped<'op, Self>> {
-        let va = op.va();
-        ctx.unmap(self.id, va.addr(), va.length())?;
-        let (done, _removed) = op.remove();
-        Ok(done)
-    }
-
-    fn sm_step_remap<'op>(
-        &mut self,
-        op: OpRemap<'op, Self>,
-        ctx: &mut Self::SmContext<'_>,
-    ) -> Result<OpRemapped<'op, Self>> {
-        // The kept parts stay mapped as they are: only the part in between goes.
-        let old = op.va_to_unmap().range();
-        let start = op.prev().map_or(old.start, |p| p.addr() + p.length());
-        let end = op.next().map_or(old.end, |n| n.addr());
-        ctx.unmap(self.id, start, end - start)?;
-        let vas = [ctx.va()?, ctx.va()?];
-        let (done, ret) = op.remap(vas, (), ());
-        if let Some(va) = ret.unused_va {
-            // Room for it: it came from `prealloc`.
-            ctx.prealloc.push_within_capacity(va).map_err(|_| ENOMEM)?;
-        }
-        Ok(done)
-    }
-}
+/// What the steps of one `sm_map` or `sm_unmap` of a VM work with.
+type StepCtx<'a> = vm_steps::StepCtx<'a, AsahiDriver, Bo, Broadcast<Arm64>, Firmware>;
 
 /// A VM of the render node.
 #[pin_data(PinnedDrop)]
@@ -214,7 +112,7 @@ impl Vm {
             &*root,
             window(g),
             kernel.clone(),
-            VmData { id },
+            VmData::new(id),
         )
         .inspect_err(|_| {
             let _ = ddev.uat.lock().destroy_vm(id);
@@ -274,29 +172,14 @@ impl Vm {
         Ok(())
     }
 
-    fn prealloc() -> Result<KVec<GpuVaAlloc<VmData>>> {
-        let mut v = KVec::with_capacity(3, GFP_KERNEL)?;
-        for _ in 0..3 {
-            v.push(GpuVaAlloc::new(GFP_KERNEL)?, GFP_KERNEL)?;
-        }
-        Ok(v)
-    }
-
     /// Performs a validated bind (see [`Vm::check`]).
     pub(crate) fn bind(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
         let len = b.va.end - b.va.start;
-        let prealloc = Self::prealloc()?;
+        let prealloc = VmData::prealloc_vas(GFP_KERNEL)?;
         let Some((bo, offset)) = &b.map else {
             let mut unique = self.unique.lock();
             let mut uat = self.dev.uat.lock();
-            let mut ctx = StepCtx {
-                uat: &mut uat,
-                sg: &[],
-                prot: b.prot,
-                single_page: false,
-                keep_tables: false,
-                prealloc,
-            };
+            let mut ctx = StepCtx::for_unmap(&mut uat, prealloc);
             unique.sm_unmap(b.va.start, len, &mut ctx)?;
             drop(uat);
             drop(unique);
@@ -308,14 +191,7 @@ impl Vm {
         let mut unique = self.unique.lock();
         let mut uat = self.dev.uat.lock();
         uat.vm_prealloc(self.id, b.va.start, len)?;
-        let mut ctx = StepCtx {
-            uat: &mut uat,
-            sg: &sg,
-            prot: b.prot,
-            single_page: b.single_page,
-            keep_tables: true,
-            prealloc,
-        };
+        let mut ctx = StepCtx::for_map(&mut uat, &sg, b.prot, b.single_page, prealloc);
         let r = unique.sm_map(OpMapRequest {
             addr: b.va.start,
             range: len,
@@ -347,14 +223,7 @@ impl PinnedDrop for Vm {
         // never splits a mapping, so it needs no preallocated VAs.
         let mut unique = self.unique.lock();
         let mut uat = self.dev.uat.lock();
-        let mut ctx = StepCtx {
-            uat: &mut uat,
-            sg: &[],
-            prot: Prot::GPU_SHARED_RO,
-            single_page: false,
-            keep_tables: false,
-            prealloc: KVec::new(),
-        };
+        let mut ctx = StepCtx::for_unmap(&mut uat, KVec::new());
         let w = window(Geometry::G13);
         for part in [w.start..self.kernel.start, self.kernel.end..w.end] {
             if part.is_empty() {

@@ -1,0 +1,251 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The steps of a VM_BIND: the `drm::gpuvm` driver of a VM, whose map, unmap and remap steps
+//! drive the VM's UAT page tables.
+//!
+//! One source for both builds: the kernel's render node (`vm.rs`) instantiates [`VmSteps`] with
+//! its DRM driver, its shmem GEM object and the arm64 UAT; the host tests with a host driver, the
+//! host GEM object and the simulated SoC's UAT. The steps need nothing of the object but the
+//! scatter list of its pages, which the caller resolves before the locks ([`StepCtx::for_map`]).
+//!
+//! A bind first allocates everything it can need: the buffer's scatter list, the GPUVM's
+//! `vm_bo` and `drm_gpuva`s ([`VmSteps::prealloc_vas`]), and every page table of the range
+//! ([`Uat::vm_prealloc`]). So the steps never allocate and cannot fail for want of memory.
+
+use crate::handoff::FwChannel;
+use crate::pgtable::PhysRange;
+use crate::pte::Prot;
+use crate::slots::VmId;
+use crate::tlb::TlbInvalidate;
+use crate::uat::Uat;
+use core::marker::PhantomData;
+use kernel::alloc::Flags;
+use kernel::drm;
+use kernel::drm::driver::AllocImpl;
+use kernel::drm::gpuvm::{
+    DriverGpuVm, GpuVaAlloc, OpMap, OpMapped, OpRemap, OpRemapped, OpUnmap, OpUnmapped,
+};
+use kernel::prelude::*;
+
+/// The `drm::gpuvm` driver data of a VM: which UAT VM its page tables are.
+///
+/// `D` is the DRM driver, `O` its GEM object type, `T` and `F` the UAT's TLB invalidation and
+/// firmware channel. None of them is stored: the phantom is a function pointer type, so the
+/// `Send + Sync` that [`DriverGpuVm`] requires holds whatever the parameters are. They are
+/// `'static` (no borrowed types): the steps take the context of any lifetime, which
+/// `DriverGpuVm` allows only for a `Self` that outlives it.
+pub struct VmSteps<D, O, T, F> {
+    id: VmId,
+    _p: PhantomData<Params<D, O, T, F>>,
+}
+
+/// The parameters of [`VmSteps`] as a function pointer type: `Send + Sync` whatever they are,
+/// and covariant in them.
+type Params<D, O, T, F> = fn() -> (D, O, T, F);
+
+impl<D, O, T, F> VmSteps<D, O, T, F> {
+    /// Steps driving the page tables of UAT VM `id`.
+    pub fn new(id: VmId) -> Self {
+        VmSteps {
+            id,
+            _p: PhantomData,
+        }
+    }
+
+    /// The UAT VM.
+    pub fn id(&self) -> VmId {
+        self.id
+    }
+}
+
+impl<D, O, T, F> VmSteps<D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    /// The most `drm_gpuva`s one `sm_map` or `sm_unmap` consumes: a mapping split on both sides
+    /// (a remap with a previous and a next part) and the new mapping.
+    pub const PREALLOC_VAS: usize = 3;
+
+    /// Allocates the `drm_gpuva`s of one `sm_map` or `sm_unmap`, before the locks are taken.
+    pub fn prealloc_vas(flags: Flags) -> Result<KVec<GpuVaAlloc<Self>>> {
+        let mut v = KVec::with_capacity(Self::PREALLOC_VAS, flags)?;
+        for _ in 0..Self::PREALLOC_VAS {
+            v.push(GpuVaAlloc::new(flags)?, flags)?;
+        }
+        Ok(v)
+    }
+}
+
+/// What the steps of one `sm_map` or `sm_unmap` work with.
+///
+/// # Invariants
+///
+/// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]). A `drm_gpuva` put
+/// back into `prealloc` was taken from it in the same step, so putting it back never needs more
+/// than the capacity `prealloc` came with.
+pub struct StepCtx<'a, D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    uat: &'a mut Uat<T, F>,
+    /// The physical ranges of the buffer being mapped (empty for an unbind).
+    sg: &'a [PhysRange],
+    prot: Prot,
+    /// Whether the one page at the offset is repeated over the range.
+    single_page: bool,
+    /// Whether unmapped parts keep their tables: inside an `sm_map`, whose map step then maps
+    /// the same range into the tables preallocated for it.
+    keep_tables: bool,
+    /// `drm_gpuva`s allocated before the locks were taken (the steps must not allocate).
+    prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
+}
+
+impl<'a, D, O, T, F> StepCtx<'a, D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    /// The context of an `sm_map` of the buffer whose pages are `sg`, with `prot`; with
+    /// `single_page`, the page at the op's offset is repeated over its range. The caller has
+    /// preallocated the range's tables ([`Uat::vm_prealloc`]): what the map replaces keeps its
+    /// tables, which the map then fills.
+    pub fn for_map(
+        uat: &'a mut Uat<T, F>,
+        sg: &'a [PhysRange],
+        prot: Prot,
+        single_page: bool,
+        prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
+    ) -> Self {
+        StepCtx {
+            uat,
+            sg,
+            prot,
+            single_page,
+            keep_tables: true,
+            prealloc,
+        }
+    }
+
+    /// The context of an `sm_unmap`: tables that become empty are freed. Unmapping a range that
+    /// splits no mapping needs no `prealloc`.
+    pub fn for_unmap(
+        uat: &'a mut Uat<T, F>,
+        prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
+    ) -> Self {
+        StepCtx {
+            uat,
+            sg: &[],
+            prot: Prot::GPU_SHARED_RO,
+            single_page: false,
+            keep_tables: false,
+            prealloc,
+        }
+    }
+
+    /// The preallocated `drm_gpuva`s the steps did not use.
+    pub fn unused_vas(&self) -> usize {
+        self.prealloc.len()
+    }
+
+    fn va(&mut self) -> Result<GpuVaAlloc<VmSteps<D, O, T, F>>> {
+        self.prealloc.pop().ok_or(ENOMEM)
+    }
+
+    fn unmap(&mut self, id: VmId, start: u64, len: u64) -> Result {
+        if self.keep_tables {
+            self.uat.vm_clear(id, start, len)?;
+        } else {
+            self.uat.vm_unmap(id, start, len)?;
+        }
+        Ok(())
+    }
+}
+
+/// The physical address of the page at `offset` of `sg`.
+fn page_at(sg: &[PhysRange], mut offset: u64) -> Result<u64> {
+    for r in sg {
+        if offset < r.len {
+            return Ok(r.addr + offset);
+        }
+        offset -= r.len;
+    }
+    Err(EINVAL)
+}
+
+impl<D, O, T, F> DriverGpuVm for VmSteps<D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    type Driver = D;
+    type Object = O;
+    type VaData = ();
+    type VmBoData = ();
+    type SmContext<'ctx>
+        = StepCtx<'ctx, D, O, T, F>
+    where
+        Self: 'ctx;
+
+    fn sm_step_map<'op>(
+        &mut self,
+        op: OpMap<'op, Self>,
+        ctx: &mut Self::SmContext<'_>,
+    ) -> Result<OpMapped<'op, Self>> {
+        let va = ctx.va()?;
+        if ctx.single_page {
+            let pa = page_at(ctx.sg, op.gem_offset())?;
+            ctx.uat
+                .vm_map_repeat(self.id, op.addr(), pa, op.length(), ctx.prot)?;
+        } else {
+            ctx.uat.vm_map_sg(
+                self.id,
+                op.addr(),
+                op.length(),
+                ctx.sg,
+                op.gem_offset(),
+                ctx.prot,
+            )?;
+        }
+        Ok(op.insert(va, ()))
+    }
+
+    fn sm_step_unmap<'op>(
+        &mut self,
+        op: OpUnmap<'op, Self>,
+        ctx: &mut Self::SmContext<'_>,
+    ) -> Result<OpUnmapped<'op, Self>> {
+        let va = op.va();
+        ctx.unmap(self.id, va.addr(), va.length())?;
+        let (done, _removed) = op.remove();
+        Ok(done)
+    }
+
+    fn sm_step_remap<'op>(
+        &mut self,
+        op: OpRemap<'op, Self>,
+        ctx: &mut Self::SmContext<'_>,
+    ) -> Result<OpRemapped<'op, Self>> {
+        // The kept parts stay mapped as they are: only the part in between goes.
+        let old = op.va_to_unmap().range();
+        let start = op.prev().map_or(old.start, |p| p.addr() + p.length());
+        let end = op.next().map_or(old.end, |n| n.addr());
+        ctx.unmap(self.id, start, end - start)?;
+        let vas = [ctx.va()?, ctx.va()?];
+        let (done, ret) = op.remap(vas, (), ());
+        if let Some(va) = ret.unused_va {
+            // Room for it: it came from `prealloc` (type invariants).
+            ctx.prealloc.push_within_capacity(va).map_err(|_| ENOMEM)?;
+        }
+        Ok(done)
+    }
+}
