@@ -201,15 +201,24 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 		lseek(tid, 0, SEEK_SET);
 		pf = read(tid, left, sizeof(left) - 1);
 		left[pf > 0 ? pf : 0] = 0;
-		write(tid, "0", 1);
+		if (write(tid, "0", 1) < 0)
+			bad++;
 		close(tid);
+
 		if (!err) {
+			/*
+			 * Done once the injected fault was not reached: every allocation of the
+			 * ioctl has been failed once. (A fault that was reached without an error
+			 * hit an allocation that has a fallback, such as kmemleak's metadata.)
+			 */
 			bad += mapped(uat, x, 2 * PG) != 1 || mapped(uat, y, 2 * PG) != 1;
 			ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, y + 2 * PG - x, x);
 			bad += !!ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
 				.vm_id = vm, .num_binds = 1, .stride = sizeof(ops[0]),
 				.userptr = (uintptr_t)ops });
-			break;
+			if (strcmp(left, "0\n") && strcmp(left, "0"))
+				break;
+			continue;
 		}
 		points++;
 		if (err != ENOMEM) {
