@@ -141,3 +141,29 @@ fn double_free_is_caught() {
     // SAFETY: Deliberately wrong: the simulated allocator must catch it.
     drop(unsafe { Page::from_phys(pa) });
 }
+
+#[test]
+fn uapi_twins_have_the_headers_sizes() {
+    use asahi::uapi_layout::*;
+    use core::mem::{offset_of, size_of};
+    // Sizes and a few offsets as include/uapi/drm/asahi_drm.h lays them out (all naturally
+    // aligned, no padding): the kernel build checks every field against its bindings.
+    assert_eq!(
+        size_of::<ParamsGlobal>(),
+        8 + 8 * 4 + 64 * 8 + 3 * 8 + 2 * 4 + 8
+    );
+    assert_eq!(offset_of!(ParamsGlobal, vm_start), 8 + 8 * 4 + 64 * 8);
+    assert_eq!(size_of::<GetParams>(), 24);
+    assert_eq!(size_of::<GetTime>(), 16);
+    assert_eq!(size_of::<VmCreate>(), 24);
+    assert_eq!(size_of::<VmDestroy>(), 8);
+    assert_eq!(size_of::<GemCreate>(), 24);
+    assert_eq!(size_of::<GemMmapOffset>(), 16);
+    assert_eq!(size_of::<GemBindOp>(), 32);
+    assert_eq!(offset_of!(GemBindOp, addr), 24);
+    assert_eq!(size_of::<VmBind>(), 24);
+    assert_eq!(offset_of!(VmBind, userptr), 16);
+    assert_eq!(size_of::<GemBindObject>(), 40);
+    assert_eq!(size_of::<QueueCreate>(), 24);
+    assert_eq!(size_of::<QueueDestroy>(), 8);
+}

@@ -42,6 +42,8 @@ pub mod tlb;
 pub mod tlbi;
 #[path = "../../drivers/gpu/drm/asahi/ttbat.rs"]
 pub mod ttbat;
+#[path = "../../drivers/gpu/drm/asahi/uapi_layout.rs"]
+pub mod uapi_layout;
 #[path = "../../drivers/gpu/drm/asahi/uat.rs"]
 pub mod uat;
 #[path = "../../drivers/gpu/drm/asahi/vacant.rs"]

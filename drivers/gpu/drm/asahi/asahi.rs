@@ -43,6 +43,7 @@ pub mod slots;
 pub mod tlb;
 pub mod tlbi;
 pub mod ttbat;
+pub mod uapi_layout;
 pub mod uat;
 pub mod vacant;
 mod vm;
