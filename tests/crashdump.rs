@@ -82,7 +82,7 @@ fn make_dump() -> Dumped {
     .unwrap();
     expect.push((0x20_0000, sim::HOLE.0, 2 * PG, false, false));
     // The dummy page, read-only.
-    let dummy = asahi::uat::dummy_page_va(soc.geometry);
+    let dummy = g.kernel_range(vm).unwrap().start;
     let dpa = g.uat().vm_table(vm).unwrap().translate(dummy).unwrap().pa;
     expect.push((dummy, dpa, PG, true, false));
     let pt = g.uat().vm_table(vm).unwrap();

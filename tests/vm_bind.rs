@@ -8,10 +8,10 @@
 use agx_soc::firmware::FwKnobs;
 use agx_soc::gpu::Fault;
 use agx_soc::{SimGpuvm, Soc};
-use asahi::gpuvm::{bind_flags::*, BindOp, Handle, VaMapping};
+use asahi::gpuvm::{bind_flags::*, gem_flags, BindOp, Handle, VaMapping};
 use asahi::pgtable::{Mapping, PhysRange};
 use asahi::pte::Prot;
-use asahi::uat::{dummy_page_va, kernel_va, user_va};
+use asahi::uat::{kernel_va, user_va};
 use kernel::error::code::*;
 use kernel::sim;
 use proptest::prelude::*;
@@ -115,15 +115,46 @@ fn bind_replace_split_and_pinning() {
     g.bind(vm, &bind(UNBIND, 0, 0, 2 * PG, base + 3 * PG))
         .unwrap();
     assert_eq!(g.live_objects(), 1);
-    // The dummy page is there and cannot be bound over.
-    let dummy = dummy_page_va(soc.geometry);
+    // The dummy page is at the start of the kernel range (Mesa's: the top 32 GiB), read-only,
+    // and nothing can be bound over any of the kernel range.
+    let kernel = g.kernel_range(vm).unwrap();
+    assert_eq!(
+        (kernel.start, kernel.last),
+        ((1 << 39) - (32 << 30), (1 << 39) - 1)
+    );
+    let dummy = kernel.start;
     assert_eq!(gpu_read(&soc, slot, dummy), Ok(0));
-    assert_eq!(g.bind(vm, &bind(READ, a, 0, PG, dummy)), Err(ERANGE));
+    assert!(matches!(
+        soc.gpu.write(slot, dummy, &[1]),
+        Err(Fault::Permission { .. })
+    ));
+    assert!(matches!(
+        gpu_read(&soc, slot, dummy + PG),
+        Err(Fault::Unmapped { .. })
+    ));
     let c = g.gem_create(PG).unwrap();
-    assert_eq!(g.bind(vm, &bind(READ, c, 0, PG, dummy)), Err(ERANGE));
-    assert_eq!(g.vm_destroy(vm), Err(EBUSY));
-    g.complete(vm).unwrap();
+    for addr in [dummy, dummy + PG, kernel.last + 1 - PG] {
+        assert_eq!(g.bind(vm, &bind(READ, c, 0, PG, addr)), Err(EINVAL));
+        assert_eq!(g.bind(vm, &bind(UNBIND, 0, 0, PG, addr)), Err(EINVAL));
+    }
+    assert_eq!(g.bind(vm, &bind(READ, c, 0, PG, dummy - PG)), Ok(()));
+    assert_eq!(
+        g.bind(vm, &bind(UNBIND, 0, 0, 2 * PG, dummy - PG)),
+        Err(EINVAL)
+    );
+    // Destroyed with work in flight: the ID is gone at once, the VM (its mappings, the pages
+    // its buffers pin) stays until the work completes.
     g.vm_destroy(vm).unwrap();
+    assert_eq!(g.vm_destroy(vm), Err(ENOENT));
+    assert_eq!(g.bind(vm, &bind(READ, c, 0, PG, base)), Err(ENOENT));
+    assert_eq!(g.submit(vm), Err(ENOENT));
+    assert_eq!(g.kernel_range(vm), Err(ENOENT));
+    assert_eq!(g.live_objects(), 2, "a stays pinned by the VM");
+    assert_eq!(gpu_read(&soc, slot, base + 7 * PG), Ok(107));
+    g.complete(vm).unwrap();
+    assert_eq!(g.complete(vm), Err(ENOENT), "the VM is gone");
+    assert!(g.mappings(vm).is_err());
+    assert_eq!(g.vm_ids().count(), 0);
     assert_eq!(g.live_objects(), 1, "only the open handle c is left");
     drop(g);
     drop(soc);
@@ -464,34 +495,53 @@ fn field_u64() -> impl Strategy<Value = u64> {
         Just(u64::MAX - PG + 1),
         Just(1u64 << 39),
         Just((1u64 << 39) - 2 * PG),
+        Just((1u64 << 39) - (32 << 30)),
+        Just((1u64 << 39) - (32 << 30) - PG),
+        Just(32u64 << 30),
         Just(0),
     ]
 }
 
-/// The spec, written independently of the driver: is this bind acceptable?
-fn valid(op: &BindOp, handles: &[(Handle, u64)]) -> bool {
-    let aligned = (op.addr | op.range | op.offset).is_multiple_of(PG);
-    let in_va = op.range != 0
-        && op.addr >= 0x4000
-        && op
-            .addr
-            .checked_add(op.range)
-            .is_some_and(|e| e <= (1 << 39) - 2 * PG);
-    if op.flags & !0xf != 0 || !aligned || !in_va {
-        return false;
+/// The spec, written independently of the driver (the render node's rules, in its order):
+/// `Ok` or the errno of this bind in a VM with Mesa's kernel range. The VA window is
+/// `[0x4000, 2^39)`; the kernel range its top 32 GiB; flags UNBIND 1, READ 2, WRITE 4,
+/// SINGLE_PAGE 8.
+fn expected(op: &BindOp, handles: &[(Handle, u64)]) -> Result<(), kernel::error::Error> {
+    const WINDOW: (u64, u64) = (0x4000, 1 << 39);
+    const KERNEL: (u64, u64) = ((1 << 39) - (32 << 30), 1 << 39);
+    if op.flags & !0xf != 0 {
+        return Err(EINVAL);
     }
+    let Some(end) = op.addr.checked_add(op.range) else {
+        return Err(EINVAL);
+    };
+    let va_ok = (op.addr | end).is_multiple_of(PG)
+        && op.addr < end
+        && op.addr >= WINDOW.0
+        && end <= WINDOW.1
+        && (end <= KERNEL.0 || op.addr >= KERNEL.1);
     if op.flags & UNBIND != 0 {
-        return op.flags == UNBIND && op.handle == 0 && op.offset == 0;
+        let ok = op.flags == UNBIND && op.handle == 0 && op.offset == 0 && va_ok;
+        return if ok { Ok(()) } else { Err(EINVAL) };
+    }
+    if op.flags & (READ | WRITE) == 0 {
+        return Err(EINVAL);
     }
     let Some(&(_, size)) = handles.iter().find(|(h, _)| *h == op.handle) else {
-        return false;
+        return Err(ENOENT);
     };
     let need = if op.flags & SINGLE_PAGE != 0 {
         PG
     } else {
         op.range
     };
-    op.flags & (READ | WRITE) != 0 && op.offset.checked_add(need).is_some_and(|e| e <= size)
+    let in_obj =
+        op.offset.is_multiple_of(PG) && op.offset.checked_add(need).is_some_and(|e| e <= size);
+    if va_ok && in_obj {
+        Ok(())
+    } else {
+        Err(EINVAL)
+    }
 }
 
 /// A SoC, its VM_BIND layer, a VM with one mapping, and the buffers with their sizes.
@@ -529,7 +579,7 @@ proptest! {
             let op = BindOp { flags, handle, offset, range, addr };
             let before = state(g, *vm);
             let got = g.bind(*vm, &op);
-            prop_assert_eq!(got.is_ok(), valid(&op, handles), "{:x?} -> {:?}", op, got);
+            prop_assert_eq!(got, expected(&op, handles), "{:x?}", op);
             if got.is_err() {
                 prop_assert_eq!(state(g, *vm), before);
             } else {
@@ -658,6 +708,152 @@ fn enomem_at_every_allocation_of_a_bind_changes_nothing() {
 fn user_va_limits() {
     let g = asahi::geometry::Geometry::G13;
     assert_eq!(user_va(g).start, 0x4000);
-    assert_eq!(dummy_page_va(g), (1 << 39) - 2 * PG);
-    assert_eq!(user_va(g).last, dummy_page_va(g) - 1);
+    assert_eq!(user_va(g).last, (1 << 39) - 1);
+    assert_eq!(
+        asahi::gpuvm::default_kernel_range(g),
+        (1 << 39) - (32 << 30)..1 << 39
+    );
+}
+
+/// VM_CREATE's rules, stated independently: the kernel range is page aligned, inside
+/// `[0x4000, 2^39)` and at least 1 GiB, else `EINVAL`; the dummy page goes at its start.
+#[test]
+fn vm_create_kernel_ranges() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    const GIB: u64 = 1 << 30;
+    const END: u64 = 1 << 39;
+    for (start, end) in [
+        (0, GIB),
+        (0x4000, GIB),
+        (0x4000 + 0x100, GIB + 0x4000),
+        (0x4000, GIB + 0x4000 + 1),
+        (END - GIB + PG, END),
+        (END - GIB, END + PG),
+        (END, END + GIB),
+        (GIB, 0),
+        (u64::MAX - PG + 1, u64::MAX - PG + 1),
+    ] {
+        let ok = start.is_multiple_of(PG)
+            && end.is_multiple_of(PG)
+            && start >= 0x4000
+            && end <= END
+            && end.saturating_sub(start) >= GIB;
+        let got = g.vm_create_in(start, end);
+        assert_eq!(got.is_ok(), ok, "{start:#x}..{end:#x}: {got:?}");
+        if !ok {
+            assert_eq!(got, Err(EINVAL));
+        }
+    }
+    // A kernel range at the bottom: the dummy page at 0x4000, binds below 1 GiB + 0x4000
+    // refused, above it accepted.
+    let vm = g.vm_create_in(0x4000, GIB + 0x4000).unwrap();
+    let a = g.gem_create(PG).unwrap();
+    let slot = g.submit(vm).unwrap();
+    assert_eq!(gpu_read(&soc, slot, 0x4000), Ok(0));
+    let at = |addr| BindOp {
+        flags: READ,
+        handle: a,
+        offset: 0,
+        range: PG,
+        addr,
+    };
+    assert_eq!(g.bind(vm, &at(GIB)), Err(EINVAL));
+    assert_eq!(g.bind(vm, &at(GIB + 0x4000)), Ok(()));
+    assert_eq!(
+        g.bind(vm, &at(END - PG)),
+        Ok(()),
+        "the top is userspace's here"
+    );
+    g.complete(vm).unwrap();
+}
+
+/// GEM_CREATE's rules, stated independently: size non-zero and page aligned, flags within
+/// WRITEBACK 1 | VM_PRIVATE 2, a VM only with VM_PRIVATE (all `EINVAL`), then the VM must exist
+/// (`ENOENT`).
+#[test]
+fn gem_create_flags_and_private_buffers() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let (wb, private) = (gem_flags::WRITEBACK, gem_flags::VM_PRIVATE);
+    assert_eq!(wb | private, 3);
+    assert_eq!(g.gem_create_flags(0, 0, 0), Err(EINVAL));
+    assert_eq!(g.gem_create_flags(PG + 1, 0, 0), Err(EINVAL));
+    assert_eq!(g.gem_create_flags(PG, 4, 0), Err(EINVAL));
+    assert_eq!(g.gem_create_flags(PG, wb, vm), Err(EINVAL));
+    assert_eq!(g.gem_create_flags(PG, 0, vm + 1), Err(EINVAL));
+    assert_eq!(g.gem_create_flags(PG, private, 0), Err(ENOENT));
+    assert_eq!(g.gem_create_flags(PG, private, vm + 1), Err(ENOENT));
+    assert_eq!(
+        g.gem_create_flags(PG + 1, private, vm + 1),
+        Err(EINVAL),
+        "EINVAL first"
+    );
+    assert_eq!(g.live_objects(), 0);
+    let h = g.gem_create_flags(2 * PG, wb | private, vm).unwrap();
+    g.gem_create_flags(PG, wb, 0).unwrap();
+    let op = BindOp {
+        flags: READ | WRITE,
+        handle: h,
+        offset: 0,
+        range: 2 * PG,
+        addr: 0x100_0000,
+    };
+    g.bind(vm, &op).unwrap();
+    g.vm_destroy(vm).unwrap();
+    assert_eq!(
+        g.gem_create_flags(PG, private, vm),
+        Err(ENOENT),
+        "destroyed"
+    );
+    assert_eq!(g.live_objects(), 2);
+}
+
+/// Several operations in one VM_BIND: all validated before any is applied (a malformed one
+/// anywhere changes nothing), then applied in order (a later one sees an earlier one's result).
+#[test]
+fn multi_op_binds() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let a = g.gem_create(4 * PG).unwrap();
+    tag_object(&g, a, 500);
+    let slot = g.submit(vm).unwrap();
+    let base = 0x200_0000;
+    let op = |flags, handle, offset, range, addr| BindOp {
+        flags,
+        handle,
+        offset,
+        range,
+        addr,
+    };
+    let good = [
+        op(READ, a, 0, 4 * PG, base),
+        op(UNBIND, 0, 0, PG, base + PG),
+        op(READ | WRITE, a, 3 * PG, PG, base + 2 * PG),
+    ];
+    let before = state(&g, vm);
+    for bad in [
+        op(READ, a, 0, PG, (1 << 39) - PG),
+        op(READ, 99, 0, PG, base),
+        op(READ, a, 0, 5 * PG, base),
+        op(UNBIND, a, 0, PG, base),
+    ] {
+        for at in 0..=good.len() {
+            let mut ops = good.to_vec();
+            ops.insert(at, bad);
+            assert!(g.bind_ops(vm, &ops).is_err(), "{bad:?} at {at}");
+            assert_eq!(state(&g, vm), before, "{bad:?} at {at}");
+        }
+    }
+    assert_eq!(g.bind_ops(vm + 1, &good), Err(ENOENT));
+    assert_eq!(g.bind_ops(vm, &[]), Ok(()));
+    g.bind_ops(vm, &good).unwrap();
+    let tags: Vec<_> = (0..4)
+        .map(|i| gpu_read(&soc, slot, base + i * PG).ok())
+        .collect();
+    assert_eq!(tags, [Some(500), None, Some(503), Some(503)]);
+    assert_eq!(g.mappings(vm).unwrap().len(), 3);
+    g.complete(vm).unwrap();
 }

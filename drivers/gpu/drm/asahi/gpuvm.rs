@@ -10,6 +10,12 @@
 //! A GEM buffer stays pinned while any mapping uses it: closing its handle only drops the
 //! handle; the pages go when the last mapping does, after the TLB invalidation that follows
 //! that unmap.
+//!
+//! The rules are the render node's (`file.rs`, `vm.rs`), checked in the same order, so that the
+//! same operations get the same answers from both: each VM reserves a kernel range of the
+//! window ([`user_va`]), where its kernel-private mapping (a read-only zero page) sits at the
+//! start and userspace cannot bind; a destroyed VM's ID is gone at once, and the VM itself goes
+//! when its last submitted work completes.
 
 use crate::gem::GemObject;
 use crate::geometry::{VaRange, UAT_PGMSK, UAT_PGSZ};
@@ -19,7 +25,7 @@ use crate::pgtable::PhysRange;
 use crate::pte::{Access, Prot};
 use crate::slots::VmId;
 use crate::tlb::TlbInvalidate;
-use crate::uat::{dummy_page_va, kernel_va, user_va, Uat};
+use crate::uat::{kernel_va, user_va, Uat};
 use crate::vacant::insert_vacant;
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -36,6 +42,28 @@ pub mod bind_flags {
     pub const SINGLE_PAGE: u32 = 1 << 3;
     /// Every flag this driver knows.
     pub const KNOWN: u32 = UNBIND | READ | WRITE | SINGLE_PAGE;
+}
+
+/// GEM_CREATE flags (the uAPI's).
+pub mod gem_flags {
+    /// CPU mappings are write-back cached (else write-combined); nothing the GPU sees.
+    pub const WRITEBACK: u32 = 1 << 0;
+    /// The buffer is private to the VM given with it (shares its reservation object).
+    pub const VM_PRIVATE: u32 = 1 << 1;
+    /// Every flag this driver knows.
+    pub const KNOWN: u32 = WRITEBACK | VM_PRIVATE;
+}
+
+/// The least kernel range a VM must reserve (GET_PARAMS' `vm_kernel_min_size`).
+pub const KERNEL_MIN_SIZE: u64 = 1 << 30;
+
+/// The kernel range Mesa reserves when it creates a VM: the top 32 GiB of the window, or
+/// [`KERNEL_MIN_SIZE`] if that is larger (`end` exclusive).
+pub fn default_kernel_range(g: crate::geometry::Geometry) -> core::ops::Range<u64> {
+    let w = user_va(g);
+    let end = w.last + 1;
+    let size = (32u64 << 30).max(KERNEL_MIN_SIZE);
+    end.saturating_sub(size).max(w.start)..end
 }
 
 /// One bind operation, as the ioctl passes it.
@@ -107,6 +135,11 @@ struct VmState {
     id: VmId,
     /// Sorted by VA, non-overlapping.
     mappings: KVec<VaMapping>,
+    /// The kernel range: no bind may touch it; the dummy page is at its start.
+    kernel: VaRange,
+    /// VM_DESTROY came while work was in flight: the ID is gone, the VM waits for the last
+    /// [`Gpuvm::complete`].
+    destroyed: bool,
 }
 
 /// The VMs and buffers of the GPU, behind the VM_BIND semantics.
@@ -115,7 +148,7 @@ pub struct Gpuvm<T: TlbInvalidate, F: FwChannel> {
     objects: KVec<Option<GemEntry>>,
     /// The VMs; entries of destroyed ones are reused.
     vms: KVec<Option<VmState>>,
-    /// The page every user VM maps at [`dummy_page_va`].
+    /// The page every user VM maps read-only at the start of its kernel range.
     dummy: Page,
     /// Where firmware objects go in the kernel VM.
     kva: KernelVaAlloc,
@@ -134,17 +167,27 @@ pub struct FwBuf {
     pub guard: bool,
 }
 
-/// Validates the address part of a bind: `EINVAL` if unaligned, empty or wrapping, `ERANGE` if
-/// not inside the user VA (which ends before the dummy page).
-fn check_va(op: &BindOp, geometry: crate::geometry::Geometry) -> Result<VaRange> {
-    if (op.addr | op.range | op.offset) & UAT_PGMSK != 0 {
+/// Validates the VA range `[start, end)` of a bind as `Vm::check` does: `EINVAL` if unaligned,
+/// empty, outside the window or touching the VM's kernel range.
+fn check_va(
+    start: u64,
+    end: u64,
+    kernel: &VaRange,
+    geometry: crate::geometry::Geometry,
+) -> Result<VaRange> {
+    let w = user_va(geometry);
+    if (start | end) & UAT_PGMSK != 0
+        || start >= end
+        || start < w.start
+        || end - 1 > w.last
+        || (start <= kernel.last && kernel.start < end)
+    {
         return Err(EINVAL);
     }
-    let range = VaRange::from_start_size(op.addr, op.range)?;
-    if !user_va(geometry).contains_range(&range) {
-        return Err(ERANGE);
-    }
-    Ok(range)
+    Ok(VaRange {
+        start,
+        last: end - 1,
+    })
 }
 
 impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
@@ -192,6 +235,24 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
 
     /// Creates a buffer of `size` bytes (page multiple) and returns its handle.
     pub fn gem_create(&mut self, size: u64) -> Result<Handle> {
+        self.gem_create_flags(size, 0, 0)
+    }
+
+    /// GEM_CREATE with its [`gem_flags`]: a VM-private buffer names its VM in `vm_id` (0 for
+    /// none). As the render node: `EINVAL` for a size that is zero or not page aligned, unknown
+    /// flags, or a `vm_id` without `VM_PRIVATE`; then `ENOENT` for an unknown `vm_id`.
+    pub fn gem_create_flags(&mut self, size: u64, flags: u32, vm_id: VmId) -> Result<Handle> {
+        let private = flags & gem_flags::VM_PRIVATE != 0;
+        if size == 0
+            || size & UAT_PGMSK != 0
+            || flags & !gem_flags::KNOWN != 0
+            || (!private && vm_id != 0)
+        {
+            return Err(EINVAL);
+        }
+        if private {
+            self.vm_index(vm_id)?;
+        }
         let obj = GemObject::new(size)?;
         self.add_object(obj)
     }
@@ -291,7 +352,16 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
 
     // ---- VMs ----
 
+    /// The index of VM `id`, if userspace still has it (`ENOENT` once destroyed).
     fn vm_index(&self, id: VmId) -> Result<usize> {
+        self.vms
+            .iter()
+            .position(|v| v.as_ref().is_some_and(|v| v.id == id && !v.destroyed))
+            .ok_or(ENOENT)
+    }
+
+    /// The index of VM `id`, destroyed or not, while it exists.
+    fn vm_index_any(&self, id: VmId) -> Result<usize> {
         self.vms
             .iter()
             .position(|v| v.as_ref().is_some_and(|v| v.id == id))
@@ -302,15 +372,34 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         Ok(&mut self.vms[idx].as_mut().ok_or(ENOENT)?.mappings)
     }
 
-    /// Creates a user VM, with the dummy page mapped.
+    /// Creates a user VM with Mesa's kernel range ([`default_kernel_range`]).
     pub fn vm_create(&mut self) -> Result<VmId> {
+        let k = default_kernel_range(self.uat.config().geometry);
+        self.vm_create_in(k.start, k.end)
+    }
+
+    /// VM_CREATE: a user VM whose `kernel_start .. kernel_end` is the kernel's, with the dummy
+    /// page mapped at its start. `EINVAL` unless the range is page aligned, inside the window and
+    /// at least [`KERNEL_MIN_SIZE`].
+    pub fn vm_create_in(&mut self, kernel_start: u64, kernel_end: u64) -> Result<VmId> {
+        let w = user_va(self.uat.config().geometry);
+        if (kernel_start | kernel_end) & UAT_PGMSK != 0
+            || kernel_start < w.start
+            || kernel_end > w.last + 1
+            || kernel_end.saturating_sub(kernel_start) < KERNEL_MIN_SIZE
+        {
+            return Err(EINVAL);
+        }
+        let kernel = VaRange {
+            start: kernel_start,
+            last: kernel_end - 1,
+        };
         // Room first, so that nothing can fail once the VM exists.
         self.vms.reserve(1, GFP_KERNEL)?;
         let id = self.uat.create_vm(false)?;
-        let g = self.uat.config().geometry;
         let mapped = self.uat.vm_map(
             id,
-            dummy_page_va(g),
+            kernel.start,
             self.dummy.phys(),
             UAT_PGSZ,
             Prot::GPU_SHARED_RO,
@@ -318,6 +407,8 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         let state = VmState {
             id,
             mappings: KVec::new(),
+            kernel,
+            destroyed: false,
         };
         if let Err(e) = mapped.and_then(|()| insert_vacant(&mut self.vms, state)) {
             // A new VM holds no slot: destroying it cannot fail.
@@ -327,58 +418,95 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         Ok(id)
     }
 
-    /// Destroys a VM (`EBUSY` while it has work submitted); its buffers are unpinned after its
-    /// tables and TLB entries are gone.
+    /// VM_DESTROY: the ID is gone at once (`ENOENT` for every call naming it after this). The VM
+    /// goes with its last reference: now if no work of it is in flight, else at the
+    /// [`Gpuvm::complete`] of the last. Its buffers are unpinned after its tables and TLB
+    /// entries are gone.
     pub fn vm_destroy(&mut self, id: VmId) -> Result {
         let idx = self.vm_index(id)?;
-        self.uat.destroy_vm(id)?;
+        if let Some(vm) = self.vms[idx].as_mut() {
+            vm.destroyed = true;
+        }
+        self.reap(idx);
+        Ok(())
+    }
+
+    /// Tears down the destroyed VM at `idx` unless it still has work in flight (or the
+    /// firmware still runs its context): then a later [`Gpuvm::complete`] does.
+    fn reap(&mut self, idx: usize) {
+        let Some(vm) = self.vms[idx].as_ref().filter(|v| v.destroyed) else {
+            return;
+        };
+        let id = vm.id;
+        match self.uat.destroy_vm(id) {
+            Ok(()) => {}
+            // Work in flight: the last completion comes back here.
+            Err(e) if e == EBUSY => return,
+            Err(e) => {
+                pr_warn!("VM {}: teardown failed: {:?}\n", id, e);
+                return;
+            }
+        }
         if let Some(vm) = self.vms[idx].take() {
             for m in vm.mappings.iter() {
                 unref(&mut self.objects, m.handle);
             }
         }
-        Ok(())
     }
 
-    /// The mappings of a VM, sorted by VA.
+    /// The mappings of a VM, sorted by VA (a destroyed VM's while its work is in flight).
     pub fn mappings(&self, id: VmId) -> Result<&[VaMapping]> {
-        let idx = self.vm_index(id)?;
+        let idx = self.vm_index_any(id)?;
         Ok(self.vms[idx].as_ref().map_or(&[][..], |v| &v.mappings[..]))
     }
 
-    /// The live VMs.
+    /// The kernel range of a VM (`ENOENT` once destroyed).
+    pub fn kernel_range(&self, id: VmId) -> Result<VaRange> {
+        let idx = self.vm_index(id)?;
+        self.vms[idx].as_ref().map(|v| v.kernel).ok_or(ENOENT)
+    }
+
+    /// The VMs that exist: userspace's, and destroyed ones whose work is still in flight.
     pub fn vm_ids(&self) -> impl Iterator<Item = VmId> + '_ {
         self.vms.iter().flatten().map(|v| v.id)
     }
 
     // ---- Submission ----
 
-    /// Work is submitted for a VM: binds it to a context slot (see [`Uat::bind`]).
+    /// Work is submitted for a VM: binds it to a context slot (see [`Uat::bind`]). The work
+    /// holds a reference to the VM until it completes.
     pub fn submit(&mut self, id: VmId) -> Result<usize> {
+        self.vm_index(id)?;
         self.uat.bind(id)
     }
 
-    /// Work of a VM completed.
+    /// Work of a VM completed (a destroyed VM's too: its last completion tears it down).
     pub fn complete(&mut self, id: VmId) -> Result {
-        self.uat.release(id)
+        let idx = self.vm_index_any(id)?;
+        self.uat.release(id)?;
+        self.reap(idx);
+        Ok(())
     }
 
     // ---- VM_BIND ----
 
-    /// Validates a bind for VM `id` without changing anything; returns the VA range, and for a
-    /// map the protection.
-    fn check(&self, id: VmId, op: &BindOp) -> Result<(VaRange, Option<Prot>)> {
+    /// Validates one bind of the VM at `idx` without changing anything, as `read_bind` and
+    /// `Vm::check` do, in their order (which decides the errno): unknown flags, a wrapping range,
+    /// an unbind's fields, the protection (`EINVAL`), the handle (`ENOENT`), then the VA range and
+    /// the buffer range (`EINVAL`). Returns the VA range, and for a map the protection.
+    fn check(&self, idx: usize, op: &BindOp) -> Result<(VaRange, Option<Prot>)> {
         use bind_flags::*;
+        let kernel = self.vms[idx].as_ref().ok_or(ENOENT)?.kernel;
+        let g = self.uat.config().geometry;
         if op.flags & !KNOWN != 0 {
             return Err(EINVAL);
         }
-        let range = check_va(op, self.uat.config().geometry)?;
-        self.vm_index(id)?;
+        let end = op.addr.checked_add(op.range).ok_or(EINVAL)?;
         if op.flags & UNBIND != 0 {
             if op.flags != UNBIND || op.handle != 0 || op.offset != 0 {
                 return Err(EINVAL);
             }
-            return Ok((range, None));
+            return Ok((check_va(op.addr, end, &kernel, g)?, None));
         }
         let prot = Prot::gpu(Access {
             read: op.flags & READ != 0,
@@ -386,21 +514,49 @@ impl<T: TlbInvalidate, F: FwChannel> Gpuvm<T, F> {
         })
         .ok_or(EINVAL)?;
         let obj = self.gem(op.handle)?;
+        let range = check_va(op.addr, end, &kernel, g)?;
         let need = if op.flags & SINGLE_PAGE != 0 {
             UAT_PGSZ
         } else {
             op.range
         };
         match op.offset.checked_add(need) {
-            Some(end) if end <= obj.size() => Ok((range, Some(prot))),
+            Some(end) if op.offset & UAT_PGMSK == 0 && end <= obj.size() => Ok((range, Some(prot))),
             _ => Err(EINVAL),
         }
     }
 
     /// Performs one bind operation on VM `id`. On any error nothing changed.
     pub fn bind(&mut self, id: VmId, op: &BindOp) -> Result {
-        let (range, prot) = self.check(id, op)?;
+        self.bind_ops(id, core::slice::from_ref(op))
+    }
+
+    /// VM_BIND with several operations: the VM is looked up first (`ENOENT`), then every
+    /// operation is validated before the first is applied, so a malformed array changes
+    /// nothing. They are then applied in order; each allocates what it needs before it changes
+    /// anything, so if one fails (`ENOMEM`) the ones before it stay applied and it and the ones
+    /// after it change nothing.
+    pub fn bind_ops(&mut self, id: VmId, ops: &[BindOp]) -> Result {
         let idx = self.vm_index(id)?;
+        let mut checked = KVec::with_capacity(ops.len(), GFP_KERNEL)?;
+        for op in ops {
+            checked.push(self.check(idx, op)?, GFP_KERNEL)?;
+        }
+        for (op, (range, prot)) in ops.iter().zip(checked) {
+            self.apply(id, idx, op, range, prot)?;
+        }
+        Ok(())
+    }
+
+    /// Applies one validated bind operation to VM `id` (at `idx`). On any error nothing changed.
+    fn apply(
+        &mut self,
+        id: VmId,
+        idx: usize,
+        op: &BindOp,
+        range: VaRange,
+        prot: Option<Prot>,
+    ) -> Result {
         let (start, end) = (range.start, range.last + 1);
         // Room for the result: at most one mapping split in two, plus the new one.
         self.mappings_mut(idx)?.reserve(2, GFP_KERNEL)?;

@@ -8,7 +8,7 @@ use crate::gpuvm::{bind_flags::*, BindOp, Gpuvm};
 use crate::pte::Prot;
 use crate::selftest::{check, ok, Case, CaseResult, Env};
 use crate::selftest_uat::StandIn;
-use crate::uat::{dummy_page_va, kernel_va};
+use crate::uat::kernel_va;
 use kernel::page::Page;
 use kernel::prelude::*;
 
@@ -51,13 +51,11 @@ fn bind_semantics(env: &Env) -> CaseResult {
     check!(g.bind(vm, &op(READ | 0x100, a, 0, PG, base)) == Err(EINVAL));
     check!(g.bind(vm, &op(0, a, 0, PG, base)) == Err(EINVAL));
     check!(g.bind(vm, &op(READ, 99, 0, PG, base)) == Err(ENOENT));
-    check!(g.bind(vm, &op(READ, a, 0, PG, 0)) == Err(ERANGE));
-    check!(
-        g.bind(
-            vm,
-            &op(READ, a, 0, PG, dummy_page_va(g.uat().config().geometry))
-        ) == Err(ERANGE)
-    );
+    check!(g.bind(vm, &op(READ, a, 0, PG, 0)) == Err(EINVAL));
+    // The kernel range, where the dummy page is: refused.
+    let kernel = ok!(g.kernel_range(vm));
+    check!(g.bind(vm, &op(READ, a, 0, PG, kernel.start)) == Err(EINVAL));
+    check!(g.bind(vm, &op(READ, a, 0, 2 * PG, kernel.start - PG)) == Err(EINVAL));
     check!(g.bind(vm, &op(UNBIND, a, 0, PG, base)) == Err(EINVAL));
     check!(ok!(g.mappings(vm)).len() == 3);
     // Unbind splits; closing a mapped buffer keeps it.

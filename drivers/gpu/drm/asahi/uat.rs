@@ -68,16 +68,12 @@ pub fn kernel_va(g: Geometry) -> VaRange {
     }
 }
 
-/// The page at the top of the user half that stays mapped in every user VM.
-pub fn dummy_page_va(g: Geometry) -> u64 {
-    g.lower_half().last + 1 - 2 * UAT_PGSZ
-}
-
-/// The user VA that userspace may bind: from 0x4000 up to the dummy page.
+/// The user VA window (GET_PARAMS' `vm_start .. vm_end`): the lower half from its second page.
+/// Each VM reserves a part of it for the kernel (its kernel range, see [`crate::gpuvm`]).
 pub fn user_va(g: Geometry) -> VaRange {
     VaRange {
-        start: 0x4000,
-        last: dummy_page_va(g) - 1,
+        start: UAT_PGSZ,
+        last: g.lower_half().last,
     }
 }
 
