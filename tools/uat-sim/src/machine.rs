@@ -7,14 +7,14 @@ use crate::fdt::{self, NodeId};
 use crate::trace::Op;
 use agx_soc::firmware::FwKnobs;
 use agx_soc::{SimGpuvm, Soc};
-use asahi::gpuvm::{bind_flags, BindOp, FwBuf, Handle};
+use asahi::gpuvm::{default_kernel_range, BindOp, FwBuf, Handle};
 use asahi::pte::Oas;
 use asahi::pte::Prot;
 use asahi::slots::VmId;
 use asahi::uat::RegionDesc;
 use kernel::error::Error;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 /// The example board `make run` boots (the binding's example, compiled with `dtc`; `make
 /// dt-check` checks it is up to date).
@@ -151,8 +151,11 @@ pub struct Machine {
     pub soc: Soc,
     /// What the device tree said.
     pub dt: DtInfo,
-    /// Trace VM names.
+    /// Trace VM names (of the VMs not destroyed).
     pub vms: BTreeMap<u64, VmId>,
+    /// Work in flight, by the VM name it was submitted under, oldest first: the VM of each
+    /// (destroyed VMs' too, which the last completion tears down).
+    pub jobs: BTreeMap<u64, VecDeque<VmId>>,
     /// Trace buffer names of the open handles.
     pub bos: BTreeMap<u64, Handle>,
     /// The trace name each handle was last created under (closed but mapped buffers keep it).
@@ -170,6 +173,13 @@ pub const FW_OBJECTS: [(u64, Prot, bool); 3] = [
     (16 << 10, Prot::FW_PRIV_RW, false),
     (128 << 10, Prot::GPU_RO_FW_PRIV_RW, true),
 ];
+
+/// The VM ID a `vm_id` naming no VM is replayed as: one no VM has (IDs count up from 1).
+const NO_VM: VmId = VmId::MAX;
+
+/// The handle a `handle` naming no open buffer is replayed as: one no buffer has (handles are
+/// indices plus one, and there are fewer than `Handle::MAX` of them).
+const NO_HANDLE: Handle = Handle::MAX;
 
 fn errno(e: Error) -> Value {
     json!({"err": format!("{e:?}")})
@@ -212,6 +222,7 @@ impl Machine {
             soc,
             dt,
             vms: BTreeMap::new(),
+            jobs: BTreeMap::new(),
             bos: BTreeMap::new(),
             names: BTreeMap::new(),
             stats: RunStats::default(),
@@ -262,18 +273,32 @@ impl Machine {
         Ok(())
     }
 
-    /// The VM an operation may change the pages or tables of, and the VA range it may change
-    /// (the whole VM for a destroy).
-    fn touched(&self, op: &Op) -> Option<(VmId, u64, u64)> {
-        let (vm, start, end) = match *op {
-            Op::Bind {
-                vm, addr, range, ..
+    /// The VM an operation may change the pages or tables of, and the disjoint VA ranges it
+    /// may change (the whole VM for a destroy, or a completion that may tear a VM down).
+    fn touched(&self, op: &Op) -> Option<(VmId, Vec<(u64, u64)>)> {
+        match op {
+            Op::Bind { vm, ops } => {
+                let mut r: Vec<(u64, u64)> = ops
+                    .iter()
+                    .map(|o| (o.addr, o.addr.saturating_add(o.range)))
+                    .collect();
+                r.sort_unstable();
+                let mut merged: Vec<(u64, u64)> = Vec::with_capacity(r.len());
+                for (s, e) in r {
+                    match merged.last_mut() {
+                        Some(last) if s <= last.1 => last.1 = last.1.max(e),
+                        _ => merged.push((s, e)),
+                    }
+                }
+                Some((*self.vms.get(vm)?, merged))
             }
-            | Op::Unbind { vm, addr, range } => (vm, addr, addr.saturating_add(range)),
-            Op::VmDestroy { vm } => (vm, 0, u64::MAX),
-            _ => return None,
-        };
-        Some((*self.vms.get(&vm)?, start, end))
+            Op::VmDestroy { vm } => Some((*self.vms.get(vm)?, vec![(0, u64::MAX)])),
+            Op::Complete { vm } => {
+                let id = self.jobs.get(vm).and_then(|j| j.front())?;
+                Some((*id, vec![(0, u64::MAX)]))
+            }
+            _ => None,
+        }
     }
 
     /// Pages of VM `id` mapped in `[start, end)`, from its sorted mapping list: O(log n) plus
@@ -303,20 +328,25 @@ impl Machine {
     /// VMs and mappings.
     pub fn execute(&mut self, op: &Op) -> Value {
         let touched = self.touched(op);
-        let before = touched.map(|(id, s, e)| (self.pages_in(id, s, e), self.vm_tables(id)));
+        let pages = |m: &Machine, id: VmId, r: &[(u64, u64)]| -> u64 {
+            r.iter().map(|&(s, e)| m.pages_in(id, s, e)).sum()
+        };
+        let before = touched
+            .as_ref()
+            .map(|(id, r)| (pages(self, *id, r), self.vm_tables(*id)));
         let r = self.execute_inner(op);
         self.stats.ops += 1;
         if r.get("err").is_some() {
             self.stats.errors += 1;
         }
-        if let (Some((id, s, e)), Some((pages, tables))) = (touched, before) {
-            // A destroyed VM has neither mappings nor tables any more: both count as 0.
-            let (p, t) = (self.pages_in(id, s, e), self.vm_tables(id));
+        if let (Some((id, r)), Some((pages_before, tables))) = (touched, before) {
+            // A VM torn down has neither mappings nor tables any more: both count as 0.
+            let (p, t) = (pages(self, id, &r), self.vm_tables(id));
             let st = &mut self.stats;
-            st.pages_mapped = (st.pages_mapped + p).saturating_sub(pages);
+            st.pages_mapped = (st.pages_mapped + p).saturating_sub(pages_before);
             st.tables = (st.tables + t).saturating_sub(tables);
         }
-        if let Op::VmCreate { vm } = *op {
+        if let Op::VmCreate { vm, .. } = *op {
             if r.get("ok").is_some() {
                 let id = self.vms[&vm];
                 self.stats.tables += self.vm_tables(id);
@@ -331,11 +361,15 @@ impl Machine {
     fn execute_inner(&mut self, op: &Op) -> Value {
         use kernel::error::code::*;
         match *op {
-            Op::VmCreate { vm } => {
+            Op::VmCreate { vm, kernel } => {
                 if self.vms.contains_key(&vm) {
                     return errno(EEXIST);
                 }
-                match self.gpuvm.vm_create() {
+                let (start, end) = kernel.unwrap_or_else(|| {
+                    let k = default_kernel_range(self.soc.geometry);
+                    (k.start, k.end)
+                });
+                match self.gpuvm.vm_create_in(start, end) {
                     Ok(id) => {
                         self.vms.insert(vm, id);
                         json!({"ok": true})
@@ -343,16 +377,23 @@ impl Machine {
                     Err(e) => errno(e),
                 }
             }
+            // The ID goes at once; the VM with its last work (see `Gpuvm::vm_destroy`).
             Op::VmDestroy { vm } => done(self.vm(vm).and_then(|id| {
                 self.gpuvm.vm_destroy(id)?;
                 self.vms.remove(&vm);
                 Ok(())
             })),
-            Op::GemCreate { bo, size } => {
+            Op::GemCreate {
+                bo,
+                size,
+                flags,
+                vm_id,
+            } => {
                 if self.bos.contains_key(&bo) {
                     return errno(EEXIST);
                 }
-                match self.gpuvm.gem_create(size) {
+                let vm_id = vm_id.map_or(0, |n| self.vms.get(&n).copied().unwrap_or(NO_VM));
+                match self.gpuvm.gem_create_flags(size, flags, vm_id) {
                     Ok(handle) => {
                         self.bos.insert(bo, handle);
                         self.names.insert(handle, bo);
@@ -365,43 +406,48 @@ impl Machine {
                 Some(handle) => done(self.gpuvm.gem_close(handle)),
                 None => errno(ENOENT),
             },
-            Op::Bind {
-                vm,
-                bo,
-                offset,
-                range,
-                addr,
-                flags,
-            } => {
-                let Some(handle) = self.bos.get(&bo).copied() else {
-                    return errno(ENOENT);
+            Op::Bind { vm, ref ops } => {
+                // The VM first, as VM_BIND looks it up before it reads the operations.
+                let id = match self.vm(vm) {
+                    Ok(id) => id,
+                    Err(e) => return errno(e),
                 };
-                done(self.vm(vm).and_then(|id| {
-                    let op = BindOp {
-                        flags,
-                        handle,
-                        offset,
-                        range,
-                        addr,
-                    };
-                    self.gpuvm.bind(id, &op)
-                }))
+                let ops: Vec<BindOp> = ops
+                    .iter()
+                    .map(|o| BindOp {
+                        flags: o.flags,
+                        handle: o
+                            .handle
+                            .map_or(0, |n| self.bos.get(&n).copied().unwrap_or(NO_HANDLE)),
+                        offset: o.offset,
+                        range: o.range,
+                        addr: o.addr,
+                    })
+                    .collect();
+                done(self.gpuvm.bind_ops(id, &ops))
             }
-            Op::Unbind { vm, addr, range } => done(self.vm(vm).and_then(|id| {
-                let op = BindOp {
-                    flags: bind_flags::UNBIND,
-                    handle: 0,
-                    offset: 0,
-                    range,
-                    addr,
-                };
-                self.gpuvm.bind(id, &op)
-            })),
-            Op::Submit { vm } => match self.vm(vm).and_then(|id| self.gpuvm.submit(id)) {
-                Ok(slot) => json!({"ok": true, "slot": slot}),
+            Op::Submit { vm } => match self
+                .vm(vm)
+                .and_then(|id| self.gpuvm.submit(id).map(|s| (id, s)))
+            {
+                Ok((id, slot)) => {
+                    self.jobs.entry(vm).or_default().push_back(id);
+                    json!({"ok": true, "slot": slot})
+                }
                 Err(e) => errno(e),
             },
-            Op::Complete { vm } => done(self.vm(vm).and_then(|id| self.gpuvm.complete(id))),
+            // The oldest work submitted under the name, else `EINVAL` for a VM without work
+            // (from the UAT) or `ENOENT`.
+            Op::Complete { vm } => {
+                let job = self.jobs.get_mut(&vm).and_then(VecDeque::pop_front);
+                if self.jobs.get(&vm).is_some_and(VecDeque::is_empty) {
+                    self.jobs.remove(&vm);
+                }
+                match job {
+                    Some(id) => done(self.gpuvm.complete(id)),
+                    None => done(self.vm(vm).and_then(|id| self.gpuvm.complete(id))),
+                }
+            }
             Op::GpuWrite { vm, addr, ref data } => {
                 let slot = match self.running_slot(vm) {
                     Ok(s) => s,

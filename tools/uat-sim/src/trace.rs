@@ -1,10 +1,16 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Traces of userspace operations: JSON Lines, one operation per line, mirroring the uAPI.
+//! Traces of userspace operations: JSON Lines, one operation per line, mirroring the uAPI
+//! (`include/uapi/drm/asahi_drm.h`: the ioctls' field names), so that the same trace can be
+//! replayed through the render node.
 //!
 //! ```text
 //! {"op":"vm_create","vm":1}
+//! {"op":"vm_create","vm":2,"kernel_start":"0x4000","kernel_end":"0x40004000"}
 //! {"op":"gem_create","bo":7,"size":"0x40000"}
+//! {"op":"gem_create","bo":8,"size":"0x4000","flags":["WRITEBACK","VM_PRIVATE"],"vm_id":1}
+//! {"op":"bind","vm":1,"ops":[{"flags":["READ","WRITE"],"handle":7,"offset":"0x0","range":"0x40000","addr":"0x1000000"},
+//!                            {"flags":["UNBIND"],"range":"0x8000","addr":"0x1004000"}]}
 //! {"op":"bind","vm":1,"bo":7,"offset":"0x0","range":"0x40000","addr":"0x1000000","flags":["READ","WRITE"]}
 //! {"op":"unbind","vm":1,"addr":"0x1004000","range":"0x8000"}
 //! {"op":"submit","vm":1}
@@ -15,39 +21,57 @@
 //! {"op":"vm_destroy","vm":1}
 //! ```
 //!
-//! Numbers are JSON integers or strings (`"0x..."` hex or decimal). `vm` and `bo` are the
-//! trace's own names for objects, mapped to the driver's IDs and handles on replay. Blank lines
-//! and lines starting with `#` are skipped. A whole trace is parsed before anything runs, so a
-//! malformed line stops the replay before it touches any state.
+//! Numbers are JSON integers or strings (`"0x..."` hex or decimal); flags lists of names or
+//! numbers. `vm`, `bo`, `vm_id` and `handle` are the trace's own names for objects, mapped to
+//! the driver's IDs and handles on replay (a name nothing has, to an ID or handle nothing has);
+//! an absent `vm_id` or `handle` is the uAPI's 0. `vm_create` without `kernel_start` and
+//! `kernel_end` (both or neither) gets Mesa's kernel range. A `bind` is one VM_BIND: `ops` are
+//! its `drm_asahi_gem_bind_op`s (`flags`, `handle`, `offset` default to 0); the single-op
+//! forms `bind` with `bo` and `unbind` are one op. `submit` and `complete` stand for work: a
+//! `complete` ends the oldest work submitted under its `vm` name, even if that VM was destroyed
+//! since. Blank lines and lines starting with `#` are skipped. A whole trace is parsed before
+//! anything runs, so a malformed line stops the replay before it touches any state.
 
-use asahi::gpuvm::bind_flags;
+use asahi::gpuvm::{bind_flags, gem_flags};
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
 
+/// One `drm_asahi_gem_bind_op` of a bind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemBindOp {
+    /// `DRM_ASAHI_BIND_*`.
+    pub flags: u32,
+    /// The buffer's trace name; `None` is handle 0 (an unbind's).
+    pub handle: Option<u64>,
+    /// Offset into the buffer.
+    pub offset: u64,
+    /// Bytes.
+    pub range: u64,
+    /// GPU VA.
+    pub addr: u64,
+}
+
 /// One operation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// Create VM `vm`.
-    VmCreate { vm: u64 },
+    /// Create VM `vm`, with kernel range `kernel` (`start`, `end`), or Mesa's if `None`.
+    VmCreate { vm: u64, kernel: Option<(u64, u64)> },
     /// Destroy VM `vm`.
     VmDestroy { vm: u64 },
-    /// Create buffer `bo` of `size` bytes.
-    GemCreate { bo: u64, size: u64 },
+    /// Create buffer `bo` of `size` bytes with `DRM_ASAHI_GEM_*` `flags`, private to VM `vm_id`
+    /// (a trace name; `None` is the uAPI's 0).
+    GemCreate {
+        bo: u64,
+        size: u64,
+        flags: u32,
+        vm_id: Option<u64>,
+    },
     /// Close buffer `bo`'s handle.
     GemClose { bo: u64 },
-    /// VM_BIND map.
-    Bind {
-        vm: u64,
-        bo: u64,
-        offset: u64,
-        range: u64,
-        addr: u64,
-        flags: u32,
-    },
-    /// VM_BIND unmap.
-    Unbind { vm: u64, addr: u64, range: u64 },
+    /// VM_BIND: `ops` on VM `vm`.
+    Bind { vm: u64, ops: Vec<GemBindOp> },
     /// Work submitted for `vm`.
     Submit { vm: u64 },
     /// Work of `vm` completed.
@@ -108,45 +132,84 @@ impl<'de> Deserialize<'de> for Num {
     }
 }
 
-/// Bind flags: a list of names, or a number.
-struct Flags(u32);
+/// The names of a set of flags.
+pub trait FlagNames {
+    /// Each flag with its name.
+    const NAMES: &'static [(u32, &'static str)];
+}
 
-impl<'de> Deserialize<'de> for Flags {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Flags, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Flags;
+/// `DRM_ASAHI_BIND_*`.
+pub struct BindFlagNames;
+
+impl FlagNames for BindFlagNames {
+    const NAMES: &'static [(u32, &'static str)] = &[
+        (bind_flags::READ, "READ"),
+        (bind_flags::WRITE, "WRITE"),
+        (bind_flags::SINGLE_PAGE, "SINGLE_PAGE"),
+        (bind_flags::UNBIND, "UNBIND"),
+    ];
+}
+
+/// `DRM_ASAHI_GEM_*`.
+pub struct GemFlagNames;
+
+impl FlagNames for GemFlagNames {
+    const NAMES: &'static [(u32, &'static str)] = &[
+        (gem_flags::WRITEBACK, "WRITEBACK"),
+        (gem_flags::VM_PRIVATE, "VM_PRIVATE"),
+    ];
+}
+
+/// Flags: a list of names, or a number.
+struct Flags<N>(u32, std::marker::PhantomData<N>);
+
+impl<'de, N: FlagNames> Deserialize<'de> for Flags<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Flags<N>, D::Error> {
+        struct V<N>(std::marker::PhantomData<N>);
+        impl<'de, N: FlagNames> Visitor<'de> for V<N> {
+            type Value = Flags<N>;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a list of flag names or a number")
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Flags, E> {
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Flags<N>, E> {
                 u32::try_from(v)
-                    .map(Flags)
+                    .map(|v| Flags(v, self.0))
                     .map_err(|_| E::custom("\"flags\" does not fit in 32 bits"))
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Flags, E> {
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Flags<N>, E> {
                 Err(E::custom(format!("\"flags\": {v} is negative")))
             }
-            fn visit_str<E: de::Error>(self, s: &str) -> Result<Flags, E> {
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Flags<N>, E> {
                 let Num(v) = Num::deserialize(de::value::StrDeserializer::<E>::new(s))?;
                 self.visit_u64(v)
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Flags, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Flags<N>, A::Error> {
                 let mut acc = 0;
                 while let Some(name) = seq.next_element::<&str>()? {
-                    acc |= match name {
-                        "READ" => bind_flags::READ,
-                        "WRITE" => bind_flags::WRITE,
-                        "SINGLE_PAGE" => bind_flags::SINGLE_PAGE,
-                        "UNBIND" => bind_flags::UNBIND,
-                        _ => return Err(de::Error::custom(format!("unknown flag {name:?}"))),
+                    acc |= match N::NAMES.iter().find(|(_, n)| *n == name) {
+                        Some((bit, _)) => *bit,
+                        None => return Err(de::Error::custom(format!("unknown flag {name:?}"))),
                     };
                 }
-                Ok(Flags(acc))
+                Ok(Flags(acc, self.0))
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(std::marker::PhantomData))
     }
+}
+
+/// Flags as a trace writes them: names if all have one, else the number.
+fn flags_value<N: FlagNames>(flags: u32) -> Value {
+    let known = N::NAMES.iter().fold(0, |a, (b, _)| a | b);
+    if flags & !known != 0 {
+        return Value::from(flags);
+    }
+    let names: Vec<&str> = N::NAMES
+        .iter()
+        .filter(|(b, _)| flags & b != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    Value::from(names)
 }
 
 /// `"data"`: an even number of hex digits.
@@ -168,9 +231,20 @@ impl<'de> Deserialize<'de> for Hex {
     }
 }
 
-// The trace lines as written, one struct per set of fields: every field is required except a
-// bind's `flags`, no other field is accepted, and `serde` refuses a field given twice. Each is
-// parsed straight from the line's text, so that an error says at which column it is.
+// The trace lines as written, one struct per set of fields: every field is required except
+// the optional ones (`Option`), no other field is accepted, and `serde` refuses a field given
+// twice. Each is parsed straight from the line's text, so that an error says at which column it
+// is.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmCreateLine {
+    #[serde(rename = "op")]
+    _op: de::IgnoredAny,
+    vm: Num,
+    kernel_start: Option<Num>,
+    kernel_end: Option<Num>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -195,20 +269,34 @@ struct GemCreateLine {
     _op: de::IgnoredAny,
     bo: Num,
     size: Num,
+    flags: Option<Flags<GemFlagNames>>,
+    vm_id: Option<Num>,
 }
 
+/// A bind: `ops`, or the single-op form's `bo`, `offset`, `range`, `addr` and `flags`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BindLine {
     #[serde(rename = "op")]
     _op: de::IgnoredAny,
     vm: Num,
-    bo: Num,
-    offset: Num,
+    ops: Option<Vec<BindOpLine>>,
+    bo: Option<Num>,
+    offset: Option<Num>,
+    range: Option<Num>,
+    addr: Option<Num>,
+    flags: Option<Flags<BindFlagNames>>,
+}
+
+/// One `drm_asahi_gem_bind_op` of `ops`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindOpLine {
+    flags: Option<Flags<BindFlagNames>>,
+    handle: Option<Num>,
+    offset: Option<Num>,
     range: Num,
     addr: Num,
-    #[serde(default)]
-    flags: Option<Flags>,
 }
 
 #[derive(Deserialize)]
@@ -350,9 +438,15 @@ pub fn parse_line(line: &str) -> Result<Op, String> {
     }
     let op = check_line(line)?.ok_or("missing \"op\" (a string)")?;
     Ok(match op.as_str() {
-        "vm_create" => Op::VmCreate {
-            vm: get::<VmLine>(line)?.vm.0,
-        },
+        "vm_create" => {
+            let l: VmCreateLine = get(line)?;
+            let kernel = match (l.kernel_start, l.kernel_end) {
+                (Some(s), Some(e)) => Some((s.0, e.0)),
+                (None, None) => None,
+                _ => return Err("\"kernel_start\" and \"kernel_end\" go together".into()),
+            };
+            Op::VmCreate { vm: l.vm.0, kernel }
+        }
         "vm_destroy" => Op::VmDestroy {
             vm: get::<VmLine>(line)?.vm.0,
         },
@@ -367,6 +461,8 @@ pub fn parse_line(line: &str) -> Result<Op, String> {
             Op::GemCreate {
                 bo: l.bo.0,
                 size: l.size.0,
+                flags: l.flags.map_or(0, |f| f.0),
+                vm_id: l.vm_id.map(|v| v.0),
             }
         }
         "gem_close" => Op::GemClose {
@@ -374,21 +470,55 @@ pub fn parse_line(line: &str) -> Result<Op, String> {
         },
         "bind" => {
             let l: BindLine = get(line)?;
-            Op::Bind {
-                vm: l.vm.0,
-                bo: l.bo.0,
-                offset: l.offset.0,
-                range: l.range.0,
-                addr: l.addr.0,
-                flags: l.flags.map_or(0, |f| f.0),
-            }
+            let ops = match l.ops {
+                Some(ops) => {
+                    if l.bo.is_some()
+                        || l.offset.is_some()
+                        || l.range.is_some()
+                        || l.addr.is_some()
+                        || l.flags.is_some()
+                    {
+                        return Err("\"ops\" goes without the single-op fields \"bo\", \
+                                    \"offset\", \"range\", \"addr\", \"flags\""
+                            .into());
+                    }
+                    ops.into_iter()
+                        .map(|o| GemBindOp {
+                            flags: o.flags.map_or(0, |f| f.0),
+                            handle: o.handle.map(|h| h.0),
+                            offset: o.offset.map_or(0, |n| n.0),
+                            range: o.range.0,
+                            addr: o.addr.0,
+                        })
+                        .collect()
+                }
+                None => {
+                    let need = |v: Option<Num>, name: &str| {
+                        v.map(|n| n.0)
+                            .ok_or_else(|| format!("missing field `{name}` (or \"ops\")"))
+                    };
+                    vec![GemBindOp {
+                        flags: l.flags.map_or(0, |f| f.0),
+                        handle: Some(need(l.bo, "bo")?),
+                        offset: need(l.offset, "offset")?,
+                        range: need(l.range, "range")?,
+                        addr: need(l.addr, "addr")?,
+                    }]
+                }
+            };
+            Op::Bind { vm: l.vm.0, ops }
         }
         "unbind" => {
             let l: UnbindLine = get(line)?;
-            Op::Unbind {
+            Op::Bind {
                 vm: l.vm.0,
-                addr: l.addr.0,
-                range: l.range.0,
+                ops: vec![GemBindOp {
+                    flags: bind_flags::UNBIND,
+                    handle: None,
+                    offset: 0,
+                    range: l.range.0,
+                    addr: l.addr.0,
+                }],
             }
         }
         "gpu_write" => {
@@ -463,40 +593,44 @@ fn hex(v: u64) -> Value {
 pub fn to_line(op: &Op) -> String {
     use serde_json::json;
     let v = match op {
-        Op::VmCreate { vm } => json!({"op": "vm_create", "vm": vm}),
+        Op::VmCreate { vm, kernel } => match kernel {
+            None => json!({"op": "vm_create", "vm": vm}),
+            Some((s, e)) => json!({"op": "vm_create", "vm": vm,
+                                   "kernel_start": hex(*s), "kernel_end": hex(*e)}),
+        },
         Op::VmDestroy { vm } => json!({"op": "vm_destroy", "vm": vm}),
         Op::Submit { vm } => json!({"op": "submit", "vm": vm}),
         Op::Complete { vm } => json!({"op": "complete", "vm": vm}),
-        Op::GemCreate { bo, size } => json!({"op": "gem_create", "bo": bo, "size": hex(*size)}),
-        Op::GemClose { bo } => json!({"op": "gem_close", "bo": bo}),
-        Op::Bind {
-            vm,
+        Op::GemCreate {
             bo,
-            offset,
-            range,
-            addr,
+            size,
             flags,
+            vm_id,
         } => {
-            let names: Vec<&str> = [
-                (bind_flags::READ, "READ"),
-                (bind_flags::WRITE, "WRITE"),
-                (bind_flags::SINGLE_PAGE, "SINGLE_PAGE"),
-                (bind_flags::UNBIND, "UNBIND"),
-            ]
-            .iter()
-            .filter(|(b, _)| flags & b != 0)
-            .map(|(_, n)| *n)
-            .collect();
-            let f = if flags & !bind_flags::KNOWN == 0 {
-                json!(names)
-            } else {
-                json!(flags)
-            };
-            json!({"op": "bind", "vm": vm, "bo": bo, "offset": hex(*offset), "range": hex(*range),
-                   "addr": hex(*addr), "flags": f})
+            let mut v = json!({"op": "gem_create", "bo": bo, "size": hex(*size)});
+            if *flags != 0 {
+                v["flags"] = flags_value::<GemFlagNames>(*flags);
+            }
+            if let Some(id) = vm_id {
+                v["vm_id"] = json!(id);
+            }
+            v
         }
-        Op::Unbind { vm, addr, range } => {
-            json!({"op": "unbind", "vm": vm, "addr": hex(*addr), "range": hex(*range)})
+        Op::GemClose { bo } => json!({"op": "gem_close", "bo": bo}),
+        Op::Bind { vm, ops } => {
+            let ops: Vec<Value> = ops
+                .iter()
+                .map(|o| {
+                    let mut v = json!({"flags": flags_value::<BindFlagNames>(o.flags),
+                                       "offset": hex(o.offset), "range": hex(o.range),
+                                       "addr": hex(o.addr)});
+                    if let Some(h) = o.handle {
+                        v["handle"] = json!(h);
+                    }
+                    v
+                })
+                .collect();
+            json!({"op": "bind", "vm": vm, "ops": ops})
         }
         Op::GpuWrite { vm, addr, data } => {
             let d = hex_bytes_string(data);

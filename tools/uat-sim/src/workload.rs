@@ -6,14 +6,21 @@
 //! [`builtin`] is the realistic default of `make run`; [`random`] makes short random traces for
 //! the tests. Both are deterministic for a seed.
 
-use crate::trace::Op;
+use crate::trace::{GemBindOp, Op};
 use asahi::gpuvm::bind_flags::*;
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 const PG: u64 = 1 << 14;
-const USER_FIRST: u64 = 0x4000;
-const USER_END: u64 = (1 << 39) - 2 * PG;
+/// The VA window, `[vm_start, vm_end)`.
+const WINDOW: (u64, u64) = (0x4000, 1 << 39);
+/// Mesa's kernel range: the top 32 GiB of the window.
+const MESA_KERNEL: (u64, u64) = (WINDOW.1 - (32 << 30), WINDOW.1);
+/// `vm_kernel_min_size`.
+const KERNEL_MIN: u64 = 1 << 30;
+/// GEM_CREATE flags.
+const GEM_WRITEBACK: u32 = 1;
+const GEM_VM_PRIVATE: u32 = 2;
 
 /// The result an operation must have.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,11 +49,13 @@ impl Expect {
     }
 }
 
-#[derive(Default)]
 struct VmModel {
     /// VA page -> (buffer, buffer page, readable, writable).
     pages: BTreeMap<u64, (u64, u64, bool, bool)>,
-    users: u32,
+    /// The kernel range, `[start, end)`: nothing binds there; a read-only zero page at its start.
+    kernel: (u64, u64),
+    /// Which VM of the name this is (names are reused after a destroy).
+    instance: u64,
 }
 
 struct BoModel {
@@ -77,6 +86,9 @@ pub struct Gen {
     /// The operations and their expected results.
     pub ops: Vec<(Op, Expect)>,
     vms: BTreeMap<u64, VmModel>,
+    /// Work in flight by VM name, oldest first: the instance it was submitted for.
+    jobs: BTreeMap<u64, VecDeque<u64>>,
+    instances: u64,
     bos: BTreeMap<u64, BoModel>,
     /// Phase boundaries, for progress reports: (index of first op, name).
     pub phases: Vec<(usize, String)>,
@@ -89,6 +101,8 @@ impl Gen {
             rng: seed | 1,
             ops: Vec::new(),
             vms: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            instances: 0,
             bos: BTreeMap::new(),
             phases: Vec::new(),
         }
@@ -111,36 +125,63 @@ impl Gen {
         self.ops.push((op, e));
     }
 
-    /// Creates a VM.
+    /// Creates a VM with Mesa's kernel range.
     pub fn vm_create(&mut self, vm: u64) {
-        let e = if let std::collections::btree_map::Entry::Vacant(e) = self.vms.entry(vm) {
-            e.insert(VmModel::default());
-            Expect::Ok
-        } else {
-            Expect::Err("EEXIST")
-        };
-        self.push(Op::VmCreate { vm }, e);
+        self.vm_create_in(vm, None);
     }
 
-    /// Destroys a VM.
+    /// Creates a VM with kernel range `kernel` (`[start, end)`), or Mesa's if `None`: page
+    /// aligned, inside the window, at least 1 GiB.
+    pub fn vm_create_in(&mut self, vm: u64, kernel: Option<(u64, u64)>) {
+        let (ks, ke) = kernel.unwrap_or(MESA_KERNEL);
+        let e = if self.vms.contains_key(&vm) {
+            Expect::Err("EEXIST")
+        } else if !(ks | ke).is_multiple_of(PG)
+            || ks < WINDOW.0
+            || ke > WINDOW.1
+            || ke.saturating_sub(ks) < KERNEL_MIN
+        {
+            Expect::Err("EINVAL")
+        } else {
+            self.instances += 1;
+            let m = VmModel {
+                pages: BTreeMap::new(),
+                kernel: (ks, ke),
+                instance: self.instances,
+            };
+            self.vms.insert(vm, m);
+            Expect::Ok
+        };
+        self.push(Op::VmCreate { vm, kernel }, e);
+    }
+
+    /// Destroys a VM: its name is gone at once, even with work in flight.
     pub fn vm_destroy(&mut self, vm: u64) {
-        let e = match self.vms.get(&vm) {
+        let e = match self.vms.remove(&vm) {
             None => Expect::Err("ENOENT"),
-            Some(m) if m.users > 0 => Expect::Err("EBUSY"),
-            Some(_) => {
-                self.vms.remove(&vm);
-                Expect::Ok
-            }
+            Some(_) => Expect::Ok,
         };
         self.push(Op::VmDestroy { vm }, e);
     }
 
     /// Creates a buffer.
     pub fn gem_create(&mut self, bo: u64, size: u64) {
+        self.gem_create_flags(bo, size, 0, None);
+    }
+
+    /// Creates a buffer with GEM flags, private to VM `vm_id` (a name) if given.
+    pub fn gem_create_flags(&mut self, bo: u64, size: u64, flags: u32, vm_id: Option<u64>) {
+        let private = flags & GEM_VM_PRIVATE != 0;
         let e = if self.bos.get(&bo).is_some_and(|b| b.open) {
             Expect::Err("EEXIST")
-        } else if size == 0 || !size.is_multiple_of(PG) {
+        } else if size == 0
+            || !size.is_multiple_of(PG)
+            || flags & !(GEM_WRITEBACK | GEM_VM_PRIVATE) != 0
+            || (!private && vm_id.is_some())
+        {
             Expect::Err("EINVAL")
+        } else if private && !vm_id.is_some_and(|v| self.vms.contains_key(&v)) {
+            Expect::Err("ENOENT")
         } else {
             self.bos.insert(
                 bo,
@@ -152,7 +193,15 @@ impl Gen {
             );
             Expect::Ok
         };
-        self.push(Op::GemCreate { bo, size }, e);
+        self.push(
+            Op::GemCreate {
+                bo,
+                size,
+                flags,
+                vm_id,
+            },
+            e,
+        );
     }
 
     /// Closes a buffer's handle.
@@ -167,115 +216,131 @@ impl Gen {
         self.push(Op::GemClose { bo }, e);
     }
 
-    fn check_va(addr: u64, range: u64, offset: u64) -> Option<&'static str> {
-        if !(addr | range | offset).is_multiple_of(PG)
-            || range == 0
-            || addr.checked_add(range).is_none()
-        {
-            return Some("EINVAL");
-        }
-        if addr < USER_FIRST || addr + range > USER_END {
-            return Some("ERANGE");
-        }
-        None
+    /// Binds `range` bytes of `bo` from `offset` at `addr` in `vm` (a one-op VM_BIND).
+    pub fn bind(&mut self, vm: u64, bo: u64, offset: u64, range: u64, addr: u64, flags: u32) {
+        let op = GemBindOp {
+            flags,
+            handle: Some(bo),
+            offset,
+            range,
+            addr,
+        };
+        self.bind_ops(vm, vec![op]);
     }
 
-    /// Binds `range` bytes of `bo` from `offset` at `addr` in `vm`.
-    pub fn bind(&mut self, vm: u64, bo: u64, offset: u64, range: u64, addr: u64, flags: u32) {
-        let e = self.bind_expect(vm, bo, offset, range, addr, flags);
+    /// Unbinds `range` bytes at `addr` in `vm` (a one-op VM_BIND).
+    pub fn unbind(&mut self, vm: u64, addr: u64, range: u64) {
+        let op = GemBindOp {
+            flags: UNBIND,
+            handle: None,
+            offset: 0,
+            range,
+            addr,
+        };
+        self.bind_ops(vm, vec![op]);
+    }
+
+    /// A VM_BIND of `ops` in `vm`: the VM must exist, then every op must be valid (the first
+    /// error is the answer, and nothing changes); then they apply in order.
+    pub fn bind_ops(&mut self, vm: u64, ops: Vec<GemBindOp>) {
+        let e = match self.vms.get(&vm) {
+            None => Expect::Err("ENOENT"),
+            Some(m) => ops
+                .iter()
+                .find_map(|o| self.op_error(m.kernel, o).err())
+                .map_or(Expect::Ok, Expect::Err),
+        };
         if e == Expect::Ok {
-            let single = flags & SINGLE_PAGE != 0;
-            let (r, w) = (flags & READ != 0, flags & WRITE != 0);
             let m = self.vms.get_mut(&vm).unwrap();
-            for i in 0..range / PG {
-                let page = if single { offset / PG } else { offset / PG + i };
-                m.pages.insert(addr / PG + i, (bo, page, r, w));
+            for o in &ops {
+                let (addr, n) = (o.addr / PG, o.range / PG);
+                match o.handle {
+                    Some(bo) if o.flags & UNBIND == 0 => {
+                        let single = o.flags & SINGLE_PAGE != 0;
+                        let (r, w) = (o.flags & READ != 0, o.flags & WRITE != 0);
+                        for i in 0..n {
+                            let page = o.offset / PG + if single { 0 } else { i };
+                            m.pages.insert(addr + i, (bo, page, r, w));
+                        }
+                    }
+                    _ => {
+                        for p in addr..addr + n {
+                            m.pages.remove(&p);
+                        }
+                    }
+                }
             }
         }
-        self.push(
-            Op::Bind {
-                vm,
-                bo,
-                offset,
-                range,
-                addr,
-                flags,
-            },
-            e,
-        );
+        self.push(Op::Bind { vm, ops }, e);
     }
 
-    fn bind_expect(
-        &self,
-        vm: u64,
-        bo: u64,
-        offset: u64,
-        range: u64,
-        addr: u64,
-        flags: u32,
-    ) -> Expect {
-        let Some(b) = self.bos.get(&bo).filter(|b| b.open) else {
-            return Expect::Err("ENOENT");
+    /// The rules of one bind op in a VM with kernel range `kernel`, in the render node's order.
+    fn op_error(&self, kernel: (u64, u64), o: &GemBindOp) -> Result<(), &'static str> {
+        if o.flags & !(UNBIND | READ | WRITE | SINGLE_PAGE) != 0 {
+            return Err("EINVAL");
+        }
+        let end = o.addr.checked_add(o.range).ok_or("EINVAL")?;
+        let va_ok = (o.addr | end).is_multiple_of(PG)
+            && o.addr < end
+            && o.addr >= WINDOW.0
+            && end <= WINDOW.1
+            && (end <= kernel.0 || o.addr >= kernel.1);
+        if o.flags & UNBIND != 0 {
+            let ok = o.flags == UNBIND && o.handle.is_none() && o.offset == 0 && va_ok;
+            return if ok { Ok(()) } else { Err("EINVAL") };
+        }
+        if o.flags & (READ | WRITE) == 0 {
+            return Err("EINVAL");
+        }
+        let b = o
+            .handle
+            .and_then(|h| self.bos.get(&h))
+            .filter(|b| b.open)
+            .ok_or("ENOENT")?;
+        let need = if o.flags & SINGLE_PAGE != 0 {
+            PG
+        } else {
+            o.range
         };
-        if flags & !KNOWN != 0 {
-            return Expect::Err("EINVAL");
+        let in_bo =
+            o.offset.is_multiple_of(PG) && o.offset.checked_add(need).is_some_and(|e| e <= b.size);
+        if va_ok && in_bo {
+            Ok(())
+        } else {
+            Err("EINVAL")
         }
-        if let Some(e) = Self::check_va(addr, range, offset) {
-            return Expect::Err(e);
-        }
-        if !self.vms.contains_key(&vm) {
-            return Expect::Err("ENOENT");
-        }
-        if flags & UNBIND != 0 || flags & (READ | WRITE) == 0 {
-            return Expect::Err("EINVAL");
-        }
-        let need = if flags & SINGLE_PAGE != 0 { PG } else { range };
-        match offset.checked_add(need) {
-            Some(end) if end <= b.size => Expect::Ok,
-            _ => Expect::Err("EINVAL"),
-        }
-    }
-
-    /// Unbinds `range` bytes at `addr` in `vm`.
-    pub fn unbind(&mut self, vm: u64, addr: u64, range: u64) {
-        let e = match Self::check_va(addr, range, 0) {
-            Some(e) => Expect::Err(e),
-            None => match self.vms.get_mut(&vm) {
-                None => Expect::Err("ENOENT"),
-                Some(m) => {
-                    for p in addr / PG..(addr + range) / PG {
-                        m.pages.remove(&p);
-                    }
-                    Expect::Ok
-                }
-            },
-        };
-        self.push(Op::Unbind { vm, addr, range }, e);
     }
 
     /// Submits work for `vm`.
     pub fn submit(&mut self, vm: u64) {
-        let e = match self.vms.get_mut(&vm) {
+        let e = match self.vms.get(&vm) {
             None => Expect::Err("ENOENT"),
             Some(m) => {
-                m.users += 1;
+                self.jobs.entry(vm).or_default().push_back(m.instance);
                 Expect::Ok
             }
         };
         self.push(Op::Submit { vm }, e);
     }
 
-    /// Completes work of `vm`.
+    /// Completes the oldest work submitted under `vm` (whose VM may be destroyed since).
     pub fn complete(&mut self, vm: u64) {
-        let e = match self.vms.get_mut(&vm) {
+        let e = match self.jobs.get_mut(&vm).and_then(VecDeque::pop_front) {
+            Some(_) => Expect::Ok,
+            None if self.vms.contains_key(&vm) => Expect::Err("EINVAL"),
             None => Expect::Err("ENOENT"),
-            Some(m) if m.users == 0 => Expect::Err("EINVAL"),
-            Some(m) => {
-                m.users -= 1;
-                Expect::Ok
-            }
         };
         self.push(Op::Complete { vm }, e);
+    }
+
+    /// Work in flight for the VM now named `vm`.
+    fn users(&self, vm: u64) -> usize {
+        let Some(m) = self.vms.get(&vm) else {
+            return 0;
+        };
+        self.jobs
+            .get(&vm)
+            .map_or(0, |j| j.iter().filter(|&&i| i == m.instance).count())
     }
 
     /// The pages `[addr, addr + len)` touches, if all are mapped (and writable for a write).
@@ -285,17 +350,19 @@ impl Gen {
         addr: u64,
         len: u64,
         write: bool,
-    ) -> Result<Vec<(u64, u64)>, &'static str> {
+    ) -> Result<Vec<Option<(u64, u64)>>, &'static str> {
         let m = self.vms.get(&vm).ok_or("ENOENT")?;
-        if m.users == 0 {
+        if self.users(vm) == 0 {
             return Err("EINVAL");
         }
         let mut out = Vec::new();
         for a in addr..addr + len {
             match m.pages.get(&(a / PG)) {
                 Some(&(bo, page, r, w)) if (write && w) || (!write && r) => {
-                    out.push((bo, page * PG + a % PG))
+                    out.push(Some((bo, page * PG + a % PG)))
                 }
+                // The dummy page: read-only zeroes.
+                None if !write && a / PG == m.kernel.0 / PG => out.push(None),
                 _ => return Err("EFAULT"),
             }
         }
@@ -307,7 +374,7 @@ impl Gen {
         let e = match self.reach(vm, addr, data.len() as u64, true) {
             Err(e) => Expect::Err(e),
             Ok(bytes) => {
-                for ((bo, off), &v) in bytes.into_iter().zip(&data) {
+                for ((bo, off), &v) in bytes.into_iter().flatten().zip(&data) {
                     self.bos.get_mut(&bo).unwrap().data.insert(off, v);
                 }
                 Expect::Ok
@@ -323,7 +390,11 @@ impl Gen {
             Ok(bytes) => Expect::Data(
                 bytes
                     .into_iter()
-                    .map(|(bo, off)| self.bos[&bo].data.get(&off).copied().unwrap_or(0))
+                    .map(|b| {
+                        b.map_or(0, |(bo, off)| {
+                            self.bos[&bo].data.get(&off).copied().unwrap_or(0)
+                        })
+                    })
                     .collect(),
             ),
         };
@@ -381,11 +452,15 @@ pub fn builtin(seed: u64) -> Gen {
     let sizes = [16 << 10, 256 << 10, 4 * mib, 32 * mib];
     g.phase("create VMs and buffers");
     for p in 1..=procs {
-        g.vm_create(p);
+        // The last process reserves the bottom 1 GiB for the kernel instead of Mesa's top.
+        let kernel = (p == procs).then_some((WINDOW.0, WINDOW.0 + KERNEL_MIN));
+        g.vm_create_in(p, kernel);
         for (i, &s) in sizes.iter().enumerate() {
-            g.gem_create(100 * p + i as u64, s);
+            let flags = if i == 0 { GEM_WRITEBACK } else { 0 };
+            g.gem_create_flags(100 * p + i as u64, s, flags, None);
         }
-        g.gem_create(100 * p + 9, PG); // the sparse "null" page
+        // The sparse "null" page, private to the process's VM.
+        g.gem_create_flags(100 * p + 9, PG, GEM_VM_PRIVATE, Some(p));
     }
     g.gem_create(1000, 256 * mib);
     g.gem_create(1001, 128 * mib);
@@ -441,16 +516,69 @@ pub fn builtin(seed: u64) -> Gen {
         // Sparse pages all read the same.
         let sparse = 0x40_0000_0000 + p * (2 << 30);
         g.gpu_read(p, sparse + 12345 * PG + 8, 8);
+        // One VM_BIND of three ops: a hole in the 256 KiB buffer's mapping, its first page
+        // mapped again read-write, then a page of the 16 KiB buffer over the hole's start.
+        let base256 = 0x1_0000_0000 * p + (16 << 10) + 16 * mib;
+        let op = |flags, handle, offset, range, addr| GemBindOp {
+            flags,
+            handle,
+            offset,
+            range,
+            addr,
+        };
+        g.bind_ops(
+            p,
+            vec![
+                op(UNBIND, None, 0, 4 * PG, base256 + 4 * PG),
+                op(READ | WRITE, Some(100 * p + 1), 0, PG, base256 + 6 * PG),
+                op(READ, Some(100 * p), 0, PG, base256 + 4 * PG),
+            ],
+        );
+        for i in 3..9 {
+            g.gpu_read(p, base256 + i * PG + 8, 8);
+        }
     }
+    // The dummy page at the start of each VM's kernel range: zeroes, read-only.
+    g.gpu_read(1, MESA_KERNEL.0, 8);
+    g.gpu_write(1, MESA_KERNEL.0, vec![1]);
+    g.gpu_read(procs, WINDOW.0 + 8, 8);
     g.phase("mistakes userspace makes");
     g.bind(1, 101, 0, PG, 0x5000, READ);
     g.bind(1, 101, 0, 2 * (256 << 10), 0x8_0000_0000, READ);
-    g.bind(1, 101, 0, PG, USER_END, READ);
+    g.bind(1, 101, 0, PG, MESA_KERNEL.0, READ);
+    g.bind(1, 101, 0, 2 * PG, MESA_KERNEL.0 - PG, READ);
+    g.bind(1, 101, 0, PG, WINDOW.1, READ);
     g.bind(1, 101, 0, PG, 0x8_0000_0000, 0x100 | READ);
     g.bind(1, 4242, 0, PG, 0x8_0000_0000, READ);
     g.bind(1, 101, 0, PG, 0x8_0000_0000, 0);
     g.gem_create(4243, 12345);
-    g.vm_destroy(1);
+    g.gem_create_flags(4244, PG, GEM_VM_PRIVATE, Some(99));
+    g.gem_create_flags(4245, PG, GEM_WRITEBACK, Some(1));
+    g.gem_create_flags(4246, PG, 8, None);
+    g.gem_create_flags(4247, PG, GEM_VM_PRIVATE, None);
+    g.bind(procs, 100 * procs, 0, PG, WINDOW.0 + KERNEL_MIN - PG, READ);
+    g.vm_create_in(50, Some((WINDOW.0, WINDOW.0 + KERNEL_MIN - PG)));
+    g.vm_create_in(50, Some((MESA_KERNEL.0 + 0x1000, MESA_KERNEL.1)));
+    g.vm_create_in(50, Some((MESA_KERNEL.0, MESA_KERNEL.1 + PG)));
+    // A malformed array changes nothing, wherever the bad op is.
+    let good = GemBindOp {
+        flags: UNBIND,
+        handle: None,
+        offset: 0,
+        range: 16 << 10,
+        addr: 0x1_0000_0000,
+    };
+    let bad = GemBindOp {
+        flags: READ,
+        handle: Some(101),
+        offset: 0,
+        range: PG,
+        addr: MESA_KERNEL.0 + PG,
+    };
+    g.bind_ops(1, vec![good, bad]);
+    g.bind_ops(1, vec![bad, good]);
+    g.gpu_read(1, 0x1_0000_0000, 8);
+    g.vm_destroy(99);
     g.gpu_read(3, 0x3_0000_0000, 8);
     g.phase("close handles while mapped");
     for p in 1..=procs {
@@ -483,6 +611,16 @@ pub fn builtin(seed: u64) -> Gen {
         if v % 3 == 0 {
             g.submit(10 + v);
             g.gpu_read(10 + v, 0x100_0000 + 8 * v, 8);
+            if v % 2 == 0 {
+                // Destroyed with work in flight: the name is gone at once, the VM goes when
+                // the work completes.
+                g.vm_destroy(10 + v);
+                g.gpu_read(10 + v, 0x100_0000 + 8 * v, 8);
+                g.submit(10 + v);
+                g.complete(10 + v);
+                g.complete(10 + v);
+                continue;
+            }
             g.complete(10 + v);
         }
         g.vm_destroy(10 + v);
@@ -498,45 +636,106 @@ pub fn builtin(seed: u64) -> Gen {
     g
 }
 
-/// A short random trace over a few small buffers and two VMs: binds (valid or not), unbinds,
-/// closes, submissions, GPU writes and reads.
+/// A short random trace over a few small buffers and two VMs: binds of one or several ops
+/// (valid or not), unbinds, buffers created (VM-private or not, valid or not) and closed,
+/// submissions, GPU writes and reads, and VMs destroyed (with work in flight or not) and
+/// created again. VM 2's kernel range starts inside the window the ops use, so that its kernel
+/// range and dummy page are in their way.
 pub fn random(seed: u64, n: usize) -> Gen {
     let mut g = Gen::new(seed);
-    for vm in 1..=2 {
-        g.vm_create(vm);
-    }
+    let window = 0x100_0000u64;
+    let kernel2 = |g: &mut Gen| {
+        let start = window + (40 + g.below(16)) * PG;
+        Some((start, start + KERNEL_MIN))
+    };
+    g.vm_create(1);
+    let k = kernel2(&mut g);
+    g.vm_create_in(2, k);
+    // Kernel ranges VM_CREATE refuses.
+    g.vm_create_in(3, Some((WINDOW.0, WINDOW.0 + KERNEL_MIN - PG)));
+    g.vm_create_in(3, Some((window + 0x100, window + 0x100 + KERNEL_MIN)));
     for bo in 1..=4 {
         g.gem_create(bo, bo * 2 * PG);
     }
-    let window = 0x100_0000u64;
+    // Buffer names: 1..=4, then new ones from 10 (never reused: the model keys data by name).
+    let mut bos: Vec<u64> = (1..=5).collect();
+    let bind_op = |g: &mut Gen, bos: &[u64]| {
+        let page = g.below(64);
+        if g.below(4) == 0 {
+            let len = (1 + g.below(10)) * PG;
+            let flags = [UNBIND, UNBIND, UNBIND, UNBIND | READ][g.below(4) as usize];
+            return GemBindOp {
+                flags,
+                handle: None,
+                offset: 0,
+                range: len,
+                addr: window + page * PG,
+            };
+        }
+        let bo = bos[g.below(bos.len() as u64) as usize];
+        let flags = [
+            READ,
+            READ | WRITE,
+            READ | SINGLE_PAGE,
+            WRITE,
+            0,
+            READ | 0x40,
+        ][g.below(6) as usize];
+        GemBindOp {
+            flags,
+            handle: Some(bo),
+            offset: g.below(9) * PG,
+            range: (1 + g.below(8)) * PG,
+            addr: window + page * PG,
+        }
+    };
     for _ in 0..n {
         let vm = 1 + g.below(2);
         let page = g.below(64);
-        match g.below(10) {
+        match g.below(12) {
             0..=2 => {
-                let bo = 1 + g.below(5);
-                let off = g.below(9) * PG;
-                let len = (1 + g.below(8)) * PG;
-                let flags = [
-                    READ,
-                    READ | WRITE,
-                    READ | SINGLE_PAGE,
-                    WRITE,
-                    0,
-                    READ | 0x40,
-                ][g.below(6) as usize];
-                g.bind(vm, bo, off, len, window + page * PG, flags);
-            }
-            3 => {
-                let len = (1 + g.below(10)) * PG;
-                g.unbind(vm, window + page * PG, len);
-            }
-            4 => {
-                if g.below(4) == 0 {
-                    let bo = 1 + g.below(4);
-                    g.gem_close(bo);
+                let o = bind_op(&mut g, &bos);
+                match o.handle {
+                    Some(bo) => g.bind(vm, bo, o.offset, o.range, o.addr, o.flags),
+                    None if o.flags == UNBIND => g.unbind(vm, o.addr, o.range),
+                    None => g.bind_ops(vm, vec![o]),
                 }
             }
+            3 => {
+                let k = 2 + g.below(3) as usize;
+                let ops = (0..k).map(|_| bind_op(&mut g, &bos)).collect();
+                g.bind_ops(vm, ops);
+            }
+            4 => match g.below(8) {
+                0 => {
+                    let bo = bos[g.below(bos.len() as u64) as usize];
+                    g.gem_close(bo);
+                }
+                1 => {
+                    let bo = 10 + bos.len() as u64;
+                    bos.push(bo);
+                    let size = [PG, 2 * PG, 3 * PG, 0, PG + 0x100][g.below(5) as usize];
+                    let flags = [
+                        0,
+                        GEM_WRITEBACK,
+                        GEM_VM_PRIVATE,
+                        GEM_VM_PRIVATE | GEM_WRITEBACK,
+                        4,
+                    ][g.below(5) as usize];
+                    let vm_id = [None, Some(1), Some(2), Some(3)][g.below(4) as usize];
+                    g.gem_create_flags(bo, size, flags, vm_id);
+                }
+                2 if g.below(4) == 0 => {
+                    // Destroyed (with work in flight or not), then created again.
+                    g.vm_destroy(vm);
+                    if g.below(2) == 0 {
+                        g.gpu_read(vm, window, 4);
+                    }
+                    let k = if vm == 2 { kernel2(&mut g) } else { None };
+                    g.vm_create_in(vm, k);
+                }
+                _ => {}
+            },
             5 => g.submit(vm),
             6 => g.complete(vm),
             7 => {

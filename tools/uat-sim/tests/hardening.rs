@@ -16,7 +16,7 @@ use uat_sim::{replay, workload};
 static ONE_MACHINE: Mutex<()> = Mutex::new(());
 
 const PG: u64 = 1 << 14;
-use uat_sim::trace::{self, Op};
+use uat_sim::trace::{self, GemBindOp, Op};
 
 fn board() -> Node {
     common::read(DEFAULT_DTB)
@@ -75,7 +75,13 @@ fn trace_duplicate_keys_are_refused() {
 #[test]
 fn trace_byte_order_mark_is_skipped_and_bad_utf8_named() {
     let ops = trace::parse("\u{feff}{\"op\":\"vm_create\",\"vm\":1}\n").unwrap();
-    assert_eq!(ops, [Op::VmCreate { vm: 1 }]);
+    assert_eq!(
+        ops,
+        [Op::VmCreate {
+            vm: 1,
+            kernel: None
+        }]
+    );
     let ops = trace::parse_bytes(b"\xef\xbb\xbf{\"op\":\"submit\",\"vm\":\"0x2\"}\n").unwrap();
     assert_eq!(ops, [Op::Submit { vm: 2 }]);
     // A BOM anywhere else is not JSON, and says where.
@@ -285,27 +291,38 @@ fn time_ops(ops: &[Op]) -> Duration {
 fn thousands_of_vms_and_many_mappings_replay_in_linear_time() {
     let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
     // 8,000 VMs: each op used to rescan every VM (cubic with the driver's lookups).
-    let mut ops: Vec<Op> = (0..8000).map(|vm| Op::VmCreate { vm }).collect();
+    let mut ops: Vec<Op> = (0..8000)
+        .map(|vm| Op::VmCreate { vm, kernel: None })
+        .collect();
     ops.extend((0..8000).map(|vm| Op::VmDestroy { vm }));
     let t = time_ops(&ops);
     assert!(t < Duration::from_secs(20), "8000 VMs: {t:?}");
     // 60,000 one-page binds in one VM (and their unbinds): each used to rescan every mapping.
     let n = 60_000u64;
-    let mut ops = vec![Op::VmCreate { vm: 1 }, Op::GemCreate { bo: 1, size: PG }];
-    let bind = |i: u64| Op::Bind {
+    let mut ops = vec![
+        Op::VmCreate {
+            vm: 1,
+            kernel: None,
+        },
+        Op::GemCreate {
+            bo: 1,
+            size: PG,
+            flags: 0,
+            vm_id: None,
+        },
+    ];
+    let op = |i: u64, flags, handle| Op::Bind {
         vm: 1,
-        bo: 1,
-        offset: 0,
-        range: PG,
-        addr: 0x100_0000 + 2 * i * PG,
-        flags: asahi::gpuvm::bind_flags::READ,
+        ops: vec![GemBindOp {
+            flags,
+            handle,
+            offset: 0,
+            range: PG,
+            addr: 0x100_0000 + 2 * i * PG,
+        }],
     };
-    ops.extend((0..n).map(bind));
-    ops.extend((0..n).map(|i| Op::Unbind {
-        vm: 1,
-        addr: 0x100_0000 + 2 * i * PG,
-        range: PG,
-    }));
+    ops.extend((0..n).map(|i| op(i, asahi::gpuvm::bind_flags::READ, Some(1))));
+    ops.extend((0..n).map(|i| op(i, asahi::gpuvm::bind_flags::UNBIND, None)));
     let t = time_ops(&ops);
     assert!(t < Duration::from_secs(20), "{n} binds: {t:?}");
 }

@@ -83,6 +83,15 @@ fn malformed_lines_are_reported_with_their_number() {
         ("{\"op\":\"vm_create\",\"vm\":1,\"extra\":2}\n", 1, "unknown field `extra`"),
         ("{\"op\":\"gpu_write\",\"vm\":1,\"addr\":0,\"data\":\"abc\"}\n", 1, "even number"),
         ("not json\n", 1, "not JSON"),
+        ("{\"op\":\"vm_create\",\"vm\":1,\"kernel_start\":0}\n", 1, "go together"),
+        ("{\"op\":\"gem_create\",\"bo\":1,\"size\":1,\"flags\":[\"READ\"]}\n", 1, "unknown flag"),
+        ("{\"op\":\"gem_create\",\"bo\":1,\"size\":1,\"vm\":1}\n", 1, "unknown field `vm`"),
+        ("{\"op\":\"bind\",\"vm\":1,\"ops\":[],\"bo\":1}\n", 1, "without the single-op"),
+        ("{\"op\":\"bind\",\"vm\":1,\"bo\":1,\"range\":1,\"addr\":0}\n", 1, "missing field `offset`"),
+        ("{\"op\":\"bind\",\"vm\":1,\"ops\":[{\"range\":1}]}\n", 1, "missing field `addr`"),
+        ("{\"op\":\"bind\",\"vm\":1,\"ops\":[{\"range\":1,\"addr\":0,\"bo\":1}]}\n", 1, "unknown field `bo`"),
+        ("{\"op\":\"bind\",\"vm\":1,\"ops\":[{\"range\":1,\"addr\":0,\"addr\":1}]}\n", 1, "duplicate key \"addr\""),
+        ("{\"op\":\"bind\",\"vm\":1,\"ops\":{}}\n", 1, "column"),
     ];
     for (text, line, what) in cases {
         let e = trace::parse(text).unwrap_err();
@@ -113,6 +122,73 @@ fn malformed_lines_are_reported_with_their_number() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The single-op forms are one-op binds; the uAPI's field names and defaults; a canonical line
+/// parses back to the same operation.
+#[test]
+fn trace_forms_follow_the_uapi() {
+    use asahi::gpuvm::bind_flags::*;
+    use uat_sim::trace::GemBindOp;
+    let old = "{\"op\":\"bind\",\"vm\":1,\"bo\":7,\"offset\":\"0x4000\",\"range\":\"0x8000\",\
+               \"addr\":\"0x1000000\",\"flags\":[\"READ\",\"WRITE\"]}\n\
+               {\"op\":\"unbind\",\"vm\":1,\"addr\":\"0x1004000\",\"range\":\"0x4000\"}\n";
+    let new = "{\"op\":\"bind\",\"vm\":1,\"ops\":[{\"flags\":6,\"handle\":7,\"offset\":16384,\
+               \"range\":\"0x8000\",\"addr\":\"0x1000000\"}]}\n\
+               {\"op\":\"bind\",\"vm\":1,\"ops\":[{\"flags\":[\"UNBIND\"],\"range\":16384,\
+               \"addr\":\"0x1004000\"}]}\n";
+    let op = |flags, handle, offset, range, addr| GemBindOp {
+        flags,
+        handle,
+        offset,
+        range,
+        addr,
+    };
+    let want = vec![
+        Op::Bind {
+            vm: 1,
+            ops: vec![op(READ | WRITE, Some(7), 0x4000, 0x8000, 0x100_0000)],
+        },
+        Op::Bind {
+            vm: 1,
+            ops: vec![op(UNBIND, None, 0, 0x4000, 0x100_4000)],
+        },
+    ];
+    assert_eq!(trace::parse(old).unwrap(), want);
+    assert_eq!(trace::parse(new).unwrap(), want);
+    let more = "{\"op\":\"vm_create\",\"vm\":2,\"kernel_start\":\"0x4000\",\"kernel_end\":\"0x40004000\"}\n\
+                {\"op\":\"gem_create\",\"bo\":3,\"size\":\"0x4000\",\"flags\":[\"WRITEBACK\",\"VM_PRIVATE\"],\"vm_id\":2}\n\
+                {\"op\":\"gem_create\",\"bo\":4,\"size\":\"0x4000\",\"flags\":12}\n";
+    let ops = trace::parse(more).unwrap();
+    assert_eq!(
+        ops,
+        [
+            Op::VmCreate {
+                vm: 2,
+                kernel: Some((0x4000, 0x4000_4000))
+            },
+            Op::GemCreate {
+                bo: 3,
+                size: PG,
+                flags: 3,
+                vm_id: Some(2)
+            },
+            Op::GemCreate {
+                bo: 4,
+                size: PG,
+                flags: 12,
+                vm_id: None
+            },
+        ]
+    );
+    for o in want.iter().chain(&ops) {
+        assert_eq!(trace::parse(&trace::to_line(o)).unwrap(), std::slice::from_ref(o));
+    }
+    assert_eq!(
+        trace::to_line(&want[1]),
+        "{\"op\":\"bind\",\"ops\":[{\"addr\":\"0x1004000\",\"flags\":[\"UNBIND\"],\"offset\":\"0x0\",\
+         \"range\":\"0x4000\"}],\"vm\":1}"
+    );
+}
+
 #[test]
 fn snapshots_decode_to_the_model() {
     let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
@@ -136,9 +212,10 @@ fn snapshots_decode_to_the_model() {
         assert_eq!(desc["gpu"], "G13");
         let img = Image::open(&dir.join("ram.img"), kernel::sim::RAM_BASE).unwrap();
         let halves = dump(&img, m.dt.ttbs.phys, 40, 39).unwrap();
-        let dummy = (1u64 << 39) - 2 * PG;
         for (vm, pages) in &model {
             let id = m.vms[vm];
+            // The dummy page, at the start of the VM's kernel range.
+            let dummy = m.gpuvm.kernel_range(id).unwrap().start;
             let slot = m.gpuvm.uat().slot_of(id).unwrap();
             let half = halves
                 .iter()
