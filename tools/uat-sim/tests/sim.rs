@@ -180,7 +180,10 @@ fn trace_forms_follow_the_uapi() {
         ]
     );
     for o in want.iter().chain(&ops) {
-        assert_eq!(trace::parse(&trace::to_line(o)).unwrap(), std::slice::from_ref(o));
+        assert_eq!(
+            trace::parse(&trace::to_line(o)).unwrap(),
+            std::slice::from_ref(o)
+        );
     }
     assert_eq!(
         trace::to_line(&want[1]),
