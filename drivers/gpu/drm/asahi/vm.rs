@@ -27,16 +27,14 @@ use kernel::prelude::*;
 use kernel::sync::aref::ARef;
 use kernel::sync::{Arc, Mutex};
 
-/// The user VA window of a G13 GPU: the lower half from its second page (what GET_PARAMS reports
-/// as `vm_start .. vm_end`).
-pub(crate) fn window(g: Geometry) -> Range<u64> {
-    let lower = g.lower_half();
-    UAT_PGSZ..lower.last + 1
-}
+pub(crate) use crate::gpuvm::KERNEL_MIN_SIZE;
 
-/// The least kernel range a VM must reserve (GET_PARAMS' `vm_kernel_min_size`): room for the
-/// VM's kernel-private mappings.
-pub(crate) const KERNEL_MIN_SIZE: u64 = 1 << 30;
+/// The user VA window ([`crate::uat::user_va`]) as GPUVM and GET_PARAMS take it (`end`
+/// exclusive).
+pub(crate) fn window(g: Geometry) -> Range<u64> {
+    let w = crate::uat::user_va(g);
+    w.start..w.last + 1
+}
 
 /// One bind or unbind, validated.
 pub(crate) struct Bind {
