@@ -15,7 +15,7 @@ help:
 	@echo "make run           the demonstration / simulator on the simulated SoC"
 	@echo "make test          rustfmt, clippy -D warnings, and the whole host test suite"
 	@echo "make bench         map/unmap benchmark against the naive walk and the store floor"
-	@echo "make kernel-check  apply patches/ to Linux 7.3, build the driver in, run the KUnit suites in QEMU"
+	@echo "make kernel-check  apply patches/ to Linux 7.3, build the driver in, run the KUnit suites in QEMU (gcc, then clang + KASAN)"
 	@echo "make patches       write the page-API series (branch uat-page-api of the kernel cache) to patches/"
 	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
 	@echo "make fuzz          short libFuzzer runs (cargo fuzz, nightly) of the tools' parsers from their corpus"
@@ -39,6 +39,7 @@ bench:
 
 kernel-check:
 	scripts/kernel-check.sh
+	scripts/kernel-check-kasan.sh
 
 patches:
 	scripts/make-patches.sh
