@@ -26,16 +26,7 @@ impl<T> Arc<T> {
     where
         E: From<AllocError>,
     {
-        let _ = flags;
-        crate::sim::kmalloc_hook()?;
-        let mut uninit = std::sync::Arc::<T>::new_uninit();
-        let slot = std::sync::Arc::get_mut(&mut uninit)
-            .ok_or(AllocError)?
-            .as_mut_ptr();
-        // SAFETY: `slot` is valid for writes and never moves: the `Arc` keeps it in place.
-        unsafe { init.__pinned_init(slot) }?;
-        // SAFETY: Initialized just above.
-        Ok(Arc(unsafe { uninit.assume_init() }))
+        Self::init_with(init, flags, |e| e)
     }
 
     /// Pin-initializes a `T` in a new `Arc`.
@@ -43,14 +34,25 @@ impl<T> Arc<T> {
     where
         Error: From<E>,
     {
-        let _ = flags;
+        Self::init_with(init, flags, Error::from)
+    }
+
+    /// Pin-initializes a `T` in a new `Arc`, the initializer's error mapped by `err`.
+    fn init_with<E, F>(
+        init: impl PinInit<T, E>,
+        _flags: Flags,
+        err: impl FnOnce(E) -> F,
+    ) -> Result<Self, F>
+    where
+        F: From<AllocError>,
+    {
         crate::sim::kmalloc_hook()?;
         let mut uninit = std::sync::Arc::<T>::new_uninit();
         let slot = std::sync::Arc::get_mut(&mut uninit)
             .ok_or(AllocError)?
             .as_mut_ptr();
         // SAFETY: `slot` is valid for writes and never moves: the `Arc` keeps it in place.
-        unsafe { init.__pinned_init(slot) }.map_err(Error::from)?;
+        unsafe { init.__pinned_init(slot) }.map_err(err)?;
         // SAFETY: Initialized just above.
         Ok(Arc(unsafe { uninit.assume_init() }))
     }
