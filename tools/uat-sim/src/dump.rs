@@ -20,9 +20,17 @@ pub const OAS_BITS: std::ops::RangeInclusive<u32> = 32..=48;
 
 /// A RAM image: `base` is the physical address of its first byte.
 pub struct Image {
-    file: File,
+    backing: Backing,
     base: u64,
     size: u64,
+}
+
+/// Where an image's bytes are.
+enum Backing {
+    /// A snapshot's file.
+    File(File),
+    /// The simulated RAM of the running machine (`kernel::sim`).
+    Sim,
 }
 
 impl Image {
@@ -45,7 +53,28 @@ impl Image {
                 path.display()
             ));
         }
-        Ok(Image { file, base, size })
+        Ok(Image {
+            backing: Backing::File(file),
+            base,
+            size,
+        })
+    }
+
+    /// The simulated RAM of this process's machine, read in place (no snapshot needed).
+    pub fn sim() -> Image {
+        Image {
+            backing: Backing::Sim,
+            base: kernel::sim::RAM_BASE,
+            size: kernel::sim::RAM_SPAN,
+        }
+    }
+
+    /// Reads `buf.len()` bytes at `pa`, which the caller checked are inside the image.
+    fn read_at(&self, buf: &mut [u8], pa: u64) -> Option<()> {
+        match &self.backing {
+            Backing::File(f) => f.read_exact_at(buf, pa - self.base).ok(),
+            Backing::Sim => kernel::sim::read_phys(pa, buf),
+        }
     }
 
     /// Whether `[pa, pa + len)` is inside the image.
@@ -59,7 +88,7 @@ impl Image {
             return None;
         }
         let mut b = vec![0u8; PG as usize];
-        self.file.read_exact_at(&mut b, pa - self.base).ok()?;
+        self.read_at(&mut b, pa)?;
         Some(
             b.chunks_exact(8)
                 .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
@@ -73,7 +102,7 @@ impl Image {
             return None;
         }
         let mut b = [0u8; 8];
-        self.file.read_exact_at(&mut b, pa - self.base).ok()?;
+        self.read_at(&mut b, pa)?;
         Some(u64::from_le_bytes(b))
     }
 }
@@ -157,7 +186,9 @@ struct Seen {
     tables: HashMap<u64, ((usize, usize), bool)>,
 }
 
-fn access(desc: u64) -> (&'static str, &'static str) {
+/// The GPU's and the firmware's access to a page mapped with descriptor `desc`, as `RW`, `RO`,
+/// `WO` or `--`.
+pub fn access(desc: u64) -> (&'static str, &'static str) {
     let ap = (desc >> 6) & 3;
     let pxn = (desc >> 53) & 1;
     let uxn = (desc >> 54) & 1;

@@ -4,11 +4,13 @@
 //!
 //! A simulated SoC booted from a device tree ([`machine`]), traces of userspace operations
 //! ([`trace`]) replayed against the driver, workloads generated with their expected results
-//! ([`workload`]), snapshots of the machine ([`snapshot`]) and their decoding ([`dump`]).
+//! ([`workload`]), snapshots of the machine ([`snapshot`]) and their decoding ([`dump`]), and each VM's
+//! mappings by buffer ([`maps`]).
 
 pub mod dump;
 pub mod fdt;
 pub mod machine;
+pub mod maps;
 pub mod snapshot;
 pub mod trace;
 pub mod workload;

@@ -430,9 +430,10 @@ impl Machine {
                 .vm(vm)
                 .and_then(|id| self.gpuvm.submit(id).map(|s| (id, s)))
             {
-                Ok((id, slot)) => {
+                // The slot is the UAT's business: the render node does not show it either.
+                Ok((id, _slot)) => {
                     self.jobs.entry(vm).or_default().push_back(id);
-                    json!({"ok": true, "slot": slot})
+                    json!({"ok": true})
                 }
                 Err(e) => errno(e),
             },
@@ -455,7 +456,7 @@ impl Machine {
                 };
                 match self.soc.gpu.write(slot, addr, data) {
                     Ok(()) => json!({"ok": true}),
-                    Err(f) => json!({"err": "EFAULT", "fault": format!("{f:?}")}),
+                    Err(_) => errno(EFAULT),
                 }
             }
             Op::GpuRead { vm, addr, len } => {
@@ -469,7 +470,7 @@ impl Machine {
                         let hex = crate::trace::hex_bytes_string(&buf);
                         json!({"ok": true, "data": hex})
                     }
-                    Err(f) => json!({"err": "EFAULT", "fault": format!("{f:?}")}),
+                    Err(_) => errno(EFAULT),
                 }
             }
         }

@@ -3,16 +3,20 @@
 //! `uat-sim`: the UAT component at work on a simulated SoC.
 //!
 //! ```text
-//! uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--emit-trace FILE]
+//! uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--random OPS]
+//!         [--emit-trace FILE]
 //! ```
 //!
-//! With no trace it runs the built-in workload and checks every result against its model.
+//! With no trace it runs the built-in workload (or with `--random`, a random trace of about
+//! `OPS` operations, [`workload::random`]) and checks every result against its model.
+//! `--out DIR` writes `results.jsonl` (one result per operation) and `maps.txt` (each VM's
+//! mappings at the end, by buffer and offset: [`uat_sim::maps`]).
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 use uat_sim::machine::{Machine, DEFAULT_DTB};
-use uat_sim::{replay, snapshot, trace, workload};
+use uat_sim::{maps, replay, snapshot, trace, workload};
 
 struct Args {
     trace: Option<PathBuf>,
@@ -20,13 +24,14 @@ struct Args {
     snapshot: Option<PathBuf>,
     dtb: Option<PathBuf>,
     seed: u64,
+    random: Option<usize>,
     emit: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     let _ = writeln!(
         std::io::stderr(),
-        "usage: uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--emit-trace FILE]"
+        "usage: uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--random OPS] [--emit-trace FILE]"
     );
     std::process::exit(2)
 }
@@ -38,6 +43,7 @@ fn args() -> Args {
         snapshot: None,
         dtb: None,
         seed: 0x5eed,
+        random: None,
         emit: None,
     };
     let mut it = std::env::args().skip(1);
@@ -49,6 +55,7 @@ fn args() -> Args {
             "--dtb" => a.dtb = Some(val().into()),
             "--emit-trace" => a.emit = Some(val().into()),
             "--seed" => a.seed = val().parse().unwrap_or_else(|_| usage()),
+            "--random" => a.random = Some(val().parse().unwrap_or_else(|_| usage())),
             "-h" | "--help" => usage(),
             s if s.starts_with('-') => usage(),
             s => a.trace = Some(s.into()),
@@ -98,13 +105,16 @@ fn main() {
             (ops, None, Vec::new(), path.display().to_string())
         }
         None => {
-            let g = workload::builtin(a.seed);
+            let (g, what) = match a.random {
+                Some(n) => (workload::random(a.seed, n), "random trace"),
+                None => (workload::builtin(a.seed), "built-in workload"),
+            };
             let (ops, exp): (Vec<_>, Vec<_>) = g.ops.into_iter().unzip();
             (
                 ops,
                 Some(exp),
                 g.phases,
-                format!("built-in workload (seed {:#x})", a.seed),
+                format!("{what} (seed {:#x})", a.seed),
             )
         }
     };
@@ -176,6 +186,14 @@ fn main() {
     .unwrap_or_else(|e| fail(e));
     if let Some(mut w) = out_file {
         w.flush().unwrap_or_else(|e| fail(format!("results: {e}")));
+    }
+    if let Some(dir) = &a.out {
+        let path = dir.join("maps.txt");
+        let mut w =
+            std::io::BufWriter::new(std::fs::File::create(&path).unwrap_or_else(|e| fail(e)));
+        maps::write_maps(&m, &mut w)
+            .and_then(|()| w.flush())
+            .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
     }
     if let Some(dir) = &a.snapshot {
         snapshot::save(&m, dir).unwrap_or_else(|e| fail(e));

@@ -25,7 +25,7 @@ const GEM_VM_PRIVATE: u32 = 2;
 /// The result an operation must have.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Expect {
-    /// `{"ok":true}` (a submit may add its slot).
+    /// `{"ok":true}`.
     Ok,
     /// `{"err": name}`.
     Err(&'static str),

@@ -44,6 +44,10 @@ fn golden_traces() {
         let got: Vec<String> = report.results.iter().map(|r| r.to_string()).collect();
         let want: Vec<&str> = want.lines().collect();
         assert_eq!(got, want, "{}", path.display());
+        let mut maps = Vec::new();
+        uat_sim::maps::write_maps(&m, &mut maps).unwrap();
+        let want = std::fs::read_to_string(path.with_extension("maps")).unwrap();
+        assert_eq!(String::from_utf8(maps).unwrap(), want, "{}", path.display());
         n += 1;
     }
     assert!(n >= 1);
@@ -70,6 +74,91 @@ fn random_traces_match_the_model() {
         // The trace's text form replays the same.
         let text: String = ops.iter().map(|o| trace::to_line(o) + "\n").collect();
         assert_eq!(trace::parse(&text).unwrap(), ops);
+    }
+}
+
+/// The pages of a `maps.txt`, read back independently of how its runs were built: VM name ->
+/// VA page -> (label, page of the buffer, GPU access).
+fn pages_of_maps(text: &str) -> BTreeMap<u64, BTreeMap<u64, (String, u64, String)>> {
+    let mut vms = BTreeMap::new();
+    let mut cur = None;
+    let num = |s: &str| {
+        u64::from_str_radix(s.trim_start_matches('+').trim_start_matches("0x"), 16).unwrap()
+    };
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("vm ") {
+            let name: u64 = rest.split(':').next().unwrap().parse().unwrap();
+            cur = Some(name);
+            vms.insert(name, BTreeMap::new());
+            continue;
+        }
+        let w: Vec<&str> = line.split_whitespace().collect();
+        let (va, end) = w[0].split_once('-').unwrap();
+        let (va, end) = (num(va) >> 14, num(end) >> 14);
+        let gpu = w[4].to_string();
+        let (label, offset) = if w[7] == "-" {
+            ("-".to_string(), 0)
+        } else {
+            (format!("{} {}", w[7], w[8]), num(w[9]) >> 14)
+        };
+        let repeat = line.ends_with("(one page repeated)");
+        let pages = vms.get_mut(&cur.unwrap()).unwrap();
+        for (i, p) in (va..end).enumerate() {
+            let page = if repeat { offset } else { offset + i as u64 };
+            assert!(pages
+                .insert(p, (label.clone(), page, gpu.clone()))
+                .is_none());
+        }
+    }
+    vms
+}
+
+#[test]
+fn maps_show_the_model_pages() {
+    let _one = ONE_MACHINE.lock().unwrap_or_else(|e| e.into_inner());
+    let seeds: u64 = std::env::var("UAT_CASES")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(20, |c| (c / 200).max(4));
+    for seed in 0..seeds {
+        let g = workload::random(0x3a95 + seed, 300);
+        let model: BTreeMap<u64, Vec<workload::ModelPage>> =
+            (1..=3).map(|vm| (vm, g.mapped_pages(vm))).collect();
+        let (ops, _): (Vec<Op>, Vec<Expect>) = g.ops.into_iter().unzip();
+        let mut m = Machine::boot(DEFAULT_DTB).unwrap();
+        replay(&mut m, &ops, None, |_, _| {}, None, false).unwrap();
+        let mut text = Vec::new();
+        uat_sim::maps::write_maps(&m, &mut text).unwrap();
+        let got = pages_of_maps(&String::from_utf8(text).unwrap());
+        assert_eq!(
+            got.keys().copied().collect::<Vec<_>>(),
+            m.vms.keys().copied().collect::<Vec<_>>()
+        );
+        for (vm, pages) in got {
+            let access = |r: bool, w: bool| match (r, w) {
+                (true, true) => "RW",
+                (true, false) => "RO",
+                (false, true) => "WO",
+                (false, false) => "--",
+            };
+            let want: BTreeMap<u64, (String, u64, String)> = model[&vm]
+                .iter()
+                .map(|p| {
+                    let v = (
+                        format!("bo {}", p.bo),
+                        p.page,
+                        access(p.read, p.write).to_string(),
+                    );
+                    (p.va_page, v)
+                })
+                .collect();
+            let (zero, buffers): (BTreeMap<_, _>, BTreeMap<_, _>) =
+                pages.into_iter().partition(|(_, v)| v.0 == "-");
+            assert_eq!(buffers, want, "seed {seed}, VM {vm}");
+            // The kernel-private zero page, read-only, and nothing else of no buffer.
+            assert_eq!(zero.len(), 1, "seed {seed}, VM {vm}: {zero:?}");
+            assert!(zero.values().all(|v| v.2 == "RO"));
+        }
     }
 }
 

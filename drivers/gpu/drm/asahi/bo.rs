@@ -7,6 +7,9 @@
 //! pages; they stay pinned as long as the object lives, which outlives every mapping of it (each
 //! GPUVM mapping holds a reference to its object), so what the page tables point at stays
 //! allocated.
+//!
+//! Each buffer pinned this way is also listed in the device's `buffers` ([`BufferPages`]), so
+//! that debugfs can say which buffer, at which offset, a VM's page maps (`gpu_mem.rs`).
 
 use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
@@ -17,10 +20,52 @@ use kernel::sync::aref::ARef;
 use kernel::uapi;
 
 /// Driver data of a buffer object.
-#[pin_data]
+#[pin_data(PinnedDrop)]
 pub(crate) struct BoData {
     /// `DRM_ASAHI_GEM_*` flags from GEM_CREATE.
     pub(crate) flags: u32,
+    /// The device, whose `buffers` list this buffer while it lives.
+    dev: ARef<AsahiDevice>,
+}
+
+impl BoData {
+    /// What identifies this buffer in the device's `buffers`: the address of its driver data,
+    /// which does not move (it is pinned) and is not reused before [`BoData`]'s drop.
+    fn key(&self) -> usize {
+        core::ptr::from_ref(self) as usize
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for BoData {
+    fn drop(self: Pin<&mut Self>) {
+        let key = self.key();
+        self.dev.buffers.lock().retain(|b| b.key != key);
+    }
+}
+
+/// Where the pages of a pinned buffer are, for debugfs to name the pages a VM maps.
+pub(crate) struct BufferPages {
+    /// [`BoData::key`].
+    key: usize,
+    /// The buffer's fake mmap offset (GEM_MMAP_OFFSET): how its client knows it.
+    pub(crate) label: u64,
+    /// Its pages, in buffer order.
+    pub(crate) ranges: KVec<PhysRange>,
+}
+
+impl BufferPages {
+    /// The offset in the buffer of the byte at `pa`, if it is one of the buffer's.
+    pub(crate) fn offset_of(&self, pa: u64) -> Option<u64> {
+        let mut offset = 0;
+        for r in self.ranges.iter() {
+            if pa >= r.addr && pa - r.addr < r.len {
+                return Some(offset + (pa - r.addr));
+            }
+            offset += r.len;
+        }
+        None
+    }
 }
 
 /// Arguments to [`BoData`]'s constructor.
@@ -32,8 +77,11 @@ impl gem::DriverObject for BoData {
     type Driver = AsahiDriver;
     type Args = BoArgs;
 
-    fn new(_dev: &AsahiDevice, _size: usize, args: BoArgs) -> impl PinInit<Self, Error> {
-        try_pin_init!(Self { flags: args.flags })
+    fn new(dev: &AsahiDevice, _size: usize, args: BoArgs) -> impl PinInit<Self, Error> {
+        try_pin_init!(Self {
+            flags: args.flags,
+            dev: ARef::from(dev),
+        })
     }
 }
 
@@ -60,7 +108,8 @@ pub(crate) fn new_bo(
     )
 }
 
-/// The physical ranges of `bo` (pinning its pages), merged where contiguous.
+/// The physical ranges of `bo` (pinning its pages), merged where contiguous. The buffer is
+/// listed in the device's `buffers` from then on.
 pub(crate) fn phys_ranges(bo: &Bo, dev: &Device<Bound>) -> Result<KVec<PhysRange>> {
     let sgt = bo.sg_table(dev)?;
     let mut ranges: KVec<PhysRange> = KVec::new();
@@ -73,5 +122,29 @@ pub(crate) fn phys_ranges(bo: &Bo, dev: &Device<Bound>) -> Result<KVec<PhysRange
             _ => ranges.push(PhysRange { addr, len }, GFP_KERNEL)?,
         }
     }
+    list(bo, &ranges)?;
     Ok(ranges)
+}
+
+/// Lists `bo`, whose pages are `ranges`, in its device's `buffers` unless it is there already.
+fn list(bo: &Bo, ranges: &[PhysRange]) -> Result {
+    let key = bo.key();
+    if bo.dev.buffers.lock().iter().any(|b| b.key == key) {
+        return Ok(());
+    }
+    let label = bo.create_mmap_offset()?;
+    let mut copy = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
+    copy.extend_from_slice(ranges, GFP_KERNEL)?;
+    let mut buffers = bo.dev.buffers.lock();
+    if !buffers.iter().any(|b| b.key == key) {
+        buffers.push(
+            BufferPages {
+                key,
+                label,
+                ranges: copy,
+            },
+            GFP_KERNEL,
+        )?;
+    }
+    Ok(())
 }

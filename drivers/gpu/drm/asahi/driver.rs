@@ -3,7 +3,7 @@
 //! The platform driver and the DRM driver: probe brings the UAT up on the reserved-memory regions
 //! of the GPU's node and registers the render node.
 
-use crate::bo::Bo;
+use crate::bo::{Bo, BufferPages};
 use crate::file::File;
 use crate::geometry::Geometry;
 use crate::gpu_mem::{self, GpuMem};
@@ -102,6 +102,10 @@ pub(crate) struct AsahiDevData {
     /// Every client's VMs, for debugfs.
     #[pin]
     pub(crate) vm_tags: Mutex<KVec<VmTag>>,
+    /// Where the pages of every buffer pinned for the GPU are, for debugfs. Taken after `uat`,
+    /// never before.
+    #[pin]
+    pub(crate) buffers: Mutex<KVec<BufferPages>>,
 }
 
 const fn gpu(generation: u32, variant: u8) -> GpuId {
@@ -188,6 +192,7 @@ impl platform::Driver for AsahiPlatformDriver {
             uat <- new_mutex!(uat),
             kva <- new_mutex!(KernelVaAlloc::new(kernel_va(cfg.geometry))),
             vm_tags <- new_mutex!(KVec::new()),
+            buffers <- new_mutex!(KVec::new()),
         }? Error);
         let unreg = drm::UnregisteredDevice::<AsahiDriver>::new(pdev, data)?;
         let reg_data = AsahiRegData { pdev };
@@ -198,6 +203,7 @@ impl platform::Driver for AsahiPlatformDriver {
                 pdev.as_ref().name(),
                 |d, s| {
                     s.read_callback_file(c"vms", d, &gpu_mem::show_vms);
+                    s.read_callback_file(c"maps", d, &gpu_mem::show_maps);
                     s.read_write_callback_file(c"gpu_mem", d, &gpu_mem::show, &gpu_mem::write);
                 },
             ),

@@ -7,13 +7,24 @@
 //!   VM's page tables: write `read <uat id> <va> <len>` then read the file for the bytes (hex),
 //!   or write `write <uat id> <va> <hex bytes>`. Each page is reached by borrowing it by
 //!   physical address, under the UAT lock (so it cannot be unmapped, and it is pinned by the
-//!   buffer the mapping holds). Permissions are not applied: this is a debugging view. A page
-//!   that is not mapped reads as `fault` and stops the access.
+//!   buffer the mapping holds). As for the GPU, an access faults as a whole if a page is not
+//!   mapped or the GPU may not read (write) it: the read shows `fault`, the write fails with
+//!   `EFAULT`.
+//! - `maps` shows each VM's mappings, page by page as its tables hold them, merged into runs of
+//!   one buffer: `vm <uat id>: <n> runs, <n> pages`, then per run its VAs, the physical address
+//!   of its first page, its size, the GPU's and the firmware's access, and the buffer (`obj`
+//!   and its fake mmap offset, which is how its client knows it) with the offset into it, or
+//!   `-` for a page of no buffer (the VM's zero page). A run is consecutive VA pages of one
+//!   buffer with one access whose offsets advance a page at a time, or stay on one page (then
+//!   marked `(one page repeated)`): the same runs as the simulator's `maps.txt`
+//!   (`tools/uat-sim/src/maps.rs`), so that a trace replayed both ways compares.
 //!
 //! For testing the render node without a GPU (QEMU), and for debugging.
 
+use crate::bo::BufferPages;
 use crate::driver::AsahiDevice;
 use crate::geometry::{UAT_PGMSK, UAT_PGSZ};
+use crate::pte::{Access, Prot};
 use crate::slots::VmId;
 use core::fmt;
 use kernel::page::Page;
@@ -51,15 +62,29 @@ impl GpuMem {
     }
 }
 
-/// Moves `len` bytes between `buf` and the GPU view of VM `vm` at `va`, page by page: `read`
-/// from the pages into `buf`, else from `buf` into the pages. `ENOENT` at the first page that
-/// is not mapped, `EIO` if one is not RAM.
+/// Moves `buf.len()` bytes between `buf` and the GPU view of VM `vm` at `va`: `read` from the
+/// pages into `buf`, else from `buf` into the pages. As the GPU's access, it faults (`EFAULT`,
+/// nothing moved) if any page is not mapped, or not readable (writable) by the GPU; `EIO` if a
+/// descriptor is corrupt or a page is not RAM.
 fn access(dev: &AsahiDevice, vm: VmId, va: u64, buf: &mut [u8], read: bool) -> Result {
     let uat = dev.uat.lock();
     let pt = uat.vm_table(vm)?;
+    let end = va.checked_add(buf.len() as u64).ok_or(EINVAL)?;
+    // Every page first: an access that faults moves nothing.
+    let mut page = va & !UAT_PGMSK;
+    while page < end {
+        let t = pt
+            .translate(page)
+            .map_err(|e| if e == EIO { EIO } else { EFAULT })?;
+        let access = t.prot.gpu_access();
+        if !(if read { access.read } else { access.write }) {
+            return Err(EFAULT);
+        }
+        page += UAT_PGSZ;
+    }
     let mut done = 0usize;
     while done < buf.len() {
-        let at = va.checked_add(done as u64).ok_or(EINVAL)?;
+        let at = va + done as u64;
         let t = pt.translate(at)?;
         let off = (at & UAT_PGMSK) as usize;
         let n = (UAT_PGSZ as usize - off).min(buf.len() - done);
@@ -85,6 +110,146 @@ fn access(dev: &AsahiDevice, vm: VmId, va: u64, buf: &mut [u8], read: bool) -> R
 pub(crate) fn show_vms(d: &GpuMem, f: &mut fmt::Formatter<'_>) -> fmt::Result {
     for t in d.dev.vm_tags.lock().iter() {
         writeln!(f, "{} pid {} vm {}", t.uat, t.pid, t.vm_id)?;
+    }
+    Ok(())
+}
+
+/// The page of buffer `label` at `offset`, or of no buffer (`None`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    label: Option<u64>,
+    offset: u64,
+}
+
+/// A run of [`show_maps`].
+struct Run {
+    va: u64,
+    pa: u64,
+    pages: u64,
+    owner: Owner,
+    prot: Prot,
+    repeat: bool,
+}
+
+impl Run {
+    /// Adds the page at `va` to the run if it continues it (see the module's documentation);
+    /// `false` if it starts a new run.
+    fn extend(&mut self, va: u64, owner: Owner, prot: Prot) -> bool {
+        if self.va + self.pages * UAT_PGSZ != va
+            || self.owner.label != owner.label
+            || self.prot.gpu_access() != prot.gpu_access()
+            || self.prot.fw_access() != prot.fw_access()
+        {
+            return false;
+        }
+        if (self.pages == 1 || self.repeat) && owner.offset == self.owner.offset {
+            self.repeat = true;
+        } else if self.repeat || owner.offset != self.owner.offset + self.pages * UAT_PGSZ {
+            return false;
+        }
+        self.pages += 1;
+        true
+    }
+
+    fn show(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let access = |a: Access| match (a.read, a.write) {
+            (true, true) => "RW",
+            (true, false) => "RO",
+            (false, true) => "WO",
+            (false, false) => "--",
+        };
+        write!(
+            f,
+            "  {:#018x}-{:#018x} -> {:#012x} {:>10} KiB  gpu {} fw {}  ",
+            self.va,
+            self.va + self.pages * UAT_PGSZ,
+            self.pa,
+            self.pages * UAT_PGSZ / 1024,
+            access(self.prot.gpu_access()),
+            access(self.prot.fw_access()),
+        )?;
+        match self.owner.label {
+            Some(label) => write!(f, "obj {:#x} +{:#x}", label, self.owner.offset)?,
+            None => write!(f, "-")?,
+        }
+        if self.repeat {
+            write!(f, "  (one page repeated)")?;
+        }
+        writeln!(f)
+    }
+}
+
+/// The runs of the VM whose table is `pt`, each passed to `f`; `buffers` names the pages.
+fn runs(
+    pt: &crate::pgtable::PageTable,
+    buffers: &[BufferPages],
+    mut f: impl FnMut(&Run) -> fmt::Result,
+) -> fmt::Result {
+    let owner = |pa: u64| {
+        buffers
+            .iter()
+            .find_map(|b| {
+                b.offset_of(pa).map(|offset| Owner {
+                    label: Some(b.label),
+                    offset,
+                })
+            })
+            .unwrap_or(Owner {
+                label: None,
+                offset: 0,
+            })
+    };
+    let mut run: Option<Run> = None;
+    let mut result = Ok(());
+    let walked = pt.for_each_mapping_all(|m| {
+        for i in 0..m.size / UAT_PGSZ {
+            let (va, pa) = (m.va + i * UAT_PGSZ, m.pa + i * UAT_PGSZ);
+            let o = owner(pa);
+            if run.as_mut().is_some_and(|r| r.extend(va, o, m.prot)) {
+                continue;
+            }
+            let next = Run {
+                va,
+                pa,
+                pages: 1,
+                owner: o,
+                prot: m.prot,
+                repeat: false,
+            };
+            if let Some(done) = run.replace(next) {
+                result = result.and_then(|()| f(&done));
+            }
+        }
+    });
+    if let Some(done) = run.take() {
+        result = result.and_then(|()| f(&done));
+    }
+    // A corrupt descriptor: the runs before it are shown, then the error.
+    walked.map_err(|_| fmt::Error)?;
+    result
+}
+
+/// `maps`: every VM's mappings, by buffer.
+pub(crate) fn show_maps(d: &GpuMem, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let mut ids = KVec::new();
+    for t in d.dev.vm_tags.lock().iter() {
+        ids.push(t.uat, GFP_KERNEL).map_err(|_| fmt::Error)?;
+    }
+    let uat = d.dev.uat.lock();
+    let buffers = d.dev.buffers.lock();
+    for id in ids {
+        // A VM destroyed since the tags were read is skipped.
+        let Ok(pt) = uat.vm_table(id) else {
+            continue;
+        };
+        let (mut n, mut pages) = (0u64, 0u64);
+        runs(pt, &buffers, |r| {
+            n += 1;
+            pages += r.pages;
+            Ok(())
+        })?;
+        writeln!(f, "vm {}: {} runs, {} pages", id, n, pages)?;
+        runs(pt, &buffers, |r| r.show(f))?;
     }
     Ok(())
 }
