@@ -84,9 +84,45 @@ sync_driver() {
 	rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check "$tree"/drivers/gpu/drm/asahi/*.rs
 }
 
+# The trace replay's files (tools/qemu/replay.c) in $1: the golden traces of the simulator's tests
+# and REPLAY_RANDOM (22) random traces of REPLAY_OPS (1400) operations each, with the simulator's
+# results and maps for each (`uat-sim --out`), and `list`; `initramfs.replay` lists them for the
+# initramfs. Sets `replay_want`, the line the client must print.
+replay_data() {
+	local dir=$1 t name ops=0 n=0 sim=$src/target/release/uat-sim
+	rm -rf "$dir" && mkdir -p "$dir"
+	(cd "$src" && cargo build --release -q -p uat-sim)
+	for t in "$src"/tools/uat-sim/tests/traces/*.jsonl; do
+		cp "$t" "$dir/"
+	done
+	for ((seed = 1; seed <= ${REPLAY_RANDOM:-22}; seed++)); do
+		"$sim" --random "${REPLAY_OPS:-1400}" --seed $seed --emit-trace "$dir/random-$seed.jsonl" \
+			>/dev/null
+	done
+	: >"$dir/list"
+	printf 'dir /replay 0755 0 0\n' >"$dir/../initramfs.replay"
+	for t in "$dir"/*.jsonl; do
+		name=$(basename "$t" .jsonl)
+		"$sim" "$t" --out "$dir/out" >/dev/null
+		mv "$dir/out/results.jsonl" "$dir/$name.expected"
+		mv "$dir/out/maps.txt" "$dir/$name.maps"
+		echo "$name" >>"$dir/list"
+		ops=$((ops + $(wc -l <"$dir/$name.expected")))
+		n=$((n + 1))
+		for f in jsonl expected maps; do
+			printf 'file /replay/%s.%s %s 0644 0 0\n' "$name" $f "$dir/$name.$f" \
+				>>"$dir/../initramfs.replay"
+		done
+	done
+	rm -rf "$dir/out"
+	printf 'file /replay/list %s 0644 0 0\n' "$dir/list" >>"$dir/../initramfs.replay"
+	replay_want="uapi replay: $n traces, $ops ops, kernel == simulator"
+}
+
 # Boots QEMU's virt machine with the carve-out of dt-bindings/examples/qemu-virt-uat.dtsi and an
 # initramfs whose /init (tools/qemu/init.c) runs, after the built-in KUnit suites, the uAPI
-# session, the ioctl fuzzing and the kmemleak scan, then powers off; then checks the console.
+# session, the trace replay, the ioctl fuzzing and the kmemleak scan, then powers off; then
+# checks the console.
 # $1: the checks' names for the closing line; the rest: banners that must be on the console
 # (the sanitizers were there). Sets `fail` to 1 on any failure, and `booted` (the end time).
 # QEMU_MEM: the guest's RAM in MiB (512).
@@ -104,7 +140,9 @@ boot_and_check() {
 	dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
 	[ -f "$out/usr/include/drm/asahi_drm.h" ] || make -s "${K[@]}" headers
 	aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -isystem "$out/usr/include" -o "$boot/init" \
-		"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c" "$src/tools/qemu/fuzz.c"
+		"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c" "$src/tools/qemu/fuzz.c" \
+		"$src/tools/qemu/replay.c"
+	replay_data "$boot/replay"
 	[ -x "$out/usr/gen_init_cpio" ] || make -s "${K[@]}" usr/gen_init_cpio
 	cat >"$boot/initramfs.list" <<LIST
 dir /dev 0755 0 0
@@ -112,6 +150,7 @@ nod /dev/console 0600 0 0 c 5 1
 dir /proc 0755 0 0
 file /init $boot/init 0755 0 0
 LIST
+	cat "$boot/initramfs.replay" >>"$boot/initramfs.list"
 	"$out/usr/gen_init_cpio" "$boot/initramfs.list" >"$boot/initramfs.cpio"
 	log "booting in QEMU"
 	timeout 600 "${q[@]}" -kernel "$out/arch/arm64/boot/Image" -dtb "$boot/board.dtb" \
@@ -178,6 +217,14 @@ PY
 	"uapi: "*" passed, 0 failed") log "render node: $uapi" ;;
 	*) log "render node: the uAPI session failed or did not run (see $console)"; fail=1 ;;
 	esac
+	# The trace replay of tools/qemu/replay.c: the same traces as the simulator, the same results.
+	grep -E '^uapi replay: ' "$console" | head -n 20 || true
+	if tr -d '\r' <"$console" | grep -qxF "$replay_want"; then
+		log "trace replay: ${replay_want#uapi replay: }"
+	else
+		log "trace replay: expected \"$replay_want\" (see $console)"
+		fail=1
+	fi
 	grep -E '^fuzz: ' "$console" | grep -v ' passed, ' || true
 	fuzz=$(grep -o '^fuzz: [0-9]* passed, [0-9]* failed' "$console" | tail -n1) || true
 	case "$fuzz" in

@@ -10,4 +10,10 @@ int uapi_session(void);
 /* Fuzzes the render node's ioctls for `seconds` from `seed`; non-zero on an unexpected answer. */
 int uapi_fuzz(unsigned int seconds, uint64_t seed);
 
+/*
+ * Replays the traces /replay/list names through the render node and compares the results and
+ * maps with the simulator's; non-zero if any differ.
+ */
+int uapi_replay(void);
+
 #endif
