@@ -531,17 +531,21 @@ static int gpu_mem(long uat, uint64_t va, int read_, const char *hex, size_t len
 	if (write(fd, cmd, n) != n)
 		err = errno;
 	if (!err && read_) {
+		static char answer[2 * MAX_ACCESS + 64];
+
 		lseek(fd, 0, SEEK_SET);
-		n = read(fd, out, 2 * len + 1);
+		n = read(fd, answer, sizeof(answer) - 1);
 		if (n < 0)
 			err = errno;
-		else if (n >= 5 && !strncmp(out, "fault", 5))
+		else if (n >= 5 && !strncmp(answer, "fault", 5))
 			err = EFAULT;
-		else if (n < (int)(2 * len))
+		else if (n != (int)(2 * len + 1) || answer[2 * len] != '\n')
 			err = EIO;
 		for (int i = 0; !err && i < (int)(2 * len); i++)
-			if (!isxdigit((unsigned char)out[i]))
+			if (!isxdigit((unsigned char)answer[i]))
 				err = EIO;
+		if (!err)
+			memcpy(out, answer, 2 * len);
 	}
 	close(fd);
 	return err;

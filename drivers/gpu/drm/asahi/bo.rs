@@ -14,7 +14,7 @@
 use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
 use kernel::device::{Bound, Device};
-use kernel::drm::gem::{self, shmem};
+use kernel::drm::gem::{self, shmem, BaseObject};
 use kernel::prelude::*;
 use kernel::sync::aref::ARef;
 use kernel::uapi;
