@@ -86,7 +86,8 @@ sync_driver() {
 
 # The trace replay's files (tools/qemu/replay.c) in $1: the golden traces of the simulator's tests
 # and REPLAY_RANDOM (22) random traces of REPLAY_OPS (1400) operations each, with the simulator's
-# results and maps for each (`uat-sim --out`), and `list`; `initramfs.replay` lists them for the
+# results and maps (every REPLAY_MAPS_EVERY (50) operations) for each (`uat-sim --out`), and
+# `list`; `initramfs.replay` lists them for the
 # initramfs. Sets `replay_want`, the line the client must print.
 replay_data() {
 	local dir=$1 t name ops=0 n=0 sim=$src/target/release/uat-sim
@@ -103,10 +104,10 @@ replay_data() {
 	printf 'dir /replay 0755 0 0\n' >"$dir/../initramfs.replay"
 	for t in "$dir"/*.jsonl; do
 		name=$(basename "$t" .jsonl)
-		"$sim" "$t" --out "$dir/out" >/dev/null
+		"$sim" "$t" --out "$dir/out" --maps-every "${REPLAY_MAPS_EVERY:-50}" >/dev/null
 		mv "$dir/out/results.jsonl" "$dir/$name.expected"
 		mv "$dir/out/maps.txt" "$dir/$name.maps"
-		echo "$name" >>"$dir/list"
+		echo "$name ${REPLAY_MAPS_EVERY:-50}" >>"$dir/list"
 		ops=$((ops + $(wc -l <"$dir/$name.expected")))
 		n=$((n + 1))
 		for f in jsonl expected maps; do

@@ -5,8 +5,9 @@
  * format of `uat-sim --out` (results.jsonl, maps.txt), compared line for line with the
  * simulator's, which the host put next to each trace.
  *
- * /replay/list names the traces; for each NAME, /replay/NAME.jsonl is the trace,
- * NAME.expected the simulator's results and NAME.maps its maps. Each trace runs on a fresh
+ * /replay/list names the traces, one "NAME EVERY" per line; for each NAME, /replay/NAME.jsonl is
+ * the trace, NAME.expected the simulator's results and NAME.maps its maps, taken after every
+ * EVERY operations and at the end (`uat-sim --maps-every EVERY`). Each trace runs on a fresh
  * open of the render node (closing it at the end drops its VMs and handles), as the simulator
  * boots a fresh machine per trace.
  *
@@ -24,8 +25,9 @@
  *   EINVAL for a VM without work, ENOENT for an unknown name; the GPU reaches a VM only while
  *   it has work (else EINVAL); a submit finds no context slot (EBUSY) when the 63 user slots
  *   all run other VMs' work.
- * At the end of each trace, debugfs `maps` gives each live VM's mappings by buffer (named by
- * its fake mmap offset, mapped back to the trace's buffer name) and they must equal NAME.maps.
+ * After every EVERY operations and at the end, debugfs `maps` gives each live VM's mappings by
+ * buffer (named by its fake mmap offset, mapped back to the trace's buffer name), and they must
+ * equal NAME.maps.
  *
  * The last line is "uapi replay: N traces, M ops, kernel == simulator", or says what differs.
  */
@@ -855,10 +857,13 @@ static unsigned int first_diff(const char *a, const char *b, char *wa, char *wb,
 
 static int diffs;
 
-/* Replays trace `name`; adds its operations to *ops. Non-zero if anything differs. */
-static int replay_one(const char *name, unsigned long *ops)
+/*
+ * Replays trace `name`, with the maps after every `every` operations (0: at the end only); adds
+ * its operations to *ops. Non-zero if anything differs.
+ */
+static int replay_one(const char *name, unsigned int every, unsigned long *ops)
 {
-	char path[256], *trace, *expected, *want_maps, *got_maps, *line, *save = NULL, *exp;
+	char path[256], *trace, *expected, *want_maps, *got_maps = NULL, *line, *save = NULL, *exp;
 	struct op *list = NULL;
 	unsigned int n = 0, cap = 0, lineno = 0, bad = 0;
 	int fd;
@@ -899,9 +904,26 @@ static int replay_one(const char *name, unsigned long *ops)
 	}
 	nvms = nbos = njobs = 0;
 	exp = expected;
-	for (unsigned int i = 0; i < n; i++) {
+	got_maps = calloc(1, 1);
+	for (unsigned int i = 0; i <= n; i++) {
 		size_t l = strcspn(exp, "\n");
 
+		if (i == n || (every && i && i % every == 0)) {
+			char *now = kernel_maps(), *more;
+
+			if (!now || !got_maps ||
+			    asprintf(&more, "%safter %u ops:\n%s", got_maps, i, now) < 0) {
+				printf("uapi replay: %s: cannot read debugfs maps\n", name);
+				free(now);
+				bad++;
+				break;
+			}
+			free(got_maps);
+			free(now);
+			got_maps = more;
+		}
+		if (i == n)
+			break;
 		execute(fd, &list[i]);
 		if (strlen(result) != l || strncmp(result, exp, l)) {
 			if (diffs++ < SHOW_DIFFS)
@@ -915,11 +937,7 @@ static int replay_one(const char *name, unsigned long *ops)
 		printf("uapi replay: %s: the simulator has more results than operations\n", name);
 		bad++;
 	}
-	got_maps = kernel_maps();
-	if (!got_maps) {
-		printf("uapi replay: %s: cannot read debugfs maps\n", name);
-		bad++;
-	} else {
+	if (got_maps) {
 		char a[256], b[256];
 		unsigned int d = first_diff(got_maps, want_maps, a, b, sizeof(a));
 
@@ -959,7 +977,12 @@ int uapi_replay(void)
 	}
 	close(fd);
 	for (name = strtok_r(list, "\n", &save); name; name = strtok_r(NULL, "\n", &save)) {
-		failed += replay_one(name, &ops);
+		char *sp = strchr(name, ' ');
+		unsigned int every = sp ? strtoul(sp + 1, NULL, 10) : 0;
+
+		if (sp)
+			*sp = 0;
+		failed += replay_one(name, every, &ops);
 		traces++;
 	}
 	free(list);

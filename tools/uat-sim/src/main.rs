@@ -4,13 +4,14 @@
 //!
 //! ```text
 //! uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--random OPS]
-//!         [--emit-trace FILE]
+//!         [--maps-every N] [--emit-trace FILE]
 //! ```
 //!
 //! With no trace it runs the built-in workload (or with `--random`, a random trace of about
 //! `OPS` operations, [`workload::random`]) and checks every result against its model.
-//! `--out DIR` writes `results.jsonl` (one result per operation) and `maps.txt` (each VM's
-//! mappings at the end, by buffer and offset: [`uat_sim::maps`]).
+//! `--out DIR` writes `results.jsonl` (one result per operation) and `maps.txt`: each VM's
+//! mappings by buffer and offset ([`uat_sim::maps`]) after every `N` operations
+//! (`--maps-every`) and at the end, each dump under `after K ops:`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -25,13 +26,14 @@ struct Args {
     dtb: Option<PathBuf>,
     seed: u64,
     random: Option<usize>,
+    maps_every: usize,
     emit: Option<PathBuf>,
 }
 
 fn usage() -> ! {
     let _ = writeln!(
         std::io::stderr(),
-        "usage: uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--random OPS] [--emit-trace FILE]"
+        "usage: uat-sim [TRACE.jsonl] [--out DIR] [--snapshot DIR] [--dtb FILE] [--seed N] [--random OPS] [--maps-every N] [--emit-trace FILE]"
     );
     std::process::exit(2)
 }
@@ -44,6 +46,7 @@ fn args() -> Args {
         dtb: None,
         seed: 0x5eed,
         random: None,
+        maps_every: 0,
         emit: None,
     };
     let mut it = std::env::args().skip(1);
@@ -56,6 +59,7 @@ fn args() -> Args {
             "--emit-trace" => a.emit = Some(val().into()),
             "--seed" => a.seed = val().parse().unwrap_or_else(|_| usage()),
             "--random" => a.random = Some(val().parse().unwrap_or_else(|_| usage())),
+            "--maps-every" => a.maps_every = val().parse().unwrap_or_else(|_| usage()),
             "-h" | "--help" => usage(),
             s if s.starts_with('-') => usage(),
             s => a.trace = Some(s.into()),
@@ -149,10 +153,24 @@ fn main() {
             std::fs::File::create(dir.join("results.jsonl")).unwrap_or_else(|e| fail(e)),
         )
     });
+    let mut maps_file = a.out.as_ref().map(|dir| {
+        let path = dir.join("maps.txt");
+        std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| fail(e)))
+    });
+    let mut maps_err = None;
+    let maps_every = a.maps_every;
     let total = ops.len().max(1);
     let mut next_phase = 0;
     let mut next_pct = 0;
     let progress = |i: usize, m: &Machine| {
+        if let Some(w) = maps_file.as_mut().filter(|_| maps_every > 0) {
+            if i > 0 && i % maps_every == 0 {
+                if let Err(e) = writeln!(w, "after {i} ops:").and_then(|()| maps::write_maps(m, w))
+                {
+                    maps_err.get_or_insert(e);
+                }
+            }
+        }
         let pct = i * 100 / total;
         let phase = phases
             .iter()
@@ -187,13 +205,13 @@ fn main() {
     if let Some(mut w) = out_file {
         w.flush().unwrap_or_else(|e| fail(format!("results: {e}")));
     }
-    if let Some(dir) = &a.out {
-        let path = dir.join("maps.txt");
-        let mut w =
-            std::io::BufWriter::new(std::fs::File::create(&path).unwrap_or_else(|e| fail(e)));
-        maps::write_maps(&m, &mut w)
+    if let Some(mut w) = maps_file {
+        let end =
+            writeln!(w, "after {} ops:", ops.len()).and_then(|()| maps::write_maps(&m, &mut w));
+        maps_err
+            .map_or(end, Err)
             .and_then(|()| w.flush())
-            .unwrap_or_else(|e| fail(format!("{}: {e}", path.display())));
+            .unwrap_or_else(|e| fail(format!("maps: {e}")));
     }
     if let Some(dir) = &a.snapshot {
         snapshot::save(&m, dir).unwrap_or_else(|e| fail(e));
