@@ -220,7 +220,7 @@ PY
 	esac
 	# The trace replay of tools/qemu/replay.c: the same traces as the simulator, the same results.
 	grep -E '^uapi replay: ' "$console" | head -n 20 || true
-	if tr -d '\r' <"$console" | grep -qxF "$replay_want"; then
+	if tr -d '\r' <"$console" | grep -xF "$replay_want" >/dev/null; then
 		log "trace replay: ${replay_want#uapi replay: }"
 	else
 		log "trace replay: expected \"$replay_want\" (see $console)"
