@@ -164,7 +164,7 @@ fn main() {
     let mut next_pct = 0;
     let progress = |i: usize, m: &Machine| {
         if let Some(w) = maps_file.as_mut().filter(|_| maps_every > 0) {
-            if i > 0 && i % maps_every == 0 {
+            if i > 0 && i.is_multiple_of(maps_every) {
                 if let Err(e) = writeln!(w, "after {i} ops:").and_then(|()| maps::write_maps(m, w))
                 {
                     maps_err.get_or_insert(e);

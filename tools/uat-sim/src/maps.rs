@@ -57,7 +57,7 @@ impl Runs {
             if r.va + r.pages * PG == va && r.label == label && r.gpu == gpu && r.fw == fw {
                 let same = offset == r.offset;
                 let next = offset == r.offset + r.pages * PG;
-                if (r.pages == 1 && same) || (r.repeat && same) {
+                if (r.repeat || r.pages == 1) && same {
                     r.repeat = true;
                     r.pages += 1;
                     return;
