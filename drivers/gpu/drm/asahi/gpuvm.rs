@@ -146,8 +146,8 @@ pub struct Bind<B> {
 /// the render node's order (which decides the errno): unknown flags, a wrapping range, an
 /// unbind's fields (`EINVAL`); for a map the protection (`EINVAL`), the handle (`lookup`, which
 /// returns the buffer and its size in bytes, or `ENOENT`), then the VA range and the buffer range
-/// (`EINVAL`). Without a handle lookup for an unbind, or a VA check before the lookup, an
-/// unknown handle is `ENOENT` whatever else is wrong with a map but its flags and protection.
+/// (`EINVAL`). So a map naming an unknown handle is `ENOENT` even if its VA range is bad too,
+/// and an unbind looks nothing up.
 pub fn check_bind<B>(
     op: &BindOp,
     kernel: &Range<u64>,
