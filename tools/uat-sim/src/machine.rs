@@ -369,7 +369,7 @@ impl Machine {
                     Err(e) => errno(e),
                 }
             }
-            // The ID goes at once; the VM with its last work (see `Gpuvm::vm_destroy`).
+            // The ID goes at once; the VM with its last work (see `Engine::vm_destroy`).
             Op::VmDestroy { vm } => done(self.vm(vm).and_then(|id| {
                 self.gpuvm.vm_destroy(id)?;
                 self.vms.remove(&vm);
