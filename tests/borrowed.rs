@@ -124,37 +124,3 @@ fn ttbat_slots_are_never_wrapped() {
         assert_eq!(checked_slot(slot), Err(EINVAL));
     }
 }
-
-#[test]
-fn mapping_list_inserts_never_allocate() {
-    use asahi::gpuvm::{insert, VaMapping};
-    use kernel::error::code::ENOMEM;
-    let m = |va: u64| VaMapping {
-        va,
-        range: PG,
-        handle: 1,
-        offset: 0,
-        prot: Prot::GPU_SHARED_RW,
-        single_page: false,
-    };
-    let mut v: KVec<VaMapping> = KVec::new();
-    // No reserved room: refused, nothing changed (the bind then takes no reference).
-    assert_eq!(insert(&mut v, 0, m(0)), Err(ENOMEM));
-    assert!(v.is_empty());
-    v.reserve(2, GFP_KERNEL).unwrap();
-    insert(&mut v, 0, m(2 * PG)).unwrap();
-    insert(&mut v, 0, m(PG)).unwrap();
-    assert_eq!(v.iter().map(|m| m.va).collect::<Vec<_>>(), [PG, 2 * PG]);
-    let cap = v.capacity();
-    while v.len() < cap {
-        let va = (v.len() as u64 + 1) * PG;
-        let at = v.len();
-        insert(&mut v, at, m(va)).unwrap();
-    }
-    assert_eq!(insert(&mut v, 5, m(0)), Err(ENOMEM));
-    assert_eq!(v.len(), cap);
-    // Past the end is refused too.
-    let mut w: KVec<VaMapping> = KVec::new();
-    w.reserve(1, GFP_KERNEL).unwrap();
-    assert_eq!(insert(&mut w, 1, m(0)), Err(ENOMEM));
-}

@@ -5,10 +5,11 @@
 //! every field of a bind fuzzed (no panic, and no change on error); allocation failure at every
 //! point of a bind; buffers that outlive their handles; huge imported scatter lists.
 
+use agx_soc::engine::VaMapping;
 use agx_soc::firmware::FwKnobs;
 use agx_soc::gpu::Fault;
 use agx_soc::{SimGpuvm, Soc};
-use asahi::gpuvm::{bind_flags::*, gem_flags, BindOp, Handle, VaMapping};
+use asahi::gpuvm::{bind_flags::*, gem_flags, BindOp, Handle};
 use asahi::pgtable::{Mapping, PhysRange};
 use asahi::pte::Prot;
 use asahi::uat::{kernel_va, user_va};

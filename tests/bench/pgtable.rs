@@ -277,7 +277,7 @@ fn replacing_bind() {
         },
     )
     .unwrap();
-    let walks = |g: &asahi::gpuvm::Gpuvm<_, _>| g.uat().vm_table(vm).unwrap().walks();
+    let walks = |g: &agx_soc::SimGpuvm| g.uat().vm_table(vm).unwrap().walks();
     let mut plain = Vec::new();
     let mut replace = Vec::new();
     let mut plain_walks = 0;

@@ -7,11 +7,11 @@
 //! Host-only: the driver sources never see this crate; tests and tools put a [`Soc`] under
 //! them.
 
+pub mod engine;
 pub mod firmware;
 pub mod gpu;
 
 use asahi::geometry::Geometry;
-use asahi::gpuvm::Gpuvm;
 use asahi::pte::Oas;
 use asahi::tlbi::Broadcast;
 use asahi::uat::{RegionDesc, Uat, UatConfig};
@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 /// The UAT as the simulated SoC runs it.
 pub type SimUat = Uat<Broadcast<GpuTlbi>, FwPort>;
-/// The VM_BIND layer on it.
-pub type SimGpuvm = Gpuvm<Broadcast<GpuTlbi>, FwPort>;
+/// The render node's VMs and buffers on it ([`engine`]).
+pub type SimGpuvm = engine::Engine;
 
 /// The SoC: its reserved regions, GPU and firmware.
 pub struct Soc {
@@ -128,9 +128,9 @@ impl Soc {
 }
 
 impl Soc {
-    /// Brings the UAT up and puts the VM_BIND layer on it.
+    /// Brings the UAT up and puts the render node's VMs and buffers on it.
     pub fn boot_gpuvm(&self) -> Result<SimGpuvm> {
-        Gpuvm::new(self.boot()?)
+        engine::Engine::new(self.boot()?)
     }
 }
 

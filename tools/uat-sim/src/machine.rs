@@ -5,9 +5,10 @@
 
 use crate::fdt::{self, NodeId};
 use crate::trace::Op;
+use agx_soc::engine::FwBuf;
 use agx_soc::firmware::FwKnobs;
 use agx_soc::{SimGpuvm, Soc};
-use asahi::gpuvm::{default_kernel_range, BindOp, FwBuf, Handle};
+use asahi::gpuvm::{default_kernel_range, BindOp, Handle};
 use asahi::pte::Oas;
 use asahi::pte::Prot;
 use asahi::slots::VmId;
@@ -244,8 +245,7 @@ impl Machine {
     pub fn pages_mapped(&self) -> u64 {
         self.gpuvm
             .vm_ids()
-            .filter_map(|id| self.gpuvm.mappings(id).ok())
-            .flat_map(|m| m.iter().map(|m| m.range >> 14))
+            .map(|id| self.gpuvm.pages_in(id, 0, u64::MAX))
             .sum()
     }
 
@@ -301,18 +301,10 @@ impl Machine {
         }
     }
 
-    /// Pages of VM `id` mapped in `[start, end)`, from its sorted mapping list: O(log n) plus
-    /// the mappings in the range.
+    /// Pages of VM `id` mapped in `[start, end)`, from its GPUVM's VA tree: O(log n) plus the
+    /// mappings in the range.
     fn pages_in(&self, id: VmId, start: u64, end: u64) -> u64 {
-        let Ok(m) = self.gpuvm.mappings(id) else {
-            return 0;
-        };
-        let first = m.partition_point(|m| m.va.saturating_add(m.range) <= start);
-        m[first..]
-            .iter()
-            .take_while(|m| m.va < end)
-            .map(|m| (m.va.saturating_add(m.range).min(end) - m.va.max(start)) >> 14)
-            .sum()
+        self.gpuvm.pages_in(id, start, end)
     }
 
     /// Table pages of user VM `id` (its top-level table included).
@@ -377,7 +369,7 @@ impl Machine {
                     Err(e) => errno(e),
                 }
             }
-            // The ID goes at once; the VM with its last work (see `Gpuvm::vm_destroy`).
+            // The ID goes at once; the VM with its last work (see `Engine::vm_destroy`).
             Op::VmDestroy { vm } => done(self.vm(vm).and_then(|id| {
                 self.gpuvm.vm_destroy(id)?;
                 self.vms.remove(&vm);

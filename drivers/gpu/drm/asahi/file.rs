@@ -10,7 +10,8 @@
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, AsahiRegData};
 use crate::geometry::{Geometry, UAT_PGMSK};
-use crate::pte::{Access, Prot};
+use crate::gpuvm::{check_gem_create, check_kernel_range, BindOp};
+use crate::pte::Prot;
 use crate::vacant::insert_vacant;
 use crate::vm::{window, Bind, Vm, KERNEL_MIN_SIZE};
 use kernel::drm::{self, gem::BaseObject, Registered};
@@ -21,16 +22,6 @@ use kernel::sync::{Arc, Mutex};
 use kernel::transmute::AsBytes;
 use kernel::uaccess::UserSlice;
 use kernel::{new_mutex, uapi};
-
-/// The `DRM_ASAHI_BIND_*` flags this driver knows.
-const BIND_FLAGS: u32 = uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_UNBIND
-    | uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_READ
-    | uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_WRITE
-    | uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_SINGLE_PAGE;
-
-/// The `DRM_ASAHI_GEM_*` flags this driver knows.
-const GEM_FLAGS: u32 = uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_WRITEBACK
-    | uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_VM_PRIVATE;
 
 /// A buffer bound into the kernel VM with GEM_BIND_OBJECT (where the firmware sees it).
 struct KernelObject {
@@ -160,16 +151,10 @@ impl File {
         args: &mut uapi::drm_asahi_vm_create,
         file: &DrmFile,
     ) -> Result<u32> {
-        let w = window(Geometry::G13);
-        let kernel = args.kernel_start..args.kernel_end;
-        if args.pad != 0
-            || (kernel.start | kernel.end) & UAT_PGMSK != 0
-            || kernel.start < w.start
-            || kernel.end > w.end
-            || kernel.end.saturating_sub(kernel.start) < KERNEL_MIN_SIZE
-        {
+        if args.pad != 0 {
             return Err(EINVAL);
         }
+        let kernel = check_kernel_range(args.kernel_start, args.kernel_end, Geometry::G13)?;
         let file = file.inner();
         let mut vms = file.vms.lock();
         let idx = match vms.iter().position(Option::is_none) {
@@ -216,38 +201,17 @@ impl File {
         let range: u64 = r.read()?;
         let addr: u64 = r.read()?;
         r.skip(extra)?;
-        if flags & !BIND_FLAGS != 0 {
-            return Err(EINVAL);
-        }
-        let end = addr.checked_add(range).ok_or(EINVAL)?;
-        if flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_UNBIND != 0 {
-            if flags != uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_UNBIND
-                || handle != 0
-                || offset != 0
-            {
-                return Err(EINVAL);
-            }
-            vm.check(addr..end, None, false)?;
-            return Ok(Bind {
-                va: addr..end,
-                map: None,
-                prot: Prot::GPU_SHARED_RO,
-                single_page: false,
-            });
-        }
-        let prot = Prot::gpu(Access {
-            read: flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_READ != 0,
-            write: flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_WRITE != 0,
-        })
-        .ok_or(EINVAL)?;
-        let single_page = flags & uapi::drm_asahi_bind_flags_DRM_ASAHI_BIND_SINGLE_PAGE != 0;
-        let bo = Bo::lookup_handle(file, handle)?;
-        vm.check(addr..end, Some((&bo, offset)), single_page)?;
-        Ok(Bind {
-            va: addr..end,
-            map: Some((bo, offset)),
-            prot,
-            single_page,
+        let op = BindOp {
+            flags,
+            handle,
+            offset,
+            range,
+            addr,
+        };
+        vm.check_bind(&op, |h| {
+            let bo = Bo::lookup_handle(file, h)?;
+            let size = u64::try_from(bo.size())?;
+            Ok((bo, size))
         })
     }
 
@@ -290,15 +254,10 @@ impl File {
         args: &mut uapi::drm_asahi_gem_create,
         file: &DrmFile,
     ) -> Result<u32> {
-        let private = args.flags & uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_VM_PRIVATE != 0;
-        if args.size == 0
-            || args.size & UAT_PGMSK != 0
-            || args.flags & !GEM_FLAGS != 0
-            || args.pad != 0
-            || (!private && args.vm_id != 0)
-        {
+        if args.pad != 0 {
             return Err(EINVAL);
         }
+        let private = check_gem_create(args.size, args.flags, args.vm_id != 0)?;
         let size = usize::try_from(args.size).map_err(|_| EINVAL)?;
         let vm = if private {
             Some(file.inner().vm(args.vm_id)?)

@@ -147,7 +147,7 @@ mod contexts {
     }
 }
 
-/// VM_BIND, firmware objects in the kernel VM, and crash dumps.
+/// VM_BIND's rules, firmware objects in the kernel VM, and crash dumps.
 #[kunit_tests(asahi_uat_vm_bind)]
 mod vm_bind {
     use super::run;
@@ -155,8 +155,8 @@ mod vm_bind {
     use kernel::prelude::*;
 
     #[test]
-    fn bind_semantics() -> Result {
-        run(CASES, "bind_semantics")
+    fn bind_rules() -> Result {
+        run(CASES, "bind_rules")
     }
 
     #[test]

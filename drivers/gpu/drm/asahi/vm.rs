@@ -13,7 +13,8 @@
 
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, Firmware, VmTag};
-use crate::geometry::{Geometry, VaRange, UAT_PGMSK, UAT_PGSZ};
+use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
+use crate::gpuvm::{BindOp, Handle};
 use crate::pte::Prot;
 use crate::slots::VmId;
 use crate::tlbi::{Arm64, Broadcast};
@@ -27,26 +28,10 @@ use kernel::prelude::*;
 use kernel::sync::aref::ARef;
 use kernel::sync::{Arc, Mutex};
 
-pub(crate) use crate::gpuvm::KERNEL_MIN_SIZE;
+pub(crate) use crate::gpuvm::{window, KERNEL_MIN_SIZE};
 
-/// The user VA window ([`crate::uat::user_va`]) as GPUVM and GET_PARAMS take it (`end`
-/// exclusive).
-pub(crate) fn window(g: Geometry) -> Range<u64> {
-    let w = crate::uat::user_va(g);
-    w.start..w.last + 1
-}
-
-/// One bind or unbind, validated.
-pub(crate) struct Bind {
-    /// The VA range.
-    pub(crate) va: Range<u64>,
-    /// The buffer and the offset into it; `None` for an unbind.
-    pub(crate) map: Option<(ARef<Bo>, u64)>,
-    /// The protection of a map.
-    pub(crate) prot: Prot,
-    /// Whether the one page at the offset is repeated over the range.
-    pub(crate) single_page: bool,
-}
+/// One bind or unbind, validated by the rules shared with the host ([`Vm::check_bind`]).
+pub(crate) type Bind = crate::gpuvm::Bind<ARef<Bo>>;
 
 /// The GPUVM driver data of a VM: the shared steps (`vm_steps.rs`) with this driver's types.
 pub(crate) type VmData = VmSteps<AsahiDriver, Bo, Broadcast<Arm64>, Firmware>;
@@ -147,30 +132,18 @@ impl Vm {
         self.id
     }
 
-    /// Validates a bind of this VM: `EINVAL` for an unaligned, empty or wrapping range, one
-    /// outside the window or touching the kernel range, or a buffer range outside the buffer.
-    pub(crate) fn check(&self, va: Range<u64>, map: Option<(&Bo, u64)>, single: bool) -> Result {
-        let w = window(Geometry::G13);
-        if (va.start | va.end) & UAT_PGMSK != 0
-            || va.start >= va.end
-            || va.start < w.start
-            || va.end > w.end
-            || (va.start < self.kernel.end && self.kernel.start < va.end)
-        {
-            return Err(EINVAL);
-        }
-        if let Some((bo, offset)) = map {
-            let need = if single { UAT_PGSZ } else { va.end - va.start };
-            let size = u64::try_from(kernel::drm::gem::BaseObject::size(bo))?;
-            match offset.checked_add(need) {
-                Some(end) if offset & UAT_PGMSK == 0 && end <= size => {}
-                _ => return Err(EINVAL),
-            }
-        }
-        Ok(())
+    /// Validates one bind operation of this VM with the rules the host shares
+    /// ([`crate::gpuvm::check_bind`], which says the order of the checks and their errnos);
+    /// `lookup` gives the buffer of a handle and its size, or `ENOENT`.
+    pub(crate) fn check_bind(
+        &self,
+        op: &BindOp,
+        lookup: impl FnOnce(Handle) -> Result<(ARef<Bo>, u64)>,
+    ) -> Result<Bind> {
+        crate::gpuvm::check_bind(op, &self.kernel, Geometry::G13, lookup)
     }
 
-    /// Performs a validated bind (see [`Vm::check`]).
+    /// Performs a validated bind (see [`Vm::check_bind`]).
     pub(crate) fn bind(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
         let len = b.va.end - b.va.start;
         let prealloc = VmData::prealloc_vas(GFP_KERNEL)?;

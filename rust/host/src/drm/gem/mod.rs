@@ -66,6 +66,11 @@ impl RawObject {
         }
     }
 
+    /// The reference count (host only: for [`crate::drm::gpuvm::sim::obj_refcount`]).
+    pub(crate) fn refcount(&self) -> usize {
+        self.refcount.load(Ordering::Relaxed)
+    }
+
     /// The identity of the object's `dma_resv`.
     pub(crate) fn resv(&self) -> usize {
         self.resv

@@ -67,6 +67,42 @@ pub fn for_each_va<T: DriverGpuVm>(
     }
 }
 
+/// Calls `f` on every VA of the tree (not the kernel-reserved node) overlapping `[start, end)`,
+/// in address order, with its driver data (`drm_gpuvm_for_each_va_range()`): the cost is the
+/// tree's search plus the VAs found.
+pub fn for_each_va_in<T: DriverGpuVm>(
+    vm: &UniqueRefGpuVm<T>,
+    start: u64,
+    end: u64,
+    mut f: impl FnMut(&GpuVa<T>, &T::VaData),
+) {
+    if start >= end {
+        return;
+    }
+    // SAFETY: As in `vas`.
+    let tree = unsafe { vm.tree_ref() };
+    let mut key = tree.find_first(start, end - start);
+    while let Some(k) = key {
+        let Some(n) = tree.get(k) else { break };
+        if k.0 >= end {
+            break;
+        }
+        if let Some(va) = n.va {
+            // SAFETY: A VA in the tree is valid.
+            let va = unsafe { va.as_ref() };
+            f(va, va.data());
+        }
+        key = tree.next(k);
+    }
+}
+
+/// The reference count of a GEM object (`kref`): whether anything but its owner holds it (a
+/// vm_bo of a VA mapping it, say).
+pub fn obj_refcount<T: IntoGEMObject>(obj: &T) -> usize {
+    // SAFETY: `obj` is borrowed, so its `drm_gem_object` is valid.
+    unsafe { (*obj.as_raw()).refcount() }
+}
+
 /// The address of a GEM object as [`VaInfo::obj`] shows it.
 pub fn obj_id<T: IntoGEMObject>(obj: &T) -> usize {
     obj.as_raw() as usize
