@@ -48,7 +48,6 @@
 
 #include "uapi.h"
 
-#define DBG "/sys/kernel/debug/asahi/c000000.gpu/"
 #define NONE 0xffffffffu
 #define USER_SLOTS 63
 /* The most bytes one debugfs gpu_mem access moves (gpu_mem.rs MAX_LEN). */
@@ -489,25 +488,6 @@ static unsigned int running(void)
 	return n;
 }
 
-/* The UAT VM of this process's VM `vm_id`, from debugfs; -1 if none. */
-static long uat_of(uint32_t vm_id)
-{
-	char line[128];
-	long uat = -1, id;
-	int pid;
-	unsigned int vm;
-	FILE *f = fopen(DBG "vms", "r");
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%ld pid %d vm %u", &id, &pid, &vm) == 3 && pid == getpid() &&
-		    vm == vm_id)
-			uat = id;
-	fclose(f);
-	return uat;
-}
-
 static int ioctl_err(int fd, unsigned long req, void *arg)
 {
 	int ret;
@@ -638,7 +618,7 @@ static int execute(int fd, struct op *o)
 		err = ioctl_err(fd, DRM_IOCTL_ASAHI_VM_CREATE, &c);
 		if (!err) {
 			vms[nvms] = (struct vm){
-				.name = o->vm, .id = c.vm_id, .uat = uat_of(c.vm_id),
+				.name = o->vm, .id = c.vm_id, .uat = uat_id_of(c.vm_id),
 				.instance = ++instances, .live = 1,
 			};
 			if (vms[nvms++].uat < 0)

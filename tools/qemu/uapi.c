@@ -64,10 +64,8 @@ static int vm_bind(int fd, uint32_t vm_id, struct drm_asahi_gem_bind_op *ops, ui
 	return call(fd, DRM_IOCTL_ASAHI_VM_BIND, &b, want, what);
 }
 
-#define DBG "/sys/kernel/debug/asahi/c000000.gpu/"
-
 /* The UAT VM of this process's VM `vm_id`, from debugfs; -1 if none. */
-static long uat_id_of(uint32_t vm_id)
+long uat_id_of(uint32_t vm_id)
 {
 	char line[128];
 	long uat = -1, id;
@@ -240,16 +238,19 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 			bad++;
 		}
 		ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, y + 2 * PG - x, x);
-		if (ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
-			.vm_id = vm, .num_binds = 1, .stride = sizeof(ops[0]),
-			.userptr = (uintptr_t)ops })) {
+		b.num_binds = 1;
+		ret = ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b);
+		if (ret) {
 			printf("uapi: FAILED: unbind after allocation %u failed\n", n);
 			bad++;
 		}
 	}
-	printf("uapi: VM_BIND of two ops with each of its %u allocations failing: ENOMEM, the failing "
-	       "op changed nothing, the first stayed applied %u times\n", points, first_stayed);
-	check(points >= 4 && n < 400 && !bad, "ENOMEM at every allocation of a bind changes nothing");
+	printf("uapi: VM_BIND of two ops with each of its %u allocations failing: ENOMEM,\n",
+	       points);
+	printf("uapi: the failing op changed nothing, the first stayed applied %u times\n",
+	       first_stayed);
+	check(points >= 4 && n < 400 && !bad,
+	      "ENOMEM at every allocation of a bind changes nothing");
 }
 
 int uapi_session(void)
@@ -420,7 +421,8 @@ int uapi_session(void)
 		struct { struct drm_asahi_gem_bind_op op; uint64_t ext; } big = {
 			op(DRM_ASAHI_BIND_UNBIND, 0, 0, PG, 0x104000), 0 };
 
-		vm_bind(fd, vm, &big.op, 1, sizeof(big), 0, "VM_BIND stride 40, unbind the middle page");
+		vm_bind(fd, vm, &big.op, 1, sizeof(big), 0,
+			"VM_BIND stride 40, unbind the middle page");
 	}
 	check(!gpu_read(uat, 0x104000, 4, hex, sizeof(hex)) && !strncmp(hex, "fault", 5),
 	      "the unbound middle page faults");

@@ -4,6 +4,12 @@
 
 #include <stdint.h>
 
+/* The render node's debugfs directory. */
+#define DBG "/sys/kernel/debug/asahi/c000000.gpu/"
+
+/* The UAT VM of this process's VM `vm_id`, from debugfs `vms`; -1 if none. */
+long uat_id_of(uint32_t vm_id);
+
 /* Runs the uAPI session on /dev/dri/renderD128; non-zero if any check failed. */
 int uapi_session(void);
 
