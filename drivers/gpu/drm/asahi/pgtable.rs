@@ -139,9 +139,21 @@ fn all_zero(t: &[AtomicU64]) -> bool {
 /// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
 /// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
 /// those of type `0b11`; they differ exactly when a non-zero entry has another type.
+///
+/// A run that holds pages only (what an unmap usually finds) is recognized first by an AND and
+/// an OR of all its entries, two operations per entry: every entry has type `0b11` (so none is
+/// zero) and none has a forbidden bit exactly when the AND has the type bits and the OR no
+/// forbidden bit. Anything else takes the counting scan, which gives the same answer for it.
 #[inline(always)]
 fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
     let forbidden = check.forbidden();
+    let (all, any) = plain(t)
+        .iter()
+        .fold((!0u64, 0u64), |(a, o), &e| (a & e, o | e));
+    let (all, any) = (u64::from_le(all), u64::from_le(any));
+    if check.all_pages(all, any) {
+        return (t.len(), false);
+    }
     let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
     for &e in plain(t) {
         let e = u64::from_le(e);
@@ -153,9 +165,22 @@ fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
 }
 
 /// Stores `v` into every descriptor of `t`, each whole (the GPU may be walking them).
+///
+/// Unrolled by four: the stores are the whole work, and the loop's own instructions (one
+/// increment, compare and branch per store otherwise) would slow it down.
 #[inline(always)]
 fn fill(t: &[AtomicU64], v: u64) {
-    t.iter().for_each(|e| e.store(v, Ordering::Relaxed));
+    let mut quads = t.chunks_exact(4);
+    for q in &mut quads {
+        q[0].store(v, Ordering::Relaxed);
+        q[1].store(v, Ordering::Relaxed);
+        q[2].store(v, Ordering::Relaxed);
+        q[3].store(v, Ordering::Relaxed);
+    }
+    quads
+        .remainder()
+        .iter()
+        .for_each(|e| e.store(v, Ordering::Relaxed));
 }
 
 /// Whether every descriptor of the table `t` outside `first ..= last` (the part the caller
@@ -223,12 +248,31 @@ trait PageSource {
 
 /// Writes the descriptors of the contiguous pages from `pa` into `run`: the loop kept in
 /// registers (the descriptors are atomics, which the compiler assumes may alias the source).
+///
+/// The descriptors of contiguous pages differ only in their address field, by a page each: the
+/// callers have checked that the last page is page aligned and within the OAS, so adding
+/// `UAT_PGSZ` to one descriptor gives the next (no carry leaves the address field). Unrolled by
+/// four, as [`fill`].
 #[inline(always)]
 fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
-    let mut pa = pa;
-    for e in run {
-        e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-        pa += UAT_PGSZ;
+    let mut d = tmpl.pte(pa);
+    debug_assert!(
+        run.is_empty() || {
+            let last = pa + ((run.len() as u64 - 1) << UAT_PGBIT);
+            tmpl.pte(last) == d + (last - pa)
+        }
+    );
+    let mut quads = run.chunks_exact(4);
+    for q in &mut quads {
+        q[0].store(d.to_le(), Ordering::Relaxed);
+        q[1].store((d + UAT_PGSZ).to_le(), Ordering::Relaxed);
+        q[2].store((d + 2 * UAT_PGSZ).to_le(), Ordering::Relaxed);
+        q[3].store((d + 3 * UAT_PGSZ).to_le(), Ordering::Relaxed);
+        d += 4 * UAT_PGSZ;
+    }
+    for e in quads.remainder() {
+        e.store(d.to_le(), Ordering::Relaxed);
+        d += UAT_PGSZ;
     }
 }
 
