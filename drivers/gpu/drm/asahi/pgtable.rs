@@ -199,9 +199,10 @@ enum Tables<'a> {
     /// Create the missing tables from preallocated zeroed pages.
     Create(&'a mut PageList),
     /// After visiting a leaf table, clear the walked part of it; then unlink every table that is
-    /// empty and put it on the list. A leaf table the range covers whole is unlinked as it is,
-    /// without clearing its descriptors: it is freed only after the TLB flush, and until then a
-    /// stale walk cache reaching it finds the same translations the stale TLB may hold.
+    /// empty and put it on the list. A leaf table the range covers whole, or whose last pages
+    /// the range holds, is unlinked as it is, without clearing its descriptors: it is freed only
+    /// after the TLB flush, and until then a stale walk cache reaching it finds the same
+    /// translations the stale TLB may hold.
     Prune(&'a mut PageList),
 }
 
@@ -212,6 +213,17 @@ enum Step<'a> {
     Leaf(&'a Entries, &'a AtomicU16, VaRange),
     /// No table below level `level` maps this part of the range.
     Missing(Level, VaRange),
+}
+
+/// What [`PageTable::clear_cached`] did.
+enum Cached {
+    /// The range is not inside the cached leaf table (or covers it whole): nothing done.
+    Miss,
+    /// The run was checked and cleared: this many pages.
+    Cleared(usize),
+    /// The run was checked, holds this many pages, and they are all its table has: nothing
+    /// changed, the table is for the walk to unlink.
+    Empties(usize),
 }
 
 /// What a walk changed.
@@ -1290,16 +1302,24 @@ impl PageTable {
     /// how many pages it held, and it is unlinked as it is (its descriptors point at data pages,
     /// which are never followed; the table is freed only after the TLB flush). The other leaf
     /// tables have their run read (`EIO` on a corrupt descriptor or more pages than the count,
-    /// before anything changes), cleared, and are unlinked when their count drops to zero.
+    /// before anything changes) and cleared; one whose count drops to zero is unlinked, when
+    /// pruning, without clearing its run, as a wholly covered one.
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
+        // The page count of a single-leaf run that the cached path checked, when clearing it
+        // empties its table: the walk below unlinks the table without checking the run again.
+        let mut checked = None;
         if single {
-            if let Some(n) = self.clear_cached(range, prune)? {
-                if n != 0 {
-                    gather.add_range(range);
+            match self.clear_cached(range, prune)? {
+                Cached::Cleared(n) => {
+                    if n != 0 {
+                        gather.add_range(range);
+                    }
+                    return Ok(n);
                 }
-                return Ok(n);
+                Cached::Empties(n) => checked = Some(n),
+                Cached::Miss => {}
             }
         }
         let mut pages = 0usize;
@@ -1338,14 +1358,21 @@ impl PageTable {
                 }
                 let run = self.run(t, sub);
                 let n = if single {
-                    let n = self.occupied_full(run, count, sub)?;
+                    let n = match checked {
+                        Some(n) => n,
+                        None => self.occupied_full(run, count, sub)?,
+                    };
                     pages += n;
                     n
                 } else {
                     Self::occupied_unchecked(run, count)
                 };
                 if n != 0 {
-                    fill(run, 0);
+                    // A table this run empties is unlinked as it is, as a wholly covered one
+                    // (see `Tables::Prune`): its descriptors need no clearing.
+                    if !(prune && n == count.load(Ordering::Relaxed) as usize) {
+                        fill(run, 0);
+                    }
                     Self::uncount(count, n);
                 }
             }
@@ -1369,29 +1396,30 @@ impl PageTable {
         Ok(pages)
     }
 
-    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only, that leaves
-    /// the table with pages (so that nothing is unlinked): checks and clears the run without
-    /// walking down. `None` when the range is not such (nothing done: the caller walks).
+    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only: checks the
+    /// run without walking down, and clears it if the table keeps pages (nothing to unlink).
+    /// When clearing would empty a pruned table, changes nothing and returns the run's checked
+    /// page count for the walk that unlinks it.
     #[inline]
-    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Option<usize>> {
+    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Cached> {
         if self.whole_leaf(range) {
-            return Ok(None);
+            return Ok(Cached::Miss);
         }
         let Some(leaf) = self.cached_leaf(range) else {
-            return Ok(None);
+            return Ok(Cached::Miss);
         };
-        let clear = |t: &Entries, count: &AtomicU16| -> Result<Option<usize>> {
+        let clear = |t: &Entries, count: &AtomicU16| -> Result<Cached> {
             let run = self.run(t, range);
             let n = self.occupied_full(run, count, range)?;
             if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
                 // The table empties: the walk unlinks it.
-                return Ok(None);
+                return Ok(Cached::Empties(n));
             }
             if n != 0 {
                 fill(run, 0);
                 Self::uncount(count, n);
             }
-            Ok(Some(n))
+            Ok(Cached::Cleared(n))
         };
         // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
         unsafe { self.with_leaf(leaf, range, clear) }
