@@ -353,25 +353,41 @@ impl PageSource for Scatter<'_> {
         Some(pa)
     }
 
+    /// The entries of a scattered buffer are often single pages (the page allocator hands out
+    /// no particular order, so neighbours rarely merge): those take one store each, and only
+    /// longer entries the contiguous loop. The position in the list is kept in registers and
+    /// written back once.
     #[inline(always)]
     fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
-        let mut run = run;
-        while !run.is_empty() {
-            let r = self.ranges.first().ok_or(EIO)?;
-            // Entries are page aligned and non-empty (`check_sg`); `max(1)` keeps this finite
-            // regardless.
-            let avail = (r.len.saturating_sub(self.off) >> UAT_PGBIT) as usize;
-            let k = avail.min(run.len()).max(1);
-            let (now, rest) = run.split_at(k);
-            write_contiguous(now, tmpl, r.addr + self.off);
-            self.off += (k as u64) << UAT_PGBIT;
-            if self.off >= r.len {
-                self.ranges = &self.ranges[1..];
-                self.off = 0;
+        let (mut ranges, mut off) = (self.ranges, self.off);
+        let mut i = 0;
+        let result = loop {
+            if i >= run.len() {
+                break Ok(());
             }
-            run = rest;
-        }
-        Ok(())
+            let Some((r, rest)) = ranges.split_first() else {
+                break Err(EIO);
+            };
+            let pa = r.addr + off;
+            // Entries are page aligned and non-empty (`check_sg`); taking at least one page
+            // keeps this finite regardless.
+            let avail = (r.len.saturating_sub(off) >> UAT_PGBIT) as usize;
+            if avail <= 1 {
+                run[i].store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+                i += 1;
+                (ranges, off) = (rest, 0);
+                continue;
+            }
+            let k = avail.min(run.len() - i);
+            write_contiguous(&run[i..i + k], tmpl, pa);
+            i += k;
+            off += (k as u64) << UAT_PGBIT;
+            if off >= r.len {
+                (ranges, off) = (rest, 0);
+            }
+        };
+        (self.ranges, self.off) = (ranges, off);
+        result
     }
 }
 
