@@ -108,6 +108,7 @@ pub struct Gather {
 
 impl Gather {
     /// An empty gather.
+    #[inline]
     pub const fn new() -> Gather {
         Gather {
             range: None,
@@ -116,6 +117,7 @@ impl Gather {
     }
 
     /// Records that `range` lost or changed translations.
+    #[inline]
     pub fn add_range(&mut self, range: VaRange) {
         self.range = Some(match self.range {
             None => range,
@@ -132,6 +134,7 @@ impl Gather {
     }
 
     /// The span to invalidate, if anything changed.
+    #[inline]
     pub fn range(&self) -> Option<VaRange> {
         self.range
     }
@@ -142,11 +145,13 @@ impl Gather {
     }
 
     /// Whether nothing was gathered.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.range.is_none() && self.freed.is_empty()
     }
 
     /// Invalidates the gathered span for `asid`, then frees the unlinked tables.
+    #[inline]
     pub fn flush(mut self, tlb: &impl TlbInvalidate, asid: u16) {
         if let Some(range) = self.range.take() {
             tlb.invalidate_range(asid, range);
