@@ -27,6 +27,14 @@ const ROUNDS: usize = 15;
 /// Pages touched per timed batch.
 const BATCH_PAGES: u64 = 1 << 17;
 
+/// Rounds of the page-table table: `ROUNDS`, or `UAT_BENCH_ROUNDS` (more, for profiling).
+fn rounds() -> usize {
+    std::env::var("UAT_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ROUNDS)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -50,7 +58,7 @@ fn measure(n: u64, warm: bool) -> Costs {
     let mut maps = Vec::new();
     let mut unmaps = Vec::new();
     let mut pt = PageTable::new(cfg()).unwrap();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         if warm {
             pt.prealloc(BASE, ops * n * PG).unwrap();
         }
@@ -107,7 +115,7 @@ fn measure_peer(n: u64, warm: bool) -> Costs {
     );
     let mut maps = Vec::new();
     let mut unmaps = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         if warm {
             let all =
                 MemoryRegion::new(peer_region(0, n).start().0, peer_region(ops - 1, n).end().0);
@@ -145,7 +153,7 @@ fn floor(n: u64) -> Costs {
     let table: Vec<AtomicU64> = (0..ops * n).map(|_| AtomicU64::new(0)).collect();
     let mut maps = Vec::new();
     let mut unmaps = Vec::new();
-    for _ in 0..ROUNDS {
+    for _ in 0..rounds() {
         let t = Instant::now();
         for i in 0..ops as usize {
             let dst = &table[i * n as usize..(i + 1) * n as usize];
@@ -175,7 +183,8 @@ fn main() {
     // UAT_BENCH_QUICK=1: the page-table table only.
     let quick = std::env::var_os("UAT_BENCH_QUICK").is_some();
     println!(
-        "UAT page-table benchmark: ns per page, median of {ROUNDS} rounds of {BATCH_PAGES} pages"
+        "UAT page-table benchmark: ns per page, median of {} rounds of {BATCH_PAGES} pages",
+        rounds()
     );
     println!(
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
@@ -185,6 +194,8 @@ fn main() {
     let only: Option<u64> = std::env::var("UAT_BENCH_PAGES")
         .ok()
         .and_then(|v| v.parse().ok());
+    // UAT_BENCH_OURS_ONLY=1: skip the peer (for profiling ours; its column then repeats ours).
+    let ours_only = std::env::var_os("UAT_BENCH_OURS_ONLY").is_some();
     for n in [1u64, 256, 65536] {
         if only.is_some_and(|o| o != n) {
             continue;
@@ -192,7 +203,11 @@ fn main() {
         let fl = floor(n);
         for warm in [true, false] {
             let ours = measure(n, warm);
-            let peer = measure_peer(n, warm);
+            let peer = if ours_only {
+                ours
+            } else {
+                measure_peer(n, warm)
+            };
             let tables = if warm { "warm" } else { "cold" };
             for (op, o, p, f) in [
                 ("map", ours.map, peer.map, fl.map),

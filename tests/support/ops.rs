@@ -43,6 +43,8 @@ pub enum Op {
     },
     /// Unmap.
     Unmap { page: u64, pages: u64 },
+    /// Unmap, keeping every table (the first half of a replacing bind).
+    UnmapKeep { page: u64, pages: u64 },
     /// Change protection.
     Reprot { page: u64, pages: u64, prot: Prot },
     /// Preallocate tables.
@@ -85,6 +87,7 @@ pub fn op() -> impl Strategy<Value = Op> {
         1 => (start(), count(), pa_page(), prot())
             .prop_map(|(page, pages, pa_page, prot)| Op::MapRepeat { page, pages, pa_page, prot }),
         4 => (start(), count()).prop_map(|(page, pages)| Op::Unmap { page, pages }),
+        2 => (start(), count()).prop_map(|(page, pages)| Op::UnmapKeep { page, pages }),
         2 => (start(), count(), prot()).prop_map(|(page, pages, prot)| Op::Reprot { page, pages, prot }),
         1 => (start(), count()).prop_map(|(page, pages)| Op::Prealloc { page, pages }),
     ]
@@ -181,7 +184,9 @@ pub fn expect(model: &VaModel, op: &Op) -> (Result<u64>, VaModel) {
                 Ok(0)
             }
         }
-        Op::Unmap { page, pages } => Ok(m.remove(va(page), pages * PG)),
+        Op::Unmap { page, pages } | Op::UnmapKeep { page, pages } => {
+            Ok(m.remove(va(page), pages * PG))
+        }
         Op::Reprot { page, pages, prot } => {
             if m.covers(va(page), pages * PG) {
                 m.reprot(va(page), pages * PG, prot);
@@ -239,6 +244,9 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
         Op::Unmap { page, pages } => pt
             .unmap(va(page), pages * PG, &mut gather)
             .map(|n| n as u64),
+        Op::UnmapKeep { page, pages } => pt
+            .unmap_keep_tables(va(page), pages * PG, &mut gather)
+            .map(|n| n as u64),
         Op::Reprot { page, pages, prot } => pt
             .reprot(va(page), pages * PG, prot, &mut gather)
             .map(|_| 0),
@@ -247,7 +255,11 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
     let range = gather.range();
     gather.flush(&tlb, 1);
     // Whatever changed translations must have been invalidated, and covered the operation.
-    if let (Ok(n), Op::Unmap { page, pages } | Op::Reprot { page, pages, .. }) = (&r, op) {
+    if let (
+        Ok(n),
+        Op::Unmap { page, pages } | Op::UnmapKeep { page, pages } | Op::Reprot { page, pages, .. },
+    ) = (&r, op)
+    {
         if *n > 0 || matches!(op, Op::Reprot { .. }) {
             let want = VaRange {
                 start: va(*page),
@@ -313,6 +325,7 @@ pub fn touched(op: &Op) -> (u64, u64) {
         Op::Map { page, pages, .. }
         | Op::MapRepeat { page, pages, .. }
         | Op::Unmap { page, pages }
+        | Op::UnmapKeep { page, pages }
         | Op::Reprot { page, pages, .. }
         | Op::Prealloc { page, pages } => (page, pages),
         Op::MapSg { page, ref segs, .. } => (page, segs.iter().map(|s| s.1).sum()),

@@ -77,6 +77,7 @@ fn in_range(pa: u64, (base, size): (u64, u64)) -> bool {
     pa >= base && pa - base < size
 }
 
+#[inline]
 pub(crate) fn ram() -> &'static Ram {
     RAM.get_or_init(|| {
         // A small alignment makes `alloc_zeroed` a `calloc`, which maps fresh zero pages lazily;
@@ -123,6 +124,7 @@ pub(crate) fn ram() -> &'static Ram {
 }
 
 impl Ram {
+    #[inline]
     pub(crate) fn index_of(&self, pa: PhysAddr) -> Option<usize> {
         if pa < RAM_BASE || pa - RAM_BASE >= RAM_SPAN {
             return None;
@@ -130,6 +132,7 @@ impl Ram {
         Some(((pa - RAM_BASE) >> PAGE_SHIFT) as usize)
     }
 
+    #[inline]
     pub(crate) fn page_ptr(&self, index: usize) -> *mut u8 {
         // SAFETY: Callers pass indices below `NPAGES`, so the offset stays inside the span.
         unsafe { self.base.add(index * PAGE_SIZE) }

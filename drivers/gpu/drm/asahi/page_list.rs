@@ -91,9 +91,16 @@ impl PageList {
         Some(page)
     }
 
-    /// Moves every page of `other` onto `self`.
+    /// Moves every page of `other` onto `self`: onto an empty list, by taking `other` whole
+    /// (the usual case: one operation's tables into an empty gather), otherwise page by page.
     pub fn append(&mut self, mut other: PageList) {
-        self.stale |= other.stale;
+        let stale = self.stale | other.stale;
+        if self.count == 0 {
+            core::mem::swap(self, &mut other);
+            self.stale = stale;
+            return;
+        }
+        self.stale = stale;
         while let Some(page) = other.take() {
             self.link(page);
         }

@@ -139,9 +139,21 @@ fn all_zero(t: &[AtomicU64]) -> bool {
 /// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
 /// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
 /// those of type `0b11`; they differ exactly when a non-zero entry has another type.
+///
+/// A run that holds pages only (what an unmap usually finds) is recognized first by an AND and
+/// an OR of all its entries, two operations per entry: every entry has type `0b11` (so none is
+/// zero) and none has a forbidden bit exactly when the AND has the type bits and the OR no
+/// forbidden bit. Anything else takes the counting scan, which gives the same answer for it.
 #[inline(always)]
 fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
     let forbidden = check.forbidden();
+    let (all, any) = plain(t)
+        .iter()
+        .fold((!0u64, 0u64), |(a, o), &e| (a & e, o | e));
+    let (all, any) = (u64::from_le(all), u64::from_le(any));
+    if check.all_pages(all, any) {
+        return (t.len(), false);
+    }
     let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
     for &e in plain(t) {
         let e = u64::from_le(e);
@@ -153,9 +165,22 @@ fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
 }
 
 /// Stores `v` into every descriptor of `t`, each whole (the GPU may be walking them).
+///
+/// Unrolled by four: the stores are the whole work, and the loop's own instructions (one
+/// increment, compare and branch per store otherwise) would slow it down.
 #[inline(always)]
 fn fill(t: &[AtomicU64], v: u64) {
-    t.iter().for_each(|e| e.store(v, Ordering::Relaxed));
+    let mut quads = t.chunks_exact(4);
+    for q in &mut quads {
+        q[0].store(v, Ordering::Relaxed);
+        q[1].store(v, Ordering::Relaxed);
+        q[2].store(v, Ordering::Relaxed);
+        q[3].store(v, Ordering::Relaxed);
+    }
+    quads
+        .remainder()
+        .iter()
+        .for_each(|e| e.store(v, Ordering::Relaxed));
 }
 
 /// Whether every descriptor of the table `t` outside `first ..= last` (the part the caller
@@ -174,9 +199,10 @@ enum Tables<'a> {
     /// Create the missing tables from preallocated zeroed pages.
     Create(&'a mut PageList),
     /// After visiting a leaf table, clear the walked part of it; then unlink every table that is
-    /// empty and put it on the list. A leaf table the range covers whole is unlinked as it is,
-    /// without clearing its descriptors: it is freed only after the TLB flush, and until then a
-    /// stale walk cache reaching it finds the same translations the stale TLB may hold.
+    /// empty and put it on the list. A leaf table the range covers whole, or whose last pages
+    /// the range holds, is unlinked as it is, without clearing its descriptors: it is freed only
+    /// after the TLB flush, and until then a stale walk cache reaching it finds the same
+    /// translations the stale TLB may hold.
     Prune(&'a mut PageList),
 }
 
@@ -187,6 +213,17 @@ enum Step<'a> {
     Leaf(&'a Entries, &'a AtomicU16, VaRange),
     /// No table below level `level` maps this part of the range.
     Missing(Level, VaRange),
+}
+
+/// What [`PageTable::clear_cached`] did.
+enum Cached {
+    /// The range is not inside the cached leaf table (or covers it whole): nothing done.
+    Miss,
+    /// The run was checked and cleared: this many pages.
+    Cleared(usize),
+    /// The run was checked, holds this many pages, and they are all its table has: nothing
+    /// changed, the table is for the walk to unlink.
+    Empties(usize),
 }
 
 /// What a walk changed.
@@ -223,12 +260,31 @@ trait PageSource {
 
 /// Writes the descriptors of the contiguous pages from `pa` into `run`: the loop kept in
 /// registers (the descriptors are atomics, which the compiler assumes may alias the source).
+///
+/// The descriptors of contiguous pages differ only in their address field, by a page each: the
+/// callers have checked that the last page is page aligned and within the OAS, so adding
+/// `UAT_PGSZ` to one descriptor gives the next (no carry leaves the address field). Unrolled by
+/// four, as [`fill`].
 #[inline(always)]
 fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
-    let mut pa = pa;
-    for e in run {
-        e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-        pa += UAT_PGSZ;
+    let mut d = tmpl.pte(pa);
+    debug_assert!(
+        run.is_empty() || {
+            let last = pa + ((run.len() as u64 - 1) << UAT_PGBIT);
+            tmpl.pte(last) == d + (last - pa)
+        }
+    );
+    let mut quads = run.chunks_exact(4);
+    for q in &mut quads {
+        q[0].store(d.to_le(), Ordering::Relaxed);
+        q[1].store((d + UAT_PGSZ).to_le(), Ordering::Relaxed);
+        q[2].store((d + 2 * UAT_PGSZ).to_le(), Ordering::Relaxed);
+        q[3].store((d + 3 * UAT_PGSZ).to_le(), Ordering::Relaxed);
+        d += 4 * UAT_PGSZ;
+    }
+    for e in quads.remainder() {
+        e.store(d.to_le(), Ordering::Relaxed);
+        d += UAT_PGSZ;
     }
 }
 
@@ -297,25 +353,41 @@ impl PageSource for Scatter<'_> {
         Some(pa)
     }
 
+    /// The entries of a scattered buffer are often single pages (the page allocator hands out
+    /// no particular order, so neighbours rarely merge): those take one store each, and only
+    /// longer entries the contiguous loop. The position in the list is kept in registers and
+    /// written back once.
     #[inline(always)]
     fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
-        let mut run = run;
-        while !run.is_empty() {
-            let r = self.ranges.first().ok_or(EIO)?;
-            // Entries are page aligned and non-empty (`check_sg`); `max(1)` keeps this finite
-            // regardless.
-            let avail = (r.len.saturating_sub(self.off) >> UAT_PGBIT) as usize;
-            let k = avail.min(run.len()).max(1);
-            let (now, rest) = run.split_at(k);
-            write_contiguous(now, tmpl, r.addr + self.off);
-            self.off += (k as u64) << UAT_PGBIT;
-            if self.off >= r.len {
-                self.ranges = &self.ranges[1..];
-                self.off = 0;
+        let (mut ranges, mut off) = (self.ranges, self.off);
+        let mut i = 0;
+        let result = loop {
+            if i >= run.len() {
+                break Ok(());
             }
-            run = rest;
-        }
-        Ok(())
+            let Some((r, rest)) = ranges.split_first() else {
+                break Err(EIO);
+            };
+            let pa = r.addr + off;
+            // Entries are page aligned and non-empty (`check_sg`); taking at least one page
+            // keeps this finite regardless.
+            let avail = (r.len.saturating_sub(off) >> UAT_PGBIT) as usize;
+            if avail <= 1 {
+                run[i].store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
+                i += 1;
+                (ranges, off) = (rest, 0);
+                continue;
+            }
+            let k = avail.min(run.len() - i);
+            write_contiguous(&run[i..i + k], tmpl, pa);
+            i += k;
+            off += (k as u64) << UAT_PGBIT;
+            if off >= r.len {
+                (ranges, off) = (rest, 0);
+            }
+        };
+        (self.ranges, self.off) = (ranges, off);
+        result
     }
 }
 
@@ -1246,16 +1318,24 @@ impl PageTable {
     /// how many pages it held, and it is unlinked as it is (its descriptors point at data pages,
     /// which are never followed; the table is freed only after the TLB flush). The other leaf
     /// tables have their run read (`EIO` on a corrupt descriptor or more pages than the count,
-    /// before anything changes), cleared, and are unlinked when their count drops to zero.
+    /// before anything changes) and cleared; one whose count drops to zero is unlinked, when
+    /// pruning, without clearing its run, as a wholly covered one.
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
+        // The page count of a single-leaf run that the cached path checked, when clearing it
+        // empties its table: the walk below unlinks the table without checking the run again.
+        let mut checked = None;
         if single {
-            if let Some(n) = self.clear_cached(range, prune)? {
-                if n != 0 {
-                    gather.add_range(range);
+            match self.clear_cached(range, prune)? {
+                Cached::Cleared(n) => {
+                    if n != 0 {
+                        gather.add_range(range);
+                    }
+                    return Ok(n);
                 }
-                return Ok(n);
+                Cached::Empties(n) => checked = Some(n),
+                Cached::Miss => {}
             }
         }
         let mut pages = 0usize;
@@ -1294,14 +1374,21 @@ impl PageTable {
                 }
                 let run = self.run(t, sub);
                 let n = if single {
-                    let n = self.occupied_full(run, count, sub)?;
+                    let n = match checked {
+                        Some(n) => n,
+                        None => self.occupied_full(run, count, sub)?,
+                    };
                     pages += n;
                     n
                 } else {
                     Self::occupied_unchecked(run, count)
                 };
                 if n != 0 {
-                    fill(run, 0);
+                    // A table this run empties is unlinked as it is, as a wholly covered one
+                    // (see `Tables::Prune`): its descriptors need no clearing.
+                    if !(prune && n == count.load(Ordering::Relaxed) as usize) {
+                        fill(run, 0);
+                    }
                     Self::uncount(count, n);
                 }
             }
@@ -1325,29 +1412,30 @@ impl PageTable {
         Ok(pages)
     }
 
-    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only, that leaves
-    /// the table with pages (so that nothing is unlinked): checks and clears the run without
-    /// walking down. `None` when the range is not such (nothing done: the caller walks).
+    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only: checks the
+    /// run without walking down, and clears it if the table keeps pages (nothing to unlink).
+    /// When clearing would empty a pruned table, changes nothing and returns the run's checked
+    /// page count for the walk that unlinks it.
     #[inline]
-    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Option<usize>> {
+    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Cached> {
         if self.whole_leaf(range) {
-            return Ok(None);
+            return Ok(Cached::Miss);
         }
         let Some(leaf) = self.cached_leaf(range) else {
-            return Ok(None);
+            return Ok(Cached::Miss);
         };
-        let clear = |t: &Entries, count: &AtomicU16| -> Result<Option<usize>> {
+        let clear = |t: &Entries, count: &AtomicU16| -> Result<Cached> {
             let run = self.run(t, range);
             let n = self.occupied_full(run, count, range)?;
             if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
                 // The table empties: the walk unlinks it.
-                return Ok(None);
+                return Ok(Cached::Empties(n));
             }
             if n != 0 {
                 fill(run, 0);
                 Self::uncount(count, n);
             }
-            Ok(Some(n))
+            Ok(Cached::Cleared(n))
         };
         // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
         unsafe { self.with_leaf(leaf, range, clear) }

@@ -397,6 +397,14 @@ impl LeafCheck {
         self.forbidden
     }
 
+    /// Whether every descriptor of a run is a page descriptor (none is zero or corrupt), given
+    /// the AND (`all`) and the OR (`any`) of all of them, in CPU byte order: exactly when every
+    /// one has type `0b11` and none has a forbidden bit.
+    #[inline(always)]
+    pub const fn all_pages(&self, all: u64, any: u64) -> bool {
+        all & DESC_TYPE_MASK == DESC_VALID && any & self.forbidden == 0
+    }
+
     /// Whether `raw` (as read, little endian) is neither invalid (zero) nor a page descriptor:
     /// exactly when `Desc::decode(raw, LEAF_LEVEL, oas)` is `Desc::Corrupt`.
     #[inline(always)]
