@@ -345,6 +345,58 @@ fn destroyed_vm_is_unreachable_after_slot_reuse() {
     leak.assert_clean();
 }
 
+/// A VM may be destroyed with its mappings in place (one ASID invalidation frees its tables)
+/// only if the firmware caches none of them: those must be flushed one by one as they are
+/// unmapped.
+#[test]
+fn only_vms_without_firmware_cached_mappings_are_destroyed_mapped() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(2, 700);
+    let plain = uat.create_vm(false).unwrap();
+    let cached = uat.create_vm(false).unwrap();
+    map_pages(
+        &mut uat,
+        plain,
+        0x8000,
+        &[data.phys(0)],
+        Prot::GPU_SHARED_RW,
+    )
+    .unwrap();
+    map_pages(
+        &mut uat,
+        cached,
+        0x8000,
+        &[data.phys(1)],
+        Prot::GPU_SHARED_RW,
+    )
+    .unwrap();
+    assert!(uat.can_destroy_mapped(plain));
+    assert!(uat.can_destroy_mapped(cached));
+    map_pages(
+        &mut uat,
+        cached,
+        0xc000,
+        &[data.phys(1)],
+        Prot::GPUFW_PRIV_RW,
+    )
+    .unwrap();
+    assert!(
+        !uat.can_destroy_mapped(cached),
+        "a firmware-cached mapping needs its flush"
+    );
+    assert!(uat.can_destroy_mapped(plain));
+    uat.destroy_vm(plain).unwrap();
+    assert!(!uat.can_destroy_mapped(plain), "no such VM");
+    uat.vm_unmap(cached, 0x8000, 2 * PG).unwrap();
+    uat.destroy_vm(cached).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
 #[test]
 fn the_firmware_current_slot_is_never_rebound() {
     let leak = LeakCheck::start();

@@ -441,6 +441,16 @@ impl Engine {
                 return;
             }
         }
+        // As the kernel's: destroyed with its mappings in place when the firmware caches none
+        // of them (one ASID invalidation), the VAs then removed.
+        if self.uat.can_destroy_mapped(id) && self.uat.destroy_vm(id).is_ok() {
+            if let Err(e) = unmap_destroyed(&mut self.uat, vm, g) {
+                pr_warn!("VM {}: removing the VAs at destroy failed: {:?}\n", id, e);
+            }
+            self.vms.remove(&id);
+            self.release_unused();
+            return;
+        }
         if let Err(e) = unmap_all(&mut self.uat, vm, g) {
             pr_warn!("VM {}: unmapping at destroy failed: {:?}\n", id, e);
             return;
@@ -597,8 +607,18 @@ impl Drop for Engine {
 /// sides of the kernel range (which GPUVM's calls refuse). Unmapping all of it never splits a
 /// mapping, so it needs no preallocated VAs.
 fn unmap_all(uat: &mut SimUat, vm: &mut Vm, g: Geometry) -> Result {
+    remove_all(Ctx::for_unmap(uat, KVec::new()), vm, g)
+}
+
+/// Removes every VA of a VM whose UAT VM was destroyed with its mappings in place
+/// ([`Ctx::for_destroyed`]).
+fn unmap_destroyed(uat: &mut SimUat, vm: &mut Vm, g: Geometry) -> Result {
+    remove_all(Ctx::for_destroyed(uat), vm, g)
+}
+
+/// `sm_unmap` of the whole window but the kernel range, in `ctx`.
+fn remove_all(mut ctx: Ctx<'_>, vm: &mut Vm, g: Geometry) -> Result {
     let w = window(g);
-    let mut ctx = Ctx::for_unmap(uat, KVec::new());
     let mut r = Ok(());
     for part in [w.start..vm.kernel.start, vm.kernel.end..w.end] {
         if !part.is_empty() {

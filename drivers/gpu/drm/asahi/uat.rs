@@ -320,6 +320,13 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         Ok(())
     }
 
+    /// Whether [`Uat::destroy_vm`] alone tears down user VM `id` with its mappings in place:
+    /// true unless it ever had a mapping the firmware caches, which must be flushed from the
+    /// firmware's cache mapping by mapping as it is unmapped ([`Uat::vm_unmap`]) first.
+    pub fn can_destroy_mapped(&self, id: VmId) -> bool {
+        self.vm(id).is_ok_and(|vm| !vm.fw_cached)
+    }
+
     /// The IDs of the live user VMs.
     pub fn vm_ids(&self) -> impl Iterator<Item = VmId> + '_ {
         self.vms.iter().flatten().map(|vm| vm.id)

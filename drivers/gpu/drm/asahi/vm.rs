@@ -189,12 +189,20 @@ impl Vm {
 #[pinned_drop]
 impl PinnedDrop for Vm {
     fn drop(self: Pin<&mut Self>) {
-        // GPUVM warns if VAs are left when the VM is freed: unmap everything first, the window
-        // on both sides of the kernel range (which GPUVM's calls refuse). Unmapping all of it
-        // never splits a mapping, so it needs no preallocated VAs.
+        // GPUVM warns if VAs are left when the VM is freed: they go first, the window on both
+        // sides of the kernel range (which GPUVM's calls refuse). Unmapping all of it never
+        // splits a mapping, so it needs no preallocated VAs. Unless the firmware caches some of
+        // its mappings, the UAT VM is destroyed first with its mappings in place (one ASID
+        // invalidation frees every table), and the steps only remove the VAs; otherwise each
+        // mapping is unmapped (and flushed from the firmware's cache), then the VM destroyed.
         let mut unique = self.unique.lock();
         let mut uat = self.dev.uat.lock();
-        let mut ctx = StepCtx::for_unmap(&mut uat, KVec::new());
+        let destroyed = uat.can_destroy_mapped(self.id) && uat.destroy_vm(self.id).is_ok();
+        let mut ctx = if destroyed {
+            StepCtx::for_destroyed(&mut uat)
+        } else {
+            StepCtx::for_unmap(&mut uat, KVec::new())
+        };
         let w = window(Geometry::G13);
         for part in [w.start..self.kernel.start, self.kernel.end..w.end] {
             if part.is_empty() {
@@ -204,12 +212,16 @@ impl PinnedDrop for Vm {
                 pr_err!("VM {}: unmapping at destroy failed: {:?}\n", self.id, e);
             }
         }
-        if let Err(e) = uat.destroy_vm(self.id) {
-            pr_err!("VM {}: destroy failed: {:?}\n", self.id, e);
+        drop(ctx);
+        if !destroyed {
+            if let Err(e) = uat.destroy_vm(self.id) {
+                pr_err!("VM {}: destroy failed: {:?}\n", self.id, e);
+            }
         }
         self.dev.vm_tags.lock().retain(|t| t.uat != self.id);
         drop(uat);
         drop(unique);
+        // The buffers go last, after the tables that mapped them.
         self.gpuvm.deferred_cleanup();
     }
 }

@@ -83,7 +83,8 @@ where
 ///
 /// # Invariants
 ///
-/// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]). A `drm_gpuva` put
+/// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]); `destroyed` only once
+/// the UAT VM is gone ([`StepCtx::for_destroyed`]). A `drm_gpuva` put
 /// back into `prealloc` was taken from it in the same step, so putting it back never needs more
 /// than the capacity `prealloc` came with.
 pub struct StepCtx<'a, D, O, T, F>
@@ -102,6 +103,9 @@ where
     /// Whether unmapped parts keep their tables: inside an `sm_map`, whose map step then maps
     /// the same range into the tables preallocated for it.
     keep_tables: bool,
+    /// Whether the UAT VM is gone already ([`StepCtx::for_destroyed`]): the steps only remove
+    /// GPUVM's VAs.
+    destroyed: bool,
     /// `drm_gpuva`s allocated before the locks were taken (the steps must not allocate).
     prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
 }
@@ -130,6 +134,7 @@ where
             prot,
             single_page,
             keep_tables: true,
+            destroyed: false,
             prealloc,
         }
     }
@@ -146,7 +151,20 @@ where
             prot: Prot::GPU_SHARED_RO,
             single_page: false,
             keep_tables: false,
+            destroyed: false,
             prealloc,
+        }
+    }
+
+    /// The context of the `sm_unmap` that empties the GPUVM of a VM whose UAT VM was destroyed
+    /// with its mappings in place ([`Uat::can_destroy_mapped`], [`Uat::destroy_vm`]): its TTBAT
+    /// entry was cleared, its ASID invalidated and every table freed at once, so the steps only
+    /// remove the VAs (which release the buffers afterwards). A VM torn down this way costs one
+    /// invalidation, not one per mapping.
+    pub fn for_destroyed(uat: &'a mut Uat<T, F>) -> Self {
+        StepCtx {
+            destroyed: true,
+            ..Self::for_unmap(uat, KVec::new())
         }
     }
 
@@ -160,6 +178,9 @@ where
     }
 
     fn unmap(&mut self, id: VmId, start: u64, len: u64) -> Result {
+        if self.destroyed {
+            return Ok(());
+        }
         if self.keep_tables {
             self.uat.vm_clear(id, start, len)?;
         } else {
