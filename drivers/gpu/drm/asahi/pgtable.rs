@@ -217,12 +217,14 @@ enum Step<'a> {
 
 /// What [`PageTable::clear_cached`] did.
 enum Cached {
-    /// The range is not inside the cached leaf table (or covers it whole): nothing done.
+    /// The range is not inside a leaf table the caches find (or covers it whole): nothing done.
     Miss,
-    /// The run was checked and cleared: this many pages.
+    /// The run was checked and cleared (and its table unlinked if that emptied it), the gather
+    /// updated: this many pages.
     Cleared(usize),
-    /// The run was checked, holds this many pages, and they are all its table has: nothing
-    /// changed, the table is for the walk to unlink.
+    /// The run was checked, holds this many pages, and they are all its table has, which the
+    /// cached second-level table cannot unlink in place: nothing changed, the table is for the
+    /// walk to unlink.
     Empties(usize),
 }
 
@@ -235,6 +237,8 @@ struct WalkOut {
     pruned: u64,
     /// The last leaf table visited (0 if none).
     leaf: PhysAddr,
+    /// The last second-level table visited (0 if none), and its key for `PageTable::mid_cache`.
+    mid: (u64, PhysAddr),
 }
 
 /// Produces the physical page for each successive page of a mapping.
@@ -403,7 +407,8 @@ impl PageSource for Scatter<'_> {
 /// `PTES_PER_TABLE` counters whenever the top-level entry points at a second-level table, and
 /// the counter of each leaf table equals the number of page descriptors written into it and not
 /// cleared since (zero for a missing leaf table). At most 64 top-level entries are reachable.
-/// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span.
+/// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span;
+/// `mid_cache`, when set, a second-level table linked below `root` that maps that VA span.
 pub struct PageTable {
     root: PhysAddr,
     root_map: Option<Region>,
@@ -417,6 +422,12 @@ pub struct PageTable {
     /// the leaf table span) and its physical address. It stays linked, and so valid, until a
     /// table is unlinked, which clears this.
     leaf_cache: Option<(u64, PhysAddr)>,
+    /// The second-level table a walk last went through: the VA span it maps (VA shifted by the
+    /// span of a top-level entry) and its physical address. It stays linked, and so valid, until
+    /// a second-level table is unlinked, which clears this. It finds the leaf table of a
+    /// single-leaf operation that misses `leaf_cache` without walking from the root, and lets
+    /// an unmap that empties a leaf table unlink it in place.
+    mid_cache: Option<(u64, PhysAddr)>,
     /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
     /// serialized by `&mut self`, concurrent readers may lose counts).
     walks: AtomicUsize,
@@ -436,6 +447,7 @@ impl PageTable {
             occ,
             walks: AtomicUsize::new(0),
             leaf_cache: None,
+            mid_cache: None,
         })
     }
 
@@ -486,6 +498,7 @@ impl PageTable {
             occ,
             walks: AtomicUsize::new(0),
             leaf_cache: None,
+            mid_cache: None,
         })
     }
 
@@ -667,6 +680,8 @@ impl PageTable {
     {
         if level == LEAF_LEVEL {
             out.leaf = table_pa;
+        } else if level + 1 == LEAF_LEVEL {
+            out.mid = (range.start >> self.cfg.geometry.shift(TOP_LEVEL), table_pa);
         }
         // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
         // while `self` is borrowed.
@@ -789,6 +804,7 @@ impl PageTable {
     /// After a walk: drops the counts of the second-level tables it unlinked, and returns by how
     /// many the tables below the top level changed.
     fn finish_walk(&mut self, out: WalkOut) -> isize {
+        self.cache_mid(&out);
         let mut pruned = out.pruned;
         while pruned != 0 {
             let idx = pruned.trailing_zeros() as usize;
@@ -864,6 +880,42 @@ impl PageTable {
         *needed += self.tables_needed(level, sub);
         if level == TOP_LEVEL {
             *mids |= 1 << self.cfg.geometry.index(sub.start, TOP_LEVEL);
+        }
+    }
+
+    /// Remembers the last second-level table `out`'s walk went through, or forgets the cached
+    /// one if the walk unlinked any second-level table.
+    #[inline(always)]
+    fn cache_mid(&mut self, out: &WalkOut) {
+        if out.pruned != 0 {
+            self.mid_cache = None;
+        } else if out.mid.1 != 0 {
+            self.mid_cache = Some(out.mid);
+        }
+    }
+
+    /// The cached second-level table, if it is the one that maps `range`.
+    #[inline(always)]
+    fn cached_mid(&self, range: VaRange) -> Option<PhysAddr> {
+        let key = range.start >> self.cfg.geometry.shift(TOP_LEVEL);
+        match self.mid_cache {
+            Some((k, pa)) if k == key => Some(pa),
+            _ => None,
+        }
+    }
+
+    /// The leaf table that maps `range` (inside one leaf table) according to its entry in the
+    /// cached second-level table, if that one maps `range`; `None` if not, or if the entry is not
+    /// a table descriptor (nothing mapped there, or a corrupt one: for the walk to report).
+    #[inline]
+    fn mid_leaf(&self, range: VaRange) -> Option<PhysAddr> {
+        let mid = self.cached_mid(range)?;
+        let idx = self.cfg.geometry.index(range.start, LEAF_LEVEL - 1);
+        // SAFETY: The cache only names a second-level table of ours, linked below the root.
+        let raw = unsafe { self.with_table(mid, |t| t[idx].load(Ordering::Relaxed)) }.ok()?;
+        match Desc::decode(u64::from_le(raw), LEAF_LEVEL - 1, self.cfg.oas) {
+            Desc::Table(leaf) => Some(leaf),
+            _ => None,
         }
     }
 
@@ -1327,13 +1379,8 @@ impl PageTable {
         // empties its table: the walk below unlinks the table without checking the run again.
         let mut checked = None;
         if single {
-            match self.clear_cached(range, prune)? {
-                Cached::Cleared(n) => {
-                    if n != 0 {
-                        gather.add_range(range);
-                    }
-                    return Ok(n);
-                }
+            match self.clear_cached(range, prune, gather)? {
+                Cached::Cleared(n) => return Ok(n),
                 Cached::Empties(n) => checked = Some(n),
                 Cached::Miss => {}
             }
@@ -1412,23 +1459,25 @@ impl PageTable {
         Ok(pages)
     }
 
-    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only: checks the
-    /// run without walking down, and clears it if the table keeps pages (nothing to unlink).
-    /// When clearing would empty a pruned table, changes nothing and returns the run's checked
-    /// page count for the walk that unlinks it.
+    /// [`PageTable::clear`] of a range inside one leaf table, part of it only, when the caches
+    /// find that table (the cached leaf table, or the entry of the cached second-level table):
+    /// checks the run without walking down, and clears it if the table keeps pages. When clearing
+    /// would empty a pruned table, unlinks that table as it is (see `Tables::Prune`) from the
+    /// cached second-level table if that one keeps other tables; otherwise changes nothing and
+    /// returns the run's checked page count for the walk that unlinks both.
     #[inline]
-    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Cached> {
+    fn clear_cached(&mut self, range: VaRange, prune: bool, gather: &mut Gather) -> Result<Cached> {
         if self.whole_leaf(range) {
             return Ok(Cached::Miss);
         }
-        let Some(leaf) = self.cached_leaf(range) else {
+        let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) else {
             return Ok(Cached::Miss);
         };
         let clear = |t: &Entries, count: &AtomicU16| -> Result<Cached> {
             let run = self.run(t, range);
             let n = self.occupied_full(run, count, range)?;
             if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
-                // The table empties: the walk unlinks it.
+                // The table empties: it is unlinked as it is.
                 return Ok(Cached::Empties(n));
             }
             if n != 0 {
@@ -1437,8 +1486,63 @@ impl PageTable {
             }
             Ok(Cached::Cleared(n))
         };
-        // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
-        unsafe { self.with_leaf(leaf, range, clear) }
+        // SAFETY: The caches only name tables of ours, linked where they map `range`.
+        let done = unsafe { self.with_leaf(leaf, range, clear) }?;
+        match done {
+            Cached::Cleared(n) => {
+                self.cache_leaf(range, leaf);
+                if n != 0 {
+                    gather.add_range(range);
+                }
+            }
+            Cached::Empties(n) => {
+                if self.unlink_cached(range, leaf, gather)? {
+                    return Ok(Cached::Cleared(n));
+                }
+            }
+            Cached::Miss => {}
+        }
+        Ok(done)
+    }
+
+    /// Unlinks the leaf table `leaf` that maps `range`, whose pages (all of them) the caller has
+    /// just checked, from the cached second-level table without a walk, and gathers it with the
+    /// range. Does nothing and returns `false` when that table is not cached or would be left
+    /// empty (the walk then unlinks both).
+    fn unlink_cached(&mut self, range: VaRange, leaf: PhysAddr, gather: &mut Gather) -> Result<bool> {
+        let g = self.cfg.geometry;
+        let Some(mid) = self.cached_mid(range) else {
+            return Ok(false);
+        };
+        let idx = g.index(range.start, LEAF_LEVEL - 1);
+        let count = self
+            .occ
+            .get(g.index(range.start, TOP_LEVEL))
+            .and_then(|c| c.get(idx))
+            .ok_or(EIO)?;
+        let unlink = |t: &Entries| {
+            let raw = u64::from_le(t[idx].load(Ordering::Relaxed));
+            if raw != table_desc(leaf) || is_empty_around(t, idx, idx) {
+                return false;
+            }
+            t[idx].store(0, Ordering::Relaxed);
+            // The table goes with its pages.
+            count.store(0, Ordering::Relaxed);
+            true
+        };
+        // SAFETY: The cache only names a second-level table of ours, linked below the root.
+        if !unsafe { self.with_table(mid, unlink) }? {
+            return Ok(false);
+        }
+        let mut freed = PageList::new();
+        // SAFETY: The descriptor that owned the page is gone; ownership comes back to us exactly
+        // once.
+        freed.push_stale(unsafe { Page::from_phys(leaf) });
+        self.leaf_cache = None;
+        self.account(-1);
+        gather.add_range(range);
+        gather.add_freed(FreedTables::from_list(freed));
+        Ok(true)
     }
 
     /// Changes the protection of every page of `size` bytes at `iova`, keeping the addresses.
