@@ -195,9 +195,16 @@ fn fill(t: &[AtomicU64], v: u64) {
 
 /// Whether every descriptor of the table `t` outside `first ..= last` (the part the caller
 /// just cleared, or found invalid) is zero. The nearest ones are looked at first: when a table is
-/// emptied in order, its remaining entries are found at once.
+/// emptied in order, its remaining entries are found at once. The two neighbours come first, on
+/// their own: a table that keeps entries usually has one there, and the lines beyond need not be
+/// read at all.
 fn is_empty_around(t: &Entries, first: usize, last: usize) -> bool {
     let t = plain(t);
+    let next = t.get(last + 1).copied().unwrap_or(0);
+    let prev = first.checked_sub(1).map_or(0, |i| t[i]);
+    if next | prev != 0 {
+        return false;
+    }
     let zero = |c: &[u64]| c.iter().fold(0, |acc, &e| acc | e) == 0;
     t[last + 1..].chunks(64).all(zero) && t[..first].rchunks(64).all(zero)
 }
