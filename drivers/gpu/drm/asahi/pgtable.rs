@@ -1901,6 +1901,37 @@ mod tests {
         VaRange::from_start_size(start, pages * UAT_PGSZ).unwrap()
     }
 
+    /// Unmaps `pages` pages at `va` and flushes (no TLB to invalidate).
+    fn unmap_now(pt: &mut PageTable, va: u64, pages: u64) -> Result<usize> {
+        let mut gather = Gather::new();
+        let r = pt.unmap(va, pages * UAT_PGSZ, &mut gather);
+        gather.finish_unbound();
+        r
+    }
+
+    /// The cached second-level table is forgotten when an unmap frees it: the page can go to
+    /// another address space's tables at once, and following the stale cache into it would clear
+    /// that one's mappings.
+    #[test]
+    fn a_freed_second_level_table_is_not_used_through_the_cache() {
+        let mut a = pt();
+        let mut b = pt();
+        let l1 = 1u64 << 36;
+        let (va, pa) = (0x1_0000_0000u64, 0x8_0000_0000u64);
+        a.map(va, pa, UAT_PGSZ, Prot::GPU_SHARED_RW).unwrap();
+        // Another top-level entry, walked last: the cached second-level table is its.
+        a.map(va + l1, pa, UAT_PGSZ, Prot::GPU_SHARED_RW).unwrap();
+        // Frees the leaf and second-level tables of `va`; the cache must not keep the latter.
+        assert_eq!(unmap_now(&mut a, va, 1), Ok(1));
+        // The page allocator hands the freed pages out again: to `b`'s tables for the same VA.
+        b.map(va, pa, UAT_PGSZ, Prot::GPU_SHARED_RW).unwrap();
+        // Nothing is mapped at `va` in `a` any more, and `b` keeps its page.
+        assert_eq!(unmap_now(&mut a, va, 1), Ok(0));
+        assert_eq!(b.translate(va).map(|t| t.pa), Ok(pa));
+        a.check_occupancy().unwrap();
+        b.check_occupancy().unwrap();
+    }
+
     #[test]
     fn a_short_source_is_refused_before_anything_is_written() {
         let mut pt = pt();
