@@ -140,18 +140,28 @@ fn all_zero(t: &[AtomicU64]) -> bool {
 /// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
 /// those of type `0b11`; they differ exactly when a non-zero entry has another type.
 ///
-/// A run that holds pages only (what an unmap usually finds) is recognized first by an AND and
-/// an OR of all its entries, two operations per entry: every entry has type `0b11` (so none is
-/// zero) and none has a forbidden bit exactly when the AND has the type bits and the OR no
-/// forbidden bit. Anything else takes the counting scan, which gives the same answer for it.
+/// A run that holds pages only (what an unmap usually finds) is recognized first by one OR of
+/// all its entries, each with its type bits flipped: every entry has type `0b11` (so none is
+/// zero) and none has a forbidden bit exactly when that OR has neither a type bit nor a forbidden
+/// bit. Eight accumulators, so that the compiler keeps four vector registers going. Anything
+/// else takes the counting scan, which gives the same answer for it.
 #[inline(always)]
 fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
     let forbidden = check.forbidden();
-    let (all, any) = plain(t)
+    let mut eights = plain(t).chunks_exact(8);
+    let mut acc = [0u64; 8];
+    for q in &mut eights {
+        for (a, &e) in acc.iter_mut().zip(q) {
+            *a |= e ^ LeafCheck::FLIP;
+        }
+    }
+    let flipped = eights
+        .remainder()
         .iter()
-        .fold((!0u64, 0u64), |(a, o), &e| (a & e, o | e));
-    let (all, any) = (u64::from_le(all), u64::from_le(any));
-    if check.all_pages(all, any) {
+        .fold(acc.iter().fold(0, |o, &a| o | a), |o, &e| {
+            o | (e ^ LeafCheck::FLIP)
+        });
+    if check.all_pages(u64::from_le(flipped)) {
         return (t.len(), false);
     }
     let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
@@ -185,9 +195,16 @@ fn fill(t: &[AtomicU64], v: u64) {
 
 /// Whether every descriptor of the table `t` outside `first ..= last` (the part the caller
 /// just cleared, or found invalid) is zero. The nearest ones are looked at first: when a table is
-/// emptied in order, its remaining entries are found at once.
+/// emptied in order, its remaining entries are found at once. The two neighbours come first, on
+/// their own: a table that keeps entries usually has one there, and the lines beyond need not be
+/// read at all.
 fn is_empty_around(t: &Entries, first: usize, last: usize) -> bool {
     let t = plain(t);
+    let next = t.get(last + 1).copied().unwrap_or(0);
+    let prev = first.checked_sub(1).map_or(0, |i| t[i]);
+    if next | prev != 0 {
+        return false;
+    }
     let zero = |c: &[u64]| c.iter().fold(0, |acc, &e| acc | e) == 0;
     t[last + 1..].chunks(64).all(zero) && t[..first].rchunks(64).all(zero)
 }
@@ -217,12 +234,14 @@ enum Step<'a> {
 
 /// What [`PageTable::clear_cached`] did.
 enum Cached {
-    /// The range is not inside the cached leaf table (or covers it whole): nothing done.
+    /// The range is not inside a leaf table the caches find (or covers it whole): nothing done.
     Miss,
-    /// The run was checked and cleared: this many pages.
+    /// The run was checked and cleared (and its table unlinked if that emptied it), the gather
+    /// updated: this many pages.
     Cleared(usize),
-    /// The run was checked, holds this many pages, and they are all its table has: nothing
-    /// changed, the table is for the walk to unlink.
+    /// The run was checked, holds this many pages, and they are all its table has, which the
+    /// cached second-level table cannot unlink in place: nothing changed, the table is for the
+    /// walk to unlink.
     Empties(usize),
 }
 
@@ -235,6 +254,8 @@ struct WalkOut {
     pruned: u64,
     /// The last leaf table visited (0 if none).
     leaf: PhysAddr,
+    /// The last second-level table visited (0 if none), and its key for `PageTable::mid_cache`.
+    mid: (u64, PhysAddr),
 }
 
 /// Produces the physical page for each successive page of a mapping.
@@ -403,7 +424,8 @@ impl PageSource for Scatter<'_> {
 /// `PTES_PER_TABLE` counters whenever the top-level entry points at a second-level table, and
 /// the counter of each leaf table equals the number of page descriptors written into it and not
 /// cleared since (zero for a missing leaf table). At most 64 top-level entries are reachable.
-/// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span.
+/// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span;
+/// `mid_cache`, when set, a second-level table linked below `root` that maps that VA span.
 pub struct PageTable {
     root: PhysAddr,
     root_map: Option<Region>,
@@ -417,6 +439,12 @@ pub struct PageTable {
     /// the leaf table span) and its physical address. It stays linked, and so valid, until a
     /// table is unlinked, which clears this.
     leaf_cache: Option<(u64, PhysAddr)>,
+    /// The second-level table a walk last went through: the VA span it maps (VA shifted by the
+    /// span of a top-level entry) and its physical address. It stays linked, and so valid, until
+    /// a second-level table is unlinked, which clears this. It finds the leaf table of a
+    /// single-leaf operation that misses `leaf_cache` without walking from the root, and lets
+    /// an unmap that empties a leaf table unlink it in place.
+    mid_cache: Option<(u64, PhysAddr)>,
     /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
     /// serialized by `&mut self`, concurrent readers may lose counts).
     walks: AtomicUsize,
@@ -436,6 +464,7 @@ impl PageTable {
             occ,
             walks: AtomicUsize::new(0),
             leaf_cache: None,
+            mid_cache: None,
         })
     }
 
@@ -486,6 +515,7 @@ impl PageTable {
             occ,
             walks: AtomicUsize::new(0),
             leaf_cache: None,
+            mid_cache: None,
         })
     }
 
@@ -667,6 +697,8 @@ impl PageTable {
     {
         if level == LEAF_LEVEL {
             out.leaf = table_pa;
+        } else if level + 1 == LEAF_LEVEL {
+            out.mid = (range.start >> self.cfg.geometry.shift(TOP_LEVEL), table_pa);
         }
         // SAFETY: By the type invariants, `table_pa` is the root or a table page we own, alive
         // while `self` is borrowed.
@@ -789,6 +821,7 @@ impl PageTable {
     /// After a walk: drops the counts of the second-level tables it unlinked, and returns by how
     /// many the tables below the top level changed.
     fn finish_walk(&mut self, out: WalkOut) -> isize {
+        self.cache_mid(&out);
         let mut pruned = out.pruned;
         while pruned != 0 {
             let idx = pruned.trailing_zeros() as usize;
@@ -864,6 +897,42 @@ impl PageTable {
         *needed += self.tables_needed(level, sub);
         if level == TOP_LEVEL {
             *mids |= 1 << self.cfg.geometry.index(sub.start, TOP_LEVEL);
+        }
+    }
+
+    /// Remembers the last second-level table `out`'s walk went through, or forgets the cached
+    /// one if the walk unlinked any second-level table.
+    #[inline(always)]
+    fn cache_mid(&mut self, out: &WalkOut) {
+        if out.pruned != 0 {
+            self.mid_cache = None;
+        } else if out.mid.1 != 0 {
+            self.mid_cache = Some(out.mid);
+        }
+    }
+
+    /// The cached second-level table, if it is the one that maps `range`.
+    #[inline(always)]
+    fn cached_mid(&self, range: VaRange) -> Option<PhysAddr> {
+        let key = range.start >> self.cfg.geometry.shift(TOP_LEVEL);
+        match self.mid_cache {
+            Some((k, pa)) if k == key => Some(pa),
+            _ => None,
+        }
+    }
+
+    /// The leaf table that maps `range` (inside one leaf table) according to its entry in the
+    /// cached second-level table, if that one maps `range`; `None` if not, or if the entry is not
+    /// a table descriptor (nothing mapped there, or a corrupt one: for the walk to report).
+    #[inline]
+    fn mid_leaf(&self, range: VaRange) -> Option<PhysAddr> {
+        let mid = self.cached_mid(range)?;
+        let idx = self.cfg.geometry.index(range.start, LEAF_LEVEL - 1);
+        // SAFETY: The cache only names a second-level table of ours, linked below the root.
+        let raw = unsafe { self.with_table(mid, |t| t[idx].load(Ordering::Relaxed)) }.ok()?;
+        match Desc::decode(u64::from_le(raw), LEAF_LEVEL - 1, self.cfg.oas) {
+            Desc::Table(leaf) => Some(leaf),
+            _ => None,
         }
     }
 
@@ -1320,6 +1389,10 @@ impl PageTable {
     /// tables have their run read (`EIO` on a corrupt descriptor or more pages than the count,
     /// before anything changes) and cleared; one whose count drops to zero is unlinked, when
     /// pruning, without clearing its run, as a wholly covered one.
+    ///
+    /// The path of a range inside a leaf table the caches find is inlined into the callers; the
+    /// walks are not.
+    #[inline(always)]
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
@@ -1327,17 +1400,26 @@ impl PageTable {
         // empties its table: the walk below unlinks the table without checking the run again.
         let mut checked = None;
         if single {
-            match self.clear_cached(range, prune)? {
-                Cached::Cleared(n) => {
-                    if n != 0 {
-                        gather.add_range(range);
-                    }
-                    return Ok(n);
-                }
+            match self.clear_cached(range, prune, gather)? {
+                Cached::Cleared(n) => return Ok(n),
                 Cached::Empties(n) => checked = Some(n),
                 Cached::Miss => {}
             }
         }
+        self.clear_walk(range, single, checked, prune, gather)
+    }
+
+    /// The walks of [`PageTable::clear`]: `checked` is the page count of a single-leaf run the
+    /// cached path checked, whose clearing empties its table.
+    #[inline(never)]
+    fn clear_walk(
+        &mut self,
+        range: VaRange,
+        single: bool,
+        checked: Option<usize>,
+        prune: bool,
+        gather: &mut Gather,
+    ) -> Result<usize> {
         let mut pages = 0usize;
         if !single {
             self.walk(range, &mut Tables::Existing, &mut |step| {
@@ -1412,23 +1494,25 @@ impl PageTable {
         Ok(pages)
     }
 
-    /// [`PageTable::clear`] of a range inside the cached leaf table, part of it only: checks the
-    /// run without walking down, and clears it if the table keeps pages (nothing to unlink).
-    /// When clearing would empty a pruned table, changes nothing and returns the run's checked
-    /// page count for the walk that unlinks it.
+    /// [`PageTable::clear`] of a range inside one leaf table, part of it only, when the caches
+    /// find that table (the cached leaf table, or the entry of the cached second-level table):
+    /// checks the run without walking down, and clears it if the table keeps pages. When clearing
+    /// would empty a pruned table, unlinks that table as it is (see `Tables::Prune`) from the
+    /// cached second-level table if that one keeps other tables; otherwise changes nothing and
+    /// returns the run's checked page count for the walk that unlinks both.
     #[inline]
-    fn clear_cached(&mut self, range: VaRange, prune: bool) -> Result<Cached> {
+    fn clear_cached(&mut self, range: VaRange, prune: bool, gather: &mut Gather) -> Result<Cached> {
         if self.whole_leaf(range) {
             return Ok(Cached::Miss);
         }
-        let Some(leaf) = self.cached_leaf(range) else {
+        let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) else {
             return Ok(Cached::Miss);
         };
         let clear = |t: &Entries, count: &AtomicU16| -> Result<Cached> {
             let run = self.run(t, range);
             let n = self.occupied_full(run, count, range)?;
             if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
-                // The table empties: the walk unlinks it.
+                // The table empties: it is unlinked as it is.
                 return Ok(Cached::Empties(n));
             }
             if n != 0 {
@@ -1437,8 +1521,68 @@ impl PageTable {
             }
             Ok(Cached::Cleared(n))
         };
-        // SAFETY: The cache only names a leaf table of ours, linked where it maps `range`.
-        unsafe { self.with_leaf(leaf, range, clear) }
+        // SAFETY: The caches only name tables of ours, linked where they map `range`.
+        let done = unsafe { self.with_leaf(leaf, range, clear) }?;
+        match done {
+            Cached::Cleared(n) => {
+                self.cache_leaf(range, leaf);
+                if n != 0 {
+                    gather.add_range(range);
+                }
+            }
+            Cached::Empties(n) => {
+                if self.unlink_cached(range, leaf, gather)? {
+                    return Ok(Cached::Cleared(n));
+                }
+            }
+            Cached::Miss => {}
+        }
+        Ok(done)
+    }
+
+    /// Unlinks the leaf table `leaf` that maps `range`, whose pages (all of them) the caller has
+    /// just checked, from the cached second-level table without a walk, and gathers it with the
+    /// range. Does nothing and returns `false` when that table is not cached or would be left
+    /// empty (the walk then unlinks both).
+    fn unlink_cached(
+        &mut self,
+        range: VaRange,
+        leaf: PhysAddr,
+        gather: &mut Gather,
+    ) -> Result<bool> {
+        let g = self.cfg.geometry;
+        let Some(mid) = self.cached_mid(range) else {
+            return Ok(false);
+        };
+        let idx = g.index(range.start, LEAF_LEVEL - 1);
+        let count = self
+            .occ
+            .get(g.index(range.start, TOP_LEVEL))
+            .and_then(|c| c.get(idx))
+            .ok_or(EIO)?;
+        let unlink = |t: &Entries| {
+            let raw = u64::from_le(t[idx].load(Ordering::Relaxed));
+            if raw != table_desc(leaf) || is_empty_around(t, idx, idx) {
+                return false;
+            }
+            t[idx].store(0, Ordering::Relaxed);
+            // The table goes with its pages.
+            count.store(0, Ordering::Relaxed);
+            true
+        };
+        // SAFETY: The cache only names a second-level table of ours, linked below the root.
+        if !unsafe { self.with_table(mid, unlink) }? {
+            return Ok(false);
+        }
+        let mut freed = PageList::new();
+        // SAFETY: The descriptor that owned the page is gone; ownership comes back to us exactly
+        // once.
+        freed.push_stale(unsafe { Page::from_phys(leaf) });
+        self.leaf_cache = None;
+        self.account(-1);
+        gather.add_range(range);
+        gather.add_freed(FreedTables::from_list(freed));
+        Ok(true)
     }
 
     /// Changes the protection of every page of `size` bytes at `iova`, keeping the addresses.
@@ -1755,6 +1899,37 @@ mod tests {
 
     fn range(start: u64, pages: u64) -> VaRange {
         VaRange::from_start_size(start, pages * UAT_PGSZ).unwrap()
+    }
+
+    /// Unmaps `pages` pages at `va` and flushes (no TLB to invalidate).
+    fn unmap_now(pt: &mut PageTable, va: u64, pages: u64) -> Result<usize> {
+        let mut gather = Gather::new();
+        let r = pt.unmap(va, pages * UAT_PGSZ, &mut gather);
+        gather.finish_unbound();
+        r
+    }
+
+    /// The cached second-level table is forgotten when an unmap frees it: the page can go to
+    /// another address space's tables at once, and following the stale cache into it would clear
+    /// that one's mappings.
+    #[test]
+    fn a_freed_second_level_table_is_not_used_through_the_cache() {
+        let mut a = pt();
+        let mut b = pt();
+        let l1 = 1u64 << 36;
+        let (va, pa) = (0x1_0000_0000u64, 0x8_0000_0000u64);
+        a.map(va, pa, UAT_PGSZ, Prot::GPU_SHARED_RW).unwrap();
+        // Another top-level entry, walked last: the cached second-level table is its.
+        a.map(va + l1, pa, UAT_PGSZ, Prot::GPU_SHARED_RW).unwrap();
+        // Frees the leaf and second-level tables of `va`; the cache must not keep the latter.
+        assert_eq!(unmap_now(&mut a, va, 1), Ok(1));
+        // The page allocator hands the freed pages out again: to `b`'s tables for the same VA.
+        b.map(va, pa, UAT_PGSZ, Prot::GPU_SHARED_RW).unwrap();
+        // Nothing is mapped at `va` in `a` any more, and `b` keeps its page.
+        assert_eq!(unmap_now(&mut a, va, 1), Ok(0));
+        assert_eq!(b.translate(va).map(|t| t.pa), Ok(pa));
+        a.check_occupancy().unwrap();
+        b.check_occupancy().unwrap();
     }
 
     #[test]

@@ -397,12 +397,16 @@ impl LeafCheck {
         self.forbidden
     }
 
+    /// What [`LeafCheck::all_pages`] XORs every descriptor (as read, little endian) with before
+    /// OR-ing them together: the type bits of a page descriptor, which the XOR clears.
+    pub const FLIP: u64 = DESC_VALID.to_le();
+
     /// Whether every descriptor of a run is a page descriptor (none is zero or corrupt), given
-    /// the AND (`all`) and the OR (`any`) of all of them, in CPU byte order: exactly when every
-    /// one has type `0b11` and none has a forbidden bit.
+    /// the OR of all of them each XOR-ed with [`LeafCheck::FLIP`], in CPU byte order: exactly
+    /// when no descriptor has a type bit clear (set once flipped) or a forbidden bit.
     #[inline(always)]
-    pub const fn all_pages(&self, all: u64, any: u64) -> bool {
-        all & DESC_TYPE_MASK == DESC_VALID && any & self.forbidden == 0
+    pub const fn all_pages(&self, flipped: u64) -> bool {
+        flipped & (DESC_TYPE_MASK | self.forbidden) == 0
     }
 
     /// Whether `raw` (as read, little endian) is neither invalid (zero) nor a page descriptor:
