@@ -1337,8 +1337,21 @@ impl PageTable {
 
     /// Preallocates every table `size` bytes at `iova` need, so that a map of that range (with
     /// no unmap in between) cannot fail with `ENOMEM`. Mapped pages in the range are fine.
+    ///
+    /// A range inside one leaf table that the caches know needs nothing: it is not walked, only
+    /// its run checked (`EIO` on a corrupt descriptor, as the walk would report).
     pub fn prealloc(&mut self, iova: u64, size: u64) -> Result {
         let range = self.check_range(iova, size)?;
+        if self.single_leaf(range) {
+            if let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) {
+                let check = |t: &Entries, count: &AtomicU16| {
+                    self.occupied(self.run(t, range), count, range)
+                };
+                // SAFETY: The caches only name tables of ours, linked where they map `range`.
+                unsafe { self.with_leaf(leaf, range, check) }?;
+                return Ok(());
+            }
+        }
         let mut needed = 0usize;
         let mut mids = 0u64;
         self.walk(range, &mut Tables::Existing, &mut |step| {
