@@ -412,11 +412,12 @@ impl World {
     /// Unbinds everything (as `Vm`'s drop does: no preallocated VA, as nothing is split), then
     /// frees the VM.
     fn finish(mut self) -> Result<(), TestCaseError> {
-        // As `Vm`'s drop: the context lives on while the UAT is used again.
+        // As `Vm`'s drop; the context flushes what it gathered when it goes.
         let mut uat = lock(&self.uat);
         let mut ctx = Ctx::for_unmap(&mut uat, KVec::new());
         let r = self.vm.sm_unmap(BASE, WINDOW * PG, &mut ctx);
         prop_assert_eq!(ctx.unused_vas(), 0);
+        drop(ctx);
         prop_assert!(r.is_ok(), "unbinding everything: {:?}", r);
         let pt = uat.vm_table(self.id).unwrap();
         prop_assert_eq!(pt.table_pages(), 0, "tables left");

@@ -474,17 +474,39 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     }
 
     fn vm_remove(&mut self, id: VmId, iova: u64, size: u64, prune: bool) -> Result<usize> {
-        self.fw_flush(Some(id), iova, size)?;
-        let asid = self.vm_asid(id);
-        let pt = &mut self.vm_mut(id)?.pt;
         let mut gather = Gather::new();
-        let r = if prune {
-            pt.unmap(iova, size, &mut gather)
-        } else {
-            pt.unmap_keep_tables(iova, size, &mut gather)
-        };
-        self.finish(gather, asid);
+        let r = self.vm_remove_gathered(id, iova, size, prune, &mut gather);
+        self.vm_flush(id, gather);
         r
+    }
+
+    /// [`Uat::vm_unmap`] (`prune`) or [`Uat::vm_clear`], with the TLB invalidation and the
+    /// tables to free collected into `gather` rather than done: the caller flushes it with
+    /// [`Uat::vm_flush`], before anything relies on the range being unmapped (a new mapping
+    /// written there, the buffers released). Mappings the firmware caches are flushed from its
+    /// cache now, before their descriptors go.
+    pub fn vm_remove_gathered(
+        &mut self,
+        id: VmId,
+        iova: u64,
+        size: u64,
+        prune: bool,
+        gather: &mut Gather,
+    ) -> Result<usize> {
+        self.fw_flush(Some(id), iova, size)?;
+        let pt = &mut self.vm_mut(id)?.pt;
+        if prune {
+            pt.unmap(iova, size, gather)
+        } else {
+            pt.unmap_keep_tables(iova, size, gather)
+        }
+    }
+
+    /// Flushes what [`Uat::vm_remove_gathered`] collected for user VM `id`: invalidates the
+    /// range in its ASID (if it holds a slot), then frees the unlinked tables.
+    pub fn vm_flush(&self, id: VmId, gather: Gather) {
+        let asid = self.vm_asid(id);
+        self.finish(gather, asid);
     }
 
     /// Binds a user VM to a context slot for one more piece of submitted work and returns the

@@ -152,6 +152,9 @@ impl Vm {
             let mut uat = self.dev.uat.lock();
             let mut ctx = StepCtx::for_unmap(&mut uat, prealloc);
             unique.sm_unmap(b.va.start, len, &mut ctx)?;
+            // The unmapped range is invalidated (and emptied tables freed) as the context goes,
+            // before the buffers are released.
+            drop(ctx);
             drop(uat);
             drop(unique);
             self.gpuvm.deferred_cleanup();
@@ -170,6 +173,7 @@ impl Vm {
             vm_bo: &vm_bo,
             context: &mut ctx,
         });
+        drop(ctx);
         drop(uat);
         drop(unique);
         drop(vm_bo);

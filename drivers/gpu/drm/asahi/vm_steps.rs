@@ -16,7 +16,7 @@ use crate::handoff::FwChannel;
 use crate::pgtable::PhysRange;
 use crate::pte::Prot;
 use crate::slots::VmId;
-use crate::tlb::TlbInvalidate;
+use crate::tlb::{Gather, TlbInvalidate};
 use crate::uat::Uat;
 use core::marker::PhantomData;
 use kernel::alloc::Flags;
@@ -106,6 +106,11 @@ where
     /// Whether the UAT VM is gone already ([`StepCtx::for_destroyed`]): the steps only remove
     /// GPUVM's VAs.
     destroyed: bool,
+    /// The TLB invalidation and the unlinked tables of the unmap and remap steps, flushed once:
+    /// before the map step writes (break-before-make), and when the context is dropped.
+    gather: Gather,
+    /// The UAT VM the gathered steps were of.
+    vm: Option<VmId>,
     /// `drm_gpuva`s allocated before the locks were taken (the steps must not allocate).
     prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
 }
@@ -135,6 +140,8 @@ where
             single_page,
             keep_tables: true,
             destroyed: false,
+            gather: Gather::new(),
+            vm: None,
             prealloc,
         }
     }
@@ -152,6 +159,8 @@ where
             single_page: false,
             keep_tables: false,
             destroyed: false,
+            gather: Gather::new(),
+            vm: None,
             prealloc,
         }
     }
@@ -162,10 +171,9 @@ where
     /// remove the VAs (which release the buffers afterwards). A VM torn down this way costs one
     /// invalidation, not one per mapping.
     pub fn for_destroyed(uat: &'a mut Uat<T, F>) -> Self {
-        StepCtx {
-            destroyed: true,
-            ..Self::for_unmap(uat, KVec::new())
-        }
+        let mut ctx = Self::for_unmap(uat, KVec::new());
+        ctx.destroyed = true;
+        ctx
     }
 
     /// The preallocated `drm_gpuva`s the steps did not use.
@@ -177,16 +185,39 @@ where
         self.prealloc.pop().ok_or(ENOMEM)
     }
 
+    /// Unmaps (or, in an `sm_map`, clears) `start .. start + len` of VM `id` into the gather.
     fn unmap(&mut self, id: VmId, start: u64, len: u64) -> Result {
         if self.destroyed {
             return Ok(());
         }
-        if self.keep_tables {
-            self.uat.vm_clear(id, start, len)?;
-        } else {
-            self.uat.vm_unmap(id, start, len)?;
-        }
+        self.vm = Some(id);
+        let prune = !self.keep_tables;
+        self.uat
+            .vm_remove_gathered(id, start, len, prune, &mut self.gather)?;
         Ok(())
+    }
+
+    /// Flushes the gather: the TLB invalidation of what the steps unmapped, then the tables they
+    /// unlinked are freed.
+    fn flush(&mut self) {
+        if let Some(id) = self.vm.take() {
+            let gather = core::mem::take(&mut self.gather);
+            self.uat.vm_flush(id, gather);
+        }
+    }
+}
+
+impl<D, O, T, F> Drop for StepCtx<'_, D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    /// The end of an `sm_map` or `sm_unmap`: what its steps unmapped is invalidated before the
+    /// caller goes on (and releases the buffers), and the tables they unlinked are freed.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
@@ -223,6 +254,9 @@ where
         ctx: &mut Self::SmContext<'_>,
     ) -> Result<OpMapped<'op, Self>> {
         let va = ctx.va()?;
+        // Break-before-make: what the unmap and remap steps before this one cleared is
+        // invalidated before the new descriptors are written.
+        ctx.flush();
         if ctx.single_page {
             let pa = page_at(ctx.sg, op.gem_offset())?;
             ctx.uat
