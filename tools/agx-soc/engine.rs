@@ -26,7 +26,7 @@ use asahi::gem::GemObject;
 use asahi::geometry::{Geometry, VaRange, UAT_PGSZ};
 use asahi::gpuvm::{self as rules, default_kernel_range, window, Bind, BindOp, Handle};
 use asahi::kalloc::KernelVaAlloc;
-use asahi::pgtable::{PageTable, PhysRange};
+use asahi::pgtable::{sg_offset_of, PageTable, PhysRange};
 use asahi::pte::Prot;
 use asahi::slots::VmId;
 use asahi::tlbi::Broadcast;
@@ -633,18 +633,6 @@ fn remove_all(mut ctx: Ctx<'_>, vm: &mut Vm, g: Geometry) -> Result {
     r
 }
 
-/// The offset in `obj` of the page at `pa`.
-fn offset_of(obj: &GemObject, pa: u64) -> Option<u64> {
-    let mut off = 0;
-    for r in obj.sg() {
-        if (r.addr..r.addr + r.len).contains(&pa) {
-            return Some(off + (pa - r.addr));
-        }
-        off += r.len;
-    }
-    None
-}
-
 /// A VA as a [`VaMapping`], its protection and single-page repetition read in the VM's tables.
 fn describe(va: &GpuVa<Steps>, pt: Option<&PageTable>) -> VaMapping {
     let buf: &Buffer = va.obj();
@@ -660,7 +648,9 @@ fn describe(va: &GpuVa<Steps>, pt: Option<&PageTable>) -> VaMapping {
     let (single_page, offset) = if straight {
         (false, offset)
     } else {
-        let page = pa.and_then(|pa| offset_of(obj, pa)).unwrap_or(offset);
+        let page = pa
+            .and_then(|pa| sg_offset_of(obj.sg(), pa))
+            .unwrap_or(offset);
         (true, page)
     };
     VaMapping {

@@ -13,6 +13,7 @@
 
 use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::device::{Bound, Device};
 use kernel::drm::gem::{self, shmem, BaseObject};
 use kernel::prelude::*;
@@ -26,6 +27,9 @@ pub(crate) struct BoData {
     pub(crate) flags: u32,
     /// The device, whose `buffers` list this buffer while it lives.
     dev: ARef<AsahiDevice>,
+    /// Whether the device's `buffers` list this buffer: set once, under that list's lock, so
+    /// that the binds after the first do not search the list.
+    listed: AtomicBool,
 }
 
 impl BoData {
@@ -39,8 +43,10 @@ impl BoData {
 #[pinned_drop]
 impl PinnedDrop for BoData {
     fn drop(self: Pin<&mut Self>) {
-        let key = self.key();
-        self.dev.buffers.lock().retain(|b| b.key != key);
+        if self.listed.load(Ordering::Relaxed) {
+            let key = self.key();
+            self.dev.buffers.lock().retain(|b| b.key != key);
+        }
     }
 }
 
@@ -57,14 +63,7 @@ pub(crate) struct BufferPages {
 impl BufferPages {
     /// The offset in the buffer of the byte at `pa`, if it is one of the buffer's.
     pub(crate) fn offset_of(&self, pa: u64) -> Option<u64> {
-        let mut offset = 0;
-        for r in self.ranges.iter() {
-            if pa >= r.addr && pa - r.addr < r.len {
-                return Some(offset + (pa - r.addr));
-            }
-            offset += r.len;
-        }
-        None
+        crate::pgtable::sg_offset_of(&self.ranges, pa)
     }
 }
 
@@ -81,6 +80,7 @@ impl gem::DriverObject for BoData {
         try_pin_init!(Self {
             flags: args.flags,
             dev: ARef::from(dev),
+            listed: AtomicBool::new(false),
         })
     }
 }
@@ -128,23 +128,24 @@ pub(crate) fn phys_ranges(bo: &Bo, dev: &Device<Bound>) -> Result<KVec<PhysRange
 
 /// Lists `bo`, whose pages are `ranges`, in its device's `buffers` unless it is there already.
 fn list(bo: &Bo, ranges: &[PhysRange]) -> Result {
-    let key = bo.key();
-    if bo.dev.buffers.lock().iter().any(|b| b.key == key) {
+    // Set only under the lock, and never cleared: a stale `false` only costs the lock below.
+    if bo.listed.load(Ordering::Relaxed) {
         return Ok(());
     }
     let label = bo.create_mmap_offset()?;
     let mut copy = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
     copy.extend_from_slice(ranges, GFP_KERNEL)?;
     let mut buffers = bo.dev.buffers.lock();
-    if !buffers.iter().any(|b| b.key == key) {
+    if !bo.listed.load(Ordering::Relaxed) {
         buffers.push(
             BufferPages {
-                key,
+                key: bo.key(),
                 label,
                 ranges: copy,
             },
             GFP_KERNEL,
         )?;
+        bo.listed.store(true, Ordering::Relaxed);
     }
     Ok(())
 }

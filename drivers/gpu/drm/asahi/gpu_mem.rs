@@ -242,6 +242,8 @@ pub(crate) fn show_maps(d: &GpuMem, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let Ok(pt) = uat.vm_table(id) else {
             continue;
         };
+        // The header comes first, with the totals: one pass counts, the next shows the runs
+        // (two walks of a debugging view, rather than a buffer of every run).
         let (mut n, mut pages) = (0u64, 0u64);
         runs(pt, &buffers, |r| {
             n += 1;
