@@ -292,7 +292,7 @@ fn firmware_objects_with_guard_pages() {
 
 // ---- Random sequences against the model ----
 
-const OBJS: usize = 4;
+const OBJS: usize = 5;
 const WINDOW: u64 = 80;
 /// Straddles a leaf-table boundary.
 const BASE: u64 = (1 << 25) - 40 * PG;
@@ -330,17 +330,47 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+/// A region of the reserved-memory pool, given back when dropped: declared before the engine,
+/// it goes after it, also when a case fails half-way.
+struct Carve(u64, u64);
+
+impl Carve {
+    fn new(size: u64) -> Carve {
+        Carve(sim::reserve_region(size).unwrap(), size)
+    }
+}
+
+impl Drop for Carve {
+    fn drop(&mut self) {
+        // SAFETY: Dropped after the engine that imported it: nothing maps the region any more.
+        unsafe { sim::unreserve_region(self.0, self.1) };
+    }
+}
+
 fn sequence(ops: &[Op]) -> Result<(), TestCaseError> {
     let leak = LeakCheck::start();
+    let carve = Carve::new(16 * PG);
     let soc = Soc::new(FwKnobs::default());
     let mut g = soc.boot_gpuvm().unwrap();
     let vm = g.vm_create().unwrap();
     let slot = g.submit(vm).unwrap();
-    let sizes = [1u64, 3, 8, 16];
-    let handles: Vec<Handle> = sizes
+    let sizes = [1u64, 3, 8, 16, 11];
+    let mut handles: Vec<Handle> = sizes[..4]
         .iter()
         .map(|&s| g.gem_create(s * PG).unwrap())
         .collect();
+    // And an imported buffer whose entries span several pages, out of physical order: binds at
+    // offsets inside an entry map from the middle of it.
+    let entries = [(8, 4), (0, 3), (13, 3), (5, 1)];
+    let import: Vec<PhysRange> = entries
+        .iter()
+        .map(|&(first, n)| PhysRange {
+            addr: carve.0 + first * PG,
+            len: n * PG,
+        })
+        .collect();
+    handles.push(g.gem_import(&import).unwrap());
+    assert_eq!(g.gem(handles[4]).unwrap().sg().len(), entries.len());
     let mut open = [true; OBJS];
     // Memory model: (object, page) -> first word. Objects start tagged.
     let mut mem: BTreeMap<(usize, u64), u64> = BTreeMap::new();

@@ -22,6 +22,7 @@ use agx_soc::gpu::{Fault, GpuTlbi};
 use agx_soc::{SimUat, Soc};
 use asahi::pgtable::PhysRange;
 use asahi::pte::Prot;
+use asahi::sg::SgList;
 use asahi::slots::VmId;
 use asahi::tlbi::Broadcast;
 use asahi::vm_steps::{StepCtx, VmSteps};
@@ -74,7 +75,7 @@ impl drm::Driver for HostDriver {
 /// A GEM buffer: pages of its own and their scatter list.
 struct Buffer {
     pages: Vec<Page>,
-    sg: Vec<PhysRange>,
+    sg: SgList,
 }
 
 impl gem::DriverObject for Buffer {
@@ -87,21 +88,18 @@ impl gem::DriverObject for Buffer {
         pages: Vec<Page>,
     ) -> impl PinInit<Self, Error> {
         // Physically contiguous pages make one range, as a scatter table would.
-        let mut sg: Vec<PhysRange> = Vec::new();
-        for p in &pages {
-            match sg.last_mut() {
-                Some(r) if r.addr + r.len == p.phys() => r.len += PG,
-                _ => sg.push(PhysRange {
-                    addr: p.phys(),
-                    len: PG,
-                }),
-            }
-        }
-        let buf = Buffer { pages, sg };
-        // SAFETY: The closure initializes the slot fully and never fails after writing.
+        let mut sg = SgList::new();
+        let listed = pages.iter().try_for_each(|p| {
+            sg.push(PhysRange {
+                addr: p.phys(),
+                len: PG,
+            })
+        });
+        // SAFETY: The closure initializes the slot fully, or fails without writing it.
         unsafe {
             pin_init::pin_init_from_closure(move |slot: *mut Buffer| {
-                slot.write(buf);
+                listed?;
+                slot.write(Buffer { pages, sg });
                 Ok(())
             })
         }

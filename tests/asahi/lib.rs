@@ -34,6 +34,8 @@ pub mod selftest;
 pub mod selftest_bind;
 #[path = "../../drivers/gpu/drm/asahi/selftest_uat.rs"]
 pub mod selftest_uat;
+#[path = "../../drivers/gpu/drm/asahi/sg.rs"]
+pub mod sg;
 #[path = "../../drivers/gpu/drm/asahi/slots.rs"]
 pub mod slots;
 #[path = "../../drivers/gpu/drm/asahi/tlb.rs"]

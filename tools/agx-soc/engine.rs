@@ -26,7 +26,7 @@ use asahi::gem::GemObject;
 use asahi::geometry::{Geometry, VaRange, UAT_PGSZ};
 use asahi::gpuvm::{self as rules, default_kernel_range, window, Bind, BindOp, Handle};
 use asahi::kalloc::KernelVaAlloc;
-use asahi::pgtable::{sg_offset_of, PageTable, PhysRange};
+use asahi::pgtable::{PageTable, PhysRange};
 use asahi::pte::Prot;
 use asahi::slots::VmId;
 use asahi::tlbi::Broadcast;
@@ -576,7 +576,7 @@ impl Engine {
             vm.gpuvm.deferred_cleanup();
             return Err(e);
         }
-        let mut ctx = Ctx::for_map(uat, bo.obj.sg(), b.prot, b.single_page, prealloc);
+        let mut ctx = Ctx::for_map(uat, bo.obj.sg_list(), b.prot, b.single_page, prealloc);
         let r = vm.unique.sm_map(OpMapRequest {
             addr: b.va.start,
             range: len,
@@ -649,7 +649,7 @@ fn describe(va: &GpuVa<Steps>, pt: Option<&PageTable>) -> VaMapping {
         (false, offset)
     } else {
         let page = pa
-            .and_then(|pa| sg_offset_of(obj.sg(), pa))
+            .and_then(|pa| obj.sg_list().offset_of(pa))
             .unwrap_or(offset);
         (true, page)
     };

@@ -39,6 +39,7 @@ pub mod selftest;
 pub mod selftest_bind;
 #[cfg(CONFIG_DRM_ASAHI_KUNIT_TEST)]
 pub mod selftest_uat;
+pub mod sg;
 pub mod slots;
 pub mod tlb;
 pub mod tlbi;

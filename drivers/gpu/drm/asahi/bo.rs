@@ -8,16 +8,18 @@
 //! GPUVM mapping holds a reference to its object), so what the page tables point at stays
 //! allocated.
 //!
-//! Each buffer pinned this way is also listed in the device's `buffers` ([`BufferPages`]), so
+//! The first bind of a buffer turns its scatter table into an [`SgList`], kept with the buffer:
+//! every bind after it finds the entries it maps by binary search, in time independent of the
+//! buffer's size. The buffer is then also listed in the device's `buffers` ([`BufferPages`]), so
 //! that debugfs can say which buffer, at which offset, a VM's page maps (`gpu_mem.rs`).
 
 use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
-use core::sync::atomic::{AtomicBool, Ordering};
+use crate::sg::SgList;
 use kernel::device::{Bound, Device};
 use kernel::drm::gem::{self, shmem, BaseObject};
 use kernel::prelude::*;
-use kernel::sync::aref::ARef;
+use kernel::sync::{aref::ARef, SetOnce};
 use kernel::uapi;
 
 /// Driver data of a buffer object.
@@ -27,9 +29,9 @@ pub(crate) struct BoData {
     pub(crate) flags: u32,
     /// The device, whose `buffers` list this buffer while it lives.
     dev: ARef<AsahiDevice>,
-    /// Whether the device's `buffers` list this buffer: set once, under that list's lock, so
-    /// that the binds after the first do not search the list.
-    listed: AtomicBool,
+    /// The buffer's pages, once pinned ([`scatter`]). Set once, under the lock of the device's
+    /// `buffers`, in the same critical section that lists the buffer there.
+    sg: SetOnce<SgList>,
 }
 
 impl BoData {
@@ -43,7 +45,7 @@ impl BoData {
 #[pinned_drop]
 impl PinnedDrop for BoData {
     fn drop(self: Pin<&mut Self>) {
-        if self.listed.load(Ordering::Relaxed) {
+        if self.sg.as_ref().is_some() {
             let key = self.key();
             self.dev.buffers.lock().retain(|b| b.key != key);
         }
@@ -57,13 +59,13 @@ pub(crate) struct BufferPages {
     /// The buffer's fake mmap offset (GEM_MMAP_OFFSET): how its client knows it.
     pub(crate) label: u64,
     /// Its pages, in buffer order.
-    pub(crate) ranges: KVec<PhysRange>,
+    pub(crate) pages: SgList,
 }
 
 impl BufferPages {
     /// The offset in the buffer of the byte at `pa`, if it is one of the buffer's.
     pub(crate) fn offset_of(&self, pa: u64) -> Option<u64> {
-        crate::pgtable::sg_offset_of(&self.ranges, pa)
+        self.pages.offset_of(pa)
     }
 }
 
@@ -80,7 +82,7 @@ impl gem::DriverObject for BoData {
         try_pin_init!(Self {
             flags: args.flags,
             dev: ARef::from(dev),
-            listed: AtomicBool::new(false),
+            sg: SetOnce::new(),
         })
     }
 }
@@ -108,44 +110,37 @@ pub(crate) fn new_bo(
     )
 }
 
-/// The physical ranges of `bo` (pinning its pages), merged where contiguous. The buffer is
-/// listed in the device's `buffers` from then on.
-pub(crate) fn phys_ranges(bo: &Bo, dev: &Device<Bound>) -> Result<KVec<PhysRange>> {
+/// The pages of `bo`, pinning them on the first call, which also lists the buffer in its
+/// device's `buffers`. Only the first call reads the scatter table.
+pub(crate) fn scatter<'a>(bo: &'a Bo, dev: &Device<Bound>) -> Result<&'a SgList> {
+    if let Some(sg) = bo.sg.as_ref() {
+        return Ok(sg);
+    }
     let sgt = bo.sg_table(dev)?;
-    let mut ranges: KVec<PhysRange> = KVec::new();
+    let mut sg = SgList::new();
     for seg in sgt.iter() {
         #[allow(clippy::useless_conversion)] // `ResourceSize` is u32 on some 32-bit configs.
         let len = u64::from(seg.dma_len());
-        let addr = seg.dma_address();
-        match ranges.last_mut() {
-            Some(last) if last.addr + last.len == addr => last.len += len,
-            _ => ranges.push(PhysRange { addr, len }, GFP_KERNEL)?,
-        }
-    }
-    list(bo, &ranges)?;
-    Ok(ranges)
-}
-
-/// Lists `bo`, whose pages are `ranges`, in its device's `buffers` unless it is there already.
-fn list(bo: &Bo, ranges: &[PhysRange]) -> Result {
-    // Set only under the lock, and never cleared: a stale `false` only costs the lock below.
-    if bo.listed.load(Ordering::Relaxed) {
-        return Ok(());
+        sg.push(PhysRange {
+            addr: seg.dma_address(),
+            len,
+        })?;
     }
     let label = bo.create_mmap_offset()?;
-    let mut copy = KVec::with_capacity(ranges.len(), GFP_KERNEL)?;
-    copy.extend_from_slice(ranges, GFP_KERNEL)?;
+    let copy = sg.try_clone()?;
     let mut buffers = bo.dev.buffers.lock();
-    if !bo.listed.load(Ordering::Relaxed) {
+    // Under the lock no one is setting `sg`: it is set, or it is ours to set.
+    if bo.sg.as_ref().is_none() {
         buffers.push(
             BufferPages {
                 key: bo.key(),
                 label,
-                ranges: copy,
+                pages: copy,
             },
             GFP_KERNEL,
         )?;
-        bo.listed.store(true, Ordering::Relaxed);
+        bo.sg.populate(sg);
     }
-    Ok(())
+    drop(buffers);
+    bo.sg.as_ref().ok_or(EIO)
 }

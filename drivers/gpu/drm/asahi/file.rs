@@ -312,17 +312,15 @@ impl File {
                     Some(end) if end <= size => {}
                     _ => return Err(EINVAL),
                 }
-                let sg = bo::phys_ranges(&bo, reg.pdev.as_ref())?;
+                let sg = bo::scatter(&bo, reg.pdev.as_ref())?;
+                let (from, skip) = sg.from_offset(args.offset).ok_or(EINVAL)?;
                 let mut objects = file.1.objects.lock();
                 objects.reserve(1, GFP_KERNEL)?;
                 let va = ddev.kva.lock().alloc(args.range)?;
-                let mapped = ddev.uat.lock().kernel_map_sg(
-                    va,
-                    args.range,
-                    &sg,
-                    args.offset,
-                    Prot::FW_SHARED_RW,
-                );
+                let mapped =
+                    ddev.uat
+                        .lock()
+                        .kernel_map_sg(va, args.range, from, skip, Prot::FW_SHARED_RW);
                 if let Err(e) = mapped {
                     let _ = ddev.kva.lock().free(va);
                     return Err(e);

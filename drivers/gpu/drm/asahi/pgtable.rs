@@ -79,19 +79,6 @@ pub struct PhysRange {
     pub len: u64,
 }
 
-/// The offset of the byte at `pa` in the memory the scatter list `sg` describes (its ranges
-/// one after the other), if it is in one of them.
-pub fn sg_offset_of(sg: &[PhysRange], pa: PhysAddr) -> Option<u64> {
-    let mut offset = 0;
-    for r in sg {
-        if pa >= r.addr && pa - r.addr < r.len {
-            return Some(offset + (pa - r.addr));
-        }
-        offset += r.len;
-    }
-    None
-}
-
 /// Where a VA points.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Translation {

@@ -160,12 +160,12 @@ impl Vm {
             self.gpuvm.deferred_cleanup();
             return Ok(());
         };
-        let sg = bo::phys_ranges(bo, pdev)?;
+        let sg = bo::scatter(bo, pdev)?;
         let vm_bo = self.gpuvm.obtain(bo, ())?;
         let mut unique = self.unique.lock();
         let mut uat = self.dev.uat.lock();
         uat.vm_prealloc(self.id, b.va.start, len)?;
-        let mut ctx = StepCtx::for_map(&mut uat, &sg, b.prot, b.single_page, prealloc);
+        let mut ctx = StepCtx::for_map(&mut uat, sg, b.prot, b.single_page, prealloc);
         let r = unique.sm_map(OpMapRequest {
             addr: b.va.start,
             range: len,

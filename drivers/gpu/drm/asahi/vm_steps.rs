@@ -13,8 +13,8 @@
 //! ([`Uat::vm_prealloc`]). So the steps never allocate and cannot fail for want of memory.
 
 use crate::handoff::FwChannel;
-use crate::pgtable::PhysRange;
 use crate::pte::Prot;
+use crate::sg::SgList;
 use crate::slots::VmId;
 use crate::tlb::{Gather, TlbInvalidate};
 use crate::uat::Uat;
@@ -95,8 +95,8 @@ where
     F: FwChannel + 'static,
 {
     uat: &'a mut Uat<T, F>,
-    /// The physical ranges of the buffer being mapped (empty for an unbind).
-    sg: &'a [PhysRange],
+    /// The pages of the buffer being mapped (`None` for an unbind).
+    sg: Option<&'a SgList>,
     prot: Prot,
     /// Whether the one page at the offset is repeated over the range.
     single_page: bool,
@@ -128,14 +128,14 @@ where
     /// tables, which the map then fills.
     pub fn for_map(
         uat: &'a mut Uat<T, F>,
-        sg: &'a [PhysRange],
+        sg: &'a SgList,
         prot: Prot,
         single_page: bool,
         prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
     ) -> Self {
         StepCtx {
             uat,
-            sg,
+            sg: Some(sg),
             prot,
             single_page,
             keep_tables: true,
@@ -154,7 +154,7 @@ where
     ) -> Self {
         StepCtx {
             uat,
-            sg: &[],
+            sg: None,
             prot: Prot::GPU_SHARED_RO,
             single_page: false,
             keep_tables: false,
@@ -221,17 +221,6 @@ where
     }
 }
 
-/// The physical address of the page at `offset` of `sg`.
-fn page_at(sg: &[PhysRange], mut offset: u64) -> Result<u64> {
-    for r in sg {
-        if offset < r.len {
-            return Ok(r.addr + offset);
-        }
-        offset -= r.len;
-    }
-    Err(EINVAL)
-}
-
 impl<D, O, T, F> DriverGpuVm for VmSteps<D, O, T, F>
 where
     D: drm::Driver + 'static,
@@ -257,19 +246,16 @@ where
         // Break-before-make: what the unmap and remap steps before this one cleared is
         // invalidated before the new descriptors are written.
         ctx.flush();
+        let sg = ctx.sg.ok_or(EINVAL)?;
         if ctx.single_page {
-            let pa = page_at(ctx.sg, op.gem_offset())?;
+            let pa = sg.phys_at(op.gem_offset()).ok_or(EINVAL)?;
             ctx.uat
                 .vm_map_repeat(self.id, op.addr(), pa, op.length(), ctx.prot)?;
         } else {
-            ctx.uat.vm_map_sg(
-                self.id,
-                op.addr(),
-                op.length(),
-                ctx.sg,
-                op.gem_offset(),
-                ctx.prot,
-            )?;
+            // From the entry holding the offset on: the map only looks at the entries it uses.
+            let (from, skip) = sg.from_offset(op.gem_offset()).ok_or(EINVAL)?;
+            ctx.uat
+                .vm_map_sg(self.id, op.addr(), op.length(), from, skip, ctx.prot)?;
         }
         Ok(op.insert(va, ()))
     }

@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! A buffer's scatter list with the buffer offset at which each entry starts.
+//!
+//! Binding part of a buffer must cost time in the size of that part, not of the buffer: a Mesa
+//! client binds single pages of huge buffers (sparse resources, imported ones with one entry per
+//! page). [`SgList::from_offset`] finds the entry holding an offset by binary search and hands
+//! the page-table code the list from there, so that a bind only ever looks at the entries it
+//! maps.
+
+use crate::geometry::UAT_PGMSK;
+use crate::pgtable::PhysRange;
+use kernel::io::PhysAddr;
+use kernel::prelude::*;
+
+/// The pages of a buffer, in buffer order.
+///
+/// # Invariants
+///
+/// Every entry is page aligned and non-empty; `starts[i]` is the sum of the lengths of the
+/// entries before `ranges[i]` (so `starts` is strictly increasing), and `size` the sum of all.
+pub struct SgList {
+    ranges: KVec<PhysRange>,
+    starts: KVec<u64>,
+    size: u64,
+}
+
+impl SgList {
+    /// An empty list.
+    pub const fn new() -> SgList {
+        // INVARIANT: No entry, size 0.
+        SgList {
+            ranges: KVec::new(),
+            starts: KVec::new(),
+            size: 0,
+        }
+    }
+
+    /// Appends `r` to the list, merged into the last entry when it continues it: `EINVAL` if it is
+    /// empty or not page aligned, or if the list would exceed `u64::MAX` bytes (the list is then
+    /// unchanged); `ENOMEM` likewise.
+    pub fn push(&mut self, r: PhysRange) -> Result {
+        if r.len == 0 || (r.addr | r.len) & UAT_PGMSK != 0 {
+            return Err(EINVAL);
+        }
+        let size = self.size.checked_add(r.len).ok_or(EINVAL)?;
+        match self.ranges.last_mut() {
+            Some(last) if last.addr.checked_add(last.len) == Some(r.addr) => last.len += r.len,
+            _ => {
+                self.starts.reserve(1, GFP_KERNEL)?;
+                self.ranges.push(r, GFP_KERNEL)?;
+                // Cannot fail: room was reserved.
+                self.starts
+                    .push_within_capacity(self.size)
+                    .map_err(|_| ENOMEM)?;
+            }
+        }
+        // INVARIANT: `r` is page aligned and non-empty; it starts at the old size, which `starts`
+        // records when it is a new entry.
+        self.size = size;
+        Ok(())
+    }
+
+    /// The list of the entries, each physically contiguous.
+    pub fn ranges(&self) -> &[PhysRange] {
+        &self.ranges
+    }
+
+    /// The size of the buffer, in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The entry holding byte `offset` of the buffer and the offset into it; `None` past the
+    /// end. A binary search.
+    pub fn locate(&self, offset: u64) -> Option<(usize, u64)> {
+        if offset >= self.size {
+            return None;
+        }
+        // The last entry starting at or before `offset`: there is one, as `starts[0]` is 0.
+        let idx = self.starts.partition_point(|&s| s <= offset) - 1;
+        Some((idx, offset - self.starts[idx]))
+    }
+
+    /// The physical address of byte `offset` of the buffer.
+    pub fn phys_at(&self, offset: u64) -> Option<PhysAddr> {
+        let (i, off) = self.locate(offset)?;
+        Some(self.ranges[i].addr + off)
+    }
+
+    /// The entries from the one holding byte `offset` on, and the offset into that first one:
+    /// what [`crate::pgtable::PageTable::map_sg`] takes to map the buffer from `offset`, having
+    /// nothing to skip but the start of one entry.
+    pub fn from_offset(&self, offset: u64) -> Option<(&[PhysRange], u64)> {
+        let (i, off) = self.locate(offset)?;
+        Some((&self.ranges[i..], off))
+    }
+
+    /// The offset in the buffer of the byte at `pa`, if it is one of the buffer's: a linear
+    /// search, for debugging output.
+    pub fn offset_of(&self, pa: PhysAddr) -> Option<u64> {
+        self.ranges
+            .iter()
+            .zip(self.starts.iter())
+            .find(|(r, _)| pa >= r.addr && pa - r.addr < r.len)
+            .map(|(r, &start)| start + (pa - r.addr))
+    }
+
+    /// A copy of this list; `ENOMEM` if it cannot be allocated.
+    pub fn try_clone(&self) -> Result<SgList> {
+        let mut ranges = KVec::with_capacity(self.ranges.len(), GFP_KERNEL)?;
+        ranges.extend_from_slice(&self.ranges, GFP_KERNEL)?;
+        let mut starts = KVec::with_capacity(self.starts.len(), GFP_KERNEL)?;
+        starts.extend_from_slice(&self.starts, GFP_KERNEL)?;
+        // INVARIANT: The same entries, starts and size as `self`.
+        Ok(SgList {
+            ranges,
+            starts,
+            size: self.size,
+        })
+    }
+}
+
+impl Default for SgList {
+    fn default() -> Self {
+        Self::new()
+    }
+}
