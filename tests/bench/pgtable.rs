@@ -11,8 +11,8 @@ use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
 use aarch64_paging::idmap::IdTranslation;
 use aarch64_paging::paging::{Constraints, El1And0, MemoryRegion, VaRange};
 use aarch64_paging::Mapping;
-use asahi::pgtable::PageTable;
-use asahi::pte::{Prot, PteTemplate};
+use asahi::pgtable::{holds_only_pages, PageTable};
+use asahi::pte::{LeafCheck, Prot, PteTemplate};
 use asahi::selftest::{user_cfg as cfg, RecordingTlb};
 use asahi::tlb::Gather;
 use kernel::sim;
@@ -177,6 +177,36 @@ fn floor(n: u64) -> Costs {
     }
 }
 
+/// The checked floor of an unmap: per operation, read the `n` descriptors through the first test
+/// of our corruption check ([`holds_only_pages`], the same code), then store `n` zeroes, in the
+/// memory and order of [`floor`]. What the guarantee that an unmap checks its whole run before
+/// writing anything costs at the least: no argument checks, no table lookup, no counts, no TLB
+/// flush, no table freed.
+fn checked_floor(n: u64) -> f64 {
+    let ops = (BATCH_PAGES / n).max(1);
+    let check = LeafCheck::new(cfg().oas);
+    let tmpl = PteTemplate::new(Prot::GPU_SHARED_RW, true);
+    let table: Vec<AtomicU64> = (0..ops * n).map(|_| AtomicU64::new(0)).collect();
+    let mut unmaps = Vec::new();
+    for _ in 0..rounds() {
+        for (p, d) in table.iter().enumerate() {
+            d.store(tmpl.pte(PA + (p as u64 % n) * PG), Ordering::Relaxed);
+        }
+        let t = Instant::now();
+        for i in 0..ops as usize {
+            let run = black_box(&table[i * n as usize..(i + 1) * n as usize]);
+            // SAFETY: This thread alone accesses `table`.
+            assert!(unsafe { holds_only_pages(run, check) });
+            for d in run {
+                d.store(0, Ordering::Relaxed);
+            }
+        }
+        unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
+        black_box(&table);
+    }
+    median(unmaps)
+}
+
 fn main() {
     // The real allocator does not poison freed pages; do not charge that to the table code.
     sim::set_poison_on_free(false);
@@ -196,11 +226,13 @@ fn main() {
         .and_then(|v| v.parse().ok());
     // UAT_BENCH_OURS_ONLY=1: skip the peer (for profiling ours; its column then repeats ours).
     let ours_only = std::env::var_os("UAT_BENCH_OURS_ONLY").is_some();
+    let mut unmaps = Vec::new();
     for n in [1u64, 256, 65536] {
         if only.is_some_and(|o| o != n) {
             continue;
         }
         let fl = floor(n);
+        let checked = checked_floor(n);
         for warm in [true, false] {
             let ours = measure(n, warm);
             let peer = if ours_only {
@@ -209,6 +241,7 @@ fn main() {
                 measure_peer(n, warm)
             };
             let tables = if warm { "warm" } else { "cold" };
+            unmaps.push((n, tables, ours.unmap, checked, fl.unmap));
             for (op, o, p, f) in [
                 ("map", ours.map, peer.map, fl.map),
                 ("unmap", ours.unmap, peer.unmap, fl.unmap),
@@ -248,6 +281,25 @@ fn main() {
     );
     println!("  batch. peer/ours > 1: we are faster.");
     println!("floor: a loop storing n precomputed descriptors (map) or zeroes (unmap).");
+    println!();
+    println!("unmap against the checked floor: per operation, the run read through the first test");
+    println!("of our corruption check (the same code), then the zeroes of the floor stored; what");
+    println!("checking a run before clearing it costs at the least (ns per page)");
+    println!(
+        "{:>6} {:<6} {:>9} {:>9} {:>13} {:>14}",
+        "pages", "tables", "ours", "checked", "ours/checked", "checked/floor"
+    );
+    for (n, tables, o, c, f) in unmaps {
+        println!(
+            "{:>6} {:<6} {:>9.2} {:>9.2} {:>13.2} {:>14.2}",
+            n,
+            tables,
+            o,
+            c,
+            o / c,
+            c / f
+        );
+    }
     if !quick {
         replacing_bind();
         table_memory();

@@ -134,20 +134,21 @@ fn all_zero(t: &[AtomicU64]) -> bool {
     plain(t).iter().fold(0, |acc, &e| acc | e) == 0
 }
 
-/// The non-zero descriptors among `t`, and whether any of them is not a page descriptor.
+/// Whether every descriptor of `t` (leaf descriptors) is a page descriptor: none is invalid
+/// (zero) or corrupt. The first test of every unmap's check, public for `make bench`, whose
+/// checked floor reads a run through it before clearing it.
 ///
-/// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
-/// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
-/// those of type `0b11`; they differ exactly when a non-zero entry has another type.
+/// One OR of all the descriptors, each with its type bits flipped: every entry has type `0b11`
+/// (so none is zero) and none has a forbidden bit exactly when that OR has neither a type bit
+/// nor a forbidden bit. Eight accumulators, so that the compiler keeps four vector registers
+/// going.
 ///
-/// A run that holds pages only (what an unmap usually finds) is recognized first by one OR of
-/// all its entries, each with its type bits flipped: every entry has type `0b11` (so none is
-/// zero) and none has a forbidden bit exactly when that OR has neither a type bit nor a forbidden
-/// bit. Eight accumulators, so that the compiler keeps four vector registers going. Anything
-/// else takes the counting scan, which gives the same answer for it.
+/// # Safety
+///
+/// No one may write the descriptors of `t` during the call: they are read as plain words (see
+/// [`plain`]), as every read-only scan of this module does under `&PageTable`.
 #[inline(always)]
-fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
-    let forbidden = check.forbidden();
+pub unsafe fn holds_only_pages(t: &[AtomicU64], check: LeafCheck) -> bool {
     let mut eights = plain(t).chunks_exact(8);
     let mut acc = [0u64; 8];
     for q in &mut eights {
@@ -161,9 +162,25 @@ fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
         .fold(acc.iter().fold(0, |o, &a| o | a), |o, &e| {
             o | (e ^ LeafCheck::FLIP)
         });
-    if check.all_pages(u64::from_le(flipped)) {
+    check.all_pages(u64::from_le(flipped))
+}
+
+/// The non-zero descriptors among `t`, and whether any of them is not a page descriptor.
+///
+/// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
+/// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
+/// those of type `0b11`; they differ exactly when a non-zero entry has another type.
+///
+/// A run that holds pages only (what an unmap usually finds) is recognized first, by
+/// [`holds_only_pages`]. Anything else takes the counting scan, which gives the same answer for
+/// it.
+#[inline(always)]
+fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
+    // SAFETY: The scans of this module run on tables no one writes meanwhile (see `plain`).
+    if unsafe { holds_only_pages(t, check) } {
         return (t.len(), false);
     }
+    let forbidden = check.forbidden();
     let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
     for &e in plain(t) {
         let e = u64::from_le(e);
