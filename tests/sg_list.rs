@@ -7,6 +7,7 @@
 use asahi::pgtable::PhysRange;
 use asahi::sg::SgList;
 use kernel::error::code::*;
+use kernel::sim;
 use proptest::prelude::*;
 use uat_tests::config::config;
 
@@ -91,13 +92,15 @@ proptest! {
     }
 
     #[test]
-    fn refused_entries_change_nothing(spec in entries(), bad in 0usize..4) {
+    fn refused_entries_change_nothing(spec in entries(), bad in 0usize..5) {
         let (mut sg, pages) = build(&spec);
         let before = (sg.ranges().to_vec(), sg.size());
         let r = match bad {
             0 => PhysRange { addr: 1 << 40, len: 0 },
             1 => PhysRange { addr: (1 << 40) + 512, len: PG },
             2 => PhysRange { addr: 1 << 40, len: PG + 512 },
+            // Wraps past the end of the physical address space.
+            3 => PhysRange { addr: !(PG - 1), len: 2 * PG },
             _ => PhysRange { addr: 1 << 40, len: !(PG - 1) },
         };
         prop_assert_eq!(sg.push(r), Err(EINVAL));
@@ -116,11 +119,42 @@ fn an_empty_list_holds_nothing() {
     assert_eq!(sg.offset_of(0), None);
 }
 
+/// An allocation failing at either vector (the entries' or their starts') changes nothing;
+/// continuing the last entry allocates nothing.
 #[test]
-fn a_copy_is_equal() {
-    let (sg, _) = build(&[(3, 2, false), (0, 1, true), (9, 4, false)]);
-    let copy = sg.try_clone().unwrap();
-    assert_eq!(copy.ranges(), sg.ranges());
-    assert_eq!(copy.size(), sg.size());
-    assert_eq!(copy.locate(5 * PG), sg.locate(5 * PG));
+fn a_failed_allocation_changes_nothing() {
+    let r = |frame: u64| PhysRange {
+        addr: frame * PG,
+        len: PG,
+    };
+    for nth in 0..2 {
+        let mut sg = SgList::new();
+        // Entries two frames apart (none merge) until an allocation fails: the first one the
+        // list makes (its entries), or the second (their starts).
+        sim::fail_nth_alloc(nth);
+        let mut frame = 0;
+        loop {
+            let before = (sg.ranges().to_vec(), sg.size());
+            match sg.push(r(2 * frame)) {
+                Ok(()) => {
+                    assert_eq!(sg.ranges().len(), before.0.len() + 1);
+                    frame += 1;
+                    assert!(frame < 1000, "no allocation failed");
+                }
+                Err(e) => {
+                    assert_eq!(e, ENOMEM);
+                    assert_eq!((sg.ranges().to_vec(), sg.size()), before);
+                    break;
+                }
+            }
+        }
+        sim::clear_faults();
+        sg.push(r(2 * frame)).unwrap();
+        assert_eq!(sg.phys_at(frame * PG), Some(2 * frame * PG));
+        sim::fail_nth_alloc(0);
+        sg.push(r(2 * frame + 1)).unwrap();
+        sim::clear_faults();
+        assert_eq!(sg.ranges().len() as u64, frame + 1);
+        assert_eq!(sg.size(), (frame + 2) * PG);
+    }
 }

@@ -67,6 +67,10 @@ pub mod flags {
 /// A growable array whose every allocation is fallible (`rust/kernel/alloc/kvec.rs`).
 pub struct KVec<T>(Vec<T>);
 
+/// The kernel's `KVVec` (backed by `kvmalloc`, so that large arrays need not be physically
+/// contiguous): on the host, where there is no such distinction, the same as [`KVec`].
+pub type KVVec<T> = KVec<T>;
+
 impl<T> KVec<T> {
     /// Creates a new, empty vector; it does not allocate.
     pub const fn new() -> Self {

@@ -19,7 +19,7 @@ use crate::sg::SgList;
 use kernel::device::{Bound, Device};
 use kernel::drm::gem::{self, shmem, BaseObject};
 use kernel::prelude::*;
-use kernel::sync::{aref::ARef, SetOnce};
+use kernel::sync::{aref::ARef, Arc, SetOnce};
 use kernel::uapi;
 
 /// Driver data of a buffer object.
@@ -30,8 +30,8 @@ pub(crate) struct BoData {
     /// The device, whose `buffers` list this buffer while it lives.
     dev: ARef<AsahiDevice>,
     /// The buffer's pages, once pinned ([`scatter`]). Set once, under the lock of the device's
-    /// `buffers`, in the same critical section that lists the buffer there.
-    sg: SetOnce<SgList>,
+    /// `buffers`, in the same critical section that lists the buffer there with the same list.
+    sg: SetOnce<Arc<SgList>>,
 }
 
 impl BoData {
@@ -58,8 +58,8 @@ pub(crate) struct BufferPages {
     key: usize,
     /// The buffer's fake mmap offset (GEM_MMAP_OFFSET): how its client knows it.
     pub(crate) label: u64,
-    /// Its pages, in buffer order.
-    pub(crate) pages: SgList,
+    /// Its pages, in buffer order: the buffer's own list.
+    pub(crate) pages: Arc<SgList>,
 }
 
 impl BufferPages {
@@ -112,12 +112,28 @@ pub(crate) fn new_bo(
 
 /// The pages of `bo`, pinning them on the first call, which also lists the buffer in its
 /// device's `buffers`. Only the first call reads the scatter table.
+///
+/// The list holds the DMA addresses of the scatter table, which are physical addresses and stay
+/// valid as long as the buffer lives (it stays pinned); `dev`, bound, is the device they are
+/// for.
 pub(crate) fn scatter<'a>(bo: &'a Bo, dev: &Device<Bound>) -> Result<&'a SgList> {
     if let Some(sg) = bo.sg.as_ref() {
         return Ok(sg);
     }
+    match first_scatter(bo, dev) {
+        Ok(()) => {}
+        // Another bind may have listed the buffer meanwhile: its list does.
+        Err(e) => return bo.sg.as_ref().map(|sg| &**sg).ok_or(e),
+    }
+    // Set by now, by this call or by another under the lock.
+    bo.sg.as_ref().map(|sg| &**sg).ok_or(EIO)
+}
+
+/// The slow path of [`scatter`]: builds the list from the scatter table and, unless another
+/// call did meanwhile, sets it and lists the buffer.
+fn first_scatter(bo: &Bo, dev: &Device<Bound>) -> Result {
     let sgt = bo.sg_table(dev)?;
-    let mut sg = SgList::new();
+    let mut sg = SgList::with_capacity(sgt.iter().count())?;
     for seg in sgt.iter() {
         #[allow(clippy::useless_conversion)] // `ResourceSize` is u32 on some 32-bit configs.
         let len = u64::from(seg.dma_len());
@@ -126,21 +142,22 @@ pub(crate) fn scatter<'a>(bo: &'a Bo, dev: &Device<Bound>) -> Result<&'a SgList>
             len,
         })?;
     }
+    let sg = Arc::new(sg, GFP_KERNEL)?;
     let label = bo.create_mmap_offset()?;
-    let copy = sg.try_clone()?;
     let mut buffers = bo.dev.buffers.lock();
-    // Under the lock no one is setting `sg`: it is set, or it is ours to set.
+    // Only ever set under this lock: unset now, it is ours to set.
     if bo.sg.as_ref().is_none() {
         buffers.push(
             BufferPages {
                 key: bo.key(),
                 label,
-                pages: copy,
+                pages: sg.clone(),
             },
             GFP_KERNEL,
         )?;
-        bo.sg.populate(sg);
+        let set = bo.sg.populate(sg);
+        // No one else sets it, and it was unset.
+        debug_assert!(set);
     }
-    drop(buffers);
-    bo.sg.as_ref().ok_or(EIO)
+    Ok(())
 }

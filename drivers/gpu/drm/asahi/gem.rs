@@ -45,9 +45,9 @@ impl GemObject {
         Ok(GemObject { sg, _pages: pages })
     }
 
-    /// Wraps an imported buffer's scatter list (entries page aligned and non-empty, contiguous
-    /// ones merged: `EINVAL` otherwise, or if empty). The exporter keeps the pages pinned while
-    /// this object lives.
+    /// Wraps an imported buffer's scatter list, merging entries that continue each other. Every
+    /// entry must be page aligned and non-empty, and the list not empty (`EINVAL`). The exporter
+    /// keeps the pages pinned while this object lives.
     pub fn import(ranges: &[PhysRange]) -> Result<GemObject> {
         let mut sg = SgList::new();
         for r in ranges {

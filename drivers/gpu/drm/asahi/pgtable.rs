@@ -176,7 +176,8 @@ pub unsafe fn holds_only_pages(t: &[AtomicU64], check: LeafCheck) -> bool {
 /// it.
 #[inline(always)]
 fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
-    // SAFETY: The scans of this module run on tables no one writes meanwhile (see `plain`).
+    // SAFETY: Callers scan tables of a `PageTable` they borrow, and every descriptor write
+    // needs `&mut PageTable`: no one writes `t` meanwhile (see `plain`).
     if unsafe { holds_only_pages(t, check) } {
         return (t.len(), false);
     }

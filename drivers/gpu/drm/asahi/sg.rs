@@ -15,13 +15,17 @@ use kernel::prelude::*;
 
 /// The pages of a buffer, in buffer order.
 ///
+/// Backed by `kvmalloc` ([`KVVec`]): the list of a large imported buffer runs to megabytes.
+///
 /// # Invariants
 ///
-/// Every entry is page aligned and non-empty; `starts[i]` is the sum of the lengths of the
-/// entries before `ranges[i]` (so `starts` is strictly increasing), and `size` the sum of all.
+/// `ranges` and `starts` have the same length. Every entry is UAT-page aligned, non-empty and
+/// does not wrap past the end of the physical address space; no entry continues the one before
+/// it (they would be one). `starts[i]` is the sum of the lengths of the entries before
+/// `ranges[i]` (so `starts` is strictly increasing from 0), and `size` the sum of all.
 pub struct SgList {
-    ranges: KVec<PhysRange>,
-    starts: KVec<u64>,
+    ranges: KVVec<PhysRange>,
+    starts: KVVec<u64>,
     size: u64,
 }
 
@@ -30,33 +34,50 @@ impl SgList {
     pub const fn new() -> SgList {
         // INVARIANT: No entry, size 0.
         SgList {
-            ranges: KVec::new(),
-            starts: KVec::new(),
+            ranges: KVVec::new(),
+            starts: KVVec::new(),
             size: 0,
         }
     }
 
-    /// Appends `r` to the list, merged into the last entry when it continues it: `EINVAL` if it is
-    /// empty or not page aligned, or if the list would exceed `u64::MAX` bytes (the list is then
-    /// unchanged); `ENOMEM` likewise.
+    /// An empty list with room for `entries` entries without reallocating (`ENOMEM`).
+    pub fn with_capacity(entries: usize) -> Result<SgList> {
+        // INVARIANT: No entry, size 0.
+        Ok(SgList {
+            ranges: KVVec::with_capacity(entries, GFP_KERNEL)?,
+            starts: KVVec::with_capacity(entries, GFP_KERNEL)?,
+            size: 0,
+        })
+    }
+
+    /// Appends `r` to the list, merged into the last entry when it continues it.
+    ///
+    /// `EINVAL`, and the list is unchanged, if `r` is empty, not page aligned or wraps past the
+    /// end of the physical address space, or if the list would exceed `u64::MAX` bytes. `ENOMEM`,
+    /// the list unchanged too, if a new entry cannot be allocated.
     pub fn push(&mut self, r: PhysRange) -> Result {
-        if r.len == 0 || (r.addr | r.len) & UAT_PGMSK != 0 {
+        if r.len == 0 || (r.addr | r.len) & UAT_PGMSK != 0 || r.addr.checked_add(r.len).is_none() {
             return Err(EINVAL);
         }
         let size = self.size.checked_add(r.len).ok_or(EINVAL)?;
         match self.ranges.last_mut() {
-            Some(last) if last.addr.checked_add(last.len) == Some(r.addr) => last.len += r.len,
+            Some(last) if last.addr + last.len == r.addr => {
+                // INVARIANT: The last entry grows by `r`, and ends where `r` does, without
+                // wrapping. (`last` does not wrap: no overflow above.)
+                last.len += r.len;
+            }
             _ => {
+                // Room in both first, so that neither grows without the other.
+                self.ranges.reserve(1, GFP_KERNEL)?;
                 self.starts.reserve(1, GFP_KERNEL)?;
-                self.ranges.push(r, GFP_KERNEL)?;
-                // Cannot fail: room was reserved.
+                // INVARIANT: A new entry, not continuing the last one, which starts at the old
+                // size; both vectors grow by one.
+                self.ranges.push_within_capacity(r).map_err(|_| ENOMEM)?;
                 self.starts
                     .push_within_capacity(self.size)
                     .map_err(|_| ENOMEM)?;
             }
         }
-        // INVARIANT: `r` is page aligned and non-empty; it starts at the old size, which `starts`
-        // records when it is a new entry.
         self.size = size;
         Ok(())
     }
@@ -104,20 +125,6 @@ impl SgList {
             .zip(self.starts.iter())
             .find(|(r, _)| pa >= r.addr && pa - r.addr < r.len)
             .map(|(r, &start)| start + (pa - r.addr))
-    }
-
-    /// A copy of this list; `ENOMEM` if it cannot be allocated.
-    pub fn try_clone(&self) -> Result<SgList> {
-        let mut ranges = KVec::with_capacity(self.ranges.len(), GFP_KERNEL)?;
-        ranges.extend_from_slice(&self.ranges, GFP_KERNEL)?;
-        let mut starts = KVec::with_capacity(self.starts.len(), GFP_KERNEL)?;
-        starts.extend_from_slice(&self.starts, GFP_KERNEL)?;
-        // INVARIANT: The same entries, starts and size as `self`.
-        Ok(SgList {
-            ranges,
-            starts,
-            size: self.size,
-        })
     }
 }
 
