@@ -7,10 +7,22 @@ use kernel::alloc::{flags::*, KVec};
 use kernel::error::code::*;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::sim;
+use std::sync::{Mutex, MutexGuard};
 use uat_tests::leak::LeakCheck;
+
+/// Taken by every test of this file that allocates: one looks at the state of a page it freed,
+/// which another test's thread allocating meanwhile could take (the page allocator hands out
+/// the last freed page first).
+static ALLOCATOR: Mutex<()> = Mutex::new(());
+
+/// Takes [`ALLOCATOR`] (a test that failed while holding it does not poison the others).
+fn allocator() -> MutexGuard<'static, ()> {
+    ALLOCATOR.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 #[test]
 fn alloc_free_accounting() {
+    let _alone = allocator();
     let leak = LeakCheck::start();
     let before = sim::page_stats();
     let a = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
@@ -44,6 +56,7 @@ fn alloc_free_accounting() {
 
 #[test]
 fn phys_round_trip_and_borrow() {
+    let _alone = allocator();
     let leak = LeakCheck::start();
     let page = Page::alloc_page(GFP_KERNEL).unwrap();
     let phys = page.phys();
@@ -72,6 +85,7 @@ fn phys_round_trip_and_borrow() {
 
 #[test]
 fn borrow_refuses_reserved_memory_holes_and_mmio() {
+    let _alone = allocator();
     let reserved = sim::reserve_region(3 * PAGE_SIZE as u64).unwrap();
     for pa in [reserved, reserved + 2 * PAGE_SIZE as u64] {
         // SAFETY: Refused (PageReserved, as in the kernel): nothing is borrowed.
@@ -91,6 +105,7 @@ fn borrow_refuses_reserved_memory_holes_and_mmio() {
 
 #[test]
 fn kvec_insert_and_remove_within_capacity() {
+    let _alone = allocator();
     let mut v: KVec<u32> = KVec::new();
     assert!(
         v.insert_within_capacity(0, 1).is_err(),
@@ -116,6 +131,7 @@ fn kvec_insert_and_remove_within_capacity() {
 
 #[test]
 fn fault_injection_counts_pages_and_kmalloc() {
+    let _alone = allocator();
     let leak = LeakCheck::start();
     sim::fail_nth_alloc(1);
     let a = Page::alloc_page(GFP_KERNEL).unwrap();
@@ -135,6 +151,7 @@ fn fault_injection_counts_pages_and_kmalloc() {
 #[test]
 #[should_panic(expected = "not allocated")]
 fn double_free_is_caught() {
+    let _alone = allocator();
     let page = Page::alloc_page(GFP_KERNEL).unwrap();
     let pa = page.phys();
     drop(page);
