@@ -130,6 +130,28 @@ static struct drm_asahi_gem_bind_op op(uint32_t flags, uint32_t handle, uint64_t
 	return o;
 }
 
+/*
+ * VM_BIND claiming 2^32 - 1 ops when its array ends after the first (a guard page follows it):
+ * EFAULT at the second, nothing applied (the caller checks), not ENOMEM from an allocation
+ * sized by the claimed count.
+ */
+static void bogus_count(int fd, uint32_t vm, uint32_t handle)
+{
+	struct drm_asahi_gem_bind_op *last;
+	char *page;
+
+	page = mmap(NULL, 2 * PG, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (page == MAP_FAILED || mprotect(page + PG, PG, PROT_NONE)) {
+		check(0, "a page before a guard page");
+		return;
+	}
+	last = (struct drm_asahi_gem_bind_op *)(page + PG) - 1;
+	*last = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x100000);
+	vm_bind(fd, vm, last, UINT32_MAX, sizeof(*last), EFAULT,
+		"VM_BIND of 2^32 - 1 ops, the array ending after the first");
+	munmap(page, 2 * PG);
+}
+
 static int write_file(const char *path, const char *s)
 {
 	int fd = open(path, O_WRONLY), ret;
@@ -390,6 +412,7 @@ int uapi_session(void)
 	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x100000);
 	ops[1] = op(DRM_ASAHI_BIND_READ, handle, 0, 3 * PG, 0x1000);
 	vm_bind(fd, vm, ops, 2, sizeof(ops[0]), EINVAL, "VM_BIND array with a bad second op");
+	bogus_count(fd, vm, handle);
 	uat = uat_id_of(vm);
 	printf("uapi: vm %u is UAT VM %ld (debugfs vms)\n", vm, uat);
 	check(uat > 0, "debugfs lists the VM");

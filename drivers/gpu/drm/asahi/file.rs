@@ -66,15 +66,24 @@ impl PinnedDrop for File {
         // Kernel-VM objects go with their client. The VMs go with their last reference.
         let objects = core::mem::take(&mut *self.objects.lock());
         for o in objects.into_iter().flatten() {
-            unbind_object(&self.dev, &o);
+            unbind_object(&self.dev, o);
         }
     }
 }
 
-/// Unmaps a kernel-VM object and frees its VA.
-fn unbind_object(dev: &AsahiDevice, o: &KernelObject) {
+/// Unmaps a kernel-VM object, then frees its VA and drops its buffer.
+///
+/// If the unmap fails (a corrupt table, the firmware not flushing), the firmware may still reach
+/// the buffer through the VA: both are leaked rather than reused or freed.
+fn unbind_object(dev: &AsahiDevice, o: KernelObject) {
     if let Err(e) = dev.uat.lock().kernel_unmap(o.va, o.size) {
-        pr_err!("unbinding kernel object at {:#x}: {:?}\n", o.va, e);
+        pr_err!(
+            "unbinding kernel object at {:#x}: {:?}; leaking its VA and buffer\n",
+            o.va,
+            e
+        );
+        core::mem::forget(o);
+        return;
     }
     let _ = dev.kva.lock().free(o.va);
 }
@@ -235,10 +244,13 @@ impl File {
         let num = args.num_binds as usize;
         let total = stride.checked_mul(num).ok_or(EINVAL)?;
         let mut r = UserSlice::new(UserPtr::from_addr(args.userptr as usize), total).reader();
-        let mut binds: KVec<Bind> = KVec::with_capacity(num, GFP_KERNEL)?;
+        // Grown as the ops are read, not sized by `num_binds` up front: a count larger than the
+        // array fails where the array ends (`EFAULT`), not with an allocation sized by the count
+        // (`ENOMEM`, however short the array). kvmalloc'd, charged to the caller, quietly.
+        let mut binds: KVVec<Bind> = KVVec::new();
         for _ in 0..num {
             let b = Self::read_bind(&mut r, stride - OP_SIZE, &vm, file)?;
-            binds.push(b, GFP_KERNEL)?;
+            binds.push(b, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
         }
         for b in binds.iter() {
             vm.bind(reg.pdev.as_ref(), b)?;
@@ -346,7 +358,7 @@ impl File {
                     .get_mut(idx)
                     .and_then(Option::take)
                     .ok_or(ENOENT)?;
-                unbind_object(ddev, &o);
+                unbind_object(ddev, o);
                 Ok(0)
             }
             _ => Err(EINVAL),

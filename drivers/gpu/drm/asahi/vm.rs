@@ -26,7 +26,7 @@ use kernel::new_mutex;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::sync::aref::ARef;
-use kernel::sync::{Arc, Mutex};
+use kernel::sync::{Arc, Mutex, UniqueArc};
 
 pub(crate) use crate::gpuvm::{window, KERNEL_MIN_SIZE};
 
@@ -61,9 +61,11 @@ pub(crate) struct Vm {
 }
 
 impl Vm {
-    /// Creates a VM whose `kernel` range (already validated) is the kernel's.
     /// Creates a VM whose `kernel` range (already validated) is the kernel's, for client `pid`,
     /// which will know it as `vm_id`.
+    ///
+    /// Everything that can fail is done before the UAT VM exists or undone with it: on error,
+    /// nothing is left behind.
     pub(crate) fn new(
         ddev: &AsahiDevice,
         kernel: Range<u64>,
@@ -73,7 +75,9 @@ impl Vm {
         let g = Geometry::G13;
         let dummy = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
         let root = bo::new_bo(ddev, PAGE_SIZE, 0, None)?;
-        ddev.vm_tags.lock().reserve(1, GFP_KERNEL)?;
+        // The VM's own memory, allocated first: once the UAT VM exists, only the tag's push below
+        // can fail.
+        let slot = UniqueArc::<Vm>::new_uninit(GFP_KERNEL)?;
         let id = {
             let mut uat = ddev.uat.lock();
             let id = uat.create_vm(true)?;
@@ -89,6 +93,12 @@ impl Vm {
             }
             id
         };
+        // Undoes the UAT VM (its tables, the dummy page's mapping) on the error paths below,
+        // before `dummy` goes.
+        let destroy = |e: Error| {
+            let _ = ddev.uat.lock().destroy_vm(id);
+            e
+        };
         let unique = GpuVm::<VmData>::new::<Error, _>(
             c"asahi-vm",
             ddev,
@@ -97,29 +107,33 @@ impl Vm {
             kernel.clone(),
             VmData::new(id),
         )
-        .inspect_err(|_| {
-            let _ = ddev.uat.lock().destroy_vm(id);
-        })?;
+        .map_err(destroy)?;
         let gpuvm = ARef::from(&*unique);
         let tag = VmTag {
             uat: id,
             pid,
             vm_id,
         };
-        // Room was reserved above; a VM without its tag would only be missing from debugfs.
-        let _ = ddev.vm_tags.lock().push_within_capacity(tag);
-        Arc::pin_init(
-            pin_init!(Self {
-                unique <- new_mutex!(unique),
-                gpuvm,
-                root,
-                dev: ARef::from(ddev),
-                id,
-                kernel,
-                _dummy: dummy,
-            }),
-            GFP_KERNEL,
-        )
+        // One lock hold: two VM_CREATEs cannot both count on the same spare room.
+        if let Err(e) = ddev.vm_tags.lock().push(tag, GFP_KERNEL) {
+            drop(unique);
+            return Err(destroy(e.into()));
+        }
+        let vm = slot.pin_init_with(pin_init!(Self {
+            unique <- new_mutex!(unique),
+            gpuvm,
+            root,
+            dev: ARef::from(ddev),
+            id,
+            kernel,
+            _dummy: dummy,
+        }));
+        // Every field is moved in: the initializer cannot fail.
+        let vm = match vm {
+            Ok(vm) => vm,
+            Err(never) => match never {},
+        };
+        Ok(vm.into())
     }
 
     /// The GPUVM's root object.
@@ -145,20 +159,23 @@ impl Vm {
 
     /// Performs a validated bind (see [`Vm::check_bind`]).
     pub(crate) fn bind(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
+        let r = self.apply(pdev, b);
+        // Whatever happened, the buffers the steps (or a dropped `vm_bo`) let go of go now,
+        // after the tables that mapped them were flushed (as the step context went).
+        self.gpuvm.deferred_cleanup();
+        r
+    }
+
+    /// [`Vm::bind`] but the release of the buffers.
+    fn apply(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
         let len = b.va.end - b.va.start;
         let prealloc = VmData::prealloc_vas(GFP_KERNEL)?;
         let Some((bo, offset)) = &b.map else {
             let mut unique = self.unique.lock();
             let mut uat = self.dev.uat.lock();
             let mut ctx = StepCtx::for_unmap(&mut uat, prealloc);
-            unique.sm_unmap(b.va.start, len, &mut ctx)?;
-            // The unmapped range is invalidated (and emptied tables freed) as the context goes,
-            // before the buffers are released.
-            drop(ctx);
-            drop(uat);
-            drop(unique);
-            self.gpuvm.deferred_cleanup();
-            return Ok(());
+            // The unmapped range is invalidated (and emptied tables freed) as the context goes.
+            return unique.sm_unmap(b.va.start, len, &mut ctx);
         };
         let sg = bo::scatter(bo, pdev)?;
         let vm_bo = self.gpuvm.obtain(bo, ())?;
@@ -166,19 +183,13 @@ impl Vm {
         let mut uat = self.dev.uat.lock();
         uat.vm_prealloc(self.id, b.va.start, len)?;
         let mut ctx = StepCtx::for_map(&mut uat, sg, b.prot, b.single_page, prealloc);
-        let r = unique.sm_map(OpMapRequest {
+        unique.sm_map(OpMapRequest {
             addr: b.va.start,
             range: len,
             gem_offset: *offset,
             vm_bo: &vm_bo,
             context: &mut ctx,
-        });
-        drop(ctx);
-        drop(uat);
-        drop(unique);
-        drop(vm_bo);
-        self.gpuvm.deferred_cleanup();
-        r
+        })
     }
 
     /// The VA range of this VM the kernel reserved.
