@@ -11,7 +11,8 @@
 //! The first bind of a buffer turns its scatter table into an [`SgList`], kept with the buffer:
 //! every bind after it finds the entries it maps by binary search, in time independent of the
 //! buffer's size. The buffer is then also listed in the device's `buffers` ([`BufferPages`]), so
-//! that debugfs can say which buffer, at which offset, a VM's page maps (`gpu_mem.rs`).
+//! that debugfs can say which buffer, at which offset, a VM's page maps (`gpu_mem.rs`). Its entry
+//! knows its index there, so that freeing a buffer costs no time per buffer of the device.
 
 use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
@@ -19,6 +20,7 @@ use crate::sg::SgList;
 use kernel::device::{Bound, Device};
 use kernel::drm::gem::{self, shmem, BaseObject};
 use kernel::prelude::*;
+use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::{aref::ARef, Arc, SetOnce};
 use kernel::uapi;
 
@@ -29,33 +31,45 @@ pub(crate) struct BoData {
     pub(crate) flags: u32,
     /// The device, whose `buffers` list this buffer while it lives.
     dev: ARef<AsahiDevice>,
-    /// The buffer's pages, once pinned ([`scatter`]). Set once, under the lock of the device's
-    /// `buffers`, in the same critical section that lists the buffer there with the same list.
-    sg: SetOnce<Arc<SgList>>,
+    /// The buffer's pages and its place in the device's `buffers`, once pinned ([`scatter`]).
+    /// Set once, under the lock of `buffers`, in the same critical section that lists the
+    /// buffer there.
+    listing: SetOnce<Listing>,
 }
 
-impl BoData {
-    /// What identifies this buffer in the device's `buffers`: the address of its driver data,
-    /// which does not move (it is pinned) and is not reused before [`BoData`]'s drop.
-    fn key(&self) -> usize {
-        core::ptr::from_ref(self) as usize
-    }
+/// A pinned buffer's pages and where the device's `buffers` lists it.
+struct Listing {
+    /// The pages, shared with the buffer's entry in `buffers`.
+    sg: Arc<SgList>,
+    /// The index of that entry, shared with it: updated, under the lock of `buffers`, when the
+    /// entry moves.
+    place: Arc<Atomic<usize>>,
 }
 
 #[pinned_drop]
 impl PinnedDrop for BoData {
     fn drop(self: Pin<&mut Self>) {
-        if self.sg.as_ref().is_some() {
-            let key = self.key();
-            self.dev.buffers.lock().retain(|b| b.key != key);
+        let Some(listing) = self.listing.as_ref() else {
+            return;
+        };
+        let mut buffers = self.dev.buffers.lock();
+        // This buffer's entry is at `i`; the last entry takes its place (or is it).
+        let i = listing.place.load(Relaxed);
+        let Some(last) = buffers.pop() else {
+            return;
+        };
+        if let Some(entry) = buffers.get_mut(i) {
+            debug_assert!(Arc::ptr_eq(&entry.place, &listing.place));
+            last.place.store(i, Relaxed);
+            *entry = last;
         }
     }
 }
 
 /// Where the pages of a pinned buffer are, for debugfs to name the pages a VM maps.
 pub(crate) struct BufferPages {
-    /// [`BoData::key`].
-    key: usize,
+    /// Its index in the list ([`Listing::place`]).
+    place: Arc<Atomic<usize>>,
     /// The buffer's fake mmap offset (GEM_MMAP_OFFSET): how its client knows it.
     pub(crate) label: u64,
     /// Its pages, in buffer order: the buffer's own list.
@@ -82,7 +96,7 @@ impl gem::DriverObject for BoData {
         try_pin_init!(Self {
             flags: args.flags,
             dev: ARef::from(dev),
-            sg: SetOnce::new(),
+            listing: SetOnce::new(),
         })
     }
 }
@@ -117,16 +131,16 @@ pub(crate) fn new_bo(
 /// valid as long as the buffer lives (it stays pinned); `dev`, bound, is the device they are
 /// for.
 pub(crate) fn scatter<'a>(bo: &'a Bo, dev: &Device<Bound>) -> Result<&'a SgList> {
-    if let Some(sg) = bo.sg.as_ref() {
-        return Ok(sg);
+    if let Some(listing) = bo.listing.as_ref() {
+        return Ok(&listing.sg);
     }
-    match first_scatter(bo, dev) {
-        Ok(()) => {}
-        // Another bind may have listed the buffer meanwhile: its list does.
-        Err(e) => return bo.sg.as_ref().map(|sg| &**sg).ok_or(e),
+    let done = first_scatter(bo, dev);
+    // Set by now, by this call or by another under the lock; if this one failed, another's
+    // list does as well.
+    match bo.listing.as_ref() {
+        Some(listing) => Ok(&listing.sg),
+        None => Err(done.err().unwrap_or(EIO)),
     }
-    // Set by now, by this call or by another under the lock.
-    bo.sg.as_ref().map(|sg| &**sg).ok_or(EIO)
 }
 
 /// The slow path of [`scatter`]: builds the list from the scatter table and, unless another
@@ -143,19 +157,21 @@ fn first_scatter(bo: &Bo, dev: &Device<Bound>) -> Result {
         })?;
     }
     let sg = Arc::new(sg, GFP_KERNEL)?;
+    let place = Arc::new(Atomic::new(0), GFP_KERNEL)?;
     let label = bo.create_mmap_offset()?;
     let mut buffers = bo.dev.buffers.lock();
     // Only ever set under this lock: unset now, it is ours to set.
-    if bo.sg.as_ref().is_none() {
+    if bo.listing.as_ref().is_none() {
+        place.store(buffers.len(), Relaxed);
         buffers.push(
             BufferPages {
-                key: bo.key(),
+                place: place.clone(),
                 label,
                 pages: sg.clone(),
             },
             GFP_KERNEL,
         )?;
-        let set = bo.sg.populate(sg);
+        let set = bo.listing.populate(Listing { sg, place });
         // No one else sets it, and it was unset.
         debug_assert!(set);
     }

@@ -102,8 +102,8 @@ pub(crate) struct AsahiDevData {
     /// Every client's VMs, for debugfs.
     #[pin]
     pub(crate) vm_tags: Mutex<KVec<VmTag>>,
-    /// Where the pages of every buffer pinned for the GPU are, for debugfs. Taken after `uat`,
-    /// never before.
+    /// Where the pages of every buffer pinned for the GPU are, for debugfs, in no order (a freed
+    /// buffer's entry takes the last one). Taken after `uat`, never before.
     #[pin]
     pub(crate) buffers: Mutex<KVec<BufferPages>>,
 }
