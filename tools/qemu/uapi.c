@@ -275,6 +275,102 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 	      "ENOMEM at every allocation of a bind changes nothing");
 }
 
+/* The VMs debugfs lists for this process, and the highest UAT VM ID it lists for anyone. */
+static int listed_vms(long *highest)
+{
+	char line[128];
+	long id;
+	int pid, n = 0;
+	unsigned int vm;
+	FILE *f = fopen(DBG "vms", "r");
+
+	*highest = 0;
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%ld pid %d vm %u", &id, &pid, &vm) != 3)
+			continue;
+		n += pid == getpid();
+		if (id > *highest)
+			*highest = id;
+	}
+	fclose(f);
+	return n;
+}
+
+/*
+ * VM_CREATE with each of its allocations failing in turn (fail-nth, as for VM_BIND): ENOMEM,
+ * and nothing left behind. Debugfs lists no new VM after a failure, and every UAT VM made on
+ * the way, by a failing VM_CREATE or a successful one destroyed at once, is gone: reading its
+ * kernel-private page through gpu_mem finds no VM.
+ */
+static void enomem_vm_create(int fd, uint64_t kstart, uint64_t kend)
+{
+	struct drm_asahi_vm_create vc;
+	struct drm_asahi_vm_destroy vd;
+	unsigned int n, points = 0, bad = 0;
+	long base, highest, last = -1, id;
+	char left[16], hex[64];
+	int before = listed_vms(&base);
+
+	for (n = 1; n < 200; n++) {
+		int ret, err, tid, pf;
+		char nth[16];
+
+		vc = (struct drm_asahi_vm_create){ .kernel_start = kstart, .kernel_end = kend };
+		snprintf(nth, sizeof(nth), "%u", n);
+		tid = open("/proc/thread-self/fail-nth", O_RDWR);
+		if (tid < 0 || write(tid, nth, strlen(nth)) < 0) {
+			check(0, "fail-nth is available");
+			return;
+		}
+		ret = ioctl(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc);
+		err = ret ? errno : 0;
+		lseek(tid, 0, SEEK_SET);
+		pf = read(tid, left, sizeof(left) - 1);
+		left[pf > 0 ? pf : 0] = 0;
+		if (write(tid, "0", 1) < 0)
+			bad++;
+		close(tid);
+
+		if (!err) {
+			id = uat_id_of(vc.vm_id);
+			vd = (struct drm_asahi_vm_destroy){ .vm_id = vc.vm_id };
+			bad += id <= base || !!ioctl(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd);
+			/* Done once the injected fault was not reached (see enomem_binds). */
+			if (strcmp(left, "0\n") && strcmp(left, "0")) {
+				last = id;
+				break;
+			}
+			continue;
+		}
+		points++;
+		/* The VM's root GEM object is a shmem file: shmem answers ENOSPC for its inode. */
+		if (err != ENOMEM && err != ENOSPC) {
+			printf("uapi: FAILED: VM_CREATE allocation %u failed: %s\n", n,
+			       strerrorname_np(err));
+			bad++;
+		}
+		if (listed_vms(&highest) != before) {
+			printf("uapi: FAILED: VM_CREATE allocation %u left a VM in debugfs\n", n);
+			bad++;
+		}
+	}
+	for (id = base + 1; id <= last; id++) {
+		/* No VM: ENOENT, named so with CONFIG_SYMBOLIC_ERRNAME. */
+		if (gpu_read(id, kstart, 4, hex, sizeof(hex)) ||
+		    (strncmp(hex, "fault ENOENT", 12) && strncmp(hex, "fault Error(2)", 14))) {
+			printf("uapi: FAILED: UAT VM %ld is still there: %s\n", id, hex);
+			bad++;
+		}
+	}
+	printf("uapi: VM_CREATE with each of its %u allocations failing: ENOMEM,\n", points);
+	printf("uapi: debugfs listed no VM after them, UAT VMs %ld..%ld are gone\n",
+	       base + 1, last);
+	check(points >= 3 && last > base && !bad,
+	      "ENOMEM at every allocation of VM_CREATE leaves no VM behind");
+}
+
 int uapi_session(void)
 {
 	char name[32] = "";
@@ -461,6 +557,7 @@ int uapi_session(void)
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unaligned over mappings");
 
 	enomem_binds(fd, vm, uat, handle);
+	enomem_vm_create(fd, kstart, kend);
 
 	/* GEM_BIND_OBJECT: timestamps in the kernel VM. */
 	bo = (struct drm_asahi_gem_bind_object){ .op = DRM_ASAHI_BIND_OBJECT_OP_BIND,
