@@ -502,6 +502,8 @@ fn sequence(ops: &[Op]) -> Result<(), TestCaseError> {
     g.complete(vm).unwrap();
     g.vm_destroy(vm).unwrap();
     drop(g);
+    // Every invalidation came after a store barrier (the cleared descriptors visible first).
+    prop_assert_eq!(soc.gpu.stats().unordered_tlbi, 0);
     drop(soc);
     prop_assert_eq!(leak.live_since(), 0);
     Ok(())

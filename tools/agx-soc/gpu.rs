@@ -128,6 +128,10 @@ pub struct GpuStats {
     pub tlbi: [u64; 4],
     /// `dsb` completions.
     pub syncs: u64,
+    /// TLB maintenance instructions issued with no store barrier since the last `dsb`
+    /// completion ([`TlbiIssue::prepare`]): on the hardware, a walk could still read the old
+    /// descriptors they were meant to drop. Zero for a correct driver.
+    pub unordered_tlbi: u64,
 }
 
 struct State {
@@ -138,6 +142,8 @@ struct State {
     stats: GpuStats,
     faults: Vec<Fault>,
     ignore_tlbi: bool,
+    /// Whether a store barrier was issued since the last `dsb` completion.
+    prepared: bool,
 }
 
 /// The simulated GPU.
@@ -170,6 +176,7 @@ impl Gpu {
                 stats: GpuStats::default(),
                 faults: Vec::new(),
                 ignore_tlbi: false,
+                prepared: false,
             }),
         })
     }
@@ -419,11 +426,23 @@ impl Gpu {
 pub struct GpuTlbi(pub Arc<Gpu>);
 
 impl TlbiIssue for GpuTlbi {
+    fn prepare(&self) {
+        self.0.state.lock().unwrap().prepared = true;
+    }
+
     fn issue(&self, op: Tlbi) {
+        {
+            let mut st = self.0.state.lock().unwrap();
+            if !st.prepared {
+                st.stats.unordered_tlbi += 1;
+            }
+        }
         self.0.tlbi(op)
     }
 
     fn sync(&self) {
-        self.0.state.lock().unwrap().stats.syncs += 1;
+        let mut st = self.0.state.lock().unwrap();
+        st.stats.syncs += 1;
+        st.prepared = false;
     }
 }

@@ -35,6 +35,11 @@ pub struct CountingTlbi {
 }
 
 impl TlbiIssue for &CountingTlbi {
+    fn prepare(&self) {
+        #[cfg(target_arch = "aarch64")]
+        crate::tlbi::Arm64.prepare();
+    }
+
     fn issue(&self, op: Tlbi) {
         let kind = match op {
             Tlbi::Va(_) => 0,

@@ -4,7 +4,8 @@
 //!
 //! The GPU's TLBs obey the CPU's outer-shareable TLB maintenance: `tlbi vae1os` for one page,
 //! `tlbi rvae1os` for a range (FEAT_TLBIRANGE, 16 KiB granule), `tlbi aside1os` for an ASID and
-//! `tlbi vmalle1os` for everything, then `dsb sy`. This module turns an invalidation request into
+//! `tlbi vmalle1os` for everything, then `dsb sy`; before them, `dsb st` makes the descriptor
+//! writes they follow visible to the GPU's walker. This module turns an invalidation request into
 //! those instructions' operands ([`Tlbi`]), independently of how they are issued ([`TlbiIssue`]):
 //! on arm64 by the instructions themselves ([`Arm64`]), on the host by a simulated GPU that
 //! decodes the same operands. The operand arithmetic is thus tested by the host suite exactly as
@@ -130,6 +131,10 @@ impl Iterator for RangeOps {
 
 /// Something that executes TLB maintenance instructions.
 pub trait TlbiIssue {
+    /// Makes every descriptor written before it visible to the table walkers, the GPU's
+    /// included, before any instruction issued after it (`dsb st`). Without it, a walk could
+    /// still read a cleared descriptor's old value after the invalidation, and cache it again.
+    fn prepare(&self);
     /// Issues one instruction (not yet waited for).
     fn issue(&self, op: Tlbi);
     /// Waits until every issued instruction has completed everywhere (`dsb sy`).
@@ -139,23 +144,29 @@ pub trait TlbiIssue {
 /// [`TlbInvalidate`] by broadcast instructions.
 pub struct Broadcast<I: TlbiIssue>(pub I);
 
+/// Every invalidation is ordered after the descriptor writes before it ([`TlbiIssue::prepare`])
+/// and waited for ([`TlbiIssue::sync`]).
 impl<I: TlbiIssue> TlbInvalidate for Broadcast<I> {
     fn invalidate_page(&self, asid: u16, va: u64) {
+        self.0.prepare();
         self.0.issue(Tlbi::va(asid, va));
         self.0.sync();
     }
 
     fn invalidate_range(&self, asid: u16, range: VaRange) {
+        self.0.prepare();
         range_ops(asid, range).for_each(|op| self.0.issue(op));
         self.0.sync();
     }
 
     fn invalidate_asid(&self, asid: u16) {
+        self.0.prepare();
         self.0.issue(Tlbi::asid(asid));
         self.0.sync();
     }
 
     fn invalidate_all(&self) {
+        self.0.prepare();
         self.0.issue(Tlbi::All);
         self.0.sync();
     }
@@ -171,6 +182,11 @@ pub struct Arm64;
 
 #[cfg(target_arch = "aarch64")]
 impl TlbiIssue for Arm64 {
+    fn prepare(&self) {
+        // SAFETY: A barrier has no effect on memory safety.
+        unsafe { core::arch::asm!("dsb st", options(nostack, preserves_flags)) };
+    }
+
     fn issue(&self, op: Tlbi) {
         // SAFETY: TLB maintenance only drops cached translations; it has no effect on memory
         // safety. The operands are plain values.
