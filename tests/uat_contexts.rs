@@ -52,6 +52,8 @@ fn boot_binds_the_kernel_context() {
     // Every page the boot allocated on this thread, the kernel's root table among them, is
     // freed. (Not "the root's page is free": another test's thread may have taken it since.)
     assert_eq!(sim::page_stats().live, before_boot);
+    // Each invalidation came after a store barrier.
+    assert_eq!(soc.gpu.stats().unordered_tlbi, 0);
     drop(soc);
     leak.assert_clean();
 }
@@ -498,6 +500,33 @@ fn a_firmware_that_does_not_flush_fails_the_unmap() {
     }
 }
 
+/// A firmware that answers after the driver gave up on a flush leaves the slot done: the next
+/// flush of the slot takes that as idle (with a warning) instead of failing for good.
+#[test]
+fn a_late_answer_does_not_block_the_next_flush() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let kva = kernel_va(soc.geometry).start;
+    uat.kernel_map(kva, 0x8_0010_0000, PG, Prot::GPUFW_PRIV_RW)
+        .unwrap();
+    // The late answer, in the kernel VM's flush slot (64).
+    let state = soc.handoff.phys + 0x20 + 0x18 * 64;
+    sim::write_phys(state, &2u64.to_le_bytes()).unwrap();
+    kernel::print::take_log();
+    assert_eq!(uat.kernel_unmap(kva, PG), Ok(1));
+    assert_eq!(soc.fw.log().flushes.len(), 1);
+    assert_eq!(read_u64(state), 0);
+    assert!(kernel::print::take_log()
+        .iter()
+        .any(|l| l.contains("flush slot 64: a late answer")));
+    // A state the protocol never has still fails the flush.
+    uat.kernel_map(kva, 0x8_0010_0000, PG, Prot::GPUFW_PRIV_RW)
+        .unwrap();
+    sim::write_phys(state, &7u64.to_le_bytes()).unwrap();
+    assert_eq!(uat.kernel_unmap(kva, PG), Err(EIO));
+    drop(uat);
+}
+
 #[test]
 fn user_flush_only_while_the_firmware_runs_the_context() {
     let soc = Soc::new(FwKnobs::default());
@@ -508,7 +537,17 @@ fn user_flush_only_while_the_firmware_runs_the_context() {
     uat.vm_map(vm, 0x8000, 0x8_0010_0000, PG, Prot::GPUFW_PRIV_RW)
         .unwrap();
     let slot = uat.bind(vm).unwrap();
+    // The firmware runs another context: no flush request, but the mapping is made uncached
+    // first all the same (its invalidation, then the unmap's), so that nothing can enter the
+    // firmware's caches should it switch to this context before the unmap.
+    let invalidations = |soc: &Soc| soc.gpu.stats().tlbi[..2].iter().sum::<u64>();
+    let before = invalidations(&soc);
     uat.vm_unmap(vm, 0x4000, PG).unwrap();
+    assert_eq!(
+        invalidations(&soc) - before,
+        2,
+        "the uncached remap's, the unmap's"
+    );
     assert!(soc.fw.log().flushes.is_empty());
     soc.fw.run_context(slot as u32);
     uat.vm_unmap(vm, 0x8000, PG).unwrap();

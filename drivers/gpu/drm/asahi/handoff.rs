@@ -258,14 +258,24 @@ impl Handoff {
         HandoffGuard { regs }
     }
 
-    /// Posts a cache-flush request in `slot` (state 0 -> 1). `EIO` if the slot is not idle: the
-    /// firmware or an earlier request left it in an unexpected state.
+    /// Posts a cache-flush request in `slot` (state 0 -> 1). `EIO` if the slot is neither idle
+    /// nor done: the firmware left it in an unexpected state.
+    ///
+    /// Done is accepted as idle: it is the firmware's late answer to an earlier request that
+    /// [`Handoff::end_flush`] gave up waiting for (and reset to idle), and refusing it would fail
+    /// every later flush of the slot.
     pub fn begin_flush(&self, slot: usize, addr: u64, size: u64) -> Result {
         let f = self.regs().flush.get(slot).ok_or(EINVAL)?;
         let state = f.state.load(Ordering::Acquire);
-        if state != flush_state::IDLE {
-            pr_err!("flush slot {} in state {} instead of idle\n", slot, state);
-            return Err(EIO);
+        match state {
+            flush_state::IDLE => {}
+            flush_state::DONE => {
+                pr_warn!("flush slot {}: a late answer to an earlier request\n", slot);
+            }
+            _ => {
+                pr_err!("flush slot {} in state {} instead of idle\n", slot, state);
+                return Err(EIO);
+            }
         }
         f.addr.store(addr, Ordering::Relaxed);
         f.size.store(size, Ordering::Relaxed);

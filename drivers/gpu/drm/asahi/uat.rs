@@ -579,24 +579,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         if runs.is_empty() {
             return Ok(());
         }
-        // The flush request slot: the kernel VM's, or the VM's context if the firmware is running
-        // it now (otherwise the firmware holds nothing of it in its caches).
-        let (flush_slot, asid) = match vm {
-            None => (KERNEL_FLUSH_SLOT, Some(0)),
-            Some(id) => {
-                let Some(asid) = self.vm_asid(id) else {
-                    return Ok(());
-                };
-                let slot = usize::from(asid);
-                let ttb0 = ttb_word(self.vm(id)?.pt.ttb(), asid);
-                let guard = self.handoff.lock();
-                if guard.cur_slot() != Some(slot as u32) || self.ttbat.get(&guard, slot).0 != ttb0 {
-                    return Ok(());
-                }
-                (slot, Some(asid))
-            }
+        // Remap uncached first, whatever the firmware runs now: nothing new may enter its caches
+        // from here on, also if it switches to this VM's context before the unmap.
+        let asid = match vm {
+            None => Some(0),
+            Some(id) => self.vm_asid(id),
         };
-        // Remap uncached so nothing new enters the firmware's caches while they are flushed.
         let mut gather = Gather::new();
         let pt = self.table_mut(vm, va, size)?;
         let mut reprot = Ok(());
@@ -608,6 +596,24 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         // The uncached remap before the flush request: the firmware is outside the CPUs'
         // inner-shareable domain.
         mb(Full);
+        // The flush request slot: the kernel VM's, or the VM's context if the firmware is running
+        // it now (otherwise the firmware holds nothing of it in its caches, and can no longer
+        // cache it).
+        let flush_slot = match vm {
+            None => KERNEL_FLUSH_SLOT,
+            Some(id) => {
+                let Some(asid) = asid else {
+                    return Ok(());
+                };
+                let slot = usize::from(asid);
+                let ttb0 = ttb_word(self.vm(id)?.pt.ttb(), asid);
+                let guard = self.handoff.lock();
+                if guard.cur_slot() != Some(slot as u32) || self.ttbat.get(&guard, slot).0 != ttb0 {
+                    return Ok(());
+                }
+                slot
+            }
+        };
         for m in runs.iter() {
             let mut addr = m.va;
             let end = m.va + m.size;
