@@ -5,8 +5,14 @@
 //! outside it, for any size up to the ASID-wide threshold, huge ones included (a loop that does
 //! not advance its base past one instruction's 32 GiB is the bug this guards against).
 
+use agx_soc::firmware::FwKnobs;
+use agx_soc::gpu::GpuTlbi;
+use agx_soc::Soc;
 use asahi::geometry::VaRange;
-use asahi::tlbi::{range_ops, Tlbi, ASID_THRESHOLD_PAGES, MAX_RANGE_PAGES};
+use asahi::pte::Prot;
+use asahi::tlb::TlbInvalidate;
+use asahi::tlbi::{range_ops, Broadcast, Tlbi, ASID_THRESHOLD_PAGES, MAX_RANGE_PAGES};
+use asahi::uat::kernel_va;
 use proptest::prelude::*;
 use uat_tests::config::config;
 
@@ -95,6 +101,43 @@ fn above_the_threshold_the_whole_asid_goes() {
     )
     .collect();
     assert_eq!(ops, vec![Tlbi::Asid(7 << 48)]);
+}
+
+/// The kernel VM (ASID 0) maps globally, and an ASID-wide instruction leaves global entries:
+/// above the threshold, its fallback invalidates everything. Checked through the simulated GPU,
+/// whose TLB keeps global entries across ASID-wide instructions as the hardware does.
+#[test]
+fn above_the_threshold_the_kernel_vm_invalidates_everything() {
+    let pages = ASID_THRESHOLD_PAGES + 1;
+    let range = VaRange {
+        start: 0,
+        last: pages * PG - 1,
+    };
+    assert_eq!(range_ops(0, range).collect::<Vec<_>>(), vec![Tlbi::All]);
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let kva = kernel_va(soc.geometry).start;
+    uat.kernel_map(kva, 0x8_0010_0000, PG, Prot::GPU_RO_FW_PRIV_RW)
+        .unwrap();
+    // Cached by the GPU through slot 0, then unmapped behind the TLB's back.
+    soc.gpu.translate(0, kva, false).unwrap();
+    soc.gpu.set_ignore_tlbi(true);
+    uat.kernel_unmap(kva, PG).unwrap();
+    soc.gpu.set_ignore_tlbi(false);
+    assert!(
+        soc.gpu.translate(0, kva, false).is_ok(),
+        "the stale entry is cached"
+    );
+    // The kernel VM's invalidation of a range beyond the threshold drops it.
+    Broadcast(GpuTlbi(soc.gpu.clone())).invalidate_range(
+        0,
+        VaRange {
+            start: kva,
+            last: kva + pages * PG - 1,
+        },
+    );
+    assert!(soc.gpu.translate(0, kva, false).is_err());
+    drop(uat);
 }
 
 #[test]

@@ -74,6 +74,10 @@ impl Tlbi {
 /// The instructions that invalidate `range` in `asid`: range instructions from the largest scale
 /// down, each advancing the base past what it covered, a page instruction for an odd last page,
 /// or one ASID-wide instruction above [`ASID_THRESHOLD_PAGES`].
+///
+/// ASID 0 is the kernel VM's, whose mappings are global: an ASID-wide instruction leaves global
+/// entries in place (page and range instructions do drop them), so there the fallback is
+/// `tlbi vmalle1os`.
 pub fn range_ops(asid: u16, range: VaRange) -> RangeOps {
     let pages = (range.last - range.start) / (1 << UAT_PGBIT) + 1;
     RangeOps {
@@ -102,7 +106,10 @@ impl Iterator for RangeOps {
     fn next(&mut self) -> Option<Tlbi> {
         if self.whole_asid {
             self.whole_asid = false;
-            return Some(Tlbi::asid(self.asid));
+            return Some(match self.asid {
+                0 => Tlbi::All,
+                asid => Tlbi::asid(asid),
+            });
         }
         match self.pages {
             0 => None,
