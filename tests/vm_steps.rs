@@ -506,3 +506,33 @@ fn remaps_keep_the_sides() {
     ])
     .unwrap();
 }
+
+/// A remap step with no preallocated VA left for the kept parts fails before it unmaps
+/// anything: GPUVM keeps the whole mapping, so the page table must too.
+#[test]
+fn a_remap_without_vas_unmaps_nothing() {
+    let soc = Soc::new(FwKnobs::default());
+    let dev = drm::Device::<HostDriver>::new_host(()).unwrap();
+    let mut w = World::new(&soc, &dev);
+    let (r, _) = w.apply(&Op::Map {
+        buf: 0,
+        off: 0,
+        va: 0,
+        len: 3,
+        prot: Prot::GPU_SHARED_RW,
+        single: false,
+    });
+    r.unwrap();
+    // The middle page goes, with nothing preallocated.
+    let r = {
+        let mut uat = lock(&w.uat);
+        let mut ctx = Ctx::for_unmap(&mut uat, KVec::new());
+        w.vm.sm_unmap(BASE + PG, PG, &mut ctx)
+    };
+    assert_eq!(r, Err(ENOMEM));
+    let uat = lock(&w.uat);
+    let pt = uat.vm_table(w.id).unwrap();
+    for p in 0..3 {
+        assert!(pt.translate(BASE + p * PG).is_ok(), "page {p} still mapped");
+    }
+}

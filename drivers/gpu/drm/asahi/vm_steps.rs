@@ -280,8 +280,10 @@ where
         let old = op.va_to_unmap().range();
         let start = op.prev().map_or(old.start, |p| p.addr() + p.length());
         let end = op.next().map_or(old.end, |n| n.addr());
-        ctx.unmap(self.id, start, end - start)?;
+        // The VAs of the kept parts first: should there be none, nothing is unmapped that
+        // GPUVM would still hold.
         let vas = [ctx.va()?, ctx.va()?];
+        ctx.unmap(self.id, start, end - start)?;
         let (done, ret) = op.remap(vas, (), ());
         if let Some(va) = ret.unused_va {
             // Room for it: it came from `prealloc` (type invariants).
