@@ -58,6 +58,24 @@ fn boot_binds_the_kernel_context() {
     leak.assert_clean();
 }
 
+/// A firmware that died with its side of the handoff lock raised fails the boot with `EIO`
+/// after the handshake's timeout, instead of hanging it.
+#[test]
+fn a_firmware_dead_with_the_lock_fails_the_boot() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs {
+        boots: false,
+        ..FwKnobs::default()
+    });
+    // lock_fw (0x011) raised, for good.
+    sim::write_phys(soc.handoff.phys + 0x11, &[1]).unwrap();
+    let t = std::time::Instant::now();
+    assert_eq!(soc.boot().err(), Some(EIO));
+    assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    drop(soc);
+    leak.assert_clean();
+}
+
 #[test]
 fn boot_fails_cleanly() {
     let leak = LeakCheck::start();

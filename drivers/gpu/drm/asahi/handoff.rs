@@ -29,6 +29,9 @@ pub const NO_SLOT: u32 = 0xffff_ffff;
 pub const INIT_TIMEOUT: Delta = Delta::from_secs(1);
 /// How long [`Handoff::init`] sleeps between two looks for the firmware.
 pub const INIT_POLL_SLEEP: Delta = Delta::from_millis(10);
+/// How long one poll of the handshake tries the lock, in waiting iterations (well under a
+/// millisecond): the firmware holds it only for a few accesses.
+const INIT_LOCK_SPINS: u32 = 100_000;
 
 /// The value of `lock_acquire`'s `me` for the CPU; the firmware is `1`.
 pub const ME_AP: u32 = 0;
@@ -121,21 +124,46 @@ pub trait LockCells {
 /// Takes the lock for party `me` (0 = CPU, 1 = firmware): raise our flag; while the other's is
 /// raised, back off (lower ours, wait for our turn, raise it again) if it is their turn.
 pub fn lock_acquire(c: &impl LockCells, me: u32) {
+    let taken = lock_try_acquire(c, me, None);
+    debug_assert!(taken);
+}
+
+/// [`lock_acquire`], giving up after `spins` waiting iterations if given: our flag is then
+/// lowered, as if we had never asked, and the result is `false`. For a caller that must not wait
+/// forever on a firmware that may have died with its flag raised.
+pub fn lock_try_acquire(c: &impl LockCells, me: u32, mut spins: Option<u32>) -> bool {
+    // One waiting iteration; `false` once the budget is spent.
+    let mut wait = || match spins.as_mut() {
+        None => true,
+        Some(0) => false,
+        Some(n) => {
+            *n -= 1;
+            true
+        }
+    };
     c.set_mine(1, Ordering::Relaxed);
     c.full_fence();
     while c.theirs() != 0 {
         if c.turn() != me {
             c.set_mine(0, Ordering::Relaxed);
             while c.turn() != me {
+                if !wait() {
+                    return false;
+                }
                 c.relax();
             }
             c.set_mine(1, Ordering::Relaxed);
             c.full_fence();
         } else {
+            if !wait() {
+                c.set_mine(0, Ordering::Release);
+                return false;
+            }
             c.relax();
         }
     }
     c.full_fence();
+    true
 }
 
 /// Releases the lock held by party `me`: hand the turn to the other party, then lower our flag
@@ -226,10 +254,12 @@ impl Handoff {
         regs.cur_slot.store(0, Ordering::Relaxed);
         regs.unk3.store(0, Ordering::Relaxed);
         mb(Full);
+        // The lock is only tried: a firmware that died holding it must not hang the boot.
         let answered = read_poll_timeout(
             || {
-                let guard = self.lock();
-                Ok(guard.regs.magic_fw.load(Ordering::Relaxed))
+                Ok(self
+                    .try_lock(INIT_LOCK_SPINS)
+                    .map_or(0, |guard| guard.regs.magic_fw.load(Ordering::Relaxed)))
             },
             |magic| *magic == MAGIC,
             INIT_POLL_SLEEP,
@@ -256,6 +286,12 @@ impl Handoff {
         let regs = self.regs();
         lock_acquire(&ApSide(regs), ME_AP);
         HandoffGuard { regs }
+    }
+
+    /// Takes the two-party lock unless that takes more than `spins` waiting iterations.
+    fn try_lock(&self, spins: u32) -> Option<HandoffGuard<'_>> {
+        let regs = self.regs();
+        lock_try_acquire(&ApSide(regs), ME_AP, Some(spins)).then_some(HandoffGuard { regs })
     }
 
     /// Posts a cache-flush request in `slot` (state 0 -> 1). `EIO` if the slot is neither idle
