@@ -181,6 +181,38 @@ static int mapped(long uat, uint64_t va, uint64_t len)
 }
 
 /*
+ * ioctl(fd, req, arg) with the n-th allocation it makes failing (/proc/thread-self/fail-nth
+ * fails the n-th allocation of the next syscall): its errno (0 if it succeeded), or -1 if
+ * fail-nth cannot be used. *unreached says whether the fault was never injected (the ioctl made
+ * fewer than n allocations): every allocation has then been failed once.
+ */
+static int ioctl_failing_nth(int fd, unsigned long req, void *arg, unsigned int n, int *unreached)
+{
+	char nth[16], left[16];
+	int tid, ret, err, got;
+
+	snprintf(nth, sizeof(nth), "%u", n);
+	tid = open("/proc/thread-self/fail-nth", O_RDWR);
+	if (tid < 0)
+		return -1;
+	if (write(tid, nth, strlen(nth)) < 0) {
+		close(tid);
+		return -1;
+	}
+	ret = ioctl(fd, req, arg);
+	err = ret ? errno : 0;
+	lseek(tid, 0, SEEK_SET);
+	got = read(tid, left, sizeof(left) - 1);
+	left[got > 0 ? got : 0] = 0;
+	*unreached = strcmp(left, "0\n") && strcmp(left, "0");
+	/* Disarmed, should the fault not have been reached. */
+	if (write(tid, "0", 1) < 0)
+		err = -1;
+	close(tid);
+	return err;
+}
+
+/*
  * ENOMEM in the middle of a VM_BIND, at every allocation the ioctl makes, through the kernel's
  * fault injection (/proc/thread-self/fail-nth fails the n-th allocation of the next syscall).
  * The array has two ops, each mapping fresh VAs that need new page tables. Each time the bind
@@ -191,7 +223,6 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 {
 	struct drm_asahi_gem_bind_op ops[2];
 	unsigned int n, points = 0, first_stayed = 0, bad = 0;
-	char left[16];
 
 	if (write_file("/sys/kernel/debug/failslab/ignore-gfp-wait", "N") ||
 	    write_file("/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait", "N") ||
@@ -205,25 +236,15 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 			.vm_id = vm, .num_binds = 2, .stride = sizeof(ops[0]),
 			.userptr = (uintptr_t)ops,
 		};
-		int ret, err, tid, pf;
-		char nth[16];
+		int ret, err, unreached;
 
 		ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, x);
 		ops[1] = op(DRM_ASAHI_BIND_READ, handle, PG, 2 * PG, y);
-		snprintf(nth, sizeof(nth), "%u", n);
-		tid = open("/proc/thread-self/fail-nth", O_RDWR);
-		if (tid < 0 || write(tid, nth, strlen(nth)) < 0) {
+		err = ioctl_failing_nth(fd, DRM_IOCTL_ASAHI_VM_BIND, &b, n, &unreached);
+		if (err < 0) {
 			check(0, "fail-nth is available");
 			return;
 		}
-		ret = ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b);
-		err = ret ? errno : 0;
-		lseek(tid, 0, SEEK_SET);
-		pf = read(tid, left, sizeof(left) - 1);
-		left[pf > 0 ? pf : 0] = 0;
-		if (write(tid, "0", 1) < 0)
-			bad++;
-		close(tid);
 
 		if (!err) {
 			/*
@@ -236,7 +257,7 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 			bad += !!ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
 				.vm_id = vm, .num_binds = 1, .stride = sizeof(ops[0]),
 				.userptr = (uintptr_t)ops });
-			if (strcmp(left, "0\n") && strcmp(left, "0"))
+			if (unreached)
 				break;
 			continue;
 		}
@@ -310,35 +331,25 @@ static void enomem_vm_create(int fd, uint64_t kstart, uint64_t kend)
 	struct drm_asahi_vm_destroy vd;
 	unsigned int n, points = 0, bad = 0;
 	long base, highest, last = -1, id;
-	char left[16], hex[64];
+	char hex[64];
 	int before = listed_vms(&base);
 
 	for (n = 1; n < 200; n++) {
-		int ret, err, tid, pf;
-		char nth[16];
+		int err, unreached;
 
 		vc = (struct drm_asahi_vm_create){ .kernel_start = kstart, .kernel_end = kend };
-		snprintf(nth, sizeof(nth), "%u", n);
-		tid = open("/proc/thread-self/fail-nth", O_RDWR);
-		if (tid < 0 || write(tid, nth, strlen(nth)) < 0) {
+		err = ioctl_failing_nth(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, n, &unreached);
+		if (err < 0) {
 			check(0, "fail-nth is available");
 			return;
 		}
-		ret = ioctl(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc);
-		err = ret ? errno : 0;
-		lseek(tid, 0, SEEK_SET);
-		pf = read(tid, left, sizeof(left) - 1);
-		left[pf > 0 ? pf : 0] = 0;
-		if (write(tid, "0", 1) < 0)
-			bad++;
-		close(tid);
 
 		if (!err) {
 			id = uat_id_of(vc.vm_id);
 			vd = (struct drm_asahi_vm_destroy){ .vm_id = vc.vm_id };
 			bad += id <= base || !!ioctl(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd);
 			/* Done once the injected fault was not reached (see enomem_binds). */
-			if (strcmp(left, "0\n") && strcmp(left, "0")) {
+			if (unreached) {
 				last = id;
 				break;
 			}
