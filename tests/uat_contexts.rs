@@ -757,3 +757,79 @@ fn freed_kernel_tables_are_not_walked_from_user_contexts() {
     drop(soc);
     leak.assert_clean();
 }
+
+/// A user VM's page tables are charged to the client that grows them (`GFP_KERNEL_ACCOUNT`),
+/// the kernel VM's are not; a client at its memory cgroup's limit gets `ENOMEM` from a map that
+/// needs a new table, with its tables unchanged, while the kernel VM still grows.
+#[test]
+fn a_client_pays_for_its_page_tables_and_stops_at_its_limit() {
+    const LEAF_SPAN: u64 = 1 << 25;
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(1, 400);
+    let charged = || sim::page_stats().charged;
+    let start = charged();
+    let kva = kernel_va(soc.geometry).start;
+    uat.kernel_map(kva, data.phys(0), PG, Prot::FW_SHARED_RW)
+        .unwrap();
+    assert_eq!(charged(), start, "the kernel VM's tables are nobody's");
+    let vm = uat.create_vm(false).unwrap();
+    assert_eq!(charged(), start + 1, "the root table");
+    // One page in each of four leaf tables: a second-level table and four leaves.
+    for i in 0..4 {
+        uat.vm_map(vm, i * LEAF_SPAN, data.phys(0), PG, Prot::GPU_SHARED_RW)
+            .unwrap();
+    }
+    let tables = uat.vm_table(vm).unwrap().table_pages() as i64;
+    assert_eq!(tables, 5);
+    assert_eq!(charged(), start + 1 + tables);
+    // The limit leaves room for one more table.
+    sim::set_charge_limit(Some(charged() + 1));
+    uat.vm_map(vm, 4 * LEAF_SPAN, data.phys(0), PG, Prot::GPU_SHARED_RW)
+        .unwrap();
+    let range = uat.vm_table(vm).unwrap().config().range;
+    let before = uat
+        .vm_table(vm)
+        .unwrap()
+        .collect_mappings(range.start, range.size(), |_| true)
+        .unwrap();
+    let at_limit = charged();
+    // A page inside an existing leaf table needs nothing more; one 32 MiB further needs a table.
+    uat.vm_map(
+        vm,
+        4 * LEAF_SPAN + PG,
+        data.phys(0),
+        PG,
+        Prot::GPU_SHARED_RW,
+    )
+    .unwrap();
+    assert_eq!(
+        uat.vm_map(vm, 5 * LEAF_SPAN, data.phys(0), PG, Prot::GPU_SHARED_RW),
+        Err(ENOMEM)
+    );
+    assert_eq!(charged(), at_limit);
+    assert_eq!(uat.vm_table(vm).unwrap().table_pages() as i64, tables + 1);
+    let after = uat
+        .vm_table(vm)
+        .unwrap()
+        .collect_mappings(range.start, range.size(), |_| true)
+        .unwrap();
+    assert_eq!(
+        after.len(),
+        before.len() + 1,
+        "only the in-table page was added"
+    );
+    // The kernel VM does not count against the client.
+    uat.kernel_map(kva + 2 * LEAF_SPAN, data.phys(0), PG, Prot::FW_SHARED_RW)
+        .unwrap();
+    sim::set_charge_limit(None);
+    uat.destroy_vm(vm).unwrap();
+    assert_eq!(charged(), start, "destroying the VM uncharges all of it");
+    uat.kernel_unmap(kva, PG).unwrap();
+    uat.kernel_unmap(kva + 2 * LEAF_SPAN, PG).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}

@@ -89,10 +89,14 @@ impl Page {
     }
 
     /// Allocates a new page; its contents are zero if `flags` has `__GFP_ZERO`, garbage
-    /// otherwise.
+    /// otherwise. `GFP_KERNEL_ACCOUNT` charges it to the caller's memory cgroup (modelled per
+    /// thread: [`sim::set_charge_limit`]).
     pub fn alloc_page(flags: Flags) -> Result<Self, AllocError> {
         let ram = sim::ram();
-        let index = ram.alloc(flags.contains(flags::__GFP_ZERO))?;
+        let index = ram.alloc(
+            flags.contains(flags::__GFP_ZERO),
+            flags.contains(flags::GFP_KERNEL_ACCOUNT),
+        )?;
         // INVARIANT: The allocator just gave us this page: we are its only owner.
         Ok(Self {
             page: NonNull::from(&ram.memmap[index]),

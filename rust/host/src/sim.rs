@@ -26,7 +26,7 @@ use crate::io::PhysAddr;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
 use std::alloc::Layout;
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 /// Physical base of simulated DRAM (Apple SoCs start DRAM here).
@@ -138,16 +138,27 @@ impl Ram {
         unsafe { self.base.add(index * PAGE_SIZE) }
     }
 
-    pub(crate) fn alloc(&self, zero: bool) -> Result<usize, AllocError> {
+    /// Takes a page off the free list; `account` charges it to this thread's memory cgroup (see
+    /// [`set_charge_limit`]) until it is freed.
+    pub(crate) fn alloc(&self, zero: bool, account: bool) -> Result<usize, AllocError> {
         fault_hook()?;
+        if account
+            && CHARGE_LIMIT
+                .with(|l| l.get())
+                .is_some_and(|max| charged() >= max)
+        {
+            return Err(AllocError);
+        }
         let index = self.free.lock().unwrap().pop().ok_or(AllocError)? as usize;
         self.memmap[index].set_state(PageState::Allocated);
+        self.memmap[index].charged.store(account, Ordering::Relaxed);
         let fill = if zero { 0 } else { POISON };
         // SAFETY: The page was just taken off the free list, nobody else references it.
         unsafe { core::ptr::write_bytes(self.page_ptr(index), fill, PAGE_SIZE) };
         STATS.with(|s| {
             let mut st = s.get();
             st.live += 1;
+            st.charged += i64::from(account);
             st.allocs += 1;
             st.peak = st.peak.max(st.live);
             s.set(st);
@@ -169,10 +180,12 @@ impl Ram {
             unsafe { core::ptr::write_bytes(self.page_ptr(index), POISON, PAGE_SIZE) };
         }
         page.set_state(PageState::Free);
+        let charged = page.charged.swap(false, Ordering::Relaxed);
         self.free.lock().unwrap().push(index as u32);
         STATS.with(|s| {
             let mut st = s.get();
             st.live -= 1;
+            st.charged -= i64::from(charged);
             st.frees += 1;
             s.set(st);
         });
@@ -186,6 +199,9 @@ pub struct PageStats {
     pub live: i64,
     /// Highest `live` seen since the last [`reset_peak`].
     pub peak: i64,
+    /// Pages allocated with `GFP_KERNEL_ACCOUNT` (charged to the memory cgroup of the task that
+    /// allocated them, in the kernel) and not yet freed, by this thread.
+    pub charged: i64,
     /// Page allocations that succeeded.
     pub allocs: u64,
     /// Pages freed.
@@ -205,7 +221,10 @@ enum Fault {
 }
 
 thread_local! {
-    static STATS: Cell<PageStats> = const { Cell::new(PageStats { live: 0, peak: 0, allocs: 0, frees: 0 }) };
+    static STATS: Cell<PageStats> = const {
+        Cell::new(PageStats { live: 0, peak: 0, charged: 0, allocs: 0, frees: 0 })
+    };
+    static CHARGE_LIMIT: Cell<Option<i64>> = const { Cell::new(None) };
     static FAULT: Cell<Fault> = const { Cell::new(Fault::None) };
     static ATTEMPTS: Cell<u64> = const { Cell::new(0) };
     static POISON_ON_FREE: Cell<bool> = const { Cell::new(true) };
@@ -215,6 +234,17 @@ thread_local! {
 pub fn page_stats() -> PageStats {
     ram();
     STATS.with(|s| s.get())
+}
+
+fn charged() -> i64 {
+    STATS.with(|s| s.get().charged)
+}
+
+/// Models the `memory.max` of this thread's memory cgroup, in pages: once `limit` pages are
+/// charged ([`PageStats::charged`]), an allocation with `GFP_KERNEL_ACCOUNT` fails, as the
+/// kernel's charge fails once reclaim cannot make room. `None` (the default) sets no limit.
+pub fn set_charge_limit(limit: Option<i64>) {
+    CHARGE_LIMIT.with(|l| l.set(limit));
 }
 
 /// Restarts the peak counter from the current number of live pages.
@@ -448,12 +478,17 @@ use std::sync::atomic::AtomicU64;
 /// An entry of the simulated memory map: what the host has of a `struct page`.
 pub(crate) struct StructPage {
     state: AtomicU8,
+    /// Whether the page is charged to a memory cgroup (the kernel's `page->memcg_data`): freeing
+    /// it uncharges it (from the counters of the freeing thread, which in tests is the one that
+    /// allocated it).
+    charged: AtomicBool,
 }
 
 impl StructPage {
     fn new(state: PageState) -> Self {
         Self {
             state: AtomicU8::new(state as u8),
+            charged: AtomicBool::new(false),
         }
     }
 

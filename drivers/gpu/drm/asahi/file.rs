@@ -169,7 +169,7 @@ impl File {
         let idx = match vms.iter().position(Option::is_none) {
             Some(i) => i,
             None => {
-                vms.push(None, GFP_KERNEL)?;
+                vms.push(None, GFP_KERNEL_ACCOUNT)?;
                 vms.len() - 1
             }
         };
@@ -327,7 +327,7 @@ impl File {
                 let sg = bo::scatter(&bo, reg.pdev.as_ref())?;
                 let (from, skip) = sg.from_offset(args.offset).ok_or(EINVAL)?;
                 let mut objects = file.1.objects.lock();
-                objects.reserve(1, GFP_KERNEL)?;
+                objects.reserve(1, GFP_KERNEL_ACCOUNT)?;
                 let va = ddev.kva.lock().alloc(args.range)?;
                 let mapped =
                     ddev.uat

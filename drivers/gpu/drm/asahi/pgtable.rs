@@ -30,6 +30,7 @@ use crate::pte::{pa_aligned, table_desc, Desc, LeafCheck, Oas, Prot, PteTemplate
 use crate::region::Region;
 use crate::tlb::{FreedTables, Gather};
 use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use kernel::alloc::Flags;
 use kernel::io::PhysAddr;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
@@ -67,6 +68,20 @@ impl PtConfig {
             return Err(EINVAL);
         }
         Ok(())
+    }
+
+    /// The flags of every allocation the table makes: a user address space charges its tables
+    /// and counts to the memory cgroup of the task that grows it (the client, in its ioctl), as
+    /// iommufd does for IOMMU page tables. A client can make one page cost a leaf table by
+    /// binding it 32 MiB apart, so uncharged tables would let it take unbounded kernel memory.
+    /// The kernel VM's tables are shared by every client and the firmware, and stay uncharged.
+    #[inline]
+    pub fn gfp(&self) -> Flags {
+        if self.user {
+            GFP_KERNEL_ACCOUNT
+        } else {
+            GFP_KERNEL
+        }
     }
 }
 
@@ -473,7 +488,7 @@ impl PageTable {
     pub fn new(cfg: PtConfig) -> Result<PageTable> {
         cfg.validate()?;
         let occ = Self::new_occ(&cfg)?;
-        let root = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        let root = Page::alloc_page(cfg.gfp() | __GFP_ZERO)?;
         Ok(PageTable {
             root: Page::into_phys(root),
             root_map: None,
@@ -544,9 +559,10 @@ impl PageTable {
             // The masks of top-level entries (`WalkOut::pruned`) are 64 bits.
             return Err(EINVAL);
         }
-        let mut occ = KVec::with_capacity(n, GFP_KERNEL)?;
+        let mut occ = KVec::with_capacity(n, cfg.gfp())?;
         for _ in 0..n {
-            occ.push(KVec::new(), GFP_KERNEL)?;
+            // Within the capacity: does not allocate.
+            occ.push(KVec::new(), cfg.gfp())?;
         }
         Ok(occ)
     }
@@ -868,7 +884,7 @@ impl PageTable {
                 c.iter().for_each(|n| n.store(0, Ordering::Relaxed));
                 continue;
             }
-            let mut counts = match KVec::with_capacity(PTES_PER_TABLE, GFP_KERNEL) {
+            let mut counts = match KVec::with_capacity(PTES_PER_TABLE, self.cfg.gfp()) {
                 Ok(v) => v,
                 Err(e) => {
                     self.remove_counts(installed);
@@ -877,7 +893,7 @@ impl PageTable {
             };
             for _ in 0..PTES_PER_TABLE {
                 // Within the capacity: does not allocate, cannot fail.
-                let _ = counts.push(AtomicU16::new(0), GFP_KERNEL);
+                let _ = counts.push(AtomicU16::new(0), self.cfg.gfp());
             }
             *c = counts;
             installed |= 1 << idx;
@@ -899,7 +915,7 @@ impl PageTable {
         let installed = self.install_counts(mids)?;
         let mut pool = PageList::new();
         for _ in 0..needed {
-            match Page::alloc_page(GFP_KERNEL | __GFP_ZERO) {
+            match Page::alloc_page(self.cfg.gfp() | __GFP_ZERO) {
                 Ok(p) => pool.push(p),
                 Err(e) => {
                     self.remove_counts(installed);

@@ -73,11 +73,13 @@ impl Vm {
         vm_id: u32,
     ) -> Result<Arc<Vm>> {
         let g = Geometry::G13;
-        let dummy = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        // The client's memory: charged to its memory cgroup, as its page tables are (see
+        // `PtConfig::gfp`).
+        let dummy = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
         let root = bo::new_bo(ddev, PAGE_SIZE, 0, None)?;
         // The VM's own memory, allocated first: once the UAT VM exists, only the tag's push below
         // can fail.
-        let slot = UniqueArc::<Vm>::new_uninit(GFP_KERNEL)?;
+        let slot = UniqueArc::<Vm>::new_uninit(GFP_KERNEL_ACCOUNT)?;
         let id = {
             let mut uat = ddev.uat.lock();
             let id = uat.create_vm(true)?;
@@ -169,7 +171,8 @@ impl Vm {
     /// [`Vm::bind`] but the release of the buffers.
     fn apply(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
         let len = b.va.end - b.va.start;
-        let prealloc = VmData::prealloc_vas(GFP_KERNEL)?;
+        // One `drm_gpuva` per mapping lives as long as the mapping: the client's memory.
+        let prealloc = VmData::prealloc_vas(GFP_KERNEL_ACCOUNT)?;
         let Some((bo, offset)) = &b.map else {
             let mut unique = self.unique.lock();
             let mut uat = self.dev.uat.lock();
