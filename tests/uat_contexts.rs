@@ -833,3 +833,109 @@ fn a_client_pays_for_its_page_tables_and_stops_at_its_limit() {
     drop(soc);
     leak.assert_clean();
 }
+
+/// A guard of the UAT's lock that records whether anything was allocated while it was held.
+struct Watched<'a, U> {
+    guard: std::sync::MutexGuard<'a, U>,
+    attempts_at_lock: u64,
+    allocated_under_lock: &'a std::cell::Cell<bool>,
+}
+
+impl<'a, U> Watched<'a, U> {
+    fn lock(
+        m: &'a std::sync::Mutex<U>,
+        flag: &'a std::cell::Cell<bool>,
+        locks: &'a std::cell::Cell<u32>,
+    ) -> Self {
+        locks.set(locks.get() + 1);
+        Watched {
+            guard: m.lock().unwrap(),
+            attempts_at_lock: sim::alloc_attempts(),
+            allocated_under_lock: flag,
+        }
+    }
+}
+
+impl<U> Drop for Watched<'_, U> {
+    fn drop(&mut self) {
+        if sim::alloc_attempts() != self.attempts_at_lock {
+            self.allocated_under_lock.set(true);
+        }
+    }
+}
+
+impl<U> std::ops::Deref for Watched<'_, U> {
+    type Target = U;
+    fn deref(&self) -> &U {
+        &self.guard
+    }
+}
+
+impl<U> std::ops::DerefMut for Watched<'_, U> {
+    fn deref_mut(&mut self) -> &mut U {
+        &mut self.guard
+    }
+}
+
+/// A bind's tables are allocated with the device's UAT lock released (`vm_prealloc_unlocked`):
+/// no allocation happens while it is held, the tables are linked once it is taken again, the map
+/// then allocates nothing, and an allocation failure links nothing and leaks nothing.
+#[test]
+fn a_bind_allocates_its_tables_without_the_uat_lock() {
+    const LEAF_SPAN: u64 = 1 << 25;
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let data = TaggedPages::new(1, 500);
+    let m = std::sync::Mutex::new(soc.boot().unwrap());
+    let vm = m.lock().unwrap().create_vm(false).unwrap();
+    let under = std::cell::Cell::new(false);
+    let locks = std::cell::Cell::new(0);
+    let lock = || Watched::lock(&m, &under, &locks);
+    let tables = |u: &asahi::uat::Uat<_, _>| u.vm_table(vm).unwrap().table_pages();
+    // A range over three leaf tables, none of which exists: a second-level table and three leaves.
+    let (va, size) = (LEAF_SPAN - PG, 2 * LEAF_SPAN + 2 * PG);
+    let before = sim::page_stats().live;
+    let mut uat = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, va, size).unwrap();
+    assert_eq!(
+        locks.get(),
+        2,
+        "taken, released for the allocation, taken again"
+    );
+    assert_eq!(tables(&uat), 5);
+    assert_eq!(sim::page_stats().live, before + 5, "nothing left over");
+    let attempts = sim::alloc_attempts();
+    for i in 0..4 {
+        uat.vm_map(vm, va + i * PG, data.phys(0), PG, Prot::GPU_SHARED_RW)
+            .unwrap();
+    }
+    assert_eq!(sim::alloc_attempts(), attempts, "the map allocates nothing");
+    drop(uat);
+    assert!(!under.get(), "allocated with the UAT lock held");
+    // Everything there already: one lock hold, nothing allocated.
+    let uat = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, va, size).unwrap();
+    assert_eq!(locks.get(), 3);
+    drop(uat);
+    // A failed allocation (of the 3 pages, then the counts, of a second-level table and two
+    // leaves under another top-level entry): ENOMEM, nothing linked, no page kept, the lock free.
+    let far = 1 << 36;
+    for nth in 0..4 {
+        let live = sim::page_stats().live;
+        sim::fail_nth_alloc(nth);
+        let r = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, far, 2 * LEAF_SPAN);
+        sim::clear_faults();
+        assert_eq!(r.err(), Some(ENOMEM), "allocation {nth}");
+        assert_eq!(sim::page_stats().live, live, "allocation {nth} leaked");
+        let uat = m.try_lock().expect("the lock is free again");
+        assert_eq!(tables(&uat), 5);
+    }
+    let uat = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, far, 2 * LEAF_SPAN).unwrap();
+    assert_eq!(tables(&uat), 8);
+    drop(uat);
+    assert!(!under.get(), "allocated with the UAT lock held");
+    let mut uat = m.into_inner().unwrap();
+    uat.destroy_vm(vm).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}

@@ -85,6 +85,68 @@ impl PtConfig {
     }
 }
 
+/// What a map of a range still needs allocated before it can write anything (see
+/// [`PageTable::prealloc_from`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TableNeeds {
+    /// Zeroed table pages.
+    pub pages: usize,
+    /// Occupancy counts of new second-level tables.
+    pub counts: usize,
+}
+
+/// Tables allocated ahead of a map, so that the allocation can happen without the lock that
+/// serializes the page table: one bind can need thousands of table pages, and the lock of the
+/// device's UAT is every client's. What a map does not use is freed with the reserve.
+///
+/// # Invariants
+///
+/// The pages of `pages` are zero (apart from the list's link word); every entry of `counts`
+/// holds `PTES_PER_TABLE` zero counters.
+pub struct TableReserve {
+    pages: PageList,
+    counts: KVec<Counts>,
+}
+
+impl TableReserve {
+    /// An empty reserve.
+    pub const fn new() -> TableReserve {
+        TableReserve {
+            pages: PageList::new(),
+            counts: KVec::new(),
+        }
+    }
+
+    /// Whether the reserve holds everything `needs` asks for.
+    pub fn covers(&self, needs: TableNeeds) -> bool {
+        self.pages.len() >= needs.pages && self.counts.len() >= needs.counts
+    }
+
+    /// Allocates what the reserve lacks of `needs`, with the flags of a table configured by
+    /// `cfg` ([`PtConfig::gfp`]). On failure the reserve keeps what it got.
+    pub fn top_up(&mut self, cfg: &PtConfig, needs: TableNeeds) -> Result {
+        let gfp = cfg.gfp();
+        while self.pages.len() < needs.pages {
+            self.pages.push(Page::alloc_page(gfp | __GFP_ZERO)?);
+        }
+        while self.counts.len() < needs.counts {
+            let mut counts = KVec::with_capacity(PTES_PER_TABLE, gfp)?;
+            for _ in 0..PTES_PER_TABLE {
+                // Within the capacity: does not allocate, cannot fail.
+                let _ = counts.push(AtomicU16::new(0), gfp);
+            }
+            self.counts.push(counts, gfp)?;
+        }
+        Ok(())
+    }
+}
+
+impl Default for TableReserve {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// A physically contiguous, page-aligned run of memory (one scatter-list entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PhysRange {
@@ -867,12 +929,24 @@ impl PageTable {
         out.delta
     }
 
-    /// Installs zeroed counts for every top-level entry in `mask` (whose second-level table a
-    /// map is about to create) before anything is written, so that the map cannot fail later.
-    /// Returns the entries that got new counts, for [`PageTable::remove_counts`] should a later
-    /// allocation fail.
-    fn install_counts(&mut self, mask: u64) -> Result<u64> {
-        let mut installed = 0u64;
+    /// The count arrays that installing counts for the top-level entries in `mask` takes from a
+    /// reserve: one for each entry without counts.
+    fn counts_missing(&self, mask: u64) -> usize {
+        self.occ
+            .iter()
+            .enumerate()
+            .filter(|&(idx, c)| idx < 64 && mask & (1 << idx) != 0 && c.len() != PTES_PER_TABLE)
+            .count()
+    }
+
+    /// Installs zeroed counts, taken from `reserve`, for every top-level entry in `mask` (whose
+    /// second-level table a map is about to create) before anything is written, so that the map
+    /// cannot fail later. `EIO`, with nothing installed, if the reserve lacks counts: callers
+    /// check [`TableReserve::covers`] first.
+    fn install_counts(&mut self, mask: u64, reserve: &mut TableReserve) -> Result {
+        if reserve.counts.len() < self.counts_missing(mask) {
+            return Err(EIO);
+        }
         let mut left = mask;
         while left != 0 {
             let idx = left.trailing_zeros() as usize;
@@ -884,46 +958,25 @@ impl PageTable {
                 c.iter().for_each(|n| n.store(0, Ordering::Relaxed));
                 continue;
             }
-            let mut counts = match KVec::with_capacity(PTES_PER_TABLE, self.cfg.gfp()) {
-                Ok(v) => v,
-                Err(e) => {
-                    self.remove_counts(installed);
-                    return Err(e.into());
-                }
-            };
-            for _ in 0..PTES_PER_TABLE {
-                // Within the capacity: does not allocate, cannot fail.
-                let _ = counts.push(AtomicU16::new(0), self.cfg.gfp());
-            }
-            *c = counts;
-            installed |= 1 << idx;
-        }
-        Ok(installed)
-    }
-
-    /// Drops the counts [`PageTable::install_counts`] installed (their tables were not created).
-    fn remove_counts(&mut self, installed: u64) {
-        self.finish_walk(WalkOut {
-            pruned: installed,
-            ..WalkOut::default()
-        });
-    }
-
-    /// Allocates what a map needs before it writes anything: the counts of the second-level
-    /// tables in `mids`, then `needed` zeroed table pages. All or nothing.
-    fn alloc_for_map(&mut self, mids: u64, needed: usize) -> Result<PageList> {
-        let installed = self.install_counts(mids)?;
-        let mut pool = PageList::new();
-        for _ in 0..needed {
-            match Page::alloc_page(self.cfg.gfp() | __GFP_ZERO) {
-                Ok(p) => pool.push(p),
-                Err(e) => {
-                    self.remove_counts(installed);
-                    return Err(e.into());
-                }
+            // Counted above: there is one.
+            if let Some(counts) = reserve.counts.pop() {
+                *c = counts;
             }
         }
-        Ok(pool)
+        Ok(())
+    }
+
+    /// Allocates what a map needs before it writes anything, `needed` zeroed table pages and the
+    /// counts of the second-level tables in `mids`, and installs the counts. All or nothing.
+    fn alloc_for_map(&mut self, mids: u64, needed: usize) -> Result<TableReserve> {
+        let mut reserve = TableReserve::new();
+        let needs = TableNeeds {
+            pages: needed,
+            counts: self.counts_missing(mids),
+        };
+        reserve.top_up(&self.cfg, needs)?;
+        self.install_counts(mids, &mut reserve)?;
+        Ok(reserve)
     }
 
     /// Records, for a missing-table step of a map's check walk, the tables to allocate.
@@ -1188,20 +1241,24 @@ impl PageTable {
             self.cache_leaf(range, leaf);
             return Ok(replaced);
         }
-        let mut pool = self.alloc_for_map(mids, needed)?;
-        let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |step| {
-            let Step::Leaf(t, count, sub) = step else {
-                return Err(EIO);
-            };
-            let run = self.run(t, sub);
-            let old = if replace {
-                Self::occupied_unchecked(run, count)
-            } else {
-                0
-            };
-            write(run, count, sub, old)
-        });
-        debug_assert!(pool.is_empty());
+        let mut reserve = self.alloc_for_map(mids, needed)?;
+        let created = self.walk(
+            range,
+            &mut Tables::Create(&mut reserve.pages),
+            &mut |step| {
+                let Step::Leaf(t, count, sub) = step else {
+                    return Err(EIO);
+                };
+                let run = self.run(t, sub);
+                let old = if replace {
+                    Self::occupied_unchecked(run, count)
+                } else {
+                    0
+                };
+                write(run, count, sub, old)
+            },
+        );
+        debug_assert!(reserve.pages.is_empty());
         match created {
             Ok(out) => {
                 if single {
@@ -1371,11 +1428,45 @@ impl PageTable {
 
     /// Preallocates every table `size` bytes at `iova` need, so that a map of that range (with
     /// no unmap in between) cannot fail with `ENOMEM`. Mapped pages in the range are fine.
-    ///
-    /// A range inside one leaf table that the caches know needs nothing: it is not walked, only
-    /// its run checked (`EIO` on a corrupt descriptor, as the walk would report).
+    /// Allocates under `&mut self`; see [`PageTable::prealloc_from`] for a caller that must not.
     pub fn prealloc(&mut self, iova: u64, size: u64) -> Result {
         let range = self.check_range(iova, size)?;
+        let (mids, needs) = self.prealloc_check(range)?;
+        if needs.pages == 0 {
+            return Ok(());
+        }
+        let mut reserve = TableReserve::new();
+        reserve.top_up(&self.cfg, needs)?;
+        self.create_tables(range, mids, &mut reserve)
+    }
+
+    /// [`PageTable::prealloc`] with the tables taken from `reserve`, for a caller that allocates
+    /// them without the lock that serializes this table. If the reserve falls short, changes
+    /// nothing and returns what the map needs: the caller tops the reserve up, with that lock
+    /// released, and calls again. Pages the map does not take stay in the reserve.
+    pub fn prealloc_from(
+        &mut self,
+        iova: u64,
+        size: u64,
+        reserve: &mut TableReserve,
+    ) -> Result<Option<TableNeeds>> {
+        let range = self.check_range(iova, size)?;
+        let (mids, needs) = self.prealloc_check(range)?;
+        if needs.pages == 0 {
+            return Ok(None);
+        }
+        if !reserve.covers(needs) {
+            return Ok(Some(needs));
+        }
+        self.create_tables(range, mids, reserve)?;
+        Ok(None)
+    }
+
+    /// The check walk of a preallocation: the top-level entries whose second-level table is
+    /// missing, and what creating the missing tables takes. A range inside one leaf table that
+    /// the caches know needs nothing: it is not walked, only its run checked (`EIO` on a corrupt
+    /// descriptor, as the walk would report).
+    fn prealloc_check(&self, range: VaRange) -> Result<(u64, TableNeeds)> {
         if self.single_leaf(range) {
             if let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) {
                 let check = |t: &Entries, count: &AtomicU16| {
@@ -1383,7 +1474,7 @@ impl PageTable {
                 };
                 // SAFETY: The caches only name tables of ours, linked where they map `range`.
                 unsafe { self.with_leaf(leaf, range, check) }?;
-                return Ok(());
+                return Ok((0, TableNeeds::default()));
             }
         }
         let mut needed = 0usize;
@@ -1397,12 +1488,20 @@ impl PageTable {
             }
             Ok(())
         })?;
-        if needed == 0 {
-            return Ok(());
-        }
-        let mut pool = self.alloc_for_map(mids, needed)?;
-        let created = self.walk(range, &mut Tables::Create(&mut pool), &mut |_| Ok(()));
-        debug_assert!(pool.is_empty());
+        let needs = TableNeeds {
+            pages: needed,
+            counts: self.counts_missing(mids),
+        };
+        Ok((mids, needs))
+    }
+
+    /// Creates the missing tables of `range` (those of the second-level tables in `mids` among
+    /// them) from `reserve`, which covers them.
+    fn create_tables(&mut self, range: VaRange, mids: u64, reserve: &mut TableReserve) -> Result {
+        self.install_counts(mids, reserve)?;
+        let created = self.walk(range, &mut Tables::Create(&mut reserve.pages), &mut |_| {
+            Ok(())
+        });
         let delta = self.finish_walk(created?);
         self.account(delta);
         Ok(())

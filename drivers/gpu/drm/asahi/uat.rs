@@ -21,12 +21,13 @@
 
 use crate::geometry::{Geometry, VaRange, UAT_PGBIT, UAT_PGSZ};
 use crate::handoff::{FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
-use crate::pgtable::{PageTable, PhysRange, PtConfig, Translation};
+use crate::pgtable::{PageTable, PhysRange, PtConfig, TableReserve, Translation};
 use crate::pte::{Oas, Prot};
 use crate::region::Region;
 use crate::slots::{Choice, SlotTable, VmId};
 use crate::tlb::{Gather, TlbInvalidate};
 use crate::ttbat::{ttb_word, Ttbat, KERNEL_SLOT, SLOTS};
+use core::ops::DerefMut;
 use kernel::io::PhysAddr;
 use kernel::page::PAGE_SIZE;
 use kernel::prelude::*;
@@ -444,6 +445,38 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Preallocates the tables a later map of the range needs.
     pub fn vm_prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result {
         self.vm_mut(id)?.pt.prealloc(iova, size)
+    }
+
+    /// [`Uat::vm_prealloc`] for a caller that holds the UAT in a lock every client waits on:
+    /// `guard`, taken again with `lock`. The tables are allocated with the lock released (one
+    /// bind can need thousands of pages, charged to the client, with reclaim on the way) and
+    /// linked once it is held again. Returns the guard, held, unless an error (`ENOMEM`, with
+    /// nothing linked) came first.
+    ///
+    /// The caller holds the lock of the VM's own mappings (its GPUVM), so nothing else changes
+    /// the VM's tables meanwhile: the second pass finds the reserve enough. Should another
+    /// change them anyway, the reserve is topped up again.
+    pub fn vm_prealloc_unlocked<G>(
+        mut guard: G,
+        lock: impl Fn() -> G,
+        id: VmId,
+        iova: u64,
+        size: u64,
+    ) -> Result<G>
+    where
+        G: DerefMut<Target = Self>,
+    {
+        let mut reserve = TableReserve::new();
+        loop {
+            let vm = guard.vm_mut(id)?;
+            let Some(needs) = vm.pt.prealloc_from(iova, size, &mut reserve)? else {
+                return Ok(guard);
+            };
+            let cfg = *vm.pt.config();
+            drop(guard);
+            reserve.top_up(&cfg, needs)?;
+            guard = lock();
+        }
     }
 
     /// The ASID to invalidate for user VM `id`: its slot if it holds one.

@@ -12,7 +12,7 @@
 //! memory: a bind that fails with `ENOMEM` changed nothing.
 
 use crate::bo::{self, Bo};
-use crate::driver::{AsahiDevice, AsahiDriver, Firmware, VmTag};
+use crate::driver::{AsahiDevice, AsahiDriver, DevUat, Firmware, VmTag};
 use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
 use crate::gpuvm::{BindOp, Handle};
 use crate::pte::Prot;
@@ -183,8 +183,15 @@ impl Vm {
         let sg = bo::scatter(bo, pdev)?;
         let vm_bo = self.gpuvm.obtain(bo, ())?;
         let mut unique = self.unique.lock();
-        let mut uat = self.dev.uat.lock();
-        uat.vm_prealloc(self.id, b.va.start, len)?;
+        // The tables are allocated without the device's `uat` lock, which every client's
+        // operations take; `unique` keeps this VM's tables as they are meanwhile.
+        let mut uat = DevUat::vm_prealloc_unlocked(
+            self.dev.uat.lock(),
+            || self.dev.uat.lock(),
+            self.id,
+            b.va.start,
+            len,
+        )?;
         let mut ctx = StepCtx::for_map(&mut uat, sg, b.prot, b.single_page, prealloc);
         unique.sm_map(OpMapRequest {
             addr: b.va.start,
