@@ -10,6 +10,7 @@ use agx_soc::Soc;
 use asahi::pgtable::PhysRange;
 use asahi::pte::Prot;
 use asahi::uat::{kernel_va, UatConfig};
+use kernel::alloc::flags::{__GFP_ZERO, GFP_KERNEL};
 use kernel::error::code::*;
 use kernel::sim;
 use proptest::prelude::*;
@@ -936,6 +937,72 @@ fn a_bind_allocates_its_tables_without_the_uat_lock() {
     uat.destroy_vm(vm).unwrap();
     drop(uat);
     drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
+/// A VM whose owner goes while the firmware still runs it is retired, not destroyed: its tables,
+/// its slot and the page it owns stay (the GPU still reads the page through it), it takes no
+/// new work, and the next `create_vm` once the firmware moved on destroys it and frees them.
+#[test]
+fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let before = sim::page_stats().live;
+    let vm = uat.create_vm(false).unwrap();
+    let page = kernel::page::Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
+    let pa = page.phys();
+    sim::write_phys(pa, &0x5eed_u64.to_le_bytes()).unwrap();
+    let va = 0x10_0000;
+    uat.vm_map_owned(vm, va, page, Prot::GPU_SHARED_RO).unwrap();
+    assert_eq!(
+        uat.vm_map_owned(
+            vm,
+            va + PG,
+            kernel::page::Page::alloc_page(GFP_KERNEL).unwrap(),
+            Prot::GPU_SHARED_RO
+        ),
+        Err(EEXIST)
+    );
+    let slot = uat.bind(vm).unwrap();
+    uat.release(vm).unwrap();
+    soc.fw.run_context(slot as u32);
+    assert_eq!(gpu_tag(&soc.gpu, slot, va), Ok(0x5eed));
+    let live = sim::page_stats().live;
+    assert_eq!(uat.retire_vm(vm), Ok(()));
+    // Nothing went: the firmware's context still reaches the page through the tables.
+    assert_eq!(sim::page_stats().live, live);
+    assert!(sim::is_allocated(pa));
+    assert_eq!(uat.slot_of(vm), Some(slot));
+    assert_eq!(gpu_tag(&soc.gpu, slot, va), Ok(0x5eed));
+    assert_eq!(uat.bind(vm), Err(ENOENT), "a retired VM takes no work");
+    // Still running: another VM's creation leaves it.
+    let other = uat.create_vm(false).unwrap();
+    assert!(uat.vm_table(vm).is_ok());
+    // The firmware moves on: the next creation destroys it, slot, tables and page.
+    soc.fw.run_context(0xffff_ffff);
+    let third = uat.create_vm(false).unwrap();
+    assert_eq!(uat.vm_table(vm).err(), Some(ENOENT));
+    assert_eq!(uat.slot_of(vm), None);
+    // Its root, two tables and the page went; the two new VMs have a root each. (The page may
+    // be the new root: the allocator hands out the last page freed first.)
+    assert_eq!(sim::page_stats().live, live - 4 + 2);
+    assert!(!sim::is_allocated(pa) || uat.vm_table(third).unwrap().ttb() == pa);
+    assert_eq!(read_u64(soc.ttbs.phys + 16 * slot as u64), 0);
+    uat.destroy_vm(other).unwrap();
+    uat.destroy_vm(third).unwrap();
+    assert_eq!(sim::page_stats().live, before);
+    // Without the firmware in the way, retiring is destroying.
+    let vm = uat.create_vm(false).unwrap();
+    let page = kernel::page::Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
+    let pa = page.phys();
+    uat.vm_map_owned(vm, va, page, Prot::GPU_SHARED_RO).unwrap();
+    assert_eq!(uat.retire_vm(vm), Ok(()));
+    assert_eq!(uat.vm_table(vm).err(), Some(ENOENT));
+    assert!(!sim::is_allocated(pa));
+    assert_eq!(sim::page_stats().live, before);
+    drop(uat);
     drop(soc);
     leak.assert_clean();
 }

@@ -29,7 +29,7 @@ use crate::tlb::{Gather, TlbInvalidate};
 use crate::ttbat::{ttb_word, Ttbat, KERNEL_SLOT, SLOTS};
 use core::ops::DerefMut;
 use kernel::io::PhysAddr;
-use kernel::page::PAGE_SIZE;
+use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
 use kernel::sync::barrier::{mb, Full};
 
@@ -95,6 +95,11 @@ struct UserVm {
     kernel_visible: bool,
     /// Whether it ever had a mapping the firmware caches (then unmaps look for them).
     fw_cached: bool,
+    /// A page it maps and owns ([`Uat::vm_map_owned`]): freed with its tables, after the
+    /// invalidation, never while the GPU may still reach it.
+    owned: Option<Page>,
+    /// Whether its owner is gone and it only waits to be destroyed ([`Uat::retire_vm`]).
+    retired: bool,
 }
 
 /// Counters for the summary of a run.
@@ -121,6 +126,8 @@ pub struct Uat<T: TlbInvalidate, F: FwChannel> {
     vms: KVec<UserVm>,
     slots: SlotTable,
     next_id: VmId,
+    /// The retired VMs among `vms`.
+    retired: usize,
     stats: UatStats,
     tlb: T,
     fw: F,
@@ -173,6 +180,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             vms: KVec::new(),
             slots: SlotTable::new(),
             next_id: 1,
+            retired: 0,
             stats: UatStats::default(),
             tlb,
             fw,
@@ -272,6 +280,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Creates an empty user VM. With `kernel_visible`, its context also sees the kernel VM's
     /// upper half (with the kernel's permissions).
     pub fn create_vm(&mut self, kernel_visible: bool) -> Result<VmId> {
+        self.reap();
         let g = self.cfg.geometry;
         let pt = PageTable::new(PtConfig {
             geometry: g,
@@ -286,6 +295,8 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             hint: None,
             kernel_visible,
             fw_cached: false,
+            owned: None,
+            retired: false,
         };
         // Sorted still: `id` is above every ID given so far.
         self.vms.push(vm, GFP_KERNEL)?;
@@ -316,6 +327,57 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         // The tables are freed here, after the invalidation.
         let i = position(&self.vms, id)?;
         drop(self.vms.remove(i).map_err(|_| ENOENT)?);
+        Ok(())
+    }
+
+    /// Destroys user VM `id`, whose owner is going, or, while the firmware still runs it
+    /// ([`Uat::destroy_vm`] answers `EBUSY`), retires it: it keeps its tables, its slot and its
+    /// owned page, takes no new work (`bind` answers `ENOENT`), and a later [`Uat::create_vm`]
+    /// or [`Uat::bind`] destroys it once the firmware let it go. `ENOENT` for an unknown VM.
+    pub fn retire_vm(&mut self, id: VmId) -> Result {
+        match self.destroy_vm(id) {
+            Err(e) if e == EBUSY => {
+                let vm = self.vm_mut(id)?;
+                if !vm.retired {
+                    vm.retired = true;
+                    self.retired += 1;
+                }
+                pr_warn!("VM {}: still in use by the firmware, destroyed later\n", id);
+                Ok(())
+            }
+            r => r,
+        }
+    }
+
+    /// Destroys the retired VMs the firmware no longer runs.
+    fn reap(&mut self) {
+        let mut i = 0;
+        while self.retired != 0 && i < self.vms.len() {
+            let vm = &self.vms[i];
+            if vm.retired && self.destroy_vm(vm.id).is_ok() {
+                // `destroy_vm` removed it: index `i` holds the next VM now.
+                self.retired -= 1;
+                continue;
+            }
+            i += 1;
+        }
+    }
+
+    /// Maps `page` at `iova` in user VM `id` and gives the VM the page (the render node's dummy
+    /// page): it is freed with the VM's tables, after the invalidation, so never while the GPU
+    /// may still reach it, even if the VM outlives its owner ([`Uat::retire_vm`]). `EEXIST` if
+    /// the VM already owns a page.
+    pub fn vm_map_owned(&mut self, id: VmId, iova: u64, page: Page, prot: Prot) -> Result {
+        if self.vm(id)?.owned.is_some() {
+            return Err(EEXIST);
+        }
+        self.vm_map(id, iova, page.phys(), UAT_PGSZ, prot)?;
+        match self.vm_mut(id) {
+            Ok(vm) => vm.owned = Some(page),
+            // Found above, under the same `&mut self`: cannot happen. A mapped page is never
+            // freed.
+            Err(_) => core::mem::forget(page),
+        }
         Ok(())
     }
 
@@ -546,7 +608,11 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// TTBAT entry is written under the handoff lock and the ASID invalidated. `EBUSY` when every
     /// slot is in use.
     pub fn bind(&mut self, id: VmId) -> Result<usize> {
+        self.reap();
         let vm = self.vm(id)?;
+        if vm.retired {
+            return Err(ENOENT);
+        }
         let (hint, ttb, kernel_visible) = (vm.hint, vm.pt.ttb(), vm.kernel_visible);
         let guard = self.handoff.lock();
         let cur = guard.cur_slot();

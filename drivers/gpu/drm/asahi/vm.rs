@@ -13,7 +13,7 @@
 
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, DevUat, Firmware, VmTag};
-use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
+use crate::geometry::{Geometry, VaRange};
 use crate::gpuvm::{BindOp, Handle};
 use crate::pte::Prot;
 use crate::slots::VmId;
@@ -53,11 +53,9 @@ pub(crate) struct Vm {
     dev: ARef<AsahiDevice>,
     /// The UAT VM.
     id: VmId,
-    /// The range reserved for the kernel.
+    /// The range reserved for the kernel, whose first page maps a zeroed page read-only (the
+    /// VM's kernel-private mapping), which the UAT VM owns: it goes with the VM's tables.
     kernel: Range<u64>,
-    /// The page mapped read-only at the start of the kernel range (the VM's kernel-private
-    /// mapping): reads of it return zeroes.
-    _dummy: Page,
 }
 
 impl Vm {
@@ -83,20 +81,13 @@ impl Vm {
         let id = {
             let mut uat = ddev.uat.lock();
             let id = uat.create_vm(true)?;
-            if let Err(e) = uat.vm_map(
-                id,
-                kernel.start,
-                dummy.phys(),
-                UAT_PGSZ,
-                Prot::GPU_SHARED_RO,
-            ) {
+            if let Err(e) = uat.vm_map_owned(id, kernel.start, dummy, Prot::GPU_SHARED_RO) {
                 let _ = uat.destroy_vm(id);
                 return Err(e);
             }
             id
         };
-        // Undoes the UAT VM (its tables, the dummy page's mapping) on the error paths below,
-        // before `dummy` goes.
+        // Undoes the UAT VM (its tables, the dummy page) on the error paths below.
         let destroy = |e: Error| {
             let _ = ddev.uat.lock().destroy_vm(id);
             e
@@ -128,7 +119,6 @@ impl Vm {
             dev: ARef::from(ddev),
             id,
             kernel,
-            _dummy: dummy,
         }));
         // Every field is moved in: the initializer cannot fail.
         let vm = match vm {
@@ -238,8 +228,9 @@ impl PinnedDrop for Vm {
             }
         }
         drop(ctx);
+        // Still run by the firmware, it is retired: destroyed later, with the dummy page.
         if !destroyed {
-            if let Err(e) = uat.destroy_vm(self.id) {
+            if let Err(e) = uat.retire_vm(self.id) {
                 pr_err!("VM {}: destroy failed: {:?}\n", self.id, e);
             }
         }
