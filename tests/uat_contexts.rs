@@ -916,20 +916,29 @@ fn a_bind_allocates_its_tables_without_the_uat_lock() {
     let uat = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, va, size).unwrap();
     assert_eq!(locks.get(), 3);
     drop(uat);
-    // A failed allocation (of the 3 pages, then the counts, of a second-level table and two
-    // leaves under another top-level entry): ENOMEM, nothing linked, no page kept, the lock free.
+    // Each allocation (the pages and counts of a second-level table and two leaves under another
+    // top-level entry) failing in turn: ENOMEM, nothing linked, no page kept, the lock free.
     let far = 1 << 36;
-    for nth in 0..4 {
+    let mut nth = 0;
+    loop {
         let live = sim::page_stats().live;
+        let attempts = sim::alloc_attempts();
         sim::fail_nth_alloc(nth);
         let r = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, far, 2 * LEAF_SPAN);
         sim::clear_faults();
-        assert_eq!(r.err(), Some(ENOMEM), "allocation {nth}");
+        let Err(e) = r else {
+            // No attempt failed: every one was tried.
+            assert!(sim::alloc_attempts() - attempts <= nth);
+            break;
+        };
+        assert_eq!(e, ENOMEM, "allocation {nth}");
         assert_eq!(sim::page_stats().live, live, "allocation {nth} leaked");
         let uat = m.try_lock().expect("the lock is free again");
         assert_eq!(tables(&uat), 5);
+        nth += 1;
     }
-    let uat = asahi::uat::Uat::vm_prealloc_unlocked(lock(), lock, vm, far, 2 * LEAF_SPAN).unwrap();
+    assert!(nth >= 4, "three pages and the counts: {nth} allocations");
+    let uat = m.lock().unwrap();
     assert_eq!(tables(&uat), 8);
     drop(uat);
     assert!(!under.get(), "allocated with the UAT lock held");
@@ -971,6 +980,7 @@ fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
     assert_eq!(gpu_tag(&soc.gpu, slot, va), Ok(0x5eed));
     let live = sim::page_stats().live;
     assert_eq!(uat.retire_vm(vm), Ok(()));
+    assert_eq!(uat.retired_vms(), 1);
     // Nothing went: the firmware's context still reaches the page through the tables.
     assert_eq!(sim::page_stats().live, live);
     assert!(sim::is_allocated(pa));
@@ -990,6 +1000,30 @@ fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
     assert_eq!(sim::page_stats().live, live - 4 + 2);
     assert!(!sim::is_allocated(pa) || uat.vm_table(third).unwrap().ttb() == pa);
     assert_eq!(read_u64(soc.ttbs.phys + 16 * slot as u64), 0);
+    assert_eq!(uat.retired_vms(), 0);
+    // Retired with work still bound: the release of that work destroys it.
+    let busy = uat.create_vm(false).unwrap();
+    uat.bind(busy).unwrap();
+    assert_eq!(uat.retire_vm(busy), Ok(()));
+    assert!(uat.vm_table(busy).is_ok());
+    uat.release(busy).unwrap();
+    assert_eq!(uat.vm_table(busy).err(), Some(ENOENT));
+    assert_eq!(uat.retired_vms(), 0);
+    // Destroyed directly once the firmware lets it go: no longer counted as retired.
+    let cur = uat.create_vm(false).unwrap();
+    let slot = uat.bind(cur).unwrap();
+    uat.release(cur).unwrap();
+    soc.fw.run_context(slot as u32);
+    assert_eq!(uat.retire_vm(cur), Ok(()));
+    assert_eq!(uat.retired_vms(), 1);
+    soc.fw.run_context(0xffff_ffff);
+    uat.destroy_vm(cur).unwrap();
+    assert_eq!(uat.retired_vms(), 0);
+    // A table made for another configuration is refused.
+    let mut cfg = uat.user_config();
+    cfg.user = false;
+    let pt = asahi::pgtable::PageTable::new(cfg).unwrap();
+    assert_eq!(uat.create_vm_with(pt, false), Err(EINVAL));
     uat.destroy_vm(other).unwrap();
     uat.destroy_vm(third).unwrap();
     assert_eq!(sim::page_stats().live, before);

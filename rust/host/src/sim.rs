@@ -243,6 +243,10 @@ fn charged() -> i64 {
 /// Models the `memory.max` of this thread's memory cgroup, in pages: once `limit` pages are
 /// charged ([`PageStats::charged`]), an allocation with `GFP_KERNEL_ACCOUNT` fails, as the
 /// kernel's charge fails once reclaim cannot make room. `None` (the default) sets no limit.
+///
+/// Two simplifications: only pages are charged (not `kmalloc` memory such as `KVec`s), and a
+/// page is uncharged from the counters of the thread that frees it, which the tests keep the
+/// one that allocated it.
 pub fn set_charge_limit(limit: Option<i64>) {
     CHARGE_LIMIT.with(|l| l.set(limit));
 }

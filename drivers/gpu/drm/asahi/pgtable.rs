@@ -111,6 +111,7 @@ pub struct TableReserve {
 impl TableReserve {
     /// An empty reserve.
     pub const fn new() -> TableReserve {
+        // INVARIANT: Nothing in it.
         TableReserve {
             pages: PageList::new(),
             counts: KVec::new(),
@@ -127,15 +128,23 @@ impl TableReserve {
     pub fn top_up(&mut self, cfg: &PtConfig, needs: TableNeeds) -> Result {
         let gfp = cfg.gfp();
         while self.pages.len() < needs.pages {
+            // INVARIANT: Zeroed by the allocator.
             self.pages.push(Page::alloc_page(gfp | __GFP_ZERO)?);
+        }
+        if let Some(more) = needs.counts.checked_sub(self.counts.len()) {
+            self.counts.reserve(more, gfp)?;
         }
         while self.counts.len() < needs.counts {
             let mut counts = KVec::with_capacity(PTES_PER_TABLE, gfp)?;
             for _ in 0..PTES_PER_TABLE {
-                // Within the capacity: does not allocate, cannot fail.
-                let _ = counts.push(AtomicU16::new(0), gfp);
+                counts
+                    .push_within_capacity(AtomicU16::new(0))
+                    .map_err(|_| ENOMEM)?;
             }
-            self.counts.push(counts, gfp)?;
+            // INVARIANT: `PTES_PER_TABLE` zero counters.
+            self.counts
+                .push_within_capacity(counts)
+                .map_err(|_| ENOMEM)?;
         }
         Ok(())
     }

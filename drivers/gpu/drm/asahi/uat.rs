@@ -280,14 +280,29 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Creates an empty user VM. With `kernel_visible`, its context also sees the kernel VM's
     /// upper half (with the kernel's permissions).
     pub fn create_vm(&mut self, kernel_visible: bool) -> Result<VmId> {
-        self.reap();
+        let pt = PageTable::new(self.user_config())?;
+        self.create_vm_with(pt, kernel_visible)
+    }
+
+    /// The configuration of a user VM's page table, for [`Uat::create_vm_with`].
+    pub fn user_config(&self) -> PtConfig {
         let g = self.cfg.geometry;
-        let pt = PageTable::new(PtConfig {
+        PtConfig {
             geometry: g,
             range: g.lower_half(),
             oas: self.cfg.oas,
             user: true,
-        })?;
+        }
+    }
+
+    /// [`Uat::create_vm`] on a page table the caller made (with [`Uat::user_config`]) and maybe
+    /// preallocated, without the lock that guards the UAT: this then allocates nothing but the
+    /// VM's entry. `EINVAL` if `pt` has another configuration.
+    pub fn create_vm_with(&mut self, pt: PageTable, kernel_visible: bool) -> Result<VmId> {
+        if *pt.config() != self.user_config() {
+            return Err(EINVAL);
+        }
+        self.reap();
         let id = self.next_id;
         let vm = UserVm {
             id,
@@ -326,7 +341,11 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         }
         // The tables are freed here, after the invalidation.
         let i = position(&self.vms, id)?;
-        drop(self.vms.remove(i).map_err(|_| ENOENT)?);
+        let vm = self.vms.remove(i).map_err(|_| ENOENT)?;
+        if vm.retired {
+            self.retired -= 1;
+        }
+        drop(vm);
         Ok(())
     }
 
@@ -342,24 +361,34 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
                     vm.retired = true;
                     self.retired += 1;
                 }
-                pr_warn!("VM {}: still in use by the firmware, destroyed later\n", id);
+                // A client can cause this at will: no warning.
+                pr_debug!("VM {}: still in use by the firmware, destroyed later\n", id);
                 Ok(())
             }
             r => r,
         }
     }
 
-    /// Destroys the retired VMs the firmware no longer runs.
+    /// The number of retired VMs not destroyed yet.
+    pub fn retired_vms(&self) -> usize {
+        self.retired
+    }
+
+    /// Destroys the retired VMs the firmware no longer runs. A VM is only retired while it
+    /// holds a slot (`destroy_vm` answers `EBUSY` for nothing else), so the slots' holders are
+    /// all there is to look at: no time per VM of the device.
     fn reap(&mut self) {
-        let mut i = 0;
-        while self.retired != 0 && i < self.vms.len() {
-            let vm = &self.vms[i];
-            if vm.retired && self.destroy_vm(vm.id).is_ok() {
-                // `destroy_vm` removed it: index `i` holds the next VM now.
-                self.retired -= 1;
-                continue;
+        for slot in 0..SLOTS {
+            if self.retired == 0 {
+                return;
             }
-            i += 1;
+            let Some(id) = self.slots.owner(slot) else {
+                continue;
+            };
+            if self.vm(id).is_ok_and(|vm| vm.retired) {
+                // `EBUSY` again leaves it retired.
+                let _ = self.destroy_vm(id);
+            }
         }
     }
 
@@ -368,16 +397,13 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// may still reach it, even if the VM outlives its owner ([`Uat::retire_vm`]). `EEXIST` if
     /// the VM already owns a page.
     pub fn vm_map_owned(&mut self, id: VmId, iova: u64, page: Page, prot: Prot) -> Result {
-        if self.vm(id)?.owned.is_some() {
+        let vm = self.vm_mut(id)?;
+        if vm.owned.is_some() {
             return Err(EEXIST);
         }
-        self.vm_map(id, iova, page.phys(), UAT_PGSZ, prot)?;
-        match self.vm_mut(id) {
-            Ok(vm) => vm.owned = Some(page),
-            // Found above, under the same `&mut self`: cannot happen. A mapped page is never
-            // freed.
-            Err(_) => core::mem::forget(page),
-        }
+        vm.fw_cached |= prot.needs_fw_flush();
+        vm.pt.map(iova, page.phys(), UAT_PGSZ, prot)?;
+        vm.owned = Some(page);
         Ok(())
     }
 
@@ -512,12 +538,13 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// [`Uat::vm_prealloc`] for a caller that holds the UAT in a lock every client waits on:
     /// `guard`, taken again with `lock`. The tables are allocated with the lock released (one
     /// bind can need thousands of pages, charged to the client, with reclaim on the way) and
-    /// linked once it is held again. Returns the guard, held, unless an error (`ENOMEM`, with
-    /// nothing linked) came first.
+    /// linked once it is held again. Returns the guard, held, or the first error: `ENOMEM`
+    /// (nothing linked), or those of [`PageTable::prealloc_from`] (`EINVAL`, `ERANGE`, `EIO`)
+    /// and `ENOENT` for an unknown VM.
     ///
     /// The caller holds the lock of the VM's own mappings (its GPUVM), so nothing else changes
-    /// the VM's tables meanwhile: the second pass finds the reserve enough. Should another
-    /// change them anyway, the reserve is topped up again.
+    /// the VM's tables meanwhile: the second pass finds the reserve enough. Should something
+    /// change them anyway, the reserve is topped up again, with a warning.
     pub fn vm_prealloc_unlocked<G>(
         mut guard: G,
         lock: impl Fn() -> G,
@@ -529,11 +556,19 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         G: DerefMut<Target = Self>,
     {
         let mut reserve = TableReserve::new();
+        let mut pass = 0u32;
         loop {
             let vm = guard.vm_mut(id)?;
             let Some(needs) = vm.pt.prealloc_from(iova, size, &mut reserve)? else {
                 return Ok(guard);
             };
+            pass += 1;
+            if pass == 2 {
+                pr_warn!(
+                    "VM {}: its tables changed while its bind allocated them\n",
+                    id
+                );
+            }
             let cfg = *vm.pt.config();
             drop(guard);
             reserve.top_up(&cfg, needs)?;
@@ -649,7 +684,10 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     pub fn release(&mut self, id: VmId) -> Result {
         let vm = self.vm(id)?;
         let slot = self.slots.held_by(id, vm.hint).ok_or(EINVAL)?;
-        self.slots.put(slot, id)
+        self.slots.put(slot, id)?;
+        // The last work of a retired VM may just have completed.
+        self.reap();
+        Ok(())
     }
 
     // ---- Firmware cache flush ----

@@ -8,13 +8,15 @@
 //!
 //! A bind first allocates everything it can need: the buffer's scatter table (which pins its
 //! pages), the GPUVM's `vm_bo` and `drm_gpuva`s, and every page table of the range
-//! ([`crate::uat::Uat::vm_prealloc`]). So under the locks the steps cannot fail for want of
-//! memory: a bind that fails with `ENOMEM` changed nothing.
+//! ([`crate::uat::Uat::vm_prealloc_unlocked`], with the device's `uat` lock released). So under
+//! the locks the steps cannot fail for want of memory: a bind that fails with `ENOMEM` changed
+//! nothing. What a client's VMs allocate is charged to its memory cgroup.
 
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, DevUat, Firmware, VmTag};
-use crate::geometry::{Geometry, VaRange};
+use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
 use crate::gpuvm::{BindOp, Handle};
+use crate::pgtable::PageTable;
 use crate::pte::Prot;
 use crate::slots::VmId;
 use crate::tlbi::{Arm64, Broadcast};
@@ -78,9 +80,14 @@ impl Vm {
         // The VM's own memory, allocated first: once the UAT VM exists, only the tag's push below
         // can fail.
         let slot = UniqueArc::<Vm>::new_uninit(GFP_KERNEL_ACCOUNT)?;
+        // The page table, and the tables of the dummy page's mapping, without the device's `uat`
+        // lock, which every client's operations take (they are charged to the client).
+        let cfg = ddev.uat.lock().user_config();
+        let mut pt = PageTable::new(cfg)?;
+        pt.prealloc(kernel.start, UAT_PGSZ)?;
         let id = {
             let mut uat = ddev.uat.lock();
-            let id = uat.create_vm(true)?;
+            let id = uat.create_vm_with(pt, true)?;
             if let Err(e) = uat.vm_map_owned(id, kernel.start, dummy, Prot::GPU_SHARED_RO) {
                 let _ = uat.destroy_vm(id);
                 return Err(e);

@@ -10,7 +10,8 @@
 //!
 //! A bind first allocates everything it can need: the buffer's scatter list, the GPUVM's
 //! `vm_bo` and `drm_gpuva`s ([`VmSteps::prealloc_vas`]), and every page table of the range
-//! ([`Uat::vm_prealloc`]). So the steps never allocate and cannot fail for want of memory.
+//! ([`Uat::vm_prealloc_unlocked`] in the kernel, [`Uat::vm_prealloc`] where the UAT is not
+//! shared). So the steps never allocate and cannot fail for want of memory.
 
 use crate::handoff::FwChannel;
 use crate::pte::Prot;
@@ -124,8 +125,8 @@ where
 {
     /// The context of an `sm_map` of the buffer whose pages are `sg`, with `prot`; with
     /// `single_page`, the page at the op's offset is repeated over its range. The caller has
-    /// preallocated the range's tables ([`Uat::vm_prealloc`]): what the map replaces keeps its
-    /// tables, which the map then fills.
+    /// preallocated the range's tables ([`Uat::vm_prealloc_unlocked`]): what the map replaces
+    /// keeps its tables, which the map then fills.
     pub fn for_map(
         uat: &'a mut Uat<T, F>,
         sg: &'a SgList,
