@@ -191,7 +191,7 @@ fn stress_against_the_firmware_thread() {
     let rounds = 20_000;
     let done = fw.contend(rounds, checker.clone());
     for _ in 0..rounds {
-        let guard = handoff.lock();
+        let guard = handoff.lock().unwrap();
         checker.enter(0);
         drop(guard);
     }
@@ -301,4 +301,34 @@ fn flush_state_machine_reports_unexpected_states() {
     assert!(log.iter().any(|l| l.contains("flush slot 64 in state 1")));
     assert!(log.iter().any(|l| l.contains("flush slot 7 in state 9")));
     drop(fw);
+}
+
+/// A firmware that dies holding its side of the lock: `lock` gives up with `EIO` after
+/// `LOCK_TIMEOUT` instead of spinning for ever, and from then on fails at once.
+#[test]
+fn a_firmware_dead_with_the_lock_fails_lock_instead_of_hanging() {
+    let phys = region();
+    let _fw = Firmware::start(phys, FwKnobs::default());
+    let handoff = Handoff::new(phys, 1 << 14).unwrap();
+    handoff.init().unwrap();
+    drop(handoff.lock().unwrap());
+    // lock_fw (0x011) raised, for good.
+    sim::write_phys(phys + 0x11, &[1]).unwrap();
+    let t = Instant::now();
+    assert_eq!(handoff.lock().err(), Some(EIO));
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "gave up after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(10), "gave up after {waited:?}");
+    // Taken for dead: no second wait, and our side of the lock is down.
+    let t = Instant::now();
+    assert_eq!(handoff.lock().err(), Some(EIO));
+    assert!(t.elapsed() < Duration::from_millis(100));
+    assert_eq!(
+        sim::read_phys_u64(phys + 0x10).unwrap() & 0xff,
+        0,
+        "lock_ap left raised"
+    );
 }

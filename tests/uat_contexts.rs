@@ -1040,3 +1040,42 @@ fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
     drop(soc);
     leak.assert_clean();
 }
+
+/// A firmware that dies holding the handoff lock after the boot: every operation that needs the
+/// lock answers `EIO` (the first after the lock's timeout, the others at once) instead of
+/// spinning for ever, and tearing the UAT down does not hang either.
+#[test]
+fn a_firmware_dead_with_the_lock_fails_operations_instead_of_hanging() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(1, 600);
+    let vm = uat.create_vm(false).unwrap();
+    map_pages(&mut uat, vm, 0x4000, &[data.phys(0)], Prot::GPU_SHARED_RW).unwrap();
+    let slot = uat.bind(vm).unwrap();
+    uat.release(vm).unwrap();
+    // lock_fw (0x011) raised, for good.
+    sim::write_phys(soc.handoff.phys + 0x11, &[1]).unwrap();
+    let t = std::time::Instant::now();
+    let other = uat.create_vm(false).unwrap();
+    assert_eq!(uat.bind(other), Err(EIO));
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+    let t = std::time::Instant::now();
+    assert_eq!(uat.bind(other), Err(EIO));
+    assert_eq!(uat.destroy_vm(vm), Err(EIO), "its slot needs the lock");
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(500),
+        "no second wait"
+    );
+    // The VM is untouched by the failed destroy.
+    assert_eq!(uat.slot_of(vm), Some(slot));
+    assert_eq!(gpu_tag(&soc.gpu, slot, 0x4000), Ok(600));
+    // A VM without a slot still goes.
+    uat.destroy_vm(other).unwrap();
+    let t = std::time::Instant::now();
+    drop(uat);
+    assert!(t.elapsed() < std::time::Duration::from_millis(500));
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}

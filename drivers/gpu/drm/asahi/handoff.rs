@@ -11,7 +11,7 @@
 
 use crate::region::Region;
 use core::mem::{offset_of, size_of};
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use kernel::io::{poll::read_poll_timeout, PhysAddr};
 use kernel::prelude::*;
 use kernel::sync::barrier::{mb, Full};
@@ -32,6 +32,11 @@ pub const INIT_POLL_SLEEP: Delta = Delta::from_millis(10);
 /// How long one poll of the handshake tries the lock, in waiting iterations (well under a
 /// millisecond): the firmware holds it only for a few accesses.
 const INIT_LOCK_SPINS: u32 = 100_000;
+/// How long [`Handoff::lock`] waits for the firmware's side of the lock before taking the
+/// firmware for dead: it holds the lock only for a few accesses to shared memory.
+pub const LOCK_TIMEOUT: Delta = Delta::from_secs(1);
+/// How long [`Handoff::lock`] sleeps between two tries once spinning did not get the lock.
+const LOCK_POLL_SLEEP: Delta = Delta::from_micros(100);
 
 /// The value of `lock_acquire`'s `me` for the CPU; the firmware is `1`.
 pub const ME_AP: u32 = 0;
@@ -224,6 +229,9 @@ impl<F: FwChannel + ?Sized> FwChannel for &F {
 /// The mapped handoff region.
 pub struct Handoff {
     region: Region,
+    /// Set once the firmware kept its side of the lock for [`LOCK_TIMEOUT`]: every later
+    /// [`Handoff::lock`] then fails at once.
+    dead: AtomicBool,
 }
 
 /// Proof that the CPU holds the handoff lock; releases it on drop.
@@ -235,7 +243,10 @@ impl Handoff {
     /// Maps the `handoff` reserved-memory region (uncached).
     pub fn new(phys: PhysAddr, size: u64) -> Result<Handoff> {
         let region = Region::new("handoff", phys, size, HANDOFF_SIZE, true)?;
-        Ok(Handoff { region })
+        Ok(Handoff {
+            region,
+            dead: AtomicBool::new(false),
+        })
     }
 
     fn regs(&self) -> &HandoffRegs {
@@ -281,11 +292,34 @@ impl Handoff {
         Ok(())
     }
 
-    /// Takes the two-party lock.
-    pub fn lock(&self) -> HandoffGuard<'_> {
-        let regs = self.regs();
-        lock_acquire(&ApSide(regs), ME_AP);
-        HandoffGuard { regs }
+    /// Takes the two-party lock: spins a while, then tries again between short sleeps, up to
+    /// [`LOCK_TIMEOUT`] in all. `EIO` if the firmware keeps its side raised that long: it died
+    /// holding the lock, and is taken for dead from then on (every later call fails at once), so
+    /// that no operation hangs on it. Sleeps: process context only.
+    pub fn lock(&self) -> Result<HandoffGuard<'_>> {
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(EIO);
+        }
+        if let Some(guard) = self.try_lock(INIT_LOCK_SPINS) {
+            return Ok(guard);
+        }
+        let taken = read_poll_timeout(
+            || Ok(self.try_lock(INIT_LOCK_SPINS)),
+            Option::is_some,
+            LOCK_POLL_SLEEP,
+            LOCK_TIMEOUT,
+        );
+        match taken {
+            Ok(Some(guard)) => Ok(guard),
+            _ => {
+                self.dead.store(true, Ordering::Relaxed);
+                pr_err!(
+                    "GPU firmware held the handoff lock for {} ms: taken for dead\n",
+                    LOCK_TIMEOUT.as_millis()
+                );
+                Err(EIO)
+            }
+        }
     }
 
     /// Takes the two-party lock unless that takes more than `spins` waiting iterations.

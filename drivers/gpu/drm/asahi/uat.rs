@@ -186,7 +186,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             fw,
         };
         {
-            let guard = uat.handoff.lock();
+            let guard = uat.handoff.lock()?;
             uat.ttbat.set(
                 &guard,
                 KERNEL_SLOT,
@@ -329,7 +329,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
                 return Err(EBUSY);
             }
             {
-                let guard = self.handoff.lock();
+                let guard = self.handoff.lock()?;
                 if guard.cur_slot() == Some(slot as u32) {
                     return Err(EBUSY);
                 }
@@ -649,7 +649,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             return Err(ENOENT);
         }
         let (hint, ttb, kernel_visible) = (vm.hint, vm.pt.ttb(), vm.kernel_visible);
-        let guard = self.handoff.lock();
+        let guard = self.handoff.lock()?;
         let cur = guard.cur_slot();
         let slot = match self.slots.choose(id, hint, |s| Some(s as u32) == cur)? {
             Choice::Held(slot) => {
@@ -744,7 +744,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
                 };
                 let slot = usize::from(asid);
                 let ttb0 = ttb_word(self.vm(id)?.pt.ttb(), asid);
-                let guard = self.handoff.lock();
+                let guard = self.handoff.lock()?;
                 if guard.cur_slot() != Some(slot as u32) || self.ttbat.get(&guard, slot).0 != ttb0 {
                     return Ok(());
                 }
@@ -791,12 +791,15 @@ fn find_mut(vms: &mut [UserVm], id: VmId) -> Result<&mut UserVm> {
 
 impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
     fn drop(&mut self) {
-        // Unbind every context before the tables go away with the fields.
-        {
-            let guard = self.handoff.lock();
-            for slot in 0..SLOTS {
-                self.ttbat.set(&guard, slot, 0, 0);
+        // Unbind every context before the tables go away with the fields. A firmware dead with
+        // the lock cannot walk them any more: they go without it.
+        match self.handoff.lock() {
+            Ok(guard) => {
+                for slot in 0..SLOTS {
+                    self.ttbat.set(&guard, slot, 0, 0);
+                }
             }
+            Err(_) => pr_err!("the TTBAT is left as it is: the firmware is dead\n"),
         }
         self.tlb.invalidate_all();
     }
