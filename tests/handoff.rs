@@ -6,7 +6,8 @@
 
 use agx_soc::firmware::{CsChecker, Firmware, FwKnobs};
 use asahi::handoff::{
-    lock_acquire, lock_release, Handoff, LockCells, HANDOFF_SIZE, KERNEL_FLUSH_SLOT,
+    lock_acquire, lock_release, lock_try_acquire, Handoff, LockCells, HANDOFF_SIZE,
+    KERNEL_FLUSH_SLOT,
 };
 use kernel::error::code::*;
 use kernel::sim;
@@ -118,6 +119,45 @@ mod model {
     #[test]
     fn loom_one_round_each() {
         model(1, 1);
+    }
+
+    /// The CPU side gives up (`lock_try_acquire` with a budget of `spins` waiting iterations)
+    /// while the firmware takes the lock once: when it gives up it must leave the firmware able
+    /// to finish (loom reports a firmware spinning for ever, e.g. waiting for a turn the CPU
+    /// kept), and when it does take the lock the sections never overlap.
+    fn model_giving_up(spins: u32) {
+        let mut builder = loom::model::Builder::new();
+        builder.preemption_bound = Some(3);
+        builder.check(move || {
+            let cells = Arc::new(Cells::default());
+            let fw = {
+                let cells = cells.clone();
+                loom::thread::spawn(move || {
+                    fw_lock(&cells);
+                    critical(&cells);
+                    fw_unlock(&cells);
+                })
+            };
+            let taken = lock_try_acquire(&Ap(&cells), 0, Some(spins));
+            if taken {
+                critical(&cells);
+                lock_release(&Ap(&cells), 0);
+            }
+            fw.join().unwrap();
+            // SAFETY: Both parties are done (joined above).
+            let total = cells.data.with(|d| unsafe { *d });
+            assert_eq!(total, 1 + u32::from(taken));
+        });
+    }
+
+    #[test]
+    fn loom_giving_up_at_once() {
+        model_giving_up(0);
+    }
+
+    #[test]
+    fn loom_giving_up_after_a_wait() {
+        model_giving_up(1);
     }
 
     #[test]
@@ -304,7 +344,8 @@ fn flush_state_machine_reports_unexpected_states() {
 }
 
 /// A firmware that dies holding its side of the lock: `lock` gives up with `EIO` after
-/// `LOCK_TIMEOUT` instead of spinning for ever, and from then on fails at once.
+/// `LOCK_TIMEOUT` instead of spinning for ever, then fails at once while the firmware holds it,
+/// and takes it again once the firmware lets go.
 #[test]
 fn a_firmware_dead_with_the_lock_fails_lock_instead_of_hanging() {
     let phys = region();
@@ -325,10 +366,48 @@ fn a_firmware_dead_with_the_lock_fails_lock_instead_of_hanging() {
     // Taken for dead: no second wait, and our side of the lock is down.
     let t = Instant::now();
     assert_eq!(handoff.lock().err(), Some(EIO));
-    assert!(t.elapsed() < Duration::from_millis(100));
+    assert!(t.elapsed() < Duration::from_millis(900), "waited again");
     assert_eq!(
         sim::read_phys_u64(phys + 0x10).unwrap() & 0xff,
         0,
         "lock_ap left raised"
     );
+    // The firmware lets go: the lock is taken again.
+    sim::write_phys(phys + 0x11, &[0]).unwrap();
+    drop(handoff.lock().unwrap());
+    drop(handoff.lock().unwrap());
+}
+
+/// A slow firmware is not a dead one: a hold shorter than the timeout is waited for, and one
+/// longer gives `EIO` once, after which the lock is taken again as soon as the firmware lets go.
+#[test]
+fn a_slow_firmware_is_waited_for() {
+    let hold = |ms| {
+        let phys = region();
+        let fw = Firmware::start(
+            phys,
+            FwKnobs {
+                lock_hold: Duration::from_millis(ms),
+                ..FwKnobs::default()
+            },
+        );
+        let handoff = Handoff::new(phys, 1 << 14).unwrap();
+        handoff.init().unwrap();
+        let done = fw.contend(1, Arc::new(CsChecker::default()));
+        // Until the firmware has raised its flag (0x011) for its hold.
+        while sim::read_phys_u64(phys + 0x10).unwrap() >> 8 & 0xff == 0 {
+            std::thread::yield_now();
+        }
+        let t = Instant::now();
+        let r = handoff.lock().map(drop);
+        let waited = t.elapsed();
+        done.recv_timeout(Duration::from_secs(60)).unwrap();
+        (r, waited, handoff, fw)
+    };
+    let (r, waited, _, _) = hold(300);
+    assert_eq!(r, Ok(()), "a 300 ms hold is waited for");
+    assert!(waited >= Duration::from_millis(100), "waited {waited:?}");
+    let (r, _, handoff, _fw) = hold(1500);
+    assert_eq!(r, Err(EIO), "a 1.5 s hold is not");
+    drop(handoff.lock().unwrap());
 }

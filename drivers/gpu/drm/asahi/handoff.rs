@@ -29,13 +29,16 @@ pub const NO_SLOT: u32 = 0xffff_ffff;
 pub const INIT_TIMEOUT: Delta = Delta::from_secs(1);
 /// How long [`Handoff::init`] sleeps between two looks for the firmware.
 pub const INIT_POLL_SLEEP: Delta = Delta::from_millis(10);
-/// How long one poll of the handshake tries the lock, in waiting iterations (well under a
-/// millisecond): the firmware holds it only for a few accesses.
+/// How long one poll of the handshake tries the lock, in waiting iterations (each reads the
+/// uncached shared memory: milliseconds at most), between two sleeps of [`INIT_POLL_SLEEP`].
 const INIT_LOCK_SPINS: u32 = 100_000;
 /// How long [`Handoff::lock`] waits for the firmware's side of the lock before taking the
 /// firmware for dead: it holds the lock only for a few accesses to shared memory.
 pub const LOCK_TIMEOUT: Delta = Delta::from_secs(1);
-/// How long [`Handoff::lock`] sleeps between two tries once spinning did not get the lock.
+/// How long one try of [`Handoff::lock`] spins, in waiting iterations (about 100 us on the
+/// uncached mapping): enough for the firmware's usual hold, short next to the sleeps.
+const LOCK_SPINS: u32 = 1_000;
+/// How long [`Handoff::lock`] sleeps between two tries.
 const LOCK_POLL_SLEEP: Delta = Delta::from_micros(100);
 
 /// The value of `lock_acquire`'s `me` for the CPU; the firmware is `1`.
@@ -161,6 +164,9 @@ pub fn lock_try_acquire(c: &impl LockCells, me: u32, mut spins: Option<u32>) -> 
             c.full_fence();
         } else {
             if !wait() {
+                // Our turn: hand it over as a release does. Otherwise a firmware that saw our
+                // flag and backed off would wait for a turn no one gives it any more.
+                c.set_turn(1 - me);
                 c.set_mine(0, Ordering::Release);
                 return false;
             }
@@ -229,8 +235,8 @@ impl<F: FwChannel + ?Sized> FwChannel for &F {
 /// The mapped handoff region.
 pub struct Handoff {
     region: Region,
-    /// Set once the firmware kept its side of the lock for [`LOCK_TIMEOUT`]: every later
-    /// [`Handoff::lock`] then fails at once.
+    /// Set while the firmware is taken for dead (it kept its side of the lock for
+    /// [`LOCK_TIMEOUT`]): [`Handoff::lock`] then tries once, without waiting.
     dead: AtomicBool,
 }
 
@@ -292,34 +298,37 @@ impl Handoff {
         Ok(())
     }
 
-    /// Takes the two-party lock: spins a while, then tries again between short sleeps, up to
+    /// Takes the two-party lock: tries (spinning a while) between short sleeps, up to
     /// [`LOCK_TIMEOUT`] in all. `EIO` if the firmware keeps its side raised that long: it died
-    /// holding the lock, and is taken for dead from then on (every later call fails at once), so
-    /// that no operation hangs on it. Sleeps: process context only.
+    /// holding the lock, or hangs, so that no operation hangs with it. It is then taken for dead
+    /// and later calls try once, without waiting (`EIO` at once), until one gets the lock
+    /// again. Sleeps: process context only.
     pub fn lock(&self) -> Result<HandoffGuard<'_>> {
         if self.dead.load(Ordering::Relaxed) {
-            return Err(EIO);
-        }
-        if let Some(guard) = self.try_lock(INIT_LOCK_SPINS) {
+            let guard = self.try_lock(LOCK_SPINS).ok_or(EIO)?;
+            self.dead.store(false, Ordering::Relaxed);
+            pr_info!("GPU firmware released the handoff lock again\n");
             return Ok(guard);
         }
-        let taken = read_poll_timeout(
-            || Ok(self.try_lock(INIT_LOCK_SPINS)),
+        let polled = read_poll_timeout(
+            || Ok(self.try_lock(LOCK_SPINS)),
             Option::is_some,
             LOCK_POLL_SLEEP,
             LOCK_TIMEOUT,
         );
-        match taken {
-            Ok(Some(guard)) => Ok(guard),
-            _ => {
-                self.dead.store(true, Ordering::Relaxed);
-                pr_err!(
-                    "GPU firmware held the handoff lock for {} ms: taken for dead\n",
-                    LOCK_TIMEOUT.as_millis()
-                );
-                Err(EIO)
-            }
+        if let Ok(Some(guard)) = polled {
+            return Ok(guard);
         }
+        // A last try: this thread may have slept through the whole timeout, not the firmware.
+        if let Some(guard) = self.try_lock(LOCK_SPINS) {
+            return Ok(guard);
+        }
+        self.dead.store(true, Ordering::Relaxed);
+        pr_err!(
+            "GPU firmware held the handoff lock for {} ms: taken for dead\n",
+            LOCK_TIMEOUT.as_millis()
+        );
+        Err(EIO)
     }
 
     /// Takes the two-party lock unless that takes more than `spins` waiting iterations.

@@ -552,6 +552,8 @@ pub struct PageTable {
     /// Walks of a range started so far (a statistic for benchmarks and tests: modifications are
     /// serialized by `&mut self`, concurrent readers may lose counts).
     walks: AtomicUsize,
+    /// Whether dropping the object leaves every table as it is ([`PageTable::leak`]).
+    leaked: bool,
 }
 
 impl PageTable {
@@ -569,6 +571,7 @@ impl PageTable {
             walks: AtomicUsize::new(0),
             leaf_cache: None,
             mid_cache: None,
+            leaked: false,
         })
     }
 
@@ -620,6 +623,7 @@ impl PageTable {
             walks: AtomicUsize::new(0),
             leaf_cache: None,
             mid_cache: None,
+            leaked: false,
         })
     }
 
@@ -636,6 +640,16 @@ impl PageTable {
             occ.push(KVec::new(), cfg.gfp())?;
         }
         Ok(occ)
+    }
+
+    /// Gives up every table of this address space, the top level included: dropping the object
+    /// then frees nothing and leaves the descriptors as they are. For an address space the GPU
+    /// may still walk (its TTBAT entry could not be cleared): a leak, not a use after free.
+    pub fn leak(&mut self) {
+        if !self.leaked {
+            pr_warn!("leaking the page tables of {:#x}\n", self.root);
+        }
+        self.leaked = true;
     }
 
     /// Physical address of the top-level table (what goes into a TTBAT entry).
@@ -1998,6 +2012,9 @@ impl PageTable {
 
 impl Drop for PageTable {
     fn drop(&mut self) {
+        if self.leaked {
+            return;
+        }
         // The owner has unbound this address space and invalidated its TLB entries: the GPU can
         // no longer walk these tables, so they are freed at once.
         let mut freed = PageList::new();

@@ -321,7 +321,8 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
 
     /// Destroys a user VM: clears its TTBAT entry if it still holds its slot, invalidates the
     /// ASID, then frees its tables. `EBUSY` while it has work submitted or the firmware reports
-    /// its slot as current; `ENOENT` for an unknown VM.
+    /// its slot as current; `EIO` if the firmware does not let go of the handoff lock
+    /// ([`Handoff::lock`]); `ENOENT` for an unknown VM. On error the VM is as it was.
     pub fn destroy_vm(&mut self, id: VmId) -> Result {
         let vm = self.vm(id)?;
         if let Some(slot) = self.slots.held_by(id, vm.hint) {
@@ -349,13 +350,14 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         Ok(())
     }
 
-    /// Destroys user VM `id`, whose owner is going, or, while the firmware still runs it
-    /// ([`Uat::destroy_vm`] answers `EBUSY`), retires it: it keeps its tables, its slot and its
-    /// owned page, takes no new work (`bind` answers `ENOENT`), and a later [`Uat::create_vm`]
-    /// or [`Uat::bind`] destroys it once the firmware let it go. `ENOENT` for an unknown VM.
+    /// Destroys user VM `id`, whose owner is going, or, while the firmware still runs it or
+    /// cannot be reached ([`Uat::destroy_vm`] answers `EBUSY` or `EIO`), retires it: it keeps
+    /// its tables, its slot and its owned page, takes no new work (`bind` answers `ENOENT`), and
+    /// a later [`Uat::create_vm`], [`Uat::bind`] or [`Uat::release`] destroys it once the
+    /// firmware let it go. `ENOENT` for an unknown VM.
     pub fn retire_vm(&mut self, id: VmId) -> Result {
         match self.destroy_vm(id) {
-            Err(e) if e == EBUSY => {
+            Err(e) if e == EBUSY || e == EIO => {
                 let vm = self.vm_mut(id)?;
                 if !vm.retired {
                     vm.retired = true;
@@ -641,7 +643,8 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// slot (= ASID). A VM that still holds its previous slot keeps it; otherwise it takes a free
     /// slot or the least recently used idle one, never the firmware's current context: the
     /// TTBAT entry is written under the handoff lock and the ASID invalidated. `EBUSY` when every
-    /// slot is in use.
+    /// slot is in use; `EIO` if the firmware does not let go of the handoff lock
+    /// ([`Handoff::lock`]).
     pub fn bind(&mut self, id: VmId) -> Result<usize> {
         self.reap();
         let vm = self.vm(id)?;
@@ -791,15 +794,27 @@ fn find_mut(vms: &mut [UserVm], id: VmId) -> Result<&mut UserVm> {
 
 impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
     fn drop(&mut self) {
-        // Unbind every context before the tables go away with the fields. A firmware dead with
-        // the lock cannot walk them any more: they go without it.
+        // Unbind every context before the tables go away with the fields.
         match self.handoff.lock() {
             Ok(guard) => {
                 for slot in 0..SLOTS {
                     self.ttbat.set(&guard, slot, 0, 0);
                 }
             }
-            Err(_) => pr_err!("the TTBAT is left as it is: the firmware is dead\n"),
+            Err(_) => {
+                // The TTBAT still names every table, and the GPU may walk them for as long as it
+                // runs: nothing it can reach is freed, the pages the VMs own included.
+                pr_err!("firmware dead: TTBAT left as it is, page tables leaked\n");
+                self.kernel.lower.leak();
+                self.kernel.upper.leak();
+                for vm in self.vms.iter_mut() {
+                    vm.pt.leak();
+                    if let Some(page) = vm.owned.take() {
+                        core::mem::forget(page);
+                    }
+                }
+                return;
+            }
         }
         self.tlb.invalidate_all();
     }
