@@ -89,7 +89,9 @@ mod model {
         c.data.with_mut(|d| unsafe { *d += 1 });
     }
 
-    fn model(rounds_ap: u32, rounds_fw: u32) {
+    /// Runs, under loom, `rounds_fw` lock rounds of the firmware against the CPU side `ap`,
+    /// which returns how many times it entered the critical section; checks the total.
+    fn run(rounds_fw: u32, ap: impl Fn(&Cells) -> u32 + Send + Sync + 'static) {
         let mut builder = loom::model::Builder::new();
         builder.preemption_bound = Some(3);
         builder.check(move || {
@@ -104,15 +106,22 @@ mod model {
                     }
                 })
             };
-            for _ in 0..rounds_ap {
-                lock_acquire(&Ap(&cells), 0);
-                critical(&cells);
-                lock_release(&Ap(&cells), 0);
-            }
+            let entered = ap(&cells);
             fw.join().unwrap();
             // SAFETY: Both parties are done (joined above).
             let total = cells.data.with(|d| unsafe { *d });
-            assert_eq!(total, rounds_ap + rounds_fw);
+            assert_eq!(total, entered + rounds_fw);
+        });
+    }
+
+    fn model(rounds_ap: u32, rounds_fw: u32) {
+        run(rounds_fw, move |cells| {
+            for _ in 0..rounds_ap {
+                lock_acquire(&Ap(cells), 0);
+                critical(cells);
+                lock_release(&Ap(cells), 0);
+            }
+            rounds_ap
         });
     }
 
@@ -126,27 +135,13 @@ mod model {
     /// to finish (loom reports a firmware spinning for ever, e.g. waiting for a turn the CPU
     /// kept), and when it does take the lock the sections never overlap.
     fn model_giving_up(spins: u32) {
-        let mut builder = loom::model::Builder::new();
-        builder.preemption_bound = Some(3);
-        builder.check(move || {
-            let cells = Arc::new(Cells::default());
-            let fw = {
-                let cells = cells.clone();
-                loom::thread::spawn(move || {
-                    fw_lock(&cells);
-                    critical(&cells);
-                    fw_unlock(&cells);
-                })
-            };
-            let taken = lock_try_acquire(&Ap(&cells), 0, Some(spins));
+        run(1, move |cells| {
+            let taken = lock_try_acquire(&Ap(cells), 0, Some(spins));
             if taken {
-                critical(&cells);
-                lock_release(&Ap(&cells), 0);
+                critical(cells);
+                lock_release(&Ap(cells), 0);
             }
-            fw.join().unwrap();
-            // SAFETY: Both parties are done (joined above).
-            let total = cells.data.with(|d| unsafe { *d });
-            assert_eq!(total, 1 + u32::from(taken));
+            u32::from(taken)
         });
     }
 
