@@ -1024,6 +1024,17 @@ fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
     cfg.user = false;
     let pt = asahi::pgtable::PageTable::new(cfg).unwrap();
     assert_eq!(uat.create_vm_with(pt, false), Err(EINVAL));
+    // So is one that maps anything (its mappings would bypass the UAT's bookkeeping); an empty
+    // one with preallocated tables is taken.
+    let mut pt = asahi::pgtable::PageTable::new(uat.user_config()).unwrap();
+    let page = kernel::page::Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
+    pt.map(va, page.phys(), PG, Prot::GPU_SHARED_RO).unwrap();
+    assert_eq!(uat.create_vm_with(pt, false), Err(EINVAL));
+    let mut pt = asahi::pgtable::PageTable::new(uat.user_config()).unwrap();
+    pt.prealloc(va, PG).unwrap();
+    let vm = uat.create_vm_with(pt, false).unwrap();
+    uat.destroy_vm(vm).unwrap();
+    drop(page);
     uat.destroy_vm(other).unwrap();
     uat.destroy_vm(third).unwrap();
     assert_eq!(sim::page_stats().live, before);

@@ -983,6 +983,8 @@ impl PageTable {
             }
             // Counted above: there is one.
             if let Some(counts) = reserve.counts.pop() {
+                // INVARIANT: `PTES_PER_TABLE` zero counters (`TableReserve`'s invariants), for
+                // a second-level table about to be created empty.
                 *c = counts;
             }
         }

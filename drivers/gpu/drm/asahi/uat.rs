@@ -172,6 +172,20 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let upper = unsafe { PageTable::new_borrowed(pagetables, upper_cfg) }
             .inspect_err(|_| pr_err!("the pagetables region is not a usable table\n"))?;
         handoff.init()?;
+        // The kernel's context in its slot, every other slot clear, before anything can walk.
+        // Should the firmware not let go of the lock, nothing was published: the tables go.
+        {
+            let guard = handoff.lock()?;
+            ttbat.set(
+                &guard,
+                KERNEL_SLOT,
+                ttb_word(lower.ttb(), 0),
+                ttb_word(cfg.pagetables.phys, 0),
+            );
+            for slot in KERNEL_SLOT + 1..SLOTS {
+                ttbat.set(&guard, slot, 0, 0);
+            }
+        }
         let uat = Uat {
             cfg,
             handoff,
@@ -185,18 +199,6 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             tlb,
             fw,
         };
-        {
-            let guard = uat.handoff.lock()?;
-            uat.ttbat.set(
-                &guard,
-                KERNEL_SLOT,
-                ttb_word(uat.kernel.lower.ttb(), 0),
-                ttb_word(cfg.pagetables.phys, 0),
-            );
-            for slot in KERNEL_SLOT + 1..SLOTS {
-                uat.ttbat.set(&guard, slot, 0, 0);
-            }
-        }
         uat.tlb.invalidate_all();
         Ok(uat)
     }
@@ -297,9 +299,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
 
     /// [`Uat::create_vm`] on a page table the caller made (with [`Uat::user_config`]) and maybe
     /// preallocated, without the lock that guards the UAT: this then allocates nothing but the
-    /// VM's entry. `EINVAL` if `pt` has another configuration.
+    /// VM's entry. `EINVAL` if `pt` has another configuration or maps anything (the VM's
+    /// mappings go through the UAT, which tracks those the firmware caches).
     pub fn create_vm_with(&mut self, pt: PageTable, kernel_visible: bool) -> Result<VmId> {
-        if *pt.config() != self.user_config() {
+        let mut mapped = false;
+        pt.for_each_mapping_all(|_| mapped = true)?;
+        if *pt.config() != self.user_config() || mapped {
             return Err(EINVAL);
         }
         self.reap();
@@ -354,7 +359,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// cannot be reached ([`Uat::destroy_vm`] answers `EBUSY` or `EIO`), retires it: it keeps
     /// its tables, its slot and its owned page, takes no new work (`bind` answers `ENOENT`), and
     /// a later [`Uat::create_vm`], [`Uat::bind`] or [`Uat::release`] destroys it once the
-    /// firmware let it go. `ENOENT` for an unknown VM.
+    /// firmware let it go (or a `bind` that takes its slot). `ENOENT` for an unknown VM.
     pub fn retire_vm(&mut self, id: VmId) -> Result {
         match self.destroy_vm(id) {
             Err(e) if e == EBUSY || e == EIO => {
@@ -376,9 +381,10 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         self.retired
     }
 
-    /// Destroys the retired VMs the firmware no longer runs. A VM is only retired while it
-    /// holds a slot (`destroy_vm` answers `EBUSY` for nothing else), so the slots' holders are
-    /// all there is to look at: no time per VM of the device.
+    /// Destroys the retired VMs the firmware no longer runs. A retired VM holds a slot:
+    /// `destroy_vm` fails (`EBUSY`, `EIO`) only for a VM that holds one, and [`Uat::bind`]
+    /// destroys a retired VM whose slot it takes. So the slots' holders are all there is to look
+    /// at: no time per VM of the device.
     fn reap(&mut self) {
         for slot in 0..SLOTS {
             if self.retired == 0 {
@@ -654,7 +660,8 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let (hint, ttb, kernel_visible) = (vm.hint, vm.pt.ttb(), vm.kernel_visible);
         let guard = self.handoff.lock()?;
         let cur = guard.cur_slot();
-        let slot = match self.slots.choose(id, hint, |s| Some(s as u32) == cur)? {
+        let choice = self.slots.choose(id, hint, |s| Some(s as u32) == cur)?;
+        let slot = match choice {
             Choice::Held(slot) => {
                 drop(guard);
                 self.stats.binds_held += 1;
@@ -679,11 +686,24 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         };
         self.slots.get(slot, id);
         self.vm_mut(id)?.hint = Some(slot);
+        // A retired VM whose slot was just taken (the firmware let it go after `reap` above
+        // looked): slotless, its ASID invalidated, it goes now, or nothing would find it again.
+        if let Choice::Take {
+            evicted: Some(ev), ..
+        } = choice
+        {
+            if self.vm(ev).is_ok_and(|vm| vm.retired) {
+                let _ = self.destroy_vm(ev);
+            }
+        }
         Ok(slot)
     }
 
     /// Ends one piece of work of a user VM (the matching [`Uat::bind`]). `EINVAL` if the VM has
-    /// no work bound.
+    /// no work bound. Then destroys the retired VMs the firmware let go of, `id` among them if
+    /// this was its last work: this may take the handoff lock (and sleep, up to
+    /// [`crate::handoff::LOCK_TIMEOUT`]), invalidate the TLB and free pages, so process context
+    /// only, not a fence-signalling path.
     pub fn release(&mut self, id: VmId) -> Result {
         let vm = self.vm(id)?;
         let slot = self.slots.held_by(id, vm.hint).ok_or(EINVAL)?;
@@ -804,6 +824,8 @@ impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
             Err(_) => {
                 // The TTBAT still names every table, and the GPU may walk them for as long as it
                 // runs: nothing it can reach is freed, the pages the VMs own included.
+                // The bootloader's table keeps its entry for our upper half: the next probe's
+                // `PageTable::new_borrowed` refuses it (`EBUSY`) until a reboot.
                 pr_err!("firmware dead: TTBAT left as it is, page tables leaked\n");
                 self.kernel.lower.leak();
                 self.kernel.upper.leak();

@@ -10,7 +10,8 @@
 //! pages), the GPUVM's `vm_bo` and `drm_gpuva`s, and every page table of the range
 //! ([`crate::uat::Uat::vm_prealloc_unlocked`], with the device's `uat` lock released). So under
 //! the locks the steps cannot fail for want of memory: a bind that fails with `ENOMEM` changed
-//! nothing. What a client's VMs allocate is charged to its memory cgroup.
+//! nothing. A client's page tables, dummy pages and `drm_gpuva`s are charged to its memory
+//! cgroup.
 
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, DevUat, Firmware, VmTag};
