@@ -74,7 +74,10 @@ impl PtConfig {
     /// and counts to the memory cgroup of the task that grows it (the client, in its ioctl), as
     /// iommufd does for IOMMU page tables. A client can make one page cost a leaf table by
     /// binding it 32 MiB apart, so uncharged tables would let it take unbounded kernel memory.
-    /// The kernel VM's tables are shared by every client and the firmware, and stay uncharged.
+    /// At the cgroup's limit, reclaim and the cgroup's OOM killer act as for any charged
+    /// allocation; one that fails anyway is `ENOMEM`, which every operation here takes without
+    /// changing anything. The kernel VM's tables are shared by every client and the firmware,
+    /// and stay uncharged.
     #[inline]
     pub fn gfp(&self) -> Flags {
         if self.user {
