@@ -216,12 +216,18 @@ fn region() -> u64 {
     sim::reserve_region(1 << 14).unwrap()
 }
 
-#[test]
-fn stress_against_the_firmware_thread() {
+/// A handoff region with a firmware that behaves as `knobs` says, past the handshake.
+fn handshaken(knobs: FwKnobs) -> (u64, Firmware, Handoff) {
     let phys = region();
-    let fw = Firmware::start(phys, FwKnobs::default());
+    let fw = Firmware::start(phys, knobs);
     let handoff = Handoff::new(phys, 1 << 14).unwrap();
     handoff.init().unwrap();
+    (phys, fw, handoff)
+}
+
+#[test]
+fn stress_against_the_firmware_thread() {
+    let (_, fw, handoff) = handshaken(FwKnobs::default());
     let checker = Arc::new(CsChecker::default());
     let rounds = 20_000;
     let done = fw.contend(rounds, checker.clone());
@@ -303,10 +309,7 @@ fn region_checks() {
 
 #[test]
 fn flush_state_machine_reports_unexpected_states() {
-    let phys = region();
-    let fw = Firmware::start(phys, FwKnobs::default());
-    let handoff = Handoff::new(phys, 1 << 14).unwrap();
-    handoff.init().unwrap();
+    let (phys, fw, handoff) = handshaken(FwKnobs::default());
     let state = |slot: usize| {
         let mut b = [0u8; 8];
         sim::read_phys(phys + 0x20 + 0x18 * slot as u64, &mut b).unwrap();
@@ -343,10 +346,7 @@ fn flush_state_machine_reports_unexpected_states() {
 /// and takes it again once the firmware lets go.
 #[test]
 fn a_firmware_dead_with_the_lock_fails_lock_instead_of_hanging() {
-    let phys = region();
-    let _fw = Firmware::start(phys, FwKnobs::default());
-    let handoff = Handoff::new(phys, 1 << 14).unwrap();
-    handoff.init().unwrap();
+    let (phys, _fw, handoff) = handshaken(FwKnobs::default());
     drop(handoff.lock().unwrap());
     // lock_fw (0x011) raised, for good.
     sim::write_phys(phys + 0x11, &[1]).unwrap();
@@ -378,16 +378,10 @@ fn a_firmware_dead_with_the_lock_fails_lock_instead_of_hanging() {
 #[test]
 fn a_slow_firmware_is_waited_for() {
     let hold = |ms| {
-        let phys = region();
-        let fw = Firmware::start(
-            phys,
-            FwKnobs {
-                lock_hold: Duration::from_millis(ms),
-                ..FwKnobs::default()
-            },
-        );
-        let handoff = Handoff::new(phys, 1 << 14).unwrap();
-        handoff.init().unwrap();
+        let (phys, fw, handoff) = handshaken(FwKnobs {
+            lock_hold: Duration::from_millis(ms),
+            ..FwKnobs::default()
+        });
         let done = fw.contend(1, Arc::new(CsChecker::default()));
         // Until the firmware has raised its flag (0x011) for its hold.
         while sim::read_phys_u64(phys + 0x10).unwrap() >> 8 & 0xff == 0 {
