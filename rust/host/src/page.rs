@@ -168,6 +168,23 @@ impl Page {
         }
     }
 
+    /// Returns the reference count of the page at physical address `phys`, whether or not it is
+    /// allocated (0 once free), or `None` if `phys` is not page aligned or not RAM (as
+    /// `Page::ref_count_at` in the kernel, which holds memory hotplug off meanwhile).
+    #[inline]
+    pub fn ref_count_at(phys: PhysAddr) -> Option<i32> {
+        if !phys.is_multiple_of(PAGE_SIZE as PhysAddr) {
+            return None;
+        }
+        let ram = sim::ram();
+        let entry = &ram.memmap[ram.index_of(phys)?];
+        match entry.state() {
+            PageState::Hole => None,
+            PageState::Allocated | PageState::Reserved => Some(1),
+            PageState::Free => Some(0),
+        }
+    }
+
     /// Runs `f` with this page mapped (on arm64 with 16 KiB pages: its linear-map address).
     ///
     /// The pointer is valid for `PAGE_SIZE` bytes for the duration of the call, on this thread;

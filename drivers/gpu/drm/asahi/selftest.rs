@@ -359,9 +359,7 @@ fn table_pages(pt: &PageTable) -> Result<KVec<PhysAddr>> {
 /// Whether the page allocator holds the page at `pa` again (reference count 0): the leak check,
 /// made with the allocator's own bookkeeping rather than with the driver's counters.
 fn released(pa: PhysAddr) -> bool {
-    // SAFETY: Only reads the reference count of a RAM page's `struct page`, which exists whether
-    // or not the page is allocated; the borrow ends here.
-    unsafe { Page::borrow_phys(pa) }.is_some_and(|p| p.ref_count() == 0)
+    Page::ref_count_at(pa) == Some(0)
 }
 
 fn table_pages_released(_: &Env) -> CaseResult {
