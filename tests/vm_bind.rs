@@ -825,7 +825,7 @@ fn gem_create_flags_and_private_buffers() {
     );
     assert_eq!(g.live_objects(), 0);
     let h = g.gem_create_flags(2 * PG, wb | private, vm).unwrap();
-    g.gem_create_flags(PG, wb, 0).unwrap();
+    let shared = g.gem_create_flags(PG, wb, 0).unwrap();
     let op = BindOp {
         flags: READ | WRITE,
         handle: h,
@@ -834,11 +834,34 @@ fn gem_create_flags_and_private_buffers() {
         addr: 0x100_0000,
     };
     g.bind(vm, &op).unwrap();
+    // A VM-private buffer maps in its own VM only.
+    let other = g.vm_create().unwrap();
+    assert_eq!(
+        g.bind(other, &op),
+        Err(EINVAL),
+        "another VM's private buffer"
+    );
+    let shared_op = BindOp {
+        handle: shared,
+        range: PG,
+        ..op
+    };
+    assert_eq!(
+        g.bind(other, &shared_op),
+        Ok(()),
+        "a shared one maps anywhere"
+    );
     g.vm_destroy(vm).unwrap();
     assert_eq!(
         g.gem_create_flags(PG, private, vm),
         Err(ENOENT),
         "destroyed"
+    );
+    let again = g.vm_create().unwrap();
+    assert_eq!(
+        g.bind(again, &op),
+        Err(EINVAL),
+        "its VM destroyed, it maps nowhere"
     );
     assert_eq!(g.live_objects(), 2);
 }

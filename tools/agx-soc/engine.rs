@@ -135,6 +135,8 @@ struct GemEntry {
     open: bool,
     /// Whether it is a firmware object, mapped in the kernel VM until [`Engine::fw_free`].
     fw: bool,
+    /// The VM a VM-private buffer belongs to: it maps there only (`EINVAL` elsewhere).
+    private: Option<VmId>,
 }
 
 /// A VM: its GPUVM, which holds its mappings and, through them, their buffers.
@@ -219,7 +221,15 @@ impl Engine {
         if !self.free_handles.remove(&handle) {
             self.next_handle += 1;
         }
-        self.objects.insert(handle, GemEntry { bo, open, fw });
+        self.objects.insert(
+            handle,
+            GemEntry {
+                bo,
+                open,
+                fw,
+                private: None,
+            },
+        );
         Ok(handle)
     }
 
@@ -232,11 +242,16 @@ impl Engine {
     /// in `vm_id` (0 for none). The render node's checks ([`rules::check_gem_create`]), then
     /// `ENOENT` for an unknown `vm_id`.
     pub fn gem_create_flags(&mut self, size: u64, flags: u32, vm_id: VmId) -> Result<Handle> {
-        if rules::check_gem_create(size, flags, vm_id != 0)? {
+        let private = rules::check_gem_create(size, flags, vm_id != 0)?;
+        if private {
             self.live_vm(vm_id)?;
         }
         let obj = GemObject::new(size)?;
-        self.add_object(obj, true, false)
+        let handle = self.add_object(obj, true, false)?;
+        if let Some(e) = self.objects.get_mut(&handle) {
+            e.private = private.then_some(vm_id);
+        }
+        Ok(handle)
     }
 
     /// Imports a buffer by scatter list.
@@ -546,6 +561,13 @@ impl Engine {
         for op in ops {
             let b = rules::check_bind(op, &vm.kernel, g, |h| {
                 let bo = self.open_bo(h)?;
+                if self
+                    .objects
+                    .get(&h)
+                    .is_some_and(|e| e.private.is_some_and(|p| p != id))
+                {
+                    return Err(EINVAL);
+                }
                 Ok((bo.clone(), bo.obj.size()))
             })?;
             binds.push(b, GFP_KERNEL)?;

@@ -61,6 +61,8 @@ struct VmModel {
 struct BoModel {
     size: u64,
     open: bool,
+    /// The VM (name, instance) a VM-private buffer belongs to: it maps there only.
+    private: Option<(u64, u64)>,
     /// Bytes written (others read as zero: buffers start zeroed).
     data: HashMap<u64, u8>,
 }
@@ -183,11 +185,15 @@ impl Gen {
         } else if private && !vm_id.is_some_and(|v| self.vms.contains_key(&v)) {
             Expect::Err("ENOENT")
         } else {
+            let private = vm_id
+                .filter(|_| private)
+                .and_then(|v| Some((v, self.vms.get(&v)?.instance)));
             self.bos.insert(
                 bo,
                 BoModel {
                     size,
                     open: true,
+                    private,
                     data: HashMap::new(),
                 },
             );
@@ -247,7 +253,7 @@ impl Gen {
             None => Expect::Err("ENOENT"),
             Some(m) => ops
                 .iter()
-                .find_map(|o| self.op_error(m.kernel, o).err())
+                .find_map(|o| self.op_error((vm, m.instance), m.kernel, o).err())
                 .map_or(Expect::Ok, Expect::Err),
         };
         if e == Expect::Ok {
@@ -274,8 +280,14 @@ impl Gen {
         self.push(Op::Bind { vm, ops }, e);
     }
 
-    /// The rules of one bind op in a VM with kernel range `kernel`, in the render node's order.
-    fn op_error(&self, kernel: (u64, u64), o: &GemBindOp) -> Result<(), &'static str> {
+    /// The rules of one bind op in VM `vm` (name, instance) with kernel range `kernel`, in the
+    /// render node's order.
+    fn op_error(
+        &self,
+        vm: (u64, u64),
+        kernel: (u64, u64),
+        o: &GemBindOp,
+    ) -> Result<(), &'static str> {
         if o.flags & !(UNBIND | READ | WRITE | SINGLE_PAGE) != 0 {
             return Err("EINVAL");
         }
@@ -297,6 +309,9 @@ impl Gen {
             .and_then(|h| self.bos.get(&h))
             .filter(|b| b.open)
             .ok_or("ENOENT")?;
+        if b.private.is_some_and(|p| p != vm) {
+            return Err("EINVAL");
+        }
         let need = if o.flags & SINGLE_PAGE != 0 {
             PG
         } else {

@@ -18,7 +18,7 @@ use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
 use crate::sg::SgList;
 use kernel::device::{Bound, Device};
-use kernel::drm::gem::{self, shmem, BaseObject};
+use kernel::drm::gem::{self, shmem, BaseObject, IntoGEMObject};
 use kernel::prelude::*;
 use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::{aref::ARef, Arc, SetOnce};
@@ -122,6 +122,19 @@ pub(crate) fn new_bo(
         },
         BoArgs { flags },
     )
+}
+
+/// Whether `bo` may be mapped in the VM whose root object is `root` (`None`: the kernel VM): a
+/// VM-private buffer (`DRM_ASAHI_GEM_VM_PRIVATE`) only in its own VM, whose reservation object
+/// it shares; any other buffer anywhere.
+pub(crate) fn bindable_in(bo: &Bo, root: Option<&Bo>) -> bool {
+    if bo.flags & uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_VM_PRIVATE == 0 {
+        return true;
+    }
+    root.is_some_and(|root| {
+        // SAFETY: Both are valid GEM objects, whose `resv` is set at creation and never changes.
+        unsafe { (*bo.as_raw()).resv == (*root.as_raw()).resv }
+    })
 }
 
 /// The pages of `bo`, pinning them on the first call, which also lists the buffer in its

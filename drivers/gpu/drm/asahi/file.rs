@@ -4,8 +4,10 @@
 //!
 //! Every ioctl validates all of its arguments before it changes anything, and answers as DRM
 //! drivers do: `EINVAL` for malformed arguments (alignment, outside the VA window, inside the
-//! kernel range, non-zero MBZ fields, unknown flags, a bad stride, overflow), `ENOENT` for an
-//! unknown handle or ID, `EFAULT` for a bad user pointer, `ENOMEM`.
+//! kernel range, non-zero MBZ fields, unknown flags, a bad stride or non-zero bytes past the
+//! known part of a larger one, overflow, a VM-private buffer outside its VM), `ENOENT` for an
+//! unknown handle or ID, `EFAULT` for a bad user pointer, `ENOMEM`; `ERESTARTSYS` when a signal
+//! interrupts a VM_BIND.
 
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, AsahiRegData};
@@ -98,6 +100,31 @@ unsafe impl AsBytes for Params {}
 /// `Some(id - 1)` for a non-zero ID.
 fn index(id: u32) -> Result<usize> {
     (id as usize).checked_sub(1).ok_or(ENOENT)
+}
+
+/// Skips the next `n` bytes of `r`, the part of a struct that this driver does not know (a
+/// larger stride): `EINVAL` unless they are all zero, as the uAPI's extension rule asks.
+fn skip_zeroed(r: &mut kernel::uaccess::UserSliceReader, mut n: usize) -> Result {
+    let mut buf = [0u8; 64];
+    while n != 0 {
+        let chunk = &mut buf[..n.min(64)];
+        r.read_slice(chunk)?;
+        if chunk.iter().any(|&b| b != 0) {
+            return Err(EINVAL);
+        }
+        n -= chunk.len();
+        interruptible()?;
+    }
+    Ok(())
+}
+
+/// `ERESTARTSYS` if a signal is pending: a long ioctl (a huge op array, a huge stride) stops for
+/// it, and the process can be killed.
+fn interruptible() -> Result {
+    if kernel::current!().signal_pending() {
+        return Err(ERESTARTSYS);
+    }
+    Ok(())
 }
 
 impl File {
@@ -209,7 +236,7 @@ impl File {
         let offset: u64 = r.read()?;
         let range: u64 = r.read()?;
         let addr: u64 = r.read()?;
-        r.skip(extra)?;
+        skip_zeroed(r, extra)?;
         let op = BindOp {
             flags,
             handle,
@@ -219,6 +246,9 @@ impl File {
         };
         vm.check_bind(&op, |h| {
             let bo = Bo::lookup_handle(file, h)?;
+            if !bo::bindable_in(&bo, Some(vm.root())) {
+                return Err(EINVAL);
+            }
             let size = u64::try_from(bo.size())?;
             Ok((bo, size))
         })
@@ -249,10 +279,13 @@ impl File {
         // (`ENOMEM`, however short the array). kvmalloc'd, charged to the caller, quietly.
         let mut binds: KVVec<Bind> = KVVec::new();
         for _ in 0..num {
+            interruptible()?;
             let b = Self::read_bind(&mut r, stride - OP_SIZE, &vm, file)?;
             binds.push(b, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
         }
         for b in binds.iter() {
+            // Restarting applies the ops before this one again, which leaves them as they are.
+            interruptible()?;
             vm.bind(reg.pdev.as_ref(), b)?;
         }
         Ok(0)
@@ -319,6 +352,9 @@ impl File {
                     return Err(EINVAL);
                 }
                 let bo = Bo::lookup_handle(file.0, args.handle)?;
+                if !bo::bindable_in(&bo, None) {
+                    return Err(EINVAL);
+                }
                 let size = u64::try_from(bo.size())?;
                 match args.offset.checked_add(args.range) {
                     Some(end) if end <= size => {}
