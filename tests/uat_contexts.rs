@@ -363,6 +363,10 @@ fn destroyed_vm_is_unreachable_after_slot_reuse() {
     ));
     assert_eq!(gpu_tag(&soc.gpu, slot, 0xc000), Ok(501));
     assert_eq!(uat.destroy_vm(old), Err(ENOENT));
+    // The work completes before the teardown, which leaves a VM with work to the firmware.
+    for &vm in busy.iter().chain([&new]) {
+        uat.release(vm).unwrap();
+    }
     drop(uat);
     drop(data);
     drop(soc);
@@ -446,6 +450,10 @@ fn the_firmware_current_slot_is_never_rebound() {
     assert_eq!(uat.bind(extra), Ok(slot));
     assert_eq!(uat.slot_of(idle), None);
     assert_eq!(uat.stats().evictions, 1);
+    // The work completes before the teardown, which leaves a VM with work to the firmware.
+    for &vm in vms.iter().filter(|&&vm| vm != idle).chain([&extra]) {
+        uat.release(vm).unwrap();
+    }
     drop(uat);
     drop(soc);
     leak.assert_clean();
@@ -707,6 +715,12 @@ fn isolation(ops: &[Op]) -> Result<(), TestCaseError> {
                     ),
                 }
             }
+        }
+    }
+    // The work completes before the teardown, which leaves a VM with work to the firmware.
+    for vm in 0..VMS {
+        for _ in 0..users[vm] {
+            prop_assert_eq!(uat.release(ids[vm]), Ok(()));
         }
     }
     drop(uat);
@@ -1056,6 +1070,59 @@ fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
 /// lock answers `EIO` (the first after the lock's timeout, the others at once) instead of
 /// spinning for ever, and tearing the UAT down does not hang either: it leaks the tables the
 /// TTBAT still names rather than free them.
+/// The UAT's teardown while the firmware still runs a user context, or has work in one: those
+/// VMs' tables stay allocated and named by their slots (clearing a TTBAT entry does not unload a
+/// context), the idle VM's go, and nothing else leaks.
+#[test]
+fn a_uat_dropped_while_the_firmware_runs_a_vm_leaves_that_vm_to_it() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(3, 610);
+    let mut vms = Vec::new();
+    for i in 0..3 {
+        let vm = uat.create_vm(false).unwrap();
+        map_pages(&mut uat, vm, 0x4000, &[data.phys(i)], Prot::GPU_SHARED_RW).unwrap();
+        let slot = uat.bind(vm).unwrap();
+        let ttb = uat.vm_table(vm).unwrap().ttb();
+        vms.push((vm, slot, ttb));
+    }
+    // The first keeps work in flight (not released); the second is the running context; the
+    // third is idle.
+    let (_, working, working_ttb) = vms[0];
+    let (running_vm, running, running_ttb) = vms[1];
+    let (idle_vm, idle, idle_ttb) = vms[2];
+    uat.release(running_vm).unwrap();
+    uat.release(idle_vm).unwrap();
+    soc.fw.run_context(running as u32);
+    let tables = |vm| uat.vm_table(vm).unwrap().table_pages() + 1;
+    let kept = tables(vms[0].0) + tables(running_vm);
+    drop(uat);
+    let log = kernel::print::take_log();
+    for (slot, ttb, tag) in [(working, working_ttb, 610), (running, running_ttb, 611)] {
+        assert_eq!(
+            read_u64(soc.ttbs.phys + 16 * slot as u64) & ((1 << 48) - 2),
+            ttb
+        );
+        assert!(sim::is_allocated(ttb));
+        assert_eq!(gpu_tag(&soc.gpu, slot, 0x4000), Ok(tag));
+    }
+    assert_eq!(read_u64(soc.ttbs.phys + 16 * idle as u64), 0);
+    assert!(!sim::is_allocated(idle_ttb));
+    assert_eq!(
+        log.iter()
+            .filter(|l| l.contains("still running on the GPU"))
+            .count(),
+        2,
+        "{log:?}"
+    );
+    drop(data);
+    // Exactly the two VMs' tables are left.
+    assert_eq!(leak.live_since(), kept as i64);
+    soc.fw.run_context(0xffff_ffff);
+    drop(soc);
+}
+
 #[test]
 fn a_firmware_dead_with_the_lock_fails_operations_instead_of_hanging() {
     let leak = LeakCheck::start();

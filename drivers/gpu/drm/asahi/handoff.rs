@@ -76,18 +76,18 @@ pub struct HandoffRegs {
     pub lock_ap: AtomicU8,
     /// The firmware's "I want the lock" flag.
     pub lock_fw: AtomicU8,
-    _pad0: [u8; 2],
+    _pad0: [AtomicU8; 2],
     /// Whose turn it is to back off: the CPU yields while it is not 0, the firmware while it is
     /// not 1.
     pub turn: AtomicU32,
     /// The context the firmware is running (0 or [`NO_SLOT`]: none).
     pub cur_slot: AtomicU32,
-    _pad1: u32,
+    _pad1: AtomicU32,
     /// Cache-flush requests, indexed by context slot, [`KERNEL_FLUSH_SLOT`] for the kernel VM.
     pub flush: [FlushRegs; FLUSH_SLOTS],
     /// Unknown, left alone.
     pub unk2: AtomicU8,
-    _pad2: [u8; 7],
+    _pad2: [AtomicU8; 7],
     /// Unknown, zeroed at init.
     pub unk3: AtomicU64,
 }
@@ -247,7 +247,12 @@ pub struct HandoffGuard<'a> {
 
 impl Handoff {
     /// Maps the `handoff` reserved-memory region (uncached).
-    pub fn new(phys: PhysAddr, size: u64) -> Result<Handoff> {
+    ///
+    /// # Safety
+    ///
+    /// `phys` and `size` must describe memory that only this object and the GPU firmware use
+    /// while it lives (the device tree's `handoff` reserved-memory region): the object writes it.
+    pub unsafe fn new(phys: PhysAddr, size: u64) -> Result<Handoff> {
         let region = Region::new("handoff", phys, size, HANDOFF_SIZE, true)?;
         Ok(Handoff {
             region,
@@ -257,8 +262,9 @@ impl Handoff {
 
     fn regs(&self) -> &HandoffRegs {
         // SAFETY: `Region::new` checked that the mapping holds at least `HANDOFF_SIZE` bytes at a
-        // page-aligned address, and it lives as long as `self`. The fields are atomics, which is
-        // how memory shared with the firmware must be accessed.
+        // page-aligned address, and it lives as long as `self`; by the contract of `new`, only
+        // we and the firmware use it. Every field, padding included, is an atomic, which is how
+        // memory the firmware writes concurrently must be accessed.
         unsafe { &*(self.region.as_ptr() as *const HandoffRegs) }
     }
 

@@ -1175,11 +1175,7 @@ impl PageTable {
     }
 
     /// Maps `range` to the pages of `src`, all checks done by the caller except the tables'.
-    ///
-    /// Without `brk`, every page of the range must be unmapped (`EEXIST`). With it, mapped pages
-    /// are replaced, break-before-make one leaf table at a time: the old descriptors are
-    /// cleared, `brk` invalidates the TLB for that part of the range, then the new ones are
-    /// written. Returns the number of pages replaced.
+    /// Every page of the range must be unmapped (`EEXIST`).
     ///
     /// One walk checks the whole range (corruption, occupancy) and counts the missing tables;
     /// they are allocated (with the occupancy counts of new second-level tables); a second walk
@@ -1189,52 +1185,32 @@ impl PageTable {
     /// Everything that can fail is checked before the first descriptor is written: the source
     /// must cover the range (`EINVAL`). Should writing fail anyway (a missing table or page: a
     /// bug), it warns, clears the range, and fails with `EIO`.
-    fn map_pages(
-        &mut self,
-        range: VaRange,
-        prot: Prot,
-        mut src: impl PageSource,
-        mut brk: Option<&mut dyn FnMut(VaRange)>,
-    ) -> Result<usize> {
+    fn map_pages(&mut self, range: VaRange, prot: Prot, mut src: impl PageSource) -> Result {
         if !src.covers(range.size() >> UAT_PGBIT) {
             return Err(EINVAL);
         }
         let tmpl = PteTemplate::new(prot, self.cfg.user);
-        let replace = brk.is_some();
         let single = self.single_leaf(range);
-        // Writes `run` (with `old` pages mapped in it before) and updates `count`.
-        let mut write =
-            |run: &[AtomicU64], count: &AtomicU16, sub: VaRange, old: usize| -> Result {
-                if old != 0 {
-                    fill(run, 0);
-                    if let Some(brk) = brk.as_mut() {
-                        brk(sub);
-                    }
-                }
-                src.write_run(run, tmpl)?;
-                let c = count.load(Ordering::Relaxed) as usize;
-                // At most `PTES_PER_TABLE` (< 2^16): `run` is part of one table, `old` part of `run`.
-                count.store(
-                    (c.saturating_sub(old) + run.len()) as u16,
-                    Ordering::Relaxed,
-                );
-                Ok(())
-            };
+        // Writes `run`, which maps nothing yet, and updates `count`.
+        let mut write = |run: &[AtomicU64], count: &AtomicU16| -> Result {
+            src.write_run(run, tmpl)?;
+            let c = count.load(Ordering::Relaxed) as usize;
+            // At most `PTES_PER_TABLE` (< 2^16): the table's pages and `run` are disjoint.
+            count.store((c + run.len()) as u16, Ordering::Relaxed);
+            Ok(())
+        };
         let mut needed = 0usize;
         let mut mids = 0u64;
-        let mut replaced = 0usize;
         let mut written = false;
         let mut write_failed = false;
         let mut on_leaf = |t: &Entries, count: &AtomicU16, sub: VaRange| -> Result {
             let run = self.run(t, sub);
-            let old = self.occupied(run, count, sub)?;
-            if old != 0 && !replace {
+            if self.occupied(run, count, sub)? != 0 {
                 return Err(EEXIST);
             }
-            replaced += old;
             if single {
                 write_failed = true;
-                write(run, count, sub, old)?;
+                write(run, count)?;
                 write_failed = false;
                 written = true;
             }
@@ -1267,7 +1243,7 @@ impl PageTable {
         }
         if written {
             self.cache_leaf(range, leaf);
-            return Ok(replaced);
+            return Ok(());
         }
         let mut reserve = self.alloc_for_map(mids, needed)?;
         let created = self.walk(
@@ -1277,13 +1253,7 @@ impl PageTable {
                 let Step::Leaf(t, count, sub) = step else {
                     return Err(EIO);
                 };
-                let run = self.run(t, sub);
-                let old = if replace {
-                    Self::occupied_unchecked(run, count)
-                } else {
-                    0
-                };
-                write(run, count, sub, old)
+                write(self.run(t, sub), count)
             },
         );
         debug_assert!(reserve.pages.is_empty());
@@ -1297,7 +1267,7 @@ impl PageTable {
             }
             Err(e) => return Err(self.undo_map(range, e)),
         }
-        Ok(replaced)
+        Ok(())
     }
 
     /// After writing a map failed with `e` (a bug: everything was checked before): warns,
@@ -1352,16 +1322,14 @@ impl PageTable {
     pub fn map(&mut self, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
         let range = self.check_range(iova, size)?;
         self.check_phys(pa, size)?;
-        self.map_pages(range, prot, Contiguous(pa), None)?;
-        Ok(())
+        self.map_pages(range, prot, Contiguous(pa))
     }
 
     /// Maps `size` bytes at `iova` to the same page `pa` repeated (SINGLE_PAGE binds).
     pub fn map_repeat(&mut self, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
         let range = self.check_range(iova, size)?;
         self.check_phys(pa, UAT_PGSZ)?;
-        self.map_pages(range, prot, Repeat(pa), None)?;
-        Ok(())
+        self.map_pages(range, prot, Repeat(pa))
     }
 
     /// Maps `size` bytes at `iova` to the memory described by the scatter list `sg`, starting
@@ -1377,41 +1345,7 @@ impl PageTable {
         prot: Prot,
     ) -> Result {
         let (range, src) = self.check_sg(iova, size, sg, skip)?;
-        self.map_pages(range, prot, src, None)?;
-        Ok(())
-    }
-
-    /// Like [`PageTable::map_sg`], but pages of the range that are mapped are replaced (a bind
-    /// over existing mappings) instead of refused, in the same two walks as a map. Each leaf
-    /// table's old descriptors are cleared and `brk` is called with their part of the range,
-    /// to invalidate the TLB, before the new ones are written (break-before-make). Fails, changing
-    /// nothing, as `map_sg` does (but never with `EEXIST`). Returns the pages replaced.
-    pub fn map_sg_replace(
-        &mut self,
-        iova: u64,
-        size: u64,
-        sg: &[PhysRange],
-        skip: u64,
-        prot: Prot,
-        brk: &mut dyn FnMut(VaRange),
-    ) -> Result<usize> {
-        let (range, src) = self.check_sg(iova, size, sg, skip)?;
-        self.map_pages(range, prot, src, Some(brk))
-    }
-
-    /// Like [`PageTable::map_repeat`], replacing mapped pages as [`PageTable::map_sg_replace`]
-    /// does.
-    pub fn map_repeat_replace(
-        &mut self,
-        iova: u64,
-        pa: PhysAddr,
-        size: u64,
-        prot: Prot,
-        brk: &mut dyn FnMut(VaRange),
-    ) -> Result<usize> {
-        let range = self.check_range(iova, size)?;
-        self.check_phys(pa, UAT_PGSZ)?;
-        self.map_pages(range, prot, Repeat(pa), Some(brk))
+        self.map_pages(range, prot, src)
     }
 
     /// Validates the arguments of a scatter-list map and returns the range and the page source.
@@ -2123,7 +2057,7 @@ mod tests {
         assert!(src.covers(2) && !src.covers(3));
         // Across an L2 boundary, so that the write pass would cross leaf tables.
         let r = range(0x200_0000 - 2 * UAT_PGSZ, 3);
-        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, src, None), Err(EINVAL));
+        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, src), Err(EINVAL));
         assert_eq!(pt.table_pages(), 0);
     }
 
@@ -2132,10 +2066,7 @@ mod tests {
         let mut pt = pt();
         let r = range(0x200_0000 - 2 * UAT_PGSZ, 4);
         // Runs out on the second leaf table: the first one's two pages were written.
-        assert_eq!(
-            pt.map_pages(r, Prot::GPU_SHARED_RW, Short(3), None),
-            Err(EIO)
-        );
+        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(3)), Err(EIO));
         let mut runs = 0;
         pt.for_each_mapping_all(|_| runs += 1).unwrap();
         assert_eq!(runs, 0);

@@ -58,7 +58,12 @@ pub struct Ttbat {
 
 impl Ttbat {
     /// Maps the `ttbs` reserved-memory region.
-    pub fn new(phys: PhysAddr, size: u64) -> Result<Ttbat> {
+    ///
+    /// # Safety
+    ///
+    /// `phys` and `size` must describe memory that only this object and the GPU firmware use
+    /// while it lives (the device tree's `ttbs` reserved-memory region): the object writes it.
+    pub unsafe fn new(phys: PhysAddr, size: u64) -> Result<Ttbat> {
         Ok(Ttbat {
             region: Region::new("ttbs", phys, size, TTBAT_SIZE, false)?,
         })
@@ -69,7 +74,8 @@ impl Ttbat {
     fn entry(&self, slot: usize) -> Option<&TtbatEntry> {
         let slot = checked_slot(slot).ok()?;
         // SAFETY: `Region::new` checked that the page-aligned mapping holds `TTBAT_SIZE` bytes;
-        // it lives as long as `self`. Entries are shared with the firmware, hence atomics.
+        // it lives as long as `self`, and by the contract of `new` only we and the firmware use
+        // it. Entries are shared with the firmware, hence atomics.
         let table = unsafe { &*(self.region.as_ptr() as *const [TtbatEntry; SLOTS]) };
         table.get(slot)
     }

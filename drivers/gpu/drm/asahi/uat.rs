@@ -143,10 +143,15 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// The three regions must be the reserved-memory regions the device tree names `ttbs`,
     /// `pagetables` and `handoff`, shared with the GPU firmware and used by nothing else in the
     /// kernel, and `pagetables` must hold the firmware's upper-half top-level table, which must
-    /// outlive the returned object.
+    /// outlive the returned object. The firmware must be stopped, or at least run nothing in the
+    /// kernel context (slot 0), before the object is dropped: dropping it frees the kernel VM's
+    /// tables. (User VMs the firmware still runs then are left to it: see `Drop`.)
     pub unsafe fn new(cfg: UatConfig, tlb: T, fw: F) -> Result<Self> {
-        let ttbat = Ttbat::new(cfg.ttbs.phys, cfg.ttbs.size)?;
-        let handoff = Handoff::new(cfg.handoff.phys, cfg.handoff.size)?;
+        // SAFETY: The caller gives the `ttbs` region, which nothing but the firmware and this
+        // object uses.
+        let ttbat = unsafe { Ttbat::new(cfg.ttbs.phys, cfg.ttbs.size) }?;
+        // SAFETY: The same, for the `handoff` region.
+        let handoff = unsafe { Handoff::new(cfg.handoff.phys, cfg.handoff.size) }?;
         let pagetables = Region::new(
             "pagetables",
             cfg.pagetables.phys,
@@ -480,64 +485,6 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         self.vm_for(id, prot)?.pt.map_sg(iova, size, sg, skip, prot)
     }
 
-    /// Maps a scatter list over a range of user VM `id`, replacing whatever is mapped there
-    /// (a bind over existing mappings), in the two walks of a map: see
-    /// [`PageTable::map_sg_replace`]. Each replaced part is invalidated in the VM's ASID, if it
-    /// holds a slot, before its new descriptors are written. On error nothing changed.
-    pub fn vm_replace_sg(
-        &mut self,
-        id: VmId,
-        iova: u64,
-        size: u64,
-        sg: &[PhysRange],
-        skip: u64,
-        prot: Prot,
-    ) -> Result {
-        self.vm_replace(id, iova, size, prot, |pt, brk| {
-            pt.map_sg_replace(iova, size, sg, skip, prot, brk)
-        })
-    }
-
-    /// Like [`Uat::vm_replace_sg`], mapping the same page over the range.
-    pub fn vm_replace_repeat(
-        &mut self,
-        id: VmId,
-        iova: u64,
-        pa: PhysAddr,
-        size: u64,
-        prot: Prot,
-    ) -> Result {
-        self.vm_replace(id, iova, size, prot, |pt, brk| {
-            pt.map_repeat_replace(iova, pa, size, prot, brk)
-        })
-    }
-
-    fn vm_replace(
-        &mut self,
-        id: VmId,
-        iova: u64,
-        size: u64,
-        prot: Prot,
-        map: impl FnOnce(&mut PageTable, &mut dyn FnMut(VaRange)) -> Result<usize>,
-    ) -> Result {
-        if self.vm(id)?.fw_cached {
-            // Mappings the firmware may cache go through its cache flush first, which must not
-            // happen to a bind that then fails: tables first, then the old mappings go.
-            self.vm_prealloc(id, iova, size)?;
-            self.vm_clear(id, iova, size)?;
-        }
-        let asid = self.vm_asid(id);
-        let Uat { vms, tlb, .. } = self;
-        let vm = find_mut(vms, id)?;
-        vm.fw_cached |= prot.needs_fw_flush();
-        map(&mut vm.pt, &mut |range| {
-            if let Some(asid) = asid {
-                tlb.invalidate_range(asid, range);
-            }
-        })?;
-        Ok(())
-    }
-
     /// Preallocates the tables a later map of the range needs.
     pub fn vm_prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result {
         self.vm_mut(id)?.pt.prealloc(iova, size)
@@ -814,12 +761,25 @@ fn find_mut(vms: &mut [UserVm], id: VmId) -> Result<&mut UserVm> {
 
 impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
     fn drop(&mut self) {
-        // Unbind every context before the tables go away with the fields.
-        match self.handoff.lock() {
+        // Unbind every context before the tables go away with the fields, except those the
+        // firmware still runs or has work in: clearing a TTBAT entry does not unload a context
+        // the GPU has loaded, so their VMs' tables (and owned pages) leak instead, with their
+        // entries. The kernel VM's are freed: `Uat::new`'s caller stops the firmware first.
+        // Without the lock, everything leaks.
+        let busy = match self.handoff.lock() {
             Ok(guard) => {
+                let cur = guard.cur_slot();
+                let mut busy = 0u64;
                 for slot in 0..SLOTS {
-                    self.ttbat.set(&guard, slot, 0, 0);
+                    if slot != KERNEL_SLOT
+                        && (cur == Some(slot as u32) || self.slots.users(slot) != 0)
+                    {
+                        busy |= 1 << slot;
+                    } else {
+                        self.ttbat.set(&guard, slot, 0, 0);
+                    }
                 }
+                Some(busy)
             }
             Err(_) => {
                 // The TTBAT still names every table, and the GPU may walk them for as long as it
@@ -829,15 +789,35 @@ impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
                 pr_err!("firmware dead: TTBAT left as it is, page tables leaked\n");
                 self.kernel.lower.leak();
                 self.kernel.upper.leak();
-                for vm in self.vms.iter_mut() {
-                    vm.pt.leak();
-                    if let Some(page) = vm.owned.take() {
-                        core::mem::forget(page);
+                None
+            }
+        };
+        for vm in self.vms.iter_mut() {
+            let keep = match busy {
+                Some(busy) => {
+                    let running = self
+                        .slots
+                        .held_by(vm.id, vm.hint)
+                        .is_some_and(|slot| busy & (1 << slot) != 0);
+                    if running {
+                        pr_warn!(
+                            "VM {} still running on the GPU: its page tables leak\n",
+                            vm.id
+                        );
                     }
+                    running
                 }
-                return;
+                None => true,
+            };
+            if keep {
+                vm.pt.leak();
+                if let Some(page) = vm.owned.take() {
+                    core::mem::forget(page);
+                }
             }
         }
-        self.tlb.invalidate_all();
+        if busy.is_some() {
+            self.tlb.invalidate_all();
+        }
     }
 }
