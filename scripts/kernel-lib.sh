@@ -12,7 +12,8 @@ OPTIONS=(ARM64_16K_PAGES RUST PRINTK TTY SERIAL_AMBA_PL011 SERIAL_AMBA_PL011_CON
 	DRM_ASAHI_FW_STANDIN RUST_DRM_GPUVM RUST_DRM_GEM_SHMEM_HELPER
 	DEBUG_KERNEL PROVE_LOCKING DEBUG_ATOMIC_SLEEP KFENCE DEBUG_KMEMLEAK DEBUG_PAGEALLOC
 	DEBUG_PAGEALLOC_ENABLE_DEFAULT DEBUG_VM PANIC_ON_OOPS KALLSYMS
-	FAULT_INJECTION FAILSLAB FAIL_PAGE_ALLOC FAULT_INJECTION_DEBUG_FS)
+	FAULT_INJECTION FAILSLAB FAIL_PAGE_ALLOC FAULT_INJECTION_DEBUG_FS CGROUPS MEMCG
+	MEMFD_CREATE UDMABUF)
 OFF=(ARM64_4K_PAGES)
 
 wire_kconfig() {
@@ -141,8 +142,8 @@ boot_and_check() {
 	dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
 	[ -f "$out/usr/include/drm/asahi_drm.h" ] || make -s "${K[@]}" headers
 	aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -isystem "$out/usr/include" -o "$boot/init" \
-		"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c" "$src/tools/qemu/fuzz.c" \
-		"$src/tools/qemu/replay.c"
+		"$src/tools/qemu/init.c" "$src/tools/qemu/uapi.c" "$src/tools/qemu/memcg.c" \
+		"$src/tools/qemu/fuzz.c" "$src/tools/qemu/replay.c"
 	replay_data "$boot/replay"
 	[ -x "$out/usr/gen_init_cpio" ] || make -s "${K[@]}" usr/gen_init_cpio
 	cat >"$boot/initramfs.list" <<LIST
@@ -217,6 +218,13 @@ PY
 	case "$uapi" in
 	"uapi: "*" passed, 0 failed") log "render node: $uapi" ;;
 	*) log "render node: the uAPI session failed or did not run (see $console)"; fail=1 ;;
+	esac
+	# The memory-cgroup session of tools/qemu/memcg.c.
+	grep -E '^memcg: ' "$console" || true
+	memcg=$(grep -o '^memcg: [0-9]* passed, [0-9]* failed' "$console" | tail -n1) || true
+	case "$memcg" in
+	"memcg: "*" passed, 0 failed") log "memory cgroup: ${memcg#memcg: }" ;;
+	*) log "memory cgroup: the session failed or did not run (see $console)"; fail=1 ;;
 	esac
 	# The trace replay of tools/qemu/replay.c: the same traces as the simulator, the same results.
 	grep -E '^uapi replay: ' "$console" | head -n 20 || true

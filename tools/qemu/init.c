@@ -3,12 +3,12 @@
  * /init of the `make kernel-check` initramfs.
  *
  * The built-in KUnit suites have run by the time the kernel starts /init. It then runs the uAPI
- * session against the render node (uapi.c), the simulator's traces replayed through it and
- * compared with the simulator's results (replay.c), ten seconds of ioctl fuzzing (fuzz.c), and the
- * kmemleak scan: kmemleak reports only objects
- * older than 5 s, so wait that long, scan twice (an object referenced from a register or a stack
- * at the first scan shows up at the second), print its report between markers for the caller to
- * check, and power off.
+ * session against the render node (uapi.c), the memory-cgroup session (memcg.c), the
+ * simulator's traces replayed through the render node and compared with the simulator's results
+ * (replay.c), ten seconds of ioctl fuzzing (fuzz.c), and the kmemleak scan: kmemleak reports
+ * only objects older than 5 s, so wait that long, scan twice (an object referenced from a
+ * register or a stack at the first scan shows up at the second), print its report between
+ * markers for the caller to check, and power off.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -74,6 +74,8 @@ int main(void)
 	    mount("debugfs", "/sys/kernel/debug", "debugfs", 0, NULL))
 		printf("init: mount: %s\n", strerror(errno));
 	uapi_session();
+	fflush(stdout);
+	uapi_memcg();
 	fflush(stdout);
 	uapi_replay();
 	fflush(stdout);

@@ -18,6 +18,8 @@
 
 #include <drm/asahi_drm.h>
 #include <drm/drm.h>
+#include <drm/drm_mode.h>
+#include <linux/udmabuf.h>
 
 #include "uapi.h"
 
@@ -64,23 +66,27 @@ static int vm_bind(int fd, uint32_t vm_id, struct drm_asahi_gem_bind_op *ops, ui
 	return call(fd, DRM_IOCTL_ASAHI_VM_BIND, &b, want, what);
 }
 
-/* The UAT VM of this process's VM `vm_id`, from debugfs; -1 if none. */
-long uat_id_of(uint32_t vm_id)
+long uat_id_of_pid(int pid, uint32_t vm_id)
 {
 	char line[128];
 	long uat = -1, id;
-	int pid;
+	int owner;
 	unsigned int vm;
 	FILE *f = fopen(DBG "vms", "r");
 
 	if (!f)
 		return -1;
 	while (fgets(line, sizeof(line), f))
-		if (sscanf(line, "%ld pid %d vm %u", &id, &pid, &vm) == 3 && pid == getpid() &&
+		if (sscanf(line, "%ld pid %d vm %u", &id, &owner, &vm) == 3 && owner == pid &&
 		    vm == vm_id)
 			uat = id;
 	fclose(f);
 	return uat;
+}
+
+long uat_id_of(uint32_t vm_id)
+{
+	return uat_id_of_pid(getpid(), vm_id);
 }
 
 /* Reads `len` bytes at GPU VA `va` of UAT VM `uat` through debugfs into `out` (hex). */
@@ -152,7 +158,7 @@ static void bogus_count(int fd, uint32_t vm, uint32_t handle)
 	munmap(page, 2 * PG);
 }
 
-static int write_file(const char *path, const char *s)
+int write_file(const char *path, const char *s)
 {
 	int fd = open(path, O_WRONLY), ret;
 
@@ -163,8 +169,7 @@ static int write_file(const char *path, const char *s)
 	return ret;
 }
 
-/* Whether `len` bytes at `va` all read (1), all fault (0), or neither (-1). */
-static int mapped(long uat, uint64_t va, uint64_t len)
+int mapped(long uat, uint64_t va, uint64_t len)
 {
 	char hex[64];
 	int yes = 0, no = 0;
@@ -382,6 +387,74 @@ static void enomem_vm_create(int fd, uint64_t kstart, uint64_t kend)
 	      "ENOMEM at every allocation of VM_CREATE leaves no VM behind");
 }
 
+/*
+ * PRIME and dumb buffers: the device's own buffer comes back as itself; a foreign dma-buf (a
+ * udmabuf) and dumb buffers are refused, since the shmem binding would make bare objects of them
+ * that the driver would take for its own buffers.
+ */
+static void prime_and_dumb(int fd, uint32_t handle)
+{
+	struct drm_prime_handle ph = { .handle = handle, .flags = DRM_CLOEXEC | DRM_RDWR };
+	struct udmabuf_create uc = { .flags = UDMABUF_FLAGS_CLOEXEC, .size = PG };
+	struct drm_mode_create_dumb cd = { .width = 64, .height = 64, .bpp = 32 };
+	int memfd, dev, card;
+
+	call(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph, 0, "PRIME_HANDLE_TO_FD of a buffer");
+	ph.handle = 0;
+	call(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ph, 0, "PRIME_FD_TO_HANDLE of the device's own");
+	check(ph.handle == handle, "importing the device's own buffer gives that buffer back");
+	close(ph.fd);
+
+	memfd = memfd_create("udmabuf", MFD_ALLOW_SEALING);
+	dev = open("/dev/udmabuf", O_RDWR);
+	if (memfd < 0 || ftruncate(memfd, PG) || fcntl(memfd, F_ADD_SEALS, F_SEAL_SHRINK) ||
+	    dev < 0) {
+		check(0, "a udmabuf to import");
+	} else {
+		uc.memfd = memfd;
+		ph = (struct drm_prime_handle){ .fd = ioctl(dev, UDMABUF_CREATE, &uc) };
+		check(ph.fd >= 0, "a udmabuf: a foreign dma-buf");
+		call(fd, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ph, EINVAL,
+		     "PRIME_FD_TO_HANDLE of a foreign dma-buf");
+		if (ph.fd >= 0)
+			close(ph.fd);
+	}
+	if (dev >= 0)
+		close(dev);
+	if (memfd >= 0)
+		close(memfd);
+
+	card = open("/dev/dri/card0", O_RDWR);
+	check(card >= 0, "the primary node /dev/dri/card0");
+	if (card >= 0) {
+		/* The DRM core's answer for a driver without dumb buffers: "not implemented". */
+		int err = ioctl(card, DRM_IOCTL_MODE_CREATE_DUMB, &cd) ? errno : 0;
+
+		printf("uapi: MODE_CREATE_DUMB on card0 -> %s\n",
+		       err ? strerrorname_np(err) : "ok");
+		check(err && !cd.handle, "MODE_CREATE_DUMB on card0 is refused, no handle");
+		close(card);
+	}
+}
+
+/* A VM-private buffer maps in its own VM only: not in another, not in the kernel VM. */
+static void private_elsewhere(int fd, uint32_t priv, uint64_t kstart, uint64_t kend)
+{
+	struct drm_asahi_vm_create vc = { .kernel_start = kstart, .kernel_end = kend };
+	struct drm_asahi_gem_bind_object bo = { .op = DRM_ASAHI_BIND_OBJECT_OP_BIND,
+		.flags = DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS, .handle = priv, .range = PG };
+	struct drm_asahi_vm_destroy vd = { 0 };
+	struct drm_asahi_gem_bind_op o = op(DRM_ASAHI_BIND_READ, priv, 0, PG, 0x200000);
+
+	call(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc, 0, "VM_CREATE a second VM");
+	vm_bind(fd, vc.vm_id, &o, 1, sizeof(o), EINVAL,
+		"VM_BIND of another VM's private buffer");
+	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, EINVAL,
+	     "GEM_BIND_OBJECT of a VM-private buffer");
+	vd.vm_id = vc.vm_id;
+	call(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd, 0, "VM_DESTROY the second VM");
+}
+
 int uapi_session(void)
 {
 	char name[32] = "";
@@ -547,10 +620,14 @@ int uapi_session(void)
 		    0x400000);
 	vm_bind(fd, vm, ops, 2, sizeof(ops[0]), 0, "VM_BIND two ops (private, single page)");
 	{
-		/* A larger stride is accepted: the extension bytes are skipped. */
+		/* A larger stride is accepted: the extension bytes must be zero. */
 		struct { struct drm_asahi_gem_bind_op op; uint64_t ext; } big = {
 			op(DRM_ASAHI_BIND_UNBIND, 0, 0, PG, 0x104000), 0 };
 
+		big.ext = 1;
+		vm_bind(fd, vm, &big.op, 1, sizeof(big), EINVAL,
+			"VM_BIND stride 40, extension bytes not zero");
+		big.ext = 0;
 		vm_bind(fd, vm, &big.op, 1, sizeof(big), 0,
 			"VM_BIND stride 40, unbind the middle page");
 	}
@@ -567,6 +644,8 @@ int uapi_session(void)
 	ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, 0x102000);
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), EINVAL, "VM_BIND unaligned over mappings");
 
+	private_elsewhere(fd, priv, kstart, kend);
+	prime_and_dumb(fd, handle);
 	enomem_binds(fd, vm, uat, handle);
 	enomem_vm_create(fd, kstart, kend);
 
