@@ -561,14 +561,11 @@ impl Engine {
         for op in ops {
             let b = rules::check_bind(op, &vm.kernel, g, |h| {
                 let bo = self.open_bo(h)?;
-                if self
+                let here = self
                     .objects
                     .get(&h)
-                    .is_some_and(|e| e.private.is_some_and(|p| p != id))
-                {
-                    return Err(EINVAL);
-                }
-                Ok((bo.clone(), bo.obj.size()))
+                    .is_none_or(|e| e.private.is_none_or(|p| p == id));
+                Ok((bo.clone(), bo.obj.size(), here))
             })?;
             binds.push(b, GFP_KERNEL)?;
         }

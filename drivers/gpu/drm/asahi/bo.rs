@@ -18,7 +18,7 @@ use crate::driver::{AsahiDevice, AsahiDriver};
 use crate::pgtable::PhysRange;
 use crate::sg::SgList;
 use kernel::device::{Bound, Device};
-use kernel::drm::gem::{self, shmem, BaseObject, IntoGEMObject};
+use kernel::drm::gem::{self, shmem, BaseObject};
 use kernel::prelude::*;
 use kernel::sync::atomic::{Atomic, Relaxed};
 use kernel::sync::{aref::ARef, Arc, SetOnce};
@@ -131,10 +131,7 @@ pub(crate) fn bindable_in(bo: &Bo, root: Option<&Bo>) -> bool {
     if bo.flags & uapi::drm_asahi_gem_flags_DRM_ASAHI_GEM_VM_PRIVATE == 0 {
         return true;
     }
-    root.is_some_and(|root| {
-        // SAFETY: Both are valid GEM objects, whose `resv` is set at creation and never changes.
-        unsafe { (*bo.as_raw()).resv == (*root.as_raw()).resv }
-    })
+    root.is_some_and(|root| bo.shares_resv_with(root))
 }
 
 /// The pages of `bo`, pinning them on the first call, which also lists the buffer in its

@@ -6,8 +6,8 @@
 //! drivers do: `EINVAL` for malformed arguments (alignment, outside the VA window, inside the
 //! kernel range, non-zero MBZ fields, unknown flags, a bad stride or non-zero bytes past the
 //! known part of a larger one, overflow, a VM-private buffer outside its VM), `ENOENT` for an
-//! unknown handle or ID, `EFAULT` for a bad user pointer, `ENOMEM`; `ERESTARTSYS` when a signal
-//! interrupts a VM_BIND.
+//! unknown handle or ID, `EFAULT` for a bad user pointer, `ENOMEM`; `EINTR` when the process
+//! is killed during a VM_BIND.
 
 use crate::bo::{self, Bo};
 use crate::driver::{AsahiDevice, AsahiDriver, AsahiRegData};
@@ -102,27 +102,31 @@ fn index(id: u32) -> Result<usize> {
     (id as usize).checked_sub(1).ok_or(ENOENT)
 }
 
+/// The largest VM_BIND stride: room for extensions of `drm_asahi_gem_bind_op` (32 bytes) far
+/// beyond any, while the bytes past the known part, which must be read to check they are zero,
+/// stay few.
+const MAX_STRIDE: usize = 4096;
+
 /// Skips the next `n` bytes of `r`, the part of a struct that this driver does not know (a
 /// larger stride): `EINVAL` unless they are all zero, as the uAPI's extension rule asks.
 fn skip_zeroed(r: &mut kernel::uaccess::UserSliceReader, mut n: usize) -> Result {
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 256];
     while n != 0 {
-        let chunk = &mut buf[..n.min(64)];
+        let chunk = &mut buf[..n.min(256)];
         r.read_slice(chunk)?;
         if chunk.iter().any(|&b| b != 0) {
             return Err(EINVAL);
         }
         n -= chunk.len();
-        interruptible()?;
     }
     Ok(())
 }
 
-/// `ERESTARTSYS` if a signal is pending: a long ioctl (a huge op array, a huge stride) stops for
-/// it, and the process can be killed.
-fn interruptible() -> Result {
-    if kernel::current!().signal_pending() {
-        return Err(ERESTARTSYS);
+/// `EINTR` if the process is being killed: a long VM_BIND (up to 2^32 ops) stops then. Not for
+/// other signals: restarted, the call would start over, and under a periodic timer never end.
+fn killable() -> Result {
+    if kernel::current!().fatal_signal_pending() {
+        return Err(EINTR);
     }
     Ok(())
 }
@@ -246,11 +250,9 @@ impl File {
         };
         vm.check_bind(&op, |h| {
             let bo = Bo::lookup_handle(file, h)?;
-            if !bo::bindable_in(&bo, Some(vm.root())) {
-                return Err(EINVAL);
-            }
             let size = u64::try_from(bo.size())?;
-            Ok((bo, size))
+            let here = bo::bindable_in(&bo, Some(vm.root()));
+            Ok((bo, size, here))
         })
     }
 
@@ -267,7 +269,7 @@ impl File {
     ) -> Result<u32> {
         const OP_SIZE: usize = core::mem::size_of::<uapi::drm_asahi_gem_bind_op>();
         let stride = args.stride as usize;
-        if stride < OP_SIZE || args.pad != 0 {
+        if !(OP_SIZE..=MAX_STRIDE).contains(&stride) || args.pad != 0 {
             return Err(EINVAL);
         }
         let vm = file.inner().vm(args.vm_id)?;
@@ -279,13 +281,12 @@ impl File {
         // (`ENOMEM`, however short the array). kvmalloc'd, charged to the caller, quietly.
         let mut binds: KVVec<Bind> = KVVec::new();
         for _ in 0..num {
-            interruptible()?;
+            killable()?;
             let b = Self::read_bind(&mut r, stride - OP_SIZE, &vm, file)?;
             binds.push(b, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
         }
         for b in binds.iter() {
-            // Restarting applies the ops before this one again, which leaves them as they are.
-            interruptible()?;
+            killable()?;
             vm.bind(reg.pdev.as_ref(), b)?;
         }
         Ok(0)

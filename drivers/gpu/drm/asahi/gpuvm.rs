@@ -145,14 +145,15 @@ pub struct Bind<B> {
 /// Validates one bind operation of a VM whose kernel range is `kernel`, changing nothing, in
 /// the render node's order (which decides the errno): unknown flags, a wrapping range, an
 /// unbind's fields (`EINVAL`); for a map the protection (`EINVAL`), the handle (`lookup`, which
-/// returns the buffer and its size in bytes, or `ENOENT`), then the VA range and the buffer range
-/// (`EINVAL`). So a map naming an unknown handle is `ENOENT` even if its VA range is bad too,
-/// and an unbind looks nothing up.
+/// returns the buffer, its size in bytes and whether it may be mapped in this VM, or `ENOENT`),
+/// a buffer private to another VM (`DRM_ASAHI_GEM_VM_PRIVATE`: `EINVAL`), then the VA range and
+/// the buffer range (`EINVAL`). So a map naming an unknown handle is `ENOENT` even if its VA
+/// range is bad too, and an unbind looks nothing up.
 pub fn check_bind<B>(
     op: &BindOp,
     kernel: &Range<u64>,
     g: Geometry,
-    lookup: impl FnOnce(Handle) -> Result<(B, u64)>,
+    lookup: impl FnOnce(Handle) -> Result<(B, u64, bool)>,
 ) -> Result<Bind<B>> {
     use bind_flags::*;
     if op.flags & !KNOWN != 0 {
@@ -178,7 +179,10 @@ pub fn check_bind<B>(
     })
     .ok_or(EINVAL)?;
     let single_page = op.flags & SINGLE_PAGE != 0;
-    let (bo, size) = lookup(op.handle)?;
+    let (bo, size, here) = lookup(op.handle)?;
+    if !here {
+        return Err(EINVAL);
+    }
     check_va(&va, kernel, g)?;
     let need = if single_page { UAT_PGSZ } else { op.range };
     match op.offset.checked_add(need) {

@@ -41,13 +41,11 @@ fn bind_rules(_env: &Env) -> CaseResult {
     let g = Geometry::G13;
     let kernel = default_kernel_range(g);
     let a = ok!(GemObject::new(6 * PG));
-    // Handle 1 is `a`; no other handle exists.
-    let lookup = |h| {
-        if h == 1 {
-            Ok((&a, a.size()))
-        } else {
-            Err(ENOENT)
-        }
+    // Handle 1 is `a`, handle 2 `a` as a buffer private to another VM; no other handle exists.
+    let lookup = |h| match h {
+        1 => Ok((&a, a.size(), true)),
+        2 => Ok((&a, a.size(), false)),
+        _ => Err(ENOENT),
     };
     let op = |flags, handle, offset, range, addr| BindOp {
         flags,
@@ -85,6 +83,9 @@ fn bind_rules(_env: &Env) -> CaseResult {
     check!(bad(op(0, 1, 0, PG, base)) == Some(EINVAL));
     check!(bad(op(READ, 1, 0, PG, u64::MAX - PG + 1)) == Some(EINVAL));
     check!(bad(op(READ, 1, 0, PG, 0)) == Some(EINVAL));
+    // Another VM's private buffer: after the handle, as the VA range (both `EINVAL`).
+    check!(bad(op(READ, 2, 0, PG, base)) == Some(EINVAL));
+    check!(bad(op(0, 2, 0, PG, base)) == Some(EINVAL));
     // The handle is looked up before the VA range is checked, after the flags.
     check!(bad(op(READ, 99, 0, PG, base)) == Some(ENOENT));
     check!(bad(op(READ, 99, 0, PG, 1)) == Some(ENOENT));

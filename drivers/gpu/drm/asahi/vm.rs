@@ -152,7 +152,7 @@ impl Vm {
     pub(crate) fn check_bind(
         &self,
         op: &BindOp,
-        lookup: impl FnOnce(Handle) -> Result<(ARef<Bo>, u64)>,
+        lookup: impl FnOnce(Handle) -> Result<(ARef<Bo>, u64, bool)>,
     ) -> Result<Bind> {
         crate::gpuvm::check_bind(op, &self.kernel, Geometry::G13, lookup)
     }
