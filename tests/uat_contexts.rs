@@ -1066,22 +1066,24 @@ fn a_vm_the_firmware_still_runs_is_retired_then_destroyed() {
     leak.assert_clean();
 }
 
-/// A firmware that dies holding the handoff lock after the boot: every operation that needs the
-/// lock answers `EIO` (the first after the lock's timeout, the others at once) instead of
-/// spinning for ever, and tearing the UAT down does not hang either: it leaks the tables the
-/// TTBAT still names rather than free them.
 /// The UAT's teardown while the firmware still runs a user context, or has work in one: those
 /// VMs' tables stay allocated and named by their slots (clearing a TTBAT entry does not unload a
-/// context), the idle VM's go, and nothing else leaks.
+/// context), and so do the kernel VM's upper-half tables that a kernel-visible one of them
+/// reaches; the idle VM's tables go, and nothing else leaks.
 #[test]
 fn a_uat_dropped_while_the_firmware_runs_a_vm_leaves_that_vm_to_it() {
     let leak = LeakCheck::start();
     let soc = Soc::new(FwKnobs::default());
     let mut uat = soc.boot().unwrap();
-    let data = TaggedPages::new(3, 610);
+    let data = TaggedPages::new(4, 610);
+    let kva = kernel_va(soc.geometry).start + (3 << 25);
+    uat.kernel_map(kva, data.phys(3), PG, Prot::GPU_RO_FW_PRIV_RW)
+        .unwrap();
+    let upper = uat.kernel_tables().1.table_pages();
     let mut vms = Vec::new();
     for i in 0..3 {
-        let vm = uat.create_vm(false).unwrap();
+        // The running one sees the kernel's upper half.
+        let vm = uat.create_vm(i == 1).unwrap();
         map_pages(&mut uat, vm, 0x4000, &[data.phys(i)], Prot::GPU_SHARED_RW).unwrap();
         let slot = uat.bind(vm).unwrap();
         let ttb = uat.vm_table(vm).unwrap().ttb();
@@ -1096,7 +1098,7 @@ fn a_uat_dropped_while_the_firmware_runs_a_vm_leaves_that_vm_to_it() {
     uat.release(idle_vm).unwrap();
     soc.fw.run_context(running as u32);
     let tables = |vm| uat.vm_table(vm).unwrap().table_pages() + 1;
-    let kept = tables(vms[0].0) + tables(running_vm);
+    let kept = tables(vms[0].0) + tables(running_vm) + upper;
     drop(uat);
     let log = kernel::print::take_log();
     for (slot, ttb, tag) in [(working, working_ttb, 610), (running, running_ttb, 611)] {
@@ -1107,6 +1109,8 @@ fn a_uat_dropped_while_the_firmware_runs_a_vm_leaves_that_vm_to_it() {
         assert!(sim::is_allocated(ttb));
         assert_eq!(gpu_tag(&soc.gpu, slot, 0x4000), Ok(tag));
     }
+    // The running context still reaches the kernel's upper half through its `ttb1`.
+    assert_eq!(gpu_tag(&soc.gpu, running, kva), Ok(613));
     assert_eq!(read_u64(soc.ttbs.phys + 16 * idle as u64), 0);
     assert!(!sim::is_allocated(idle_ttb));
     assert_eq!(
@@ -1117,12 +1121,16 @@ fn a_uat_dropped_while_the_firmware_runs_a_vm_leaves_that_vm_to_it() {
         "{log:?}"
     );
     drop(data);
-    // Exactly the two VMs' tables are left.
+    // Exactly the two VMs' tables and the kernel's upper-half tables are left.
     assert_eq!(leak.live_since(), kept as i64);
     soc.fw.run_context(0xffff_ffff);
     drop(soc);
 }
 
+/// A firmware that dies holding the handoff lock after the boot: every operation that needs the
+/// lock answers `EIO` (the first after the lock's timeout, the others at once) instead of
+/// spinning for ever, and tearing the UAT down does not hang either: it leaks the tables the
+/// TTBAT still names rather than free them.
 #[test]
 fn a_firmware_dead_with_the_lock_fails_operations_instead_of_hanging() {
     let leak = LeakCheck::start();

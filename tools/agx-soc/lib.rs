@@ -116,7 +116,9 @@ impl Soc {
     /// Brings the driver's UAT up on this SoC.
     pub fn boot(&self) -> Result<SimUat> {
         // SAFETY: The regions were reserved for this SoC and are used by nothing else; the
-        // pagetables region (zeroed, an empty table) lives as long as the SoC.
+        // pagetables region (zeroed, an empty table) lives as long as the SoC. The simulated GPU
+        // walks the tables only when a test asks it to, which no test does for a dropped UAT's
+        // kernel context.
         unsafe {
             Uat::new(
                 self.uat_config(),

@@ -10,7 +10,7 @@
 /* The UAT VM of this process's VM `vm_id`, from debugfs `vms`; -1 if none. */
 long uat_id_of(uint32_t vm_id);
 
-/* The UAT VM of process `pid`'s VM `vm_id`, from debugfs `vms`; -1 if none. */
+/* The UAT VM of process `pid`'s VM `vm_id` (0: any of its VMs), from debugfs `vms`; -1 if none. */
 long uat_id_of_pid(int pid, uint32_t vm_id);
 
 /*

@@ -183,7 +183,8 @@ impl platform::Driver for AsahiPlatformDriver {
         let fw = firmware(pdev, &cfg)?;
         // SAFETY: The regions are the reserved-memory regions the GPU's node names, which no one
         // else in the kernel uses; `pagetables` holds the firmware's upper-half table and stays
-        // reserved for as long as the kernel runs.
+        // reserved for as long as the kernel runs. The only firmware is the stand-in, which walks
+        // no page table, so none is walked once the UAT is dropped.
         let uat = unsafe { Uat::new(cfg, Broadcast(Arm64), fw) }
             .inspect_err(|e| dev_err!(pdev, "UAT bring-up failed: {:?}\n", e))?;
         let data = try_pin_init!(AsahiDevData {

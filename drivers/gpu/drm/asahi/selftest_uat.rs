@@ -104,7 +104,8 @@ impl StandIn {
     /// Brings a UAT up on the stand-in with `cfg` (its own, or a variation of it).
     pub(crate) fn uat_with(&self, cfg: UatConfig) -> Result<TestUat<'_>> {
         // SAFETY: The carve-out and the pagetables page belong to this case alone, and the
-        // returned UAT borrows `self`, so the page outlives it.
+        // returned UAT borrows `self`, so the page outlives it. The stand-in firmware walks no
+        // page table.
         unsafe { Uat::new(cfg, Broadcast(&self.tlbi), &self.fw) }
     }
 

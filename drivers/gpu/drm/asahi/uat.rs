@@ -143,9 +143,10 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// The three regions must be the reserved-memory regions the device tree names `ttbs`,
     /// `pagetables` and `handoff`, shared with the GPU firmware and used by nothing else in the
     /// kernel, and `pagetables` must hold the firmware's upper-half top-level table, which must
-    /// outlive the returned object. The firmware must be stopped, or at least run nothing in the
-    /// kernel context (slot 0), before the object is dropped: dropping it frees the kernel VM's
-    /// tables. (User VMs the firmware still runs then are left to it: see `Drop`.)
+    /// outlive the returned object. Once the object is dropped, the GPU must not walk the kernel
+    /// context's (slot 0) tables any more: the firmware is stopped first, or walks none (a
+    /// stand-in). The drop frees them, unless a user VM the firmware still runs or has work in
+    /// can reach them (see `Drop`).
     pub unsafe fn new(cfg: UatConfig, tlb: T, fw: F) -> Result<Self> {
         // SAFETY: The caller gives the `ttbs` region, which nothing but the firmware and this
         // object uses.
@@ -764,8 +765,9 @@ impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
         // Unbind every context before the tables go away with the fields, except those the
         // firmware still runs or has work in: clearing a TTBAT entry does not unload a context
         // the GPU has loaded, so their VMs' tables (and owned pages) leak instead, with their
-        // entries. The kernel VM's are freed: `Uat::new`'s caller stops the firmware first.
-        // Without the lock, everything leaks.
+        // entries, and so does the kernel VM's upper half if one of them is kernel-visible (its
+        // `ttb1` leads there). Otherwise the kernel VM's tables are freed: `Uat::new`'s caller
+        // stops the firmware first. Without the lock, everything leaks.
         let busy = match self.handoff.lock() {
             Ok(guard) => {
                 let cur = guard.cur_slot();
@@ -792,6 +794,7 @@ impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
                 None
             }
         };
+        let mut upper_reachable = false;
         for vm in self.vms.iter_mut() {
             let keep = match busy {
                 Some(busy) => {
@@ -810,11 +813,15 @@ impl<T: TlbInvalidate, F: FwChannel> Drop for Uat<T, F> {
                 None => true,
             };
             if keep {
+                upper_reachable |= vm.kernel_visible;
                 vm.pt.leak();
                 if let Some(page) = vm.owned.take() {
                     core::mem::forget(page);
                 }
             }
+        }
+        if upper_reachable {
+            self.kernel.upper.leak();
         }
         if busy.is_some() {
             self.tlb.invalidate_all();
