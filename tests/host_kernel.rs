@@ -191,3 +191,33 @@ fn uapi_twins_have_the_headers_sizes() {
     assert_eq!(size_of::<QueueCreate>(), 24);
     assert_eq!(size_of::<QueueDestroy>(), 8);
 }
+
+/// `MemRemap::new` refuses what `memremap()` would warn about, as the kernel's does: System RAM
+/// asked for write-combining, and a range that is partly System RAM; reserved carve-outs map
+/// either way, and a hole not at all.
+#[test]
+fn memremap_refuses_what_memremap_warns_about() {
+    use kernel::io::mem::{MemRemap, MemRemapType::*};
+    let _alone = allocator();
+    let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
+    let pg = PAGE_SIZE as u64;
+    assert!(MemRemap::new(page.phys(), PAGE_SIZE, WriteBack).is_ok());
+    assert_eq!(
+        MemRemap::new(page.phys(), PAGE_SIZE, WriteCombine).err(),
+        Some(EINVAL)
+    );
+    let reserved = sim::reserve_region(2 * pg).unwrap();
+    for kind in [WriteBack, WriteCombine] {
+        assert!(MemRemap::new(reserved, 2 * PAGE_SIZE, kind).is_ok());
+    }
+    // The last page of the allocator's RAM and the first of the reserved pool: mixed.
+    let pool = sim::RESERVED_POOL.0;
+    assert_eq!(
+        MemRemap::new(pool - pg, 2 * PAGE_SIZE, WriteBack).err(),
+        Some(EINVAL)
+    );
+    assert_eq!(
+        MemRemap::new(sim::HOLE.0, PAGE_SIZE, WriteBack).err(),
+        Some(ENOMEM)
+    );
+}

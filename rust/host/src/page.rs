@@ -128,7 +128,11 @@ impl Page {
         let index = ram
             .index_of(phys)
             .expect("from_phys of an address outside RAM");
-        debug_assert_eq!(ram.memmap[index].state(), PageState::Allocated);
+        debug_assert_eq!(
+            ram.memmap[index].state(),
+            PageState::Allocated,
+            "from_phys of a page not allocated"
+        );
         // INVARIANT: The caller hands back the ownership that `into_phys` gave up.
         Self {
             page: NonNull::from(&ram.memmap[index]),

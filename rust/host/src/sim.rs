@@ -404,6 +404,33 @@ pub fn is_ram(pa: PhysAddr) -> bool {
     }
 }
 
+/// Whether `[first, last]` is all System RAM (`Some(true)`: pages the page allocator manages,
+/// free or not), none of it (`Some(false)`: reserved carve-outs and holes), or partly
+/// (`None`): `region_intersects()`'s answer for System RAM.
+pub(crate) fn system_ram(first: PhysAddr, last: PhysAddr) -> Option<bool> {
+    let ram = ram();
+    let (mut yes, mut no) = (false, false);
+    let mut pa = first & !(PAGE_SIZE as PhysAddr - 1);
+    while pa <= last {
+        let sys = ram.index_of(pa).is_some_and(|i| {
+            matches!(
+                ram.memmap[i].state(),
+                PageState::Free | PageState::Allocated
+            )
+        });
+        yes |= sys;
+        no |= !sys;
+        match pa.checked_add(PAGE_SIZE as PhysAddr) {
+            Some(next) => pa = next,
+            None => break,
+        }
+    }
+    match (yes, no) {
+        (true, true) => None,
+        (yes, _) => Some(yes),
+    }
+}
+
 /// Whether the page at `pa` is currently owned by somebody through the page allocator.
 pub fn is_allocated(pa: PhysAddr) -> bool {
     let ram = ram();

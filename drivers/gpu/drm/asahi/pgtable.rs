@@ -1464,9 +1464,19 @@ impl PageTable {
         let created = self.walk(range, &mut Tables::Create(&mut reserve.pages), &mut |_| {
             Ok(())
         });
-        let delta = self.finish_walk(created?);
-        self.account(delta);
-        Ok(())
+        match created {
+            Ok(out) => {
+                let delta = self.finish_walk(out);
+                self.account(delta);
+                Ok(())
+            }
+            Err(e) => {
+                // A corrupt descriptor on the way (the check found none: a bug). The tables
+                // linked before it stay, empty; the count is redone from the tables.
+                self.tables = self.count_tables();
+                Err(e)
+            }
+        }
     }
 
     /// Unmaps every page of `size` bytes at `iova` (holes are fine) and unlinks the tables that
@@ -1583,7 +1593,23 @@ impl PageTable {
                 }
             }
             Ok(())
-        })?;
+        });
+        let removed = match removed {
+            Ok(removed) => removed,
+            Err(e) => {
+                // Only the single-leaf walk checks as it goes, and it fails before it changes
+                // anything. Should a walk fail after unlinking tables anyway (a bug), they still
+                // wait for the flush, and what the walk would have updated is redone.
+                self.leaf_cache = None;
+                self.mid_cache = None;
+                self.tables = self.count_tables();
+                gather.add_range(range);
+                if !freed.is_empty() {
+                    gather.add_freed(FreedTables::from_list(freed));
+                }
+                return Err(e);
+            }
+        };
         if single && removed.leaf != 0 && freed.is_empty() {
             self.cache_leaf(range, removed.leaf);
         }

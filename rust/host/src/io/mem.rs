@@ -38,13 +38,20 @@ unsafe impl Sync for MemRemap {}
 
 impl MemRemap {
     /// Maps `size` bytes of physical memory at `phys`: `EINVAL` for an empty or wrapping range,
-    /// `ENOMEM` when any of it is not RAM (what `memremap` refuses).
-    pub fn new(phys: PhysAddr, size: usize, _kind: MemRemapType) -> Result<Self> {
+    /// for one that is partly System RAM (pages of the page allocator) and for System RAM asked
+    /// for anything but write-back, as in the kernel; `ENOMEM` when any of it is not RAM (what
+    /// `memremap` refuses).
+    pub fn new(phys: PhysAddr, size: usize, kind: MemRemapType) -> Result<Self> {
         let len = PhysAddr::try_from(size)?;
         if size == 0 {
             return Err(EINVAL);
         }
         let last = phys.checked_add(len - 1).ok_or(EINVAL)?;
+        match sim::system_ram(phys, last) {
+            None => return Err(EINVAL),
+            Some(true) if kind != MemRemapType::WriteBack => return Err(EINVAL),
+            _ => {}
+        }
         let ptr = sim::phys_to_host(phys, last).ok_or(ENOMEM)?;
         Ok(Self { ptr, phys, size })
     }
