@@ -86,8 +86,10 @@ fn make_dump() -> Dumped {
     let dpa = g.uat().vm_table(vm).unwrap().translate(dummy).unwrap().pa;
     expect.push((dummy, dpa, PG, true, false));
     let pt = g.uat().vm_table(vm).unwrap();
-    assert_eq!(vm_core(pt, 1000).err(), Some(E2BIG));
-    let core = vm_core(pt, 1 << 20).unwrap().as_slice().to_vec();
+    // SAFETY: The engine's buffers and the VM's dummy page stay while the VM maps them.
+    assert_eq!(unsafe { vm_core(pt, 1000) }.err(), Some(E2BIG));
+    // SAFETY: As above.
+    let core = unsafe { vm_core(pt, 1 << 20) }.unwrap().as_slice().to_vec();
     let contents = expect
         .iter()
         .map(|&(_, pa, size, ram, _)| {
@@ -227,7 +229,8 @@ fn sparse_segments_and_extended_numbering() {
         },
     )
     .unwrap();
-    let core = vm_core(g.uat().vm_table(vm).unwrap(), 64 << 20)
+    // SAFETY: The engine's buffers stay while the VM maps them.
+    let core = unsafe { vm_core(g.uat().vm_table(vm).unwrap(), 64 << 20) }
         .unwrap()
         .as_slice()
         .to_vec();

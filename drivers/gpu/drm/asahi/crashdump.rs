@@ -159,7 +159,12 @@ fn put_phdr(buf: &mut KVec<u8>, ty: u32, flags: u32, vals: [u64; 6]) -> Result {
 }
 
 /// Writes the core file of `pt` (at most `limit` bytes: `E2BIG` beyond).
-pub fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
+///
+/// # Safety
+///
+/// Every page of RAM that `pt` maps must stay allocated during the call (the pages of the
+/// pinned buffers a VM maps, and those it owns, are): the dump reads them.
+pub unsafe fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
     let segs = segments(pt)?;
     let phnum = segs.len() + 1;
     let xnum = phnum >= PN_XNUM;
@@ -262,7 +267,7 @@ pub fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
         let mut pa = s.pa;
         while pa < s.pa + s.file_size() {
             // SAFETY: The page is RAM (checked when the segment was made) and mapped by `pt`,
-            // which the caller keeps from changing while the dump is written.
+            // which cannot change while borrowed; the caller keeps it allocated.
             let page = unsafe { Page::borrow_phys(pa) }.ok_or(EIO)?;
             let at = b.len();
             b.extend_with(UAT_PGSZ as usize, 0, GFP_KERNEL)?;

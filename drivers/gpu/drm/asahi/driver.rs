@@ -173,19 +173,24 @@ impl platform::Driver for AsahiPlatformDriver {
         }
         let cfg = UatConfig {
             geometry: Geometry::G13,
-            oas: Oas::BITS_40,
+            oas: Oas::of_variant(gpu.variant),
             ttbs: region(pdev, c"ttbs")?,
             pagetables: region(pdev, c"pagetables")?,
             handoff: region(pdev, c"handoff")?,
         };
+        let mask = DmaMask::try_new(cfg.oas.bits())?;
         // SAFETY: Nothing else can make DMA allocations or mappings for the device during probe.
-        unsafe { pdev.dma_set_mask_and_coherent(DmaMask::new::<40>())? };
+        unsafe { pdev.dma_set_mask_and_coherent(mask)? };
+        let tlbi = Arm64::new().ok_or_else(|| {
+            dev_err!(pdev, "the CPU lacks FEAT_TLBIOS or FEAT_TLBIRANGE\n");
+            ENODEV
+        })?;
         let fw = firmware(pdev, &cfg)?;
         // SAFETY: The regions are the reserved-memory regions the GPU's node names, which no one
         // else in the kernel uses; `pagetables` holds the firmware's upper-half table and stays
         // reserved for as long as the kernel runs. The only firmware is the stand-in, which walks
         // no page table, so none is walked once the UAT is dropped.
-        let uat = unsafe { Uat::new(cfg, Broadcast(Arm64), fw) }
+        let uat = unsafe { Uat::new(cfg, Broadcast(tlbi), fw) }
             .inspect_err(|e| dev_err!(pdev, "UAT bring-up failed: {:?}\n", e))?;
         let data = try_pin_init!(AsahiDevData {
             gpu,

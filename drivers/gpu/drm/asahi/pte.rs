@@ -281,6 +281,16 @@ impl Oas {
     /// 42-bit output addresses (t600x, t602x).
     pub const BITS_42: Oas = Oas(42);
 
+    /// The OAS of a GPU variant (the letter of its `apple,agx-g13x` compatible): the base SoCs
+    /// (`G`: t8103, t8112) emit 40 bits, the Pro, Max and Ultra ones (`S`, `C`, `D`: t600x,
+    /// t602x) 42.
+    pub const fn of_variant(variant: u8) -> Oas {
+        match variant {
+            b'G' => Oas::BITS_40,
+            _ => Oas::BITS_42,
+        }
+    }
+
     /// An OAS of `bits`, if the descriptor format can hold it (bits 14..=47).
     pub const fn new(bits: u32) -> Option<Oas> {
         if bits > OA_LOW_BIT && bits <= OA_HIGH_BIT + 1 {

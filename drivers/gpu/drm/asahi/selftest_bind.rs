@@ -151,7 +151,8 @@ fn crash_dump(env: &Env) -> CaseResult {
     let pa = ok!(a.phys_at(0).ok_or(EIO));
     ok!(tag(pa, 0x5541_5443_5241_5348));
     ok!(uat.vm_map_sg(vm, 0x10_0000, PG, a.sg(), 0, Prot::GPU_SHARED_RO));
-    let core = ok!(vm_core(ok!(uat.vm_table(vm)), 1 << 20));
+    // SAFETY: The VM maps `dummy` and `a`'s page, both alive until the end of the case.
+    let core = ok!(unsafe { vm_core(ok!(uat.vm_table(vm)), 1 << 20) });
     let u16_at = |o: usize| u16::from_le_bytes([core[o], core[o + 1]]);
     let u64_at = |o: usize| {
         let mut b = [0u8; 8];

@@ -37,7 +37,9 @@ pub struct CountingTlbi {
 impl TlbiIssue for &CountingTlbi {
     fn prepare(&self) {
         #[cfg(target_arch = "aarch64")]
-        crate::tlbi::Arm64.prepare();
+        if let Some(cpu) = crate::tlbi::Arm64::new() {
+            cpu.prepare();
+        }
     }
 
     fn issue(&self, op: Tlbi) {
@@ -50,12 +52,16 @@ impl TlbiIssue for &CountingTlbi {
         self.ops[kind].set(self.ops[kind].get() + 1);
         self.last.set(Some(op));
         #[cfg(target_arch = "aarch64")]
-        crate::tlbi::Arm64.issue(op);
+        if let Some(cpu) = crate::tlbi::Arm64::new() {
+            cpu.issue(op);
+        }
     }
 
     fn sync(&self) {
         #[cfg(target_arch = "aarch64")]
-        crate::tlbi::Arm64.sync();
+        if let Some(cpu) = crate::tlbi::Arm64::new() {
+            cpu.sync();
+        }
     }
 }
 

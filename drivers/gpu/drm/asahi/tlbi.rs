@@ -182,10 +182,33 @@ impl<I: TlbiIssue> TlbInvalidate for Broadcast<I> {
 /// The CPU's own TLB maintenance instructions, broadcast to the GPU.
 ///
 /// Encoded as `sys` instructions (`sys #0, c8, cM, #op2, Xt`) so that no assembler extension
-/// has to be enabled: the kernel only binds this driver on SoCs that have FEAT_TLBIOS and
-/// FEAT_TLBIRANGE (every Apple SoC with an AGX GPU does).
+/// has to be enabled.
+///
+/// # Invariants
+///
+/// The CPU has FEAT_TLBIOS and FEAT_TLBIRANGE ([`Arm64::new`] checks).
 #[cfg(target_arch = "aarch64")]
-pub struct Arm64;
+#[derive(Clone, Copy)]
+pub struct Arm64(());
+
+#[cfg(target_arch = "aarch64")]
+impl Arm64 {
+    /// The CPU's TLB maintenance, if it has the instructions issued here: FEAT_TLBIOS and
+    /// FEAT_TLBIRANGE (`ID_AA64ISAR0_EL1.TLB` is 2). Every Apple SoC with an AGX GPU has both;
+    /// without them (another CPU model in QEMU) the first invalidation would be an undefined
+    /// instruction. The CPU it runs on answers for all: Apple's cores all have the same TLB
+    /// maintenance.
+    pub fn new() -> Option<Arm64> {
+        let isar0: u64;
+        // SAFETY: Reading an ID register has no side effect, and EL1 may read it.
+        unsafe {
+            core::arch::asm!("mrs {}, id_aa64isar0_el1", out(reg) isar0,
+                             options(nomem, nostack, preserves_flags))
+        };
+        // INVARIANT: TLB, bits 59:56: 1 is FEAT_TLBIOS, 2 adds FEAT_TLBIRANGE.
+        ((isar0 >> 56) & 0xf >= 2).then_some(Arm64(()))
+    }
+}
 
 #[cfg(target_arch = "aarch64")]
 impl TlbiIssue for Arm64 {
