@@ -14,6 +14,9 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <drm/asahi_drm.h>
@@ -462,6 +465,78 @@ static void private_elsewhere(int fd, uint32_t priv, uint64_t kstart, uint64_t k
 	call(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd, 0, "VM_DESTROY the second VM");
 }
 
+/*
+ * A VM_BIND of 2^21 ops (one page mapped over and over at one VA, each op replacing the last)
+ * runs for seconds: SIGKILL must stop it at once, not once it is done. The op array is one page
+ * of ops mapped 4096 times.
+ */
+static void killed_mid_bind(int fd, uint32_t vm, uint32_t handle)
+{
+	const unsigned int per_page = PG / sizeof(struct drm_asahi_gem_bind_op), copies = 4096;
+	struct drm_asahi_gem_bind_op *page;
+	struct timespec t0, t1;
+	unsigned int i, mapped_copies = 0;
+	int memfd, status = 0;
+	char *array;
+	pid_t pid;
+	long ms;
+
+	memfd = memfd_create("ops", 0);
+	array = mmap(NULL, copies * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (memfd < 0 || ftruncate(memfd, PG) || array == MAP_FAILED) {
+		check(0, "an op array for a long VM_BIND");
+		return;
+	}
+	page = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (page != MAP_FAILED) {
+		for (i = 0; i < per_page; i++)
+			page[i] = op(DRM_ASAHI_BIND_READ, handle, 0, PG, 0x6000000000ull);
+		for (; mapped_copies < copies; mapped_copies++)
+			if (mmap(array + mapped_copies * PG, PG, PROT_READ, MAP_SHARED | MAP_FIXED,
+				 memfd, 0) == MAP_FAILED)
+				break;
+	}
+	fflush(stdout);
+	pid = mapped_copies == copies ? fork() : -1;
+	if (!pid) {
+		struct drm_asahi_vm_bind b = {
+			.vm_id = vm, .num_binds = copies * per_page, .stride = sizeof(*page),
+			.userptr = (uintptr_t)array,
+		};
+
+		_exit(ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b) ? 1 : 0);
+	}
+	if (pid > 0) {
+		int gone = 0;
+
+		usleep(300000);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		kill(pid, SIGKILL);
+		/*
+		 * Up to 5 s: a VM_BIND that ignored the kill would go on for minutes (2^21 binds in
+		 * a debug kernel), while a killed one is gone in under a second (the exit drops the
+		 * buffer references of the ops read so far: 0.3 s here, 0.7 s with KASAN).
+		 */
+		do {
+			usleep(10000);
+			gone = waitpid(pid, &status, WNOHANG) == pid;
+			clock_gettime(CLOCK_MONOTONIC, &t1);
+			ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+		} while (!gone && ms < 5000);
+		printf("uapi: VM_BIND of %u ops, SIGKILL after 300 ms: %s %ld ms later (%s)\n",
+		       copies * per_page, gone ? "gone" : "still there", ms,
+		       gone && WIFSIGNALED(status) ? "killed" : "not killed");
+		check(gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && ms < 3000,
+		      "SIGKILL stops a long VM_BIND at once");
+	} else {
+		check(0, "a process for a long VM_BIND");
+	}
+	if (page != MAP_FAILED)
+		munmap(page, PG);
+	munmap(array, copies * PG);
+	close(memfd);
+}
+
 int uapi_session(void)
 {
 	char name[32] = "";
@@ -656,6 +731,7 @@ int uapi_session(void)
 	prime_and_dumb(fd, handle);
 	enomem_binds(fd, vm, uat, handle);
 	enomem_vm_create(fd, kstart, kend);
+	killed_mid_bind(fd, vm, handle);
 
 	/* GEM_BIND_OBJECT: timestamps in the kernel VM. */
 	bo = (struct drm_asahi_gem_bind_object){ .op = DRM_ASAHI_BIND_OBJECT_OP_BIND,
