@@ -193,8 +193,9 @@ fn uapi_twins_have_the_headers_sizes() {
 }
 
 /// `MemRemap::new` refuses what `memremap()` would warn about, as the kernel's does: System RAM
-/// asked for write-combining, and a range that is partly System RAM; reserved carve-outs map
-/// either way, and a hole not at all.
+/// asked for write-combining, and a range that is partly System RAM; the host's reserved pool
+/// (it models `no-map` carve-outs, outside System RAM) maps either way. A hole does not map on
+/// the host (arm64's `memremap()` would map it as normal memory).
 #[test]
 fn memremap_refuses_what_memremap_warns_about() {
     use kernel::io::mem::{MemRemap, MemRemapType::*};

@@ -9,13 +9,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
-#include <signal.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -465,57 +465,82 @@ static void private_elsewhere(int fd, uint32_t priv, uint64_t kstart, uint64_t k
 	call(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd, 0, "VM_DESTROY the second VM");
 }
 
+/* Maps one page of identical map ops `copies` times in a row: an op array that costs no RAM. */
+static char *op_array(unsigned int copies, uint32_t handle, uint64_t va)
+{
+	const unsigned int per_page = PG / sizeof(struct drm_asahi_gem_bind_op);
+	struct drm_asahi_gem_bind_op *page;
+	unsigned int i = 0;
+	char *array;
+	int memfd;
+
+	memfd = memfd_create("ops", 0);
+	if (memfd < 0)
+		return NULL;
+	array = mmap(NULL, copies * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	page = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (!ftruncate(memfd, PG) && array != MAP_FAILED && page != MAP_FAILED) {
+		for (i = 0; i < per_page; i++)
+			page[i] = op(DRM_ASAHI_BIND_READ, handle, 0, PG, va);
+		for (i = 0; i < copies; i++)
+			if (mmap(array + i * PG, PG, PROT_READ, MAP_SHARED | MAP_FIXED, memfd,
+				 0) == MAP_FAILED)
+				break;
+	}
+	if (page != MAP_FAILED)
+		munmap(page, PG);
+	close(memfd);
+	if (array != MAP_FAILED && i != copies) {
+		munmap(array, copies * PG);
+		array = MAP_FAILED;
+	}
+	return array == MAP_FAILED ? NULL : array;
+}
+
 /*
  * A VM_BIND of 2^21 ops (one page mapped over and over at one VA, each op replacing the last)
- * runs for seconds: SIGKILL must stop it at once, not once it is done. The op array is one page
- * of ops mapped 4096 times.
+ * runs for seconds, minutes in a debug kernel: SIGKILL must stop it at once, not once it is
+ * done. The child says when it is about to enter the ioctl; the kill comes 300 ms later.
  */
 static void killed_mid_bind(int fd, uint32_t vm, uint32_t handle)
 {
-	const unsigned int per_page = PG / sizeof(struct drm_asahi_gem_bind_op), copies = 4096;
-	struct drm_asahi_gem_bind_op *page;
+	const unsigned int copies = 4096, n = copies * (PG / sizeof(struct drm_asahi_gem_bind_op));
+	const uint64_t va = 0x6000000000ull;
+	struct drm_asahi_gem_bind_op unbind = op(DRM_ASAHI_BIND_UNBIND, 0, 0, PG, va);
+	char *array = op_array(copies, handle, va), c = 0;
 	struct timespec t0, t1;
-	unsigned int i, mapped_copies = 0;
-	int memfd, status = 0;
-	char *array;
-	pid_t pid;
-	long ms;
+	int ready[2], status = 0, gone = 0;
+	pid_t pid = -1;
+	long ms = 0;
 
-	memfd = memfd_create("ops", 0);
-	array = mmap(NULL, copies * PG, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	if (memfd < 0 || ftruncate(memfd, PG) || array == MAP_FAILED) {
-		check(0, "an op array for a long VM_BIND");
+	if (!array || pipe(ready)) {
+		check(0, "an op array and a pipe for a long VM_BIND");
+		if (array)
+			munmap(array, copies * PG);
 		return;
 	}
-	page = mmap(NULL, PG, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
-	if (page != MAP_FAILED) {
-		for (i = 0; i < per_page; i++)
-			page[i] = op(DRM_ASAHI_BIND_READ, handle, 0, PG, 0x6000000000ull);
-		for (; mapped_copies < copies; mapped_copies++)
-			if (mmap(array + mapped_copies * PG, PG, PROT_READ, MAP_SHARED | MAP_FIXED,
-				 memfd, 0) == MAP_FAILED)
-				break;
-	}
 	fflush(stdout);
-	pid = mapped_copies == copies ? fork() : -1;
+	pid = fork();
 	if (!pid) {
 		struct drm_asahi_vm_bind b = {
-			.vm_id = vm, .num_binds = copies * per_page, .stride = sizeof(*page),
+			.vm_id = vm, .num_binds = n, .stride = sizeof(struct drm_asahi_gem_bind_op),
 			.userptr = (uintptr_t)array,
 		};
 
+		close(ready[0]);
+		if (write(ready[1], &c, 1) != 1)
+			_exit(2);
 		_exit(ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b) ? 1 : 0);
 	}
-	if (pid > 0) {
-		int gone = 0;
-
+	close(ready[1]);
+	if (pid > 0 && read(ready[0], &c, 1) == 1) {
 		usleep(300000);
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		kill(pid, SIGKILL);
 		/*
-		 * Up to 5 s: a VM_BIND that ignored the kill would go on for minutes (2^21 binds in
-		 * a debug kernel), while a killed one is gone in under a second (the exit drops the
-		 * buffer references of the ops read so far: 0.3 s here, 0.7 s with KASAN).
+		 * Up to 5 s: a VM_BIND that ignored the kill would go on for minutes, while a
+		 * killed one is gone in under a second (the exit drops the buffer references of
+		 * the ops read so far: 0.3 s here, 0.7 s with KASAN).
 		 */
 		do {
 			usleep(10000);
@@ -523,18 +548,19 @@ static void killed_mid_bind(int fd, uint32_t vm, uint32_t handle)
 			clock_gettime(CLOCK_MONOTONIC, &t1);
 			ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
 		} while (!gone && ms < 5000);
-		printf("uapi: VM_BIND of %u ops, SIGKILL after 300 ms: %s %ld ms later (%s)\n",
-		       copies * per_page, gone ? "gone" : "still there", ms,
-		       gone && WIFSIGNALED(status) ? "killed" : "not killed");
-		check(gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && ms < 3000,
-		      "SIGKILL stops a long VM_BIND at once");
-	} else {
-		check(0, "a process for a long VM_BIND");
 	}
-	if (page != MAP_FAILED)
-		munmap(page, PG);
+	printf("uapi: VM_BIND of %u ops, SIGKILL after 300 ms in it: %s %ld ms later (%s)\n", n,
+	       gone ? "gone" : "still there", ms,
+	       gone && WIFSIGNALED(status) ? "killed" : "not killed");
+	check(gone && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && ms < 3000,
+	      "SIGKILL stops a long VM_BIND at once");
+	/* Whatever happened, the session goes on with the child reaped and the VA unmapped. */
+	if (pid > 0 && !gone)
+		waitpid(pid, &status, 0);
+	close(ready[0]);
 	munmap(array, copies * PG);
-	close(memfd);
+	vm_bind(fd, vm, &unbind, 1, sizeof(unbind), 0,
+		"VM_BIND unbind what the killed call mapped");
 }
 
 int uapi_session(void)

@@ -171,9 +171,14 @@ impl platform::Driver for AsahiPlatformDriver {
             dev_err!(pdev, "G{} GPUs are not supported yet\n", gpu.generation);
             return Err(ENODEV);
         }
+        // Checked before anything changes.
+        let tlbi = Arm64::new().ok_or_else(|| {
+            dev_err!(pdev, "the CPU lacks FEAT_TLBIOS or FEAT_TLBIRANGE\n");
+            ENODEV
+        })?;
         let cfg = UatConfig {
             geometry: Geometry::G13,
-            oas: Oas::of_variant(gpu.variant),
+            oas: Oas::of_variant(gpu.variant).ok_or(ENODEV)?,
             ttbs: region(pdev, c"ttbs")?,
             pagetables: region(pdev, c"pagetables")?,
             handoff: region(pdev, c"handoff")?,
@@ -181,10 +186,6 @@ impl platform::Driver for AsahiPlatformDriver {
         let mask = DmaMask::try_new(cfg.oas.bits())?;
         // SAFETY: Nothing else can make DMA allocations or mappings for the device during probe.
         unsafe { pdev.dma_set_mask_and_coherent(mask)? };
-        let tlbi = Arm64::new().ok_or_else(|| {
-            dev_err!(pdev, "the CPU lacks FEAT_TLBIOS or FEAT_TLBIRANGE\n");
-            ENODEV
-        })?;
         let fw = firmware(pdev, &cfg)?;
         // SAFETY: The regions are the reserved-memory regions the GPU's node names, which no one
         // else in the kernel uses; `pagetables` holds the firmware's upper-half table and stays

@@ -283,11 +283,12 @@ impl Oas {
 
     /// The OAS of a GPU variant (the letter of its `apple,agx-g13x` compatible): the base SoCs
     /// (`G`: t8103, t8112) emit 40 bits, the Pro, Max and Ultra ones (`S`, `C`, `D`: t600x,
-    /// t602x) 42.
-    pub const fn of_variant(variant: u8) -> Oas {
+    /// t602x) 42; `None` for another letter.
+    pub const fn of_variant(variant: u8) -> Option<Oas> {
         match variant {
-            b'G' => Oas::BITS_40,
-            _ => Oas::BITS_42,
+            b'G' => Some(Oas::BITS_40),
+            b'S' | b'C' | b'D' => Some(Oas::BITS_42),
+            _ => None,
         }
     }
 

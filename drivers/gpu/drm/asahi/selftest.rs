@@ -425,10 +425,11 @@ fn encoding_vectors(_: &Env) -> CaseResult {
     check!(!Prot::GPU_SHARED_RW.needs_fw_flush());
     check!(!Prot::FW_SHARED_RW.needs_fw_flush());
     // The OAS of each G13 variant (uat-hardware.md: 40 bits on t8103, 42 on t600x).
-    check!(Oas::of_variant(b'G') == Oas::BITS_40);
+    check!(Oas::of_variant(b'G') == Some(Oas::BITS_40));
     for v in [b'S', b'C', b'D'] {
-        check!(Oas::of_variant(v) == Oas::BITS_42);
+        check!(Oas::of_variant(v) == Some(Oas::BITS_42));
     }
+    check!(Oas::of_variant(b'X').is_none());
     Ok(())
 }
 

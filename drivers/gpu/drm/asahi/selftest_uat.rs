@@ -36,7 +36,7 @@ pub struct CountingTlbi {
 
 impl TlbiIssue for &CountingTlbi {
     fn prepare(&self) {
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(CONFIG_ARM64)]
         if let Some(cpu) = crate::tlbi::Arm64::new() {
             cpu.prepare();
         }
@@ -51,14 +51,14 @@ impl TlbiIssue for &CountingTlbi {
         };
         self.ops[kind].set(self.ops[kind].get() + 1);
         self.last.set(Some(op));
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(CONFIG_ARM64)]
         if let Some(cpu) = crate::tlbi::Arm64::new() {
             cpu.issue(op);
         }
     }
 
     fn sync(&self) {
-        #[cfg(target_arch = "aarch64")]
+        #[cfg(CONFIG_ARM64)]
         if let Some(cpu) = crate::tlbi::Arm64::new() {
             cpu.sync();
         }

@@ -187,17 +187,19 @@ impl<I: TlbiIssue> TlbInvalidate for Broadcast<I> {
 /// # Invariants
 ///
 /// The CPU has FEAT_TLBIOS and FEAT_TLBIRANGE ([`Arm64::new`] checks).
-#[cfg(target_arch = "aarch64")]
+#[cfg(CONFIG_ARM64)]
 #[derive(Clone, Copy)]
 pub struct Arm64(());
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(CONFIG_ARM64)]
 impl Arm64 {
     /// The CPU's TLB maintenance, if it has the instructions issued here: FEAT_TLBIOS and
     /// FEAT_TLBIRANGE (`ID_AA64ISAR0_EL1.TLB` is 2). Every Apple SoC with an AGX GPU has both;
     /// without them (another CPU model in QEMU) the first invalidation would be an undefined
-    /// instruction. The CPU it runs on answers for all: Apple's cores all have the same TLB
-    /// maintenance.
+    /// instruction. The register of the CPU it runs on answers for all, which holds where the
+    /// driver binds (Apple's cores all have the same TLB maintenance); the kernel's
+    /// system-wide view (`system_supports_tlb_range()`) has no Rust binding in 7.3. Kernel
+    /// builds only (`CONFIG_ARM64`): user space may not read the register.
     pub fn new() -> Option<Arm64> {
         let isar0: u64;
         // SAFETY: Reading an ID register has no side effect, and EL1 may read it.
@@ -210,7 +212,7 @@ impl Arm64 {
     }
 }
 
-#[cfg(target_arch = "aarch64")]
+#[cfg(CONFIG_ARM64)]
 impl TlbiIssue for Arm64 {
     fn prepare(&self) {
         // SAFETY: A barrier has no effect on memory safety.
