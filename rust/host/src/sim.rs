@@ -420,15 +420,15 @@ pub(crate) fn system_ram(first: PhysAddr, last: PhysAddr) -> Option<bool> {
         });
         yes |= sys;
         no |= !sys;
+        if yes && no {
+            return None;
+        }
         match pa.checked_add(PAGE_SIZE as PhysAddr) {
             Some(next) => pa = next,
             None => break,
         }
     }
-    match (yes, no) {
-        (true, true) => None,
-        (yes, _) => Some(yes),
-    }
+    Some(yes)
 }
 
 /// Whether the page at `pa` is currently owned by somebody through the page allocator.

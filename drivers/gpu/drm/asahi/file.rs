@@ -112,7 +112,8 @@ const MAX_STRIDE: usize = 4096;
 fn skip_zeroed(r: &mut kernel::uaccess::UserSliceReader, mut n: usize) -> Result {
     let mut buf = [0u8; 256];
     while n != 0 {
-        let chunk = &mut buf[..n.min(256)];
+        let len = n.min(buf.len());
+        let chunk = &mut buf[..len];
         r.read_slice(chunk)?;
         if chunk.iter().any(|&b| b != 0) {
             return Err(EINVAL);
