@@ -465,6 +465,83 @@ static void private_elsewhere(int fd, uint32_t priv, uint64_t kstart, uint64_t k
 	call(fd, DRM_IOCTL_ASAHI_VM_DESTROY, &vd, 0, "VM_DESTROY the second VM");
 }
 
+/* Binds `range` bytes of `handle` into the kernel VM: the object handle, or 0 with `*err` set. */
+static uint32_t bind_object(int fd, uint32_t handle, uint64_t range, int *err)
+{
+	struct drm_asahi_gem_bind_object bo = { .op = DRM_ASAHI_BIND_OBJECT_OP_BIND,
+		.flags = DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS, .handle = handle, .range = range };
+
+	*err = ioctl(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo) ? errno : 0;
+	return *err ? 0 : bo.object_handle;
+}
+
+/* Unbinds the kernel-VM objects `objs[0 .. n]`: how many unbinds failed. */
+static unsigned int unbind_objects(int fd, const uint32_t *objs, unsigned int n)
+{
+	struct drm_asahi_gem_bind_object bo = { .op = DRM_ASAHI_BIND_OBJECT_OP_UNBIND };
+	unsigned int bad = 0;
+
+	while (n--) {
+		bo.object_handle = objs[n];
+		bad += !!ioctl(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo);
+	}
+	return bad;
+}
+
+/*
+ * GEM_BIND_OBJECT's per-client limits, 4096 objects and 256 MiB of kernel VA: past either, the
+ * client gets ENOSPC, another client does not, and an unbind makes room again.
+ */
+static void object_limits(int fd, uint32_t page)
+{
+	static uint32_t objs[4096];
+	struct drm_asahi_gem_create gc = { .size = 16ull << 20 };
+	struct drm_gem_close cl = { 0 };
+	unsigned int n, ok;
+	int err, other;
+
+	for (n = 0, ok = 0; n < 4096; n++) {
+		objs[n] = bind_object(fd, page, PG, &err);
+		ok += !err;
+	}
+	check(ok == 4096, "GEM_BIND_OBJECT of one page 4096 times");
+	bind_object(fd, page, PG, &err);
+	printf("uapi: the 4097th object -> %s\n", err ? strerrorname_np(err) : "ok");
+	check(err == ENOSPC, "a client's 4097th kernel-VM object: ENOSPC");
+	other = open("/dev/dri/renderD128", O_RDWR);
+	gc.size = PG;
+	if (other < 0 || ioctl(other, DRM_IOCTL_ASAHI_GEM_CREATE, &gc)) {
+		check(0, "a second client with a buffer");
+	} else {
+		uint32_t o = bind_object(other, gc.handle, PG, &err);
+
+		check(!err && !unbind_objects(other, &o, 1),
+		      "another client binds an object meanwhile");
+	}
+	if (other >= 0)
+		close(other);
+	check(!unbind_objects(fd, objs, 1) && (objs[0] = bind_object(fd, page, PG, &err)) && !err,
+	      "after one unbind, one more object fits");
+	check(!unbind_objects(fd, objs, 4096), "unbinding the 4096 objects");
+
+	gc.size = 16ull << 20;
+	call(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc, 0, "GEM_CREATE 16 MiB");
+	for (n = 0, ok = 0; n < 16; n++) {
+		objs[n] = bind_object(fd, gc.handle, gc.size, &err);
+		ok += !err;
+	}
+	check(ok == 16, "GEM_BIND_OBJECT of 16 MiB 16 times: 256 MiB");
+	bind_object(fd, gc.handle, PG, &err);
+	printf("uapi: one more page past 256 MiB -> %s\n", err ? strerrorname_np(err) : "ok");
+	check(err == ENOSPC, "one more page past a client's 256 MiB of kernel VA: ENOSPC");
+	check(!unbind_objects(fd, objs, 1) && (objs[0] = bind_object(fd, gc.handle, PG, &err)) &&
+	      !err && (bind_object(fd, gc.handle, gc.size, &err), err == ENOSPC),
+	      "after unbinding 16 MiB, one page fits and 16 MiB do not");
+	check(!unbind_objects(fd, objs, 16), "unbinding them");
+	cl.handle = gc.handle;
+	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE the 16 MiB buffer");
+}
+
 /* Maps one page of identical map ops `copies` times in a row: an op array that costs no RAM. */
 static char *op_array(unsigned int copies, uint32_t handle, uint64_t va)
 {
@@ -776,6 +853,7 @@ int uapi_session(void)
 	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, ENOENT, "GEM_BIND_OBJECT unbind again");
 	bo.op = 7;
 	call(fd, DRM_IOCTL_ASAHI_GEM_BIND_OBJECT, &bo, EINVAL, "GEM_BIND_OBJECT op 7");
+	object_limits(fd, handle);
 
 	/* No firmware to run work. */
 	qc.vm_id = vm;

@@ -107,6 +107,27 @@ fn index(id: u32) -> Result<usize> {
 /// stay few.
 const MAX_STRIDE: usize = 4096;
 
+/// The most kernel-VM objects (GEM_BIND_OBJECT) a client holds at once.
+///
+/// The kernel VM's VA range, its page tables and its allocator are shared by every client and
+/// not charged to any: without a bound, one client could take the whole range (others then get
+/// `ENOSPC`), and every bind and unbind would cost time in the number of objects. Mesa binds one
+/// timestamp buffer per context or query pool.
+const MAX_KERNEL_OBJECTS: usize = 4096;
+
+/// The most kernel VA a client's kernel-VM objects cover together (1/256 of the range): with
+/// [`MAX_KERNEL_OBJECTS`], what one client can take from the others.
+const MAX_KERNEL_OBJECT_BYTES: u64 = 256 << 20;
+
+/// Whether a client holding `objects` may bind `range` more bytes into the kernel VM.
+fn objects_allow(objects: &[Option<KernelObject>], range: u64) -> bool {
+    let (count, bytes) = objects
+        .iter()
+        .flatten()
+        .fold((0, 0), |(n, b), o| (n + 1, b + o.size));
+    count < MAX_KERNEL_OBJECTS && range <= MAX_KERNEL_OBJECT_BYTES.saturating_sub(bytes)
+}
+
 /// Skips the next `n` bytes of `r`, the part of a struct that this driver does not know (a
 /// larger stride): `EINVAL` unless they are all zero, as the uAPI's extension rule asks.
 fn skip_zeroed(r: &mut kernel::uaccess::UserSliceReader, mut n: usize) -> Result {
@@ -332,7 +353,9 @@ impl File {
     }
 
     /// GEM_BIND_OBJECT: binds part of a buffer into the kernel VM, where the firmware sees it
-    /// (the only usage: `DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS`), or unbinds it.
+    /// (the only usage: `DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS`), or unbinds it. `ENOSPC` when
+    /// the client already holds [`MAX_KERNEL_OBJECTS`] objects or the range would take it past
+    /// [`MAX_KERNEL_OBJECT_BYTES`], or when the kernel VM's range is full.
     pub(crate) fn gem_bind_object(
         ddev: &AsahiDevice<Registered>,
         reg: &AsahiRegData<'_>,
@@ -365,6 +388,9 @@ impl File {
                 let sg = bo::scatter(&bo, reg.pdev.as_ref())?;
                 let (from, skip) = sg.from_offset(args.offset).ok_or(EINVAL)?;
                 let mut objects = file.1.objects.lock();
+                if !objects_allow(&objects, args.range) {
+                    return Err(ENOSPC);
+                }
                 objects.reserve(1, GFP_KERNEL_ACCOUNT)?;
                 let va = ddev.kva.lock().alloc(args.range)?;
                 let mapped =
