@@ -30,7 +30,7 @@ lint:
 
 test: lint
 	mkdir -p target
-	$(CARGO) test --release --workspace 2>&1 | tee target/test.log
+	$(CARGO) test --profile checked --workspace 2>&1 | tee target/test.log
 	@awk '/^test result:/ { p += $$4; f += $$6 } END { printf "tests: %d passed, %d failed\n", p, f }' \
 		target/test.log | tee target/test-summary
 

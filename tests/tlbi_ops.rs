@@ -43,7 +43,7 @@ fn decode(op: Tlbi) -> (u64, u64, u16) {
 fn check_cover(asid: u16, start: u64, pages: u64) -> usize {
     let range = VaRange {
         start,
-        last: start + pages * PG - 1,
+        last: start + (pages * PG - 1),
     };
     let ops: Vec<Tlbi> = range_ops(asid, range).collect();
     let mask = (1u64 << 37) - 1;

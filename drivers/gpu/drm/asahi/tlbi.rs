@@ -128,7 +128,9 @@ impl Iterator for RangeOps {
                 let units = (pages >> unit_shift).min(32);
                 let covered = units << unit_shift;
                 let op = Tlbi::range(self.asid, self.va, scale, units - 1);
-                self.va += covered << UAT_PGBIT;
+                // Wraps past the top of the upper half after its last page, where `va` is not
+                // used again.
+                self.va = self.va.wrapping_add(covered << UAT_PGBIT);
                 self.pages -= covered;
                 Some(op)
             }
