@@ -12,8 +12,9 @@
 //!
 //! Each VM is one [`GpuVm`], found by its ID in one registry; its VA tree is the only record of
 //! its mappings ([`Engine::mappings`] reads it back). A VA holds its buffer through its vm_bo,
-//! as in the kernel: a buffer whose handle is closed stays pinned while anything maps it, and
-//! goes with its last mapping, after the TLB invalidation of that unmap.
+//! as in the kernel: closing a handle unmaps the buffer from the client's VMs, and the buffer
+//! goes with its last mapping (in a destroyed VM whose work is in flight), after the TLB
+//! invalidation of that unmap.
 //!
 //! Host-only (the kernel has its DRM device, shmem objects and per-file registries instead):
 //! the driver type [`HostDriver`], the GEM object [`Buffer`] (the driver's own `GemObject`, a
@@ -273,7 +274,9 @@ impl Engine {
         Ok(&self.open_bo(handle)?.obj)
     }
 
-    /// GEM_CLOSE: closes a handle; the buffer lives on while mapped.
+    /// GEM_CLOSE: closes a handle and, as the kernel's `File::close_object`, unmaps the buffer
+    /// from every VM of the client (not from a destroyed one, whose ID is gone). The buffer lives
+    /// on while anything else holds it.
     pub fn gem_close(&mut self, handle: Handle) -> Result {
         let e = self
             .objects
@@ -281,9 +284,37 @@ impl Engine {
             .filter(|e| e.open)
             .ok_or(ENOENT)?;
         e.open = false;
+        let bo = e.bo.clone();
+        let Engine { vms, uat, .. } = self;
+        for (id, vm) in vms.iter_mut().filter(|(_, vm)| !vm.destroyed) {
+            let Some(vm_bo) = vm.gpuvm.find_bo(&bo) else {
+                continue;
+            };
+            let mut ctx = Ctx::for_unmap(uat, KVec::new());
+            if let Err(e) = Steps::unmap_object(&mut vm.unique, &vm_bo, &mut ctx) {
+                pr_warn!("VM {}: unmapping closed handle {}: {:?}\n", id, handle, e);
+            }
+            drop(ctx);
+            drop(vm_bo);
+            vm.gpuvm.deferred_cleanup();
+        }
+        drop(bo);
         self.closed.insert(handle);
         self.release_unused();
         Ok(())
+    }
+
+    /// The VMs of the client (not destroyed ones) that map the buffer behind an open handle:
+    /// those its GEM_CLOSE unmaps it from.
+    pub fn vms_mapping(&self, handle: Handle) -> Vec<VmId> {
+        let Ok(bo) = self.open_bo(handle) else {
+            return Vec::new();
+        };
+        self.vms
+            .iter()
+            .filter(|(_, vm)| !vm.destroyed && vm.gpuvm.find_bo(bo).is_some())
+            .map(|(&id, _)| id)
+            .collect()
     }
 
     /// Forgets the buffers whose handle is closed and that nothing holds any more (no VA, no

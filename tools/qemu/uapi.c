@@ -542,6 +542,71 @@ static void object_limits(int fd, uint32_t page)
 	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE the 16 MiB buffer");
 }
 
+/*
+ * Closing a buffer's handle unmaps it from the client's VMs (Mesa's agx_bo_free counts on it),
+ * not from another client's VM that imported it: a child maps it, then the parent closes its
+ * handle and looks at both.
+ */
+static void close_unmaps(int fd, long uat, uint32_t handle, uint64_t kstart, uint64_t kend)
+{
+	struct drm_prime_handle ph = { .handle = handle, .flags = DRM_CLOEXEC | DRM_RDWR };
+	struct drm_gem_close cl = { .handle = handle };
+	int to_parent[2], to_child[2], status = 0;
+	long child_uat = -1;
+	pid_t pid = -1;
+
+	check(mapped(uat, 0x100000, 2 * PG) == 1 && mapped(uat, 0x410000, 2 * PG) == 1,
+	      "the buffer is mapped at 0x100000 and 0x410000 before GEM_CLOSE");
+	call(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph, 0, "PRIME_HANDLE_TO_FD for another client");
+	if (pipe(to_parent) || pipe(to_child)) {
+		check(0, "pipes to a child");
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		struct drm_asahi_vm_create vc = { .kernel_start = kstart, .kernel_end = kend };
+		struct drm_prime_handle imp = { .fd = ph.fd };
+		struct drm_asahi_gem_bind_op o;
+		struct drm_asahi_vm_bind b = { .num_binds = 1, .stride = sizeof(o) };
+		int gpu = open("/dev/dri/renderD128", O_RDWR);
+		long id = -1;
+		char c;
+
+		/* Its copies of the parent's ends: its read must see the pipe's end. */
+		close(to_child[1]);
+		close(to_parent[0]);
+		if (gpu >= 0 && !ioctl(gpu, DRM_IOCTL_PRIME_FD_TO_HANDLE, &imp) &&
+		    !ioctl(gpu, DRM_IOCTL_ASAHI_VM_CREATE, &vc)) {
+			o = op(DRM_ASAHI_BIND_READ, imp.handle, 0, PG, 0x100000);
+			b.vm_id = vc.vm_id;
+			b.userptr = (uintptr_t)&o;
+			if (!ioctl(gpu, DRM_IOCTL_ASAHI_VM_BIND, &b))
+				id = uat_id_of(vc.vm_id);
+		}
+		/* Then waits until the parent has looked (its end of the pipe closes). */
+		if (write(to_parent[1], &id, sizeof(id)) != sizeof(id) ||
+		    read(to_child[0], &c, 1) < 0)
+			_exit(1);
+		_exit(0);
+	}
+	close(to_parent[1]);
+	close(to_child[0]);
+	if (pid < 0 || read(to_parent[0], &child_uat, sizeof(child_uat)) != sizeof(child_uat))
+		child_uat = -1;
+	check(child_uat >= 0, "another client imported the buffer and mapped it");
+	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE of a mapped buffer");
+	check(mapped(uat, 0x100000, 2 * PG) == 0 && mapped(uat, 0x410000, 2 * PG) == 0,
+	      "GEM_CLOSE unmapped the buffer from the client's VM");
+	check(child_uat >= 0 && mapped(child_uat, 0x100000, PG) == 1,
+	      "the other client's mapping of the buffer stays");
+	close(to_child[1]);
+	if (pid > 0)
+		waitpid(pid, &status, 0);
+	check(pid > 0 && WIFEXITED(status) && !WEXITSTATUS(status), "the child exits cleanly");
+	close(to_parent[0]);
+	close(ph.fd);
+}
+
 /* Maps one page of identical map ops `copies` times in a row: an op array that costs no RAM. */
 static char *op_array(unsigned int copies, uint32_t handle, uint64_t va)
 {
@@ -653,7 +718,6 @@ int uapi_session(void)
 	struct drm_asahi_gem_mmap_offset mo;
 	struct drm_asahi_gem_bind_object bo;
 	struct drm_asahi_queue_create qc = { 0 };
-	struct drm_gem_close cl = { 0 };
 	struct drm_asahi_gem_bind_op ops[2];
 	uint64_t kstart, kend, t0;
 	uint32_t vm, handle, priv;
@@ -859,9 +923,8 @@ int uapi_session(void)
 	qc.vm_id = vm;
 	call(fd, DRM_IOCTL_ASAHI_QUEUE_CREATE, &qc, EOPNOTSUPP, "QUEUE_CREATE");
 
-	/* Closing a mapped buffer: it stays pinned while mapped. */
-	cl.handle = handle;
-	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE of a mapped buffer");
+	/* Closing a mapped buffer unmaps it from the client's VMs only. */
+	close_unmaps(fd, uat, handle, kstart, kend);
 	ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, 0x8000000, 0x100000);
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0, "VM_BIND unbind 0x100000+128 MiB");
 

@@ -273,9 +273,26 @@ impl Machine {
         Ok(())
     }
 
-    /// The VM an operation may change the pages or tables of, and the disjoint VA ranges it
-    /// may change (the whole VM for a destroy, or a completion that may tear a VM down).
-    fn touched(&self, op: &Op) -> Option<(VmId, Vec<(u64, u64)>)> {
+    /// The VMs an operation may change the pages or tables of, each with the disjoint VA ranges
+    /// it may change (the whole VM for a destroy, a completion that may tear a VM down, or the
+    /// close of a buffer's handle, which unmaps it from every VM that maps it).
+    fn touched(&self, op: &Op) -> Vec<(VmId, Vec<(u64, u64)>)> {
+        if let Op::GemClose { bo } = op {
+            let Some(&handle) = self.bos.get(bo) else {
+                return Vec::new();
+            };
+            return self
+                .gpuvm
+                .vms_mapping(handle)
+                .into_iter()
+                .map(|id| (id, vec![(0, u64::MAX)]))
+                .collect();
+        }
+        self.touched_one(op).into_iter().collect()
+    }
+
+    /// [`Machine::touched`] of an operation on one VM.
+    fn touched_one(&self, op: &Op) -> Option<(VmId, Vec<(u64, u64)>)> {
         match op {
             Op::Bind { vm, ops } => {
                 let mut r: Vec<(u64, u64)> = ops
@@ -323,15 +340,16 @@ impl Machine {
         let pages = |m: &Machine, id: VmId, r: &[(u64, u64)]| -> u64 {
             r.iter().map(|&(s, e)| m.pages_in(id, s, e)).sum()
         };
-        let before = touched
-            .as_ref()
-            .map(|(id, r)| (pages(self, *id, r), self.vm_tables(*id)));
+        let before: Vec<(u64, u64)> = touched
+            .iter()
+            .map(|(id, r)| (pages(self, *id, r), self.vm_tables(*id)))
+            .collect();
         let r = self.execute_inner(op);
         self.stats.ops += 1;
         if r.get("err").is_some() {
             self.stats.errors += 1;
         }
-        if let (Some((id, r)), Some((pages_before, tables))) = (touched, before) {
+        for ((id, r), (pages_before, tables)) in touched.into_iter().zip(before) {
             // A VM torn down has neither mappings nor tables any more: both count as 0.
             let (p, t) = (pages(self, id, &r), self.vm_tables(id));
             let st = &mut self.stats;

@@ -210,11 +210,15 @@ impl Gen {
         );
     }
 
-    /// Closes a buffer's handle.
+    /// Closes a buffer's handle, which unmaps the buffer from every VM (Mesa frees a buffer
+    /// with GEM_CLOSE alone).
     pub fn gem_close(&mut self, bo: u64) {
         let e = match self.bos.get_mut(&bo) {
             Some(b) if b.open => {
                 b.open = false;
+                for vm in self.vms.values_mut() {
+                    vm.pages.retain(|_, &mut (owner, ..)| owner != bo);
+                }
                 Expect::Ok
             }
             _ => Expect::Err("ENOENT"),

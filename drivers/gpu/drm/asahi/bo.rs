@@ -15,6 +15,7 @@
 //! knows its index there, so that freeing a buffer costs no time per buffer of the device.
 
 use crate::driver::{AsahiDevice, AsahiDriver};
+use crate::file::DrmFile;
 use crate::pgtable::PhysRange;
 use crate::sg::SgList;
 use kernel::device::{Bound, Device};
@@ -98,6 +99,11 @@ impl gem::DriverObject for BoData {
             dev: ARef::from(dev),
             listing: SetOnce::new(),
         })
+    }
+
+    /// A client closed its handle: the buffer is unmapped from the client's VMs.
+    fn close(obj: &Bo, file: &DrmFile) {
+        file.inner().close_object(obj);
     }
 }
 

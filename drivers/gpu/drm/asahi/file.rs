@@ -154,6 +154,18 @@ fn killable() -> Result {
 }
 
 impl File {
+    /// A handle of `bo` was closed (GEM_CLOSE, or the client going): unmaps the buffer from
+    /// every VM of the client, as Mesa counts on (it frees a buffer with GEM_CLOSE alone). VMs
+    /// of other clients keep their mappings of a shared buffer.
+    ///
+    /// The `vms` lock is held throughout, so that no allocation is needed (lock order: `vms`,
+    /// then a VM's own, then the device's `uat`, as VM_CREATE and VM_BIND take them).
+    pub(crate) fn close_object(&self, bo: &Bo) {
+        for vm in self.vms.lock().iter().flatten() {
+            vm.unmap_object(bo);
+        }
+    }
+
     fn vm(&self, vm_id: u32) -> Result<Arc<Vm>> {
         let idx = index(vm_id)?;
         self.vms

@@ -200,6 +200,27 @@ impl Vm {
         })
     }
 
+    /// Unmaps every mapping of `bo` in this VM ([`VmData::unmap_object`]): its client closed
+    /// its handle. A failure (a corrupt table, a firmware that does not flush) is logged; what
+    /// was not unmapped stays mapped, and goes with the VM.
+    pub(crate) fn unmap_object(&self, bo: &Bo) {
+        let Some(vm_bo) = self.gpuvm.find_bo(bo) else {
+            return;
+        };
+        {
+            let mut unique = self.unique.lock();
+            let mut uat = self.dev.uat.lock();
+            let mut ctx = StepCtx::for_unmap(&mut uat, KVec::new());
+            if let Err(e) = VmData::unmap_object(&mut unique, &vm_bo, &mut ctx) {
+                pr_err!("VM {}: unmapping a closed buffer: {:?}\n", self.id, e);
+            }
+            // The unmapped ranges are invalidated (and emptied tables freed) as `ctx` goes.
+        }
+        drop(vm_bo);
+        // The buffer's last reference from this VM goes after the flush.
+        self.gpuvm.deferred_cleanup();
+    }
+
     /// The VA range of this VM the kernel reserved.
     pub(crate) fn kernel_range(&self) -> VaRange {
         VaRange {

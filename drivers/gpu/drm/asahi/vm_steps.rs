@@ -24,7 +24,8 @@ use kernel::alloc::Flags;
 use kernel::drm;
 use kernel::drm::driver::AllocImpl;
 use kernel::drm::gpuvm::{
-    DriverGpuVm, GpuVaAlloc, OpMap, OpMapped, OpRemap, OpRemapped, OpUnmap, OpUnmapped,
+    DriverGpuVm, GpuVaAlloc, GpuVmBo, OpMap, OpMapped, OpRemap, OpRemapped, OpUnmap, OpUnmapped,
+    UniqueRefGpuVm,
 };
 use kernel::prelude::*;
 
@@ -77,6 +78,30 @@ where
             v.push(GpuVaAlloc::new(flags)?, flags)?;
         }
         Ok(v)
+    }
+
+    /// Unmaps every mapping of `vm_bo`'s object in its VM (`unique`) with the steps of `ctx`:
+    /// what closing a handle does to the client's VMs (Mesa frees a buffer with GEM_CLOSE alone,
+    /// counting on the kernel to unmap it).
+    ///
+    /// The mappings are found one at a time and each unmapped whole, which splits none: `ctx`
+    /// needs no preallocated VAs.
+    pub fn unmap_object(
+        unique: &mut UniqueRefGpuVm<Self>,
+        vm_bo: &GpuVmBo<Self>,
+        ctx: &mut StepCtx<'_, D, O, T, F>,
+    ) -> Result {
+        let mut last = None;
+        while let Some(range) = vm_bo.find_va(|va| Some(va.range())) {
+            // A mapping still there after the unmap of its whole range: GPUVM went wrong, and
+            // looping would not mend it.
+            if last.as_ref() == Some(&range) {
+                return Err(EIO);
+            }
+            unique.sm_unmap(range.start, range.end - range.start, ctx)?;
+            last = Some(range);
+        }
+        Ok(())
     }
 }
 

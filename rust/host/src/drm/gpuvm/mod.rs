@@ -197,6 +197,24 @@ impl<T: DriverGpuVm> GpuVm<T> {
         Ok(GpuVmBoAlloc::new(self, obj, data)?.obtain())
     }
 
+    /// Looks up the [`GpuVmBo`] of `obj` in this GPUVM, without creating one: `None` if `obj`
+    /// has none here (it is not mapped, and no one holds a [`GpuVmBo`] for it).
+    pub fn find_bo(&self, obj: &T::Object) -> Option<ARef<GpuVmBo<T>>> {
+        // SAFETY: `obj` is borrowed, so valid.
+        let raw = unsafe { &*obj.as_raw() };
+        let list = lock(&raw.gpuva);
+        let me = ptr::from_ref(self) as usize;
+        let &(_, found) = list.iter().find(|&&(vm, _)| vm == me)?;
+        let found = found as *mut GpuVmBo<T>;
+        // SAFETY: Entries of the GEM list are live vm_bos of the VM at their address, here this
+        // `GpuVm<T>`; under the lock, they cannot become zombies (`drm_gpuvm_bo_find()`).
+        let found = unsafe { NonNull::new_unchecked(found) };
+        // SAFETY: As above.
+        unsafe { found.as_ref() }.get();
+        // SAFETY: We took a reference above.
+        Some(unsafe { ARef::from_raw(found) })
+    }
+
     /// Clean up buffer objects that are no longer used.
     #[inline]
     pub fn deferred_cleanup(&self) {

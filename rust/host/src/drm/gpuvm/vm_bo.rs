@@ -12,6 +12,9 @@ pub(super) struct RawVmBo<T: DriverGpuVm> {
     obj: NonNull<RawObject>,
     /// `kref`.
     kref: AtomicUsize,
+    /// `list.gpuva`: the addresses of the VAs linked to this vm_bo, changed and read only under
+    /// the GEM's `gpuva.lock`.
+    vas: UnsafeCell<Vec<usize>>,
 }
 
 /// Represents that a given GEM object has at least one mapping on this [`GpuVm`] instance.
@@ -85,6 +88,22 @@ impl<T: DriverGpuVm> GpuVmBo<T> {
     pub(super) fn lock_gpuva(&self) -> std::sync::MutexGuard<'_, Vec<(usize, usize)>> {
         // SAFETY: The vm_bo holds a reference to the object.
         lock(&unsafe { self.inner.obj.as_ref() }.gpuva)
+    }
+
+    /// Calls `f` on the mappings ([`GpuVa`]) of the GEM object in this GPUVM, in no particular
+    /// order, until it returns `Some`; returns that, or `None` if it never did.
+    ///
+    /// The GEM object's gpuva lock is held meanwhile, so `f` must not map or unmap the object.
+    /// A driver that unmaps the mappings it finds (through its [`UniqueRefGpuVm`], which keeps
+    /// them as they are until then) does so after this returns.
+    pub fn find_va<R>(&self, mut f: impl FnMut(&GpuVa<T>) -> Option<R>) -> Option<R> {
+        let _guard = self.lock_gpuva();
+        // SAFETY: `vas` is only accessed under the gpuva lock, which we hold until we return.
+        let vas = unsafe { &*self.inner.vas.get() };
+        vas.iter().find_map(|&va| {
+            // SAFETY: A VA on the list is linked to this vm_bo, so resident in its GPUVM.
+            f(unsafe { GpuVa::<T>::from_raw((va as *mut GpuVa<T>).cast()) })
+        })
     }
 
     /// `drm_gpuvm_bo_get()`.
@@ -166,6 +185,8 @@ impl<T: DriverGpuVm> GpuVmBo<T> {
         self.get();
         // SAFETY: The caller has the VA exclusively.
         unsafe { (*(*va).as_raw()).vm_bo = ptr::from_ref(self).cast_mut() };
+        // SAFETY: The caller holds the gpuva lock, under which alone `vas` is accessed.
+        unsafe { &mut *self.inner.vas.get() }.push(va as usize);
     }
 
     /// `drm_gpuva_unlink_defer()`: the VA gives up its reference to its vm_bo.
@@ -182,6 +203,8 @@ impl<T: DriverGpuVm> GpuVmBo<T> {
         // SAFETY: The VA holds a reference to the vm_bo.
         let me = unsafe { vm_bo.as_ref() };
         let mut list = me.lock_gpuva();
+        // SAFETY: We hold the gpuva lock, under which alone `vas` is accessed.
+        unsafe { &mut *me.inner.vas.get() }.retain(|&v| v != va as usize);
         let should_defer_bo = me.inner.kref.fetch_sub(1, Ordering::AcqRel) == 1;
         if should_defer_bo {
             me.make_zombie(&mut list);
@@ -230,6 +253,7 @@ impl<T: DriverGpuVm> GpuVmBoAlloc<T> {
                 vm: NonNull::from(gpuvm),
                 obj,
                 kref: AtomicUsize::new(1),
+                vas: UnsafeCell::new(Vec::new()),
             });
             let Ok(()) = value.__pinned_init(&raw mut (*slot).data);
         }
