@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 mod model {
     //! Loom: the driver's `lock_acquire` / `lock_release` (the CPU side) against a firmware model
-    //! written from the facts doc. Every interleaving and every weak-memory outcome loom allows
-    //! is explored: the critical sections never overlap (loom's `UnsafeCell` panics on a
-    //! concurrent access) and both parties always finish (loom reports a deadlock otherwise).
+    //! written from the facts doc. Every interleaving with at most three preemptions (loom's
+    //! `preemption_bound`, which keeps the runs to seconds; the bugs loom finds in practice need
+    //! fewer) and every weak-memory outcome loom allows is explored: the critical sections never
+    //! overlap (loom's `UnsafeCell` panics on a concurrent access) and both parties always finish
+    //! (loom reports a deadlock otherwise).
     use super::*;
     use loom::cell::UnsafeCell;
     use loom::sync::atomic::{fence, AtomicU32, AtomicU8, Ordering};

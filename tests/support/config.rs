@@ -21,15 +21,17 @@ pub fn config_scaled(divisor: u32, min: u32) -> Config {
 }
 
 fn config_scaled_from(default_cases: u32, divisor: u32, min: u32) -> Config {
-    let all: u32 = std::env::var("UAT_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default_cases);
+    // A value that does not parse is refused, not replaced by the default: a replay with a
+    // mistyped seed would pass for the wrong reason.
+    let all: u32 = std::env::var("UAT_CASES").map_or(default_cases, |v| {
+        v.parse()
+            .unwrap_or_else(|_| panic!("UAT_CASES={v:?}: not a case count"))
+    });
     let cases = (all / divisor).max(min);
-    let seed = std::env::var("UAT_SEED")
-        .ok()
-        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
-        .unwrap_or(0x5eed);
+    let seed = std::env::var("UAT_SEED").map_or(0x5eed, |v| {
+        u64::from_str_radix(v.trim_start_matches("0x"), 16)
+            .unwrap_or_else(|_| panic!("UAT_SEED={v:?}: not a hexadecimal seed"))
+    });
     eprintln!("proptest: {cases} cases, UAT_SEED={seed:#x}");
     Config {
         cases,
