@@ -4,7 +4,9 @@
 //! (release) interleaved at random, VMs destroyed and created. Checked after every step against
 //! a model of the slot policy and through the simulated GPU: every VM maps its own tagged page at
 //! the same VA, so a context that reached a previous owner's stale TLB entry, or a TTBAT entry
-//! pointing at the wrong table, reads the wrong tag.
+//! pointing at the wrong table, reads the wrong tag. VMs also move their page to another one,
+//! bound or evicted: the unmap empties and frees its tables (after the flush, or without one when
+//! no slot holds the VM), and a context must then reach the new page, never the old one.
 
 use agx_soc::firmware::FwKnobs;
 use agx_soc::Soc;
@@ -26,6 +28,8 @@ enum Op {
     Release(usize),
     /// Destroy the VM (if it has no work) and create a fresh one in its place.
     Recreate(usize),
+    /// Unmap the VM's page (which frees its tables) and map its other page in its place.
+    Remap(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -33,6 +37,7 @@ fn op() -> impl Strategy<Value = Op> {
         6 => (0..VMS).prop_map(Op::Bind),
         5 => (0..VMS).prop_map(Op::Release),
         1 => (0..VMS).prop_map(Op::Recreate),
+        2 => (0..VMS).prop_map(Op::Remap),
     ]
 }
 
@@ -47,7 +52,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let leak = LeakCheck::start();
     let soc = Soc::new(FwKnobs::default());
     let mut uat = soc.boot().unwrap();
-    let data = TaggedPages::new(VMS, 7000);
+    // VM v maps page v or page v + VMS (`page[v]`).
+    let data = TaggedPages::new(2 * VMS, 7000);
+    let mut page: Vec<usize> = (0..VMS).collect();
     let mut ids: Vec<u64> = Vec::new();
     for v in 0..VMS {
         let id = uat.create_vm(false).unwrap();
@@ -135,10 +142,19 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(sim::read_phys_u64(soc.ttbs.phys + 16 * s as u64), Some(0));
                 }
                 let id = uat.create_vm(false).unwrap();
-                uat.vm_map(id, VA, data.phys(v), 1 << 14, Prot::GPU_SHARED_RW)
+                uat.vm_map(id, VA, data.phys(page[v]), 1 << 14, Prot::GPU_SHARED_RW)
                     .unwrap();
                 ids[v] = id;
                 hint[v] = None;
+            }
+            Op::Remap(v) => {
+                let tables = uat.vm_table(ids[v]).unwrap().table_pages();
+                prop_assert_eq!(uat.vm_unmap(ids[v], VA, 1 << 14), Ok(1));
+                prop_assert_eq!(uat.vm_table(ids[v]).unwrap().table_pages(), 0);
+                page[v] = (page[v] + VMS) % (2 * VMS);
+                uat.vm_map(ids[v], VA, data.phys(page[v]), 1 << 14, Prot::GPU_SHARED_RW)
+                    .unwrap();
+                prop_assert_eq!(uat.vm_table(ids[v]).unwrap().table_pages(), tables);
             }
         }
         // Every held slot: the right TTBAT entry, and the GPU reaches the owner's page only.
@@ -150,7 +166,12 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(uat.slot_users(s), model.users);
                     let table = uat.vm_table(ids[v]).unwrap().ttb();
                     prop_assert_eq!(ttb0, table | 1 | ((s as u64) << 48));
-                    prop_assert_eq!(gpu_tag(&soc.gpu, s, VA), Ok(data.tag(v)), "slot {}", s);
+                    prop_assert_eq!(
+                        gpu_tag(&soc.gpu, s, VA),
+                        Ok(data.tag(page[v])),
+                        "slot {}",
+                        s
+                    );
                 }
                 None => prop_assert_eq!(ttb0, 0),
             }
@@ -208,4 +229,29 @@ fn eviction_without_invalidation_is_detected() {
         "stale entry expected"
     );
     soc.gpu.set_ignore_tlbi(false);
+}
+
+/// The check can fail for a moved page too: with the GPU ignoring TLB maintenance, a context
+/// still reaches the page its VM unmapped (and whose tables went).
+#[test]
+fn remap_without_invalidation_is_detected() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(2, 9500);
+    let id = uat.create_vm(false).unwrap();
+    uat.vm_map(id, VA, data.phys(0), 1 << 14, Prot::GPU_SHARED_RW)
+        .unwrap();
+    let s = uat.bind(id).unwrap();
+    assert_eq!(gpu_tag(&soc.gpu, s, VA), Ok(data.tag(0)));
+    soc.gpu.set_ignore_tlbi(true);
+    uat.vm_unmap(id, VA, 1 << 14).unwrap();
+    uat.vm_map(id, VA, data.phys(1), 1 << 14, Prot::GPU_SHARED_RW)
+        .unwrap();
+    assert_eq!(
+        gpu_tag(&soc.gpu, s, VA),
+        Ok(data.tag(0)),
+        "stale entry expected"
+    );
+    soc.gpu.set_ignore_tlbi(false);
+    uat.release(id).unwrap();
 }
