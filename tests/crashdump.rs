@@ -170,16 +170,21 @@ fn readelf_and_gdb_open_it() {
     assert!(text.contains("Elf file type is CORE"), "{text}");
     assert!(text.contains("0x0000000000100000"), "{text}");
     assert_eq!(text.matches("LOAD").count(), 5, "{text}");
-    if let Ok(out) = Command::new("gdb")
+    // gdb is optional here (`.ci/run` installs it, and `CI` makes it required).
+    match Command::new("gdb")
         .args(["-nx", "-batch", "-ex"])
         .arg(format!("core-file {}", path.display()))
         .args(["-ex", "info files"])
         .output()
     {
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(text.contains("file type elf64-little"), "{text}");
-        assert!(text.contains("0x00100000 - 0x00104000 is load1"), "{text}");
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout).to_string()
+                + &String::from_utf8_lossy(&out.stderr);
+            assert!(text.contains("file type elf64-little"), "{text}");
+            assert!(text.contains("0x00100000 - 0x00104000 is load1"), "{text}");
+        }
+        Err(e) if std::env::var_os("CI").is_some() => panic!("gdb is needed in CI: {e}"),
+        Err(e) => eprintln!("gdb not run ({e}): only readelf checked the core"),
     }
     // `UAT_CORE_OUT=FILE` keeps a copy, to look at with other tools.
     if let Ok(keep) = std::env::var("UAT_CORE_OUT") {
