@@ -276,13 +276,14 @@ impl Engine {
 
     /// GEM_CLOSE: closes a handle and, as the kernel's `File::close_object`, unmaps the buffer
     /// from every VM of the client (not from a destroyed one, whose ID is gone). The buffer lives
-    /// on while anything else holds it.
+    /// on while anything else holds it. A handle that is not open is `EINVAL`, as the DRM core's
+    /// `drm_gem_handle_delete()` answers.
     pub fn gem_close(&mut self, handle: Handle) -> Result {
         let e = self
             .objects
             .get_mut(&handle)
             .filter(|e| e.open)
-            .ok_or(ENOENT)?;
+            .ok_or(EINVAL)?;
         e.open = false;
         let bo = e.bo.clone();
         let Engine { vms, uat, .. } = self;

@@ -498,6 +498,7 @@ static void object_limits(int fd, uint32_t page)
 	struct drm_asahi_gem_create gc = { .size = 16ull << 20 };
 	struct drm_gem_close cl = { 0 };
 	unsigned int n, ok;
+	uint32_t extra;
 	int err, other;
 
 	for (n = 0, ok = 0; n < 4096; n++) {
@@ -505,9 +506,10 @@ static void object_limits(int fd, uint32_t page)
 		ok += !err;
 	}
 	check(ok == 4096, "GEM_BIND_OBJECT of one page 4096 times");
-	bind_object(fd, page, PG, &err);
+	extra = bind_object(fd, page, PG, &err);
 	printf("uapi: the 4097th object -> %s\n", err ? strerrorname_np(err) : "ok");
 	check(err == ENOSPC, "a client's 4097th kernel-VM object: ENOSPC");
+	unbind_objects(fd, &extra, !err);
 	other = open("/dev/dri/renderD128", O_RDWR);
 	gc.size = PG;
 	if (other < 0 || ioctl(other, DRM_IOCTL_ASAHI_GEM_CREATE, &gc)) {
@@ -531,12 +533,15 @@ static void object_limits(int fd, uint32_t page)
 		ok += !err;
 	}
 	check(ok == 16, "GEM_BIND_OBJECT of 16 MiB 16 times: 256 MiB");
-	bind_object(fd, gc.handle, PG, &err);
+	extra = bind_object(fd, gc.handle, PG, &err);
 	printf("uapi: one more page past 256 MiB -> %s\n", err ? strerrorname_np(err) : "ok");
 	check(err == ENOSPC, "one more page past a client's 256 MiB of kernel VA: ENOSPC");
+	unbind_objects(fd, &extra, !err);
 	check(!unbind_objects(fd, objs, 1) && (objs[0] = bind_object(fd, gc.handle, PG, &err)) &&
-	      !err && (bind_object(fd, gc.handle, gc.size, &err), err == ENOSPC),
-	      "after unbinding 16 MiB, one page fits and 16 MiB do not");
+	      !err, "after unbinding 16 MiB, one page fits");
+	extra = bind_object(fd, gc.handle, gc.size, &err);
+	check(err == ENOSPC, "and 16 MiB do not");
+	unbind_objects(fd, &extra, !err);
 	check(!unbind_objects(fd, objs, 16), "unbinding them");
 	cl.handle = gc.handle;
 	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE the 16 MiB buffer");
@@ -558,8 +563,16 @@ static void close_unmaps(int fd, long uat, uint32_t handle, uint64_t kstart, uin
 	check(mapped(uat, 0x100000, 2 * PG) == 1 && mapped(uat, 0x410000, 2 * PG) == 1,
 	      "the buffer is mapped at 0x100000 and 0x410000 before GEM_CLOSE");
 	call(fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph, 0, "PRIME_HANDLE_TO_FD for another client");
-	if (pipe(to_parent) || pipe(to_child)) {
+	if (pipe(to_parent)) {
 		check(0, "pipes to a child");
+		close(ph.fd);
+		return;
+	}
+	if (pipe(to_child)) {
+		check(0, "pipes to a child");
+		close(to_parent[0]);
+		close(to_parent[1]);
+		close(ph.fd);
 		return;
 	}
 	pid = fork();
@@ -595,6 +608,7 @@ static void close_unmaps(int fd, long uat, uint32_t handle, uint64_t kstart, uin
 		child_uat = -1;
 	check(child_uat >= 0, "another client imported the buffer and mapped it");
 	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, 0, "GEM_CLOSE of a mapped buffer");
+	call(fd, DRM_IOCTL_GEM_CLOSE, &cl, EINVAL, "GEM_CLOSE again (the DRM core's answer)");
 	check(mapped(uat, 0x100000, 2 * PG) == 0 && mapped(uat, 0x410000, 2 * PG) == 0,
 	      "GEM_CLOSE unmapped the buffer from the client's VM");
 	check(child_uat >= 0 && mapped(child_uat, 0x100000, PG) == 1,

@@ -334,7 +334,8 @@ impl Machine {
 
     /// Replays one operation; returns its result line. The statistics are updated from what the
     /// operation can change alone (one VM, one range), in time independent of the number of
-    /// VMs and mappings.
+    /// VMs and mappings; but for a GEM_CLOSE, which changes every VM that maps its buffer, and
+    /// is counted over each of them whole.
     pub fn execute(&mut self, op: &Op) -> Value {
         let touched = self.touched(op);
         let pages = |m: &Machine, id: VmId, r: &[(u64, u64)]| -> u64 {

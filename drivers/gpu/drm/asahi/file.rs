@@ -107,19 +107,20 @@ fn index(id: u32) -> Result<usize> {
 /// stay few.
 const MAX_STRIDE: usize = 4096;
 
-/// The most kernel-VM objects (GEM_BIND_OBJECT) a client holds at once.
+/// The most kernel-VM objects (GEM_BIND_OBJECT) one open file of the render node holds at once.
 ///
 /// The kernel VM's VA range, its page tables and its allocator are shared by every client and
-/// not charged to any: without a bound, one client could take the whole range (others then get
+/// not charged to any: without a bound, one file could take the whole range (others then get
 /// `ENOSPC`), and every bind and unbind would cost time in the number of objects. Mesa binds one
-/// timestamp buffer per context or query pool.
+/// timestamp buffer per context or query pool. The bound is per file, so a process with many
+/// files can still take more.
 const MAX_KERNEL_OBJECTS: usize = 4096;
 
-/// The most kernel VA a client's kernel-VM objects cover together (1/256 of the range): with
-/// [`MAX_KERNEL_OBJECTS`], what one client can take from the others.
+/// The most kernel VA one file's kernel-VM objects cover together (1/256 of the range): with
+/// [`MAX_KERNEL_OBJECTS`], what one file can take from the others.
 const MAX_KERNEL_OBJECT_BYTES: u64 = 256 << 20;
 
-/// Whether a client holding `objects` may bind `range` more bytes into the kernel VM.
+/// Whether a file holding `objects` may bind `range` more bytes into the kernel VM.
 fn objects_allow(objects: &[Option<KernelObject>], range: u64) -> bool {
     let (count, bytes) = objects
         .iter()
@@ -158,11 +159,20 @@ impl File {
     /// every VM of the client, as Mesa counts on (it frees a buffer with GEM_CLOSE alone). VMs
     /// of other clients keep their mappings of a shared buffer.
     ///
-    /// The `vms` lock is held throughout, so that no allocation is needed (lock order: `vms`,
-    /// then a VM's own, then the device's `uat`, as VM_CREATE and VM_BIND take them).
+    /// The VMs are taken one at a time by index, the `vms` lock held only to take each, so that
+    /// no VM lock is taken under it and nothing is allocated. A VM created meanwhile cannot map
+    /// the buffer through this file: the handle is gone before `close` is called. A bind that
+    /// looked the handle up before and maps after this ran leaves its mapping (the client's own
+    /// race); it goes with an unbind or the VM.
     pub(crate) fn close_object(&self, bo: &Bo) {
-        for vm in self.vms.lock().iter().flatten() {
-            vm.unmap_object(bo);
+        for i in 0.. {
+            let vm = match self.vms.lock().get(i) {
+                None => break,
+                Some(vm) => vm.clone(),
+            };
+            if let Some(vm) = vm {
+                vm.unmap_object(bo);
+            }
         }
     }
 
@@ -366,7 +376,7 @@ impl File {
 
     /// GEM_BIND_OBJECT: binds part of a buffer into the kernel VM, where the firmware sees it
     /// (the only usage: `DRM_ASAHI_BIND_OBJECT_USAGE_TIMESTAMPS`), or unbinds it. `ENOSPC` when
-    /// the client already holds [`MAX_KERNEL_OBJECTS`] objects or the range would take it past
+    /// the file already holds [`MAX_KERNEL_OBJECTS`] objects or the range would take it past
     /// [`MAX_KERNEL_OBJECT_BYTES`], or when the kernel VM's range is full.
     pub(crate) fn gem_bind_object(
         ddev: &AsahiDevice<Registered>,

@@ -92,7 +92,8 @@ where
         ctx: &mut StepCtx<'_, D, O, T, F>,
     ) -> Result {
         let mut last = None;
-        while let Some(range) = vm_bo.find_va(|va| Some(va.range())) {
+        // A vm_bo of another VM has no mapping in this one: nothing is found.
+        while let Some(range) = unique.find_va(vm_bo, |va| Some(va.range())) {
             // A mapping still there after the unmap of its whole range: GPUVM went wrong, and
             // looping would not mend it.
             if last.as_ref() == Some(&range) {

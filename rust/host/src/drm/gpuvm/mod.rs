@@ -395,6 +395,37 @@ pub trait DriverGpuVm: Sized + Send + Sync {
 pub struct UniqueRefGpuVm<T: DriverGpuVm>(ARef<GpuVm<T>>);
 
 impl<T: DriverGpuVm> UniqueRefGpuVm<T> {
+    /// Calls `f` on the mappings ([`GpuVa`]) of `vm_bo` in this GPUVM, in no particular order,
+    /// until it returns `Some`; returns that, or `None` if it never did (so also when `vm_bo`
+    /// belongs to another GPUVM: it has no mapping here).
+    ///
+    /// `f` runs with the GEM object's gpuva lock held, so it must not take it again (through
+    /// [`GpuVm::obtain`], [`GpuVm::find_bo`], or a map or unmap of the object). The mappings
+    /// stay as they are while `self` is borrowed, since only [`UniqueRefGpuVm::sm_map`] and
+    /// [`UniqueRefGpuVm::sm_unmap`] change them: a driver that unmaps what `f` found does so
+    /// with `sm_unmap` after this returns.
+    pub fn find_va<R>(
+        &self,
+        vm_bo: &GpuVmBo<T>,
+        mut f: impl FnMut(&GpuVa<T>) -> Option<R>,
+    ) -> Option<R> {
+        if vm_bo.gpuvm() != &*self.0 {
+            return None;
+        }
+        let _guard = vm_bo.lock_gpuva();
+        // SAFETY: We hold the gpuva lock.
+        unsafe {
+            vm_bo.linked_vas(|vas| {
+                vas.iter().find_map(|&va| {
+                    // SAFETY: A VA linked to `vm_bo` is a `GpuVa<T>` of this GPUVM, resident:
+                    // only a step of `sm_map` or `sm_unmap` takes one out of the tree, unlinking
+                    // it in the same step, and neither can run while `self` is borrowed.
+                    f(GpuVa::<T>::from_raw((va as *mut GpuVa<T>).cast()))
+                })
+            })
+        }
+    }
+
     /// Access the data owned by this `UniqueRefGpuVm` immutably.
     #[inline]
     pub fn data_ref(&self) -> &T {

@@ -90,20 +90,14 @@ impl<T: DriverGpuVm> GpuVmBo<T> {
         lock(&unsafe { self.inner.obj.as_ref() }.gpuva)
     }
 
-    /// Calls `f` on the mappings ([`GpuVa`]) of the GEM object in this GPUVM, in no particular
-    /// order, until it returns `Some`; returns that, or `None` if it never did.
+    /// The addresses of the VAs linked to this vm_bo (`list.gpuva`), for `f`.
     ///
-    /// The GEM object's gpuva lock is held meanwhile, so `f` must not map or unmap the object.
-    /// A driver that unmaps the mappings it finds (through its [`UniqueRefGpuVm`], which keeps
-    /// them as they are until then) does so after this returns.
-    pub fn find_va<R>(&self, mut f: impl FnMut(&GpuVa<T>) -> Option<R>) -> Option<R> {
-        let _guard = self.lock_gpuva();
-        // SAFETY: `vas` is only accessed under the gpuva lock, which we hold until we return.
-        let vas = unsafe { &*self.inner.vas.get() };
-        vas.iter().find_map(|&va| {
-            // SAFETY: A VA on the list is linked to this vm_bo, so resident in its GPUVM.
-            f(unsafe { GpuVa::<T>::from_raw((va as *mut GpuVa<T>).cast()) })
-        })
+    /// # Safety
+    ///
+    /// The caller holds the GEM's `gpuva.lock` ([`GpuVmBo::lock_gpuva`]).
+    pub(super) unsafe fn linked_vas<R>(&self, f: impl FnOnce(&[usize]) -> R) -> R {
+        // SAFETY: `vas` is only accessed under the gpuva lock, which the caller holds.
+        f(unsafe { &*self.inner.vas.get() })
     }
 
     /// `drm_gpuvm_bo_get()`.
