@@ -964,6 +964,67 @@ fn a_bind_allocates_its_tables_without_the_uat_lock() {
     leak.assert_clean();
 }
 
+/// Should a VM's tables change while a bind allocates them unlocked (the caller's GPUVM lock is
+/// there to prevent it), the bind finds its reserve short, tops it up again and links exactly
+/// what is missing then, keeping nothing extra.
+#[test]
+fn a_bind_whose_tables_change_while_unlocked_tops_up_again() {
+    const LEAF_SPAN: u64 = 1 << 25;
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let data = TaggedPages::new(1, 600);
+    let m = std::sync::Mutex::new(soc.boot().unwrap());
+    let vm = m.lock().unwrap().create_vm(false).unwrap();
+    let tables = |u: &asahi::uat::Uat<_, _>| u.vm_table(vm).unwrap().table_pages();
+    // One page each side of a leaf-table boundary: a second-level table and two leaves.
+    let mut u = m.lock().unwrap();
+    for va in [LEAF_SPAN - PG, LEAF_SPAN] {
+        u.vm_map(vm, va, data.phys(0), PG, Prot::GPU_SHARED_RW)
+            .unwrap();
+    }
+    assert_eq!(tables(&u), 3);
+    drop(u);
+    let relocks = std::cell::Cell::new(0);
+    // At the first relock, another party unmaps both pages, which frees all three tables.
+    let lock = || {
+        let mut g = m.lock().unwrap();
+        relocks.set(relocks.get() + 1);
+        if relocks.get() == 1 {
+            assert_eq!(g.vm_unmap(vm, LEAF_SPAN - PG, 2 * PG), Ok(2));
+            assert_eq!(tables(&g), 0);
+        }
+        g
+    };
+    // The range also covers a third leaf, missing: the first pass reserves that one only.
+    let (va, size) = (LEAF_SPAN - PG, LEAF_SPAN + 2 * PG);
+    let before = sim::page_stats().live;
+    let mut uat =
+        asahi::uat::Uat::vm_prealloc_unlocked(m.lock().unwrap(), lock, vm, va, size).unwrap();
+    assert_eq!(
+        relocks.get(),
+        2,
+        "short once, topped up, linked at the next hold"
+    );
+    assert_eq!(tables(&uat), 4, "the second-level table and three leaves");
+    assert_eq!(
+        sim::page_stats().live,
+        before + 1,
+        "three freed, four linked, none spare"
+    );
+    let attempts = sim::alloc_attempts();
+    uat.vm_map(vm, va, data.phys(0), PG, Prot::GPU_SHARED_RW)
+        .unwrap();
+    uat.vm_map(vm, va + size - PG, data.phys(0), PG, Prot::GPU_SHARED_RW)
+        .unwrap();
+    assert_eq!(sim::alloc_attempts(), attempts, "the map allocates nothing");
+    uat.destroy_vm(vm).unwrap();
+    drop(uat);
+    drop(m);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
 /// A VM whose owner goes while the firmware still runs it is retired, not destroyed: its tables,
 /// its slot and the page it owns stay (the GPU still reads the page through it), it takes no
 /// new work, and the next `create_vm` once the firmware moved on destroys it and frees them.
