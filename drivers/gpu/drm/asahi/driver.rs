@@ -99,13 +99,14 @@ pub(crate) struct AsahiDevData {
     /// The kernel VM's addresses for buffers bound with GEM_BIND_OBJECT.
     #[pin]
     pub(crate) kva: Mutex<KernelVaAlloc>,
-    /// Every client's VMs, for debugfs.
+    /// Every client's VMs, for debugfs. The device-wide lists grow with what every client
+    /// makes: kvmalloc'd (`KVVec`), so that growing one never needs a high-order allocation.
     #[pin]
-    pub(crate) vm_tags: Mutex<KVec<VmTag>>,
+    pub(crate) vm_tags: Mutex<KVVec<VmTag>>,
     /// Where the pages of every buffer pinned for the GPU are, for debugfs, in no order (a freed
     /// buffer's entry takes the last one). Taken after `uat`, never before.
     #[pin]
-    pub(crate) buffers: Mutex<KVec<BufferPages>>,
+    pub(crate) buffers: Mutex<KVVec<BufferPages>>,
 }
 
 const fn gpu(generation: u32, variant: u8) -> GpuId {
@@ -198,8 +199,8 @@ impl platform::Driver for AsahiPlatformDriver {
             t0: Instant::now(),
             uat <- new_mutex!(uat),
             kva <- new_mutex!(KernelVaAlloc::new(kernel_va(cfg.geometry))),
-            vm_tags <- new_mutex!(KVec::new()),
-            buffers <- new_mutex!(KVec::new()),
+            vm_tags <- new_mutex!(KVVec::new()),
+            buffers <- new_mutex!(KVVec::new()),
         }? Error);
         let unreg = drm::UnregisteredDevice::<AsahiDriver>::new(pdev, data)?;
         let reg_data = AsahiRegData { pdev };

@@ -36,12 +36,12 @@ struct KernelObject {
 #[pin_data(PinnedDrop)]
 pub(crate) struct File {
     dev: ARef<AsahiDevice>,
-    /// The client's VMs: `vm_id` is the index plus one.
+    /// The client's VMs: `vm_id` is the index plus one. Per-file lists are kvmalloc'd too.
     #[pin]
-    vms: Mutex<KVec<Option<Arc<Vm>>>>,
+    vms: Mutex<KVVec<Option<Arc<Vm>>>>,
     /// The client's kernel-VM objects: `object_handle` is the index plus one.
     #[pin]
-    objects: Mutex<KVec<Option<KernelObject>>>,
+    objects: Mutex<KVVec<Option<KernelObject>>>,
 }
 
 /// The DRM file type of this driver.
@@ -54,8 +54,8 @@ impl drm::file::DriverFile for File {
         KBox::try_pin_init(
             try_pin_init!(Self {
                 dev: ARef::from(dev),
-                vms <- new_mutex!(KVec::new()),
-                objects <- new_mutex!(KVec::new()),
+                vms <- new_mutex!(KVVec::new()),
+                objects <- new_mutex!(KVVec::new()),
             }),
             GFP_KERNEL,
         )

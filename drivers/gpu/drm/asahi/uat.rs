@@ -123,7 +123,8 @@ pub struct Uat<T: TlbInvalidate, F: FwChannel> {
     kernel: KernelVm,
     /// The user VMs, sorted by ID: IDs only grow, so a new VM goes at the end. Found by binary
     /// search: an operation on one VM costs no time per VM of the device's other clients.
-    vms: KVec<UserVm>,
+    /// kvmalloc'd: it grows with every client's VMs.
+    vms: KVVec<UserVm>,
     slots: SlotTable,
     next_id: VmId,
     /// The retired VMs among `vms`.
@@ -197,7 +198,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             handoff,
             ttbat,
             kernel: KernelVm { lower, upper },
-            vms: KVec::new(),
+            vms: KVVec::new(),
             slots: SlotTable::new(),
             next_id: 1,
             retired: 0,

@@ -6,7 +6,7 @@
 use kernel::prelude::*;
 
 /// Puts `x` in the first free (`None`) entry of `v`, or a new one at the end; returns its index.
-pub fn insert_vacant<T>(v: &mut KVec<Option<T>>, x: T) -> Result<usize> {
+pub fn insert_vacant<T>(v: &mut KVVec<Option<T>>, x: T) -> Result<usize> {
     match v.iter().position(Option::is_none) {
         Some(i) => {
             v[i] = Some(x);
