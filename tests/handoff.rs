@@ -228,7 +228,7 @@ fn handoff_at(phys: u64, size: u64) -> Result<Handoff, kernel::error::Error> {
 /// A handoff region with a firmware that behaves as `knobs` says, past the handshake.
 fn handshaken(knobs: FwKnobs) -> (u64, Firmware, Handoff) {
     let phys = region();
-    let fw = Firmware::start(phys, knobs);
+    let fw = Firmware::start(phys, knobs, None);
     let handoff = handoff_at(phys, 1 << 14).unwrap();
     handoff.init().unwrap();
     (phys, fw, handoff)
@@ -267,6 +267,7 @@ fn init_times_out_when_the_firmware_never_comes_up() {
             boots: false,
             ..FwKnobs::default()
         },
+        None,
     );
     let handoff = handoff_at(phys, 1 << 14).unwrap();
     let t = Instant::now();
@@ -291,6 +292,7 @@ fn init_waits_for_a_slow_firmware() {
             boot_delay: Duration::from_millis(300),
             ..FwKnobs::default()
         },
+        None,
     );
     let handoff = handoff_at(phys, 1 << 14).unwrap();
     let t = Instant::now();

@@ -501,6 +501,42 @@ fn cached_firmware_mappings_are_flushed_before_unmap() {
     leak.assert_clean();
 }
 
+/// The firmware's check of the flush sequence can fail: the flush of a range still mapped cached
+/// (a driver that skipped the uncached remap) is a protocol error, which `Soc`'s drop would
+/// report; the driver's own unmap of the same page keeps to the sequence.
+#[test]
+fn a_flush_of_a_cached_mapping_is_a_protocol_error() {
+    use asahi::handoff::{FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let kva = kernel_va(soc.geometry).start;
+    let data = TaggedPages::new(1, 700);
+    uat.kernel_map(kva, data.phys(0), PG, Prot::FW_PRIV_RW)
+        .unwrap();
+    {
+        // SAFETY: The SoC's handoff region, RAM; the UAT does not use it while this one does.
+        let handoff = unsafe { Handoff::new(soc.handoff.phys, soc.handoff.size) }.unwrap();
+        handoff.begin_flush(KERNEL_FLUSH_SLOT, kva, PG).unwrap();
+        let msg = FlushMsg {
+            addr: kva,
+            slot: KERNEL_FLUSH_SLOT as u32,
+            page_count: 1,
+        };
+        soc.fw.port().flush_cache(&msg).unwrap();
+        handoff.end_flush(KERNEL_FLUSH_SLOT).unwrap();
+    }
+    let errors = soc.fw.take_protocol_errors();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("not mapped uncached"), "{errors:?}");
+    assert_eq!(uat.kernel_unmap(kva, PG), Ok(1));
+    assert_eq!(soc.fw.take_protocol_errors(), Vec::<String>::new());
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
 #[test]
 fn a_firmware_that_does_not_flush_fails_the_unmap() {
     for answer in [FlushAnswer::Ignore, FlushAnswer::Garbage(7)] {

@@ -8,7 +8,8 @@
 //! messages by checking the request in its flush slot and setting the state to 2. Knobs make it
 //! slow, absent, greedy with the lock, or wrong in its answers, for the driver's error paths.
 
-use asahi::handoff::{FlushMsg, FwChannel, MAGIC};
+use crate::gpu::Gpu;
+use asahi::handoff::{FlushMsg, FwChannel, KERNEL_FLUSH_SLOT, MAGIC};
 use kernel::error::{code::*, Result};
 use kernel::io::mem::{MemRemap, MemRemapType};
 use std::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicU8, Ordering};
@@ -167,8 +168,9 @@ pub struct Firmware {
 }
 
 impl Firmware {
-    /// Starts the firmware on the handoff region at `handoff`.
-    pub fn start(handoff: u64, knobs: FwKnobs) -> Firmware {
+    /// Starts the firmware on the handoff region at `handoff`; with `gpu`, it also checks the
+    /// page tables of each range it is asked to flush (see [`flush`]).
+    pub fn start(handoff: u64, knobs: FwKnobs, gpu: Option<Arc<Gpu>>) -> Firmware {
         let map =
             MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine).expect("handoff is RAM");
         let regs = Regs { map };
@@ -177,7 +179,7 @@ impl Firmware {
         let thread_log = log.clone();
         let thread = std::thread::Builder::new()
             .name("agx-firmware".into())
-            .spawn(move || run(regs, knobs, rx, thread_log))
+            .spawn(move || run(regs, knobs, rx, thread_log, gpu))
             .expect("spawn the firmware thread");
         Firmware {
             tx,
@@ -213,6 +215,11 @@ impl Firmware {
     pub fn log(&self) -> FwLog {
         self.log.lock().unwrap().clone()
     }
+
+    /// The protocol errors logged so far, drained.
+    pub fn take_protocol_errors(&self) -> Vec<String> {
+        std::mem::take(&mut self.log.lock().unwrap().protocol_errors)
+    }
 }
 
 impl Firmware {
@@ -231,7 +238,13 @@ impl Drop for Firmware {
     }
 }
 
-fn run(regs: Regs, knobs: FwKnobs, rx: Receiver<Cmd>, log: Arc<Mutex<FwLog>>) {
+fn run(
+    regs: Regs,
+    knobs: FwKnobs,
+    rx: Receiver<Cmd>,
+    log: Arc<Mutex<FwLog>>,
+    gpu: Option<Arc<Gpu>>,
+) {
     let started = std::time::Instant::now();
     let mut up = false;
     loop {
@@ -279,13 +292,24 @@ fn run(regs: Regs, knobs: FwKnobs, rx: Receiver<Cmd>, log: Arc<Mutex<FwLog>>) {
                     continue;
                 }
                 std::thread::sleep(knobs.answer_delay);
-                let _ = reply.send(flush(&regs, knobs, &msg, &log));
+                let _ = reply.send(flush(&regs, knobs, &msg, &log, gpu.as_deref()));
             }
         }
     }
 }
 
-fn flush(regs: &Regs, knobs: FwKnobs, msg: &FlushMsg, log: &Mutex<FwLog>) -> Result {
+/// Answers a cache-flush message. Besides the handoff's flush entry, it checks (given the GPU
+/// to walk the tables with, as the firmware walks them itself) what the facts doc's sequence
+/// promises: the range's mapping was remapped uncached before the flush and is unmapped only
+/// after it, so every page of the range is mapped, and not cached, in the context the slot
+/// names (context 0 for the kernel VM's slot). Anything else is a protocol error.
+fn flush(
+    regs: &Regs,
+    knobs: FwKnobs,
+    msg: &FlushMsg,
+    log: &Mutex<FwLog>,
+    gpu: Option<&Gpu>,
+) -> Result {
     let mut log = log.lock().unwrap();
     if msg.slot >= FLUSH_SLOTS || msg.page_count == 0 {
         log.protocol_errors
@@ -304,6 +328,25 @@ fn flush(regs: &Regs, knobs: FwKnobs, msg: &FlushMsg, log: &Mutex<FwLog>) -> Res
             msg.slot
         ));
         return Err(EINVAL);
+    }
+    if let Some(gpu) = gpu {
+        let ctx = if msg.slot as usize == KERNEL_FLUSH_SLOT {
+            0
+        } else {
+            msg.slot as usize
+        };
+        for va in (0..msg.page_count as u64).map(|i| addr + (i << 14)) {
+            match gpu.peek(ctx, va) {
+                Ok(desc) if !cached(desc) => {}
+                found => {
+                    log.protocol_errors.push(format!(
+                        "flush slot {}: page {va:#x} is not mapped uncached ({found:x?})",
+                        msg.slot
+                    ));
+                    break;
+                }
+            }
+        }
     }
     log.flushes.push(FlushRecord {
         slot: msg.slot,
@@ -333,4 +376,10 @@ impl FwChannel for FwPort {
             Err(RecvTimeoutError::Disconnected) => Err(EIO),
         }
     }
+}
+
+/// Whether a leaf descriptor maps cached, non-coherent memory for the firmware (the facts doc:
+/// AP other than GPU-only, AttrIndex 0): what needs a flush before it goes.
+fn cached(desc: u64) -> bool {
+    (desc >> 6) & 3 != 2 && (desc >> 2) & 7 == 0
 }

@@ -200,6 +200,27 @@ impl Gpu {
         desc & ((1u64 << self.oas) - 1) & !(PAGE - 1)
     }
 
+    /// The leaf descriptor of `va` in context `slot` as the tables hold it now: a walk that
+    /// neither uses nor fills the TLB and the walk cache (what the firmware, which walks the
+    /// tables itself, sees).
+    pub fn peek(&self, slot: usize, va: u64) -> Result<u64, Fault> {
+        let upper = va >> 63 != 0;
+        let half_bits = va >> self.ias;
+        if !(half_bits == 0 || half_bits == u64::MAX >> self.ias) || slot >= 64 {
+            return Err(Fault::AddressSize { va, slot });
+        }
+        let ttb = sim::read_phys_u64(self.ttbat + 16 * slot as u64 + if upper { 8 } else { 0 })
+            .ok_or(Fault::NoContext { va, slot })?;
+        if ttb & 1 == 0 {
+            return Err(Fault::NoContext { va, slot });
+        }
+        let root = ttb & ((1 << 48) - 1) & !1;
+        let low = va & ((1u64 << self.ias) - 1);
+        let l1 = self.read_desc(root, low >> L1_SHIFT, va, slot, 1)?;
+        let l2 = self.read_desc(self.oa(l1), (low >> L2_SHIFT) & 0x7ff, va, slot, 2)?;
+        self.read_desc(self.oa(l2), (low >> PAGE_SHIFT) & 0x7ff, va, slot, 3)
+    }
+
     /// Translates `va` in context `slot` for a read or a write, through the TLB.
     pub fn translate(&self, slot: usize, va: u64, write: bool) -> Result<u64, Fault> {
         let mut st = self.state.lock().unwrap();

@@ -91,12 +91,13 @@ impl Soc {
         knobs: FwKnobs,
     ) -> Soc {
         let geometry = Geometry::G13;
+        let gpu = Gpu::new(ttbs.phys, oas.bits(), geometry.ias());
         Soc {
             ttbs,
             pagetables,
             handoff,
-            gpu: Gpu::new(ttbs.phys, oas.bits(), geometry.ias()),
-            fw: Firmware::start(handoff.phys, knobs),
+            fw: Firmware::start(handoff.phys, knobs, Some(gpu.clone())),
+            gpu,
             geometry,
             oas,
         }
@@ -139,6 +140,12 @@ impl Soc {
 impl Drop for Soc {
     fn drop(&mut self) {
         self.fw.stop();
+        // Whatever the test checked, the driver kept to the firmware's protocol (a test that
+        // breaks it on purpose takes the log first: `Firmware::take_protocol_errors`).
+        let errors = self.fw.take_protocol_errors();
+        if !std::thread::panicking() {
+            assert!(errors.is_empty(), "firmware protocol errors: {errors:#?}");
+        }
         for r in [self.ttbs, self.pagetables, self.handoff] {
             // SAFETY: The firmware has stopped, and a UAT booted on this SoC is dropped by its
             // owner before the SoC (declared after it): nothing uses the regions any more.
