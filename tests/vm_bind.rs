@@ -941,3 +941,62 @@ fn multi_op_binds() {
     assert_eq!(g.mappings(vm).unwrap().len(), 3);
     g.complete(vm).unwrap();
 }
+
+/// An allocation failing part-way through a multi-op VM_BIND: the ops before the failing one stay
+/// applied, the failing one and those after it change nothing (as `Engine::bind_ops` and the
+/// kernel's VM_BIND say), whichever allocation fails, and nothing leaks.
+#[test]
+fn a_multi_op_bind_failing_part_way_keeps_the_ops_before() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let a = g.gem_create(2 * PG).unwrap();
+    // Each op under a top-level entry of its own: each allocates tables.
+    let op = |addr| BindOp {
+        flags: READ,
+        handle: a,
+        offset: 0,
+        range: 2 * PG,
+        addr,
+    };
+    let ops = [op(1 << 36), op(2 << 36), op(3 << 36)];
+    // The state after each prefix of the ops, each in a VM of its own.
+    let prefixes: Vec<State> = (0..=ops.len())
+        .map(|j| {
+            let vm = g.vm_create().unwrap();
+            for o in &ops[..j] {
+                g.bind(vm, o).unwrap();
+            }
+            let s = state(&g, vm);
+            g.vm_destroy(vm).unwrap();
+            s
+        })
+        .collect();
+    let mut failed_in = [false; 3];
+    for k in 0.. {
+        let vm = g.vm_create().unwrap();
+        let attempts = sim::alloc_attempts();
+        sim::fail_nth_alloc(k);
+        let got = g.bind_ops(vm, &ops);
+        let made = sim::alloc_attempts() - attempts;
+        sim::clear_faults();
+        let s = state(&g, vm);
+        g.vm_destroy(vm).unwrap();
+        if made <= k {
+            assert_eq!(got, Ok(()), "no allocation failed");
+            assert!(s == prefixes[ops.len()], "all applied");
+            break;
+        }
+        assert_eq!(got, Err(ENOMEM), "allocation {k}");
+        let j = prefixes
+            .iter()
+            .position(|p| *p == s)
+            .unwrap_or_else(|| panic!("allocation {k} failing left no prefix of the ops"));
+        assert!(j < ops.len(), "allocation {k} failed, yet all ops applied");
+        failed_in[j] = true;
+    }
+    assert_eq!(failed_in, [true; 3], "a failure in each op");
+    drop(g);
+    drop(soc);
+    leak.assert_clean();
+}
