@@ -267,3 +267,73 @@ fn retarget(op: Op, at: u64) -> Op {
         other => other,
     }
 }
+
+/// The 42-bit OAS of t600x (`agx-g13s/c/d`), against the 40 bits the model suites run at, on the
+/// same operations: the highest page below the OAS maps and the first above it does not
+/// (`ERANGE`, a range across it neither); a PA with bits 40 and 41 maps at 42 bits only; a leaf
+/// whose address has bit 41 set is a page at 42 bits and corrupt at 40 (`EIO`, nothing changed),
+/// one with the OAS bit itself is corrupt at both.
+#[test]
+fn the_output_address_size_bounds_maps_and_corruption() {
+    use asahi::pte::{Oas, Prot};
+    use asahi::selftest::RecordingTlb;
+    use asahi::tlb::Gather;
+    use kernel::error::code::ERANGE;
+    use uat_tests::model::PG;
+    let rw = Prot::GPU_SHARED_RW;
+    let unmap = |pt: &mut PageTable, va: u64, size: u64| {
+        let mut gather = Gather::new();
+        let r = pt.unmap(va, size, &mut gather);
+        gather.flush(&RecordingTlb::default(), 1);
+        r
+    };
+    for (oas, bits) in [(Oas::BITS_40, 40u32), (Oas::BITS_42, 42)] {
+        let leak = LeakCheck::start();
+        let mut c = cfg();
+        c.oas = oas;
+        let mut pt = PageTable::new(c).unwrap();
+        let va = 0x100_0000;
+        let top = 1u64 << bits;
+        assert_eq!(pt.map(va, top - PG, PG, rw), Ok(()), "{bits} bits");
+        assert_eq!(pt.map(va + PG, top, PG, rw), Err(ERANGE), "{bits} bits");
+        assert_eq!(pt.map(va + PG, top - PG, 2 * PG, rw), Err(ERANGE));
+        let high = (1u64 << 41) | (1 << 40);
+        let want = if bits == 42 { Ok(()) } else { Err(ERANGE) };
+        assert_eq!(pt.map(va + 2 * PG, high, PG, rw), want, "{bits} bits");
+        // Two more pages in low memory, whose descriptors are then given high address bits.
+        pt.map(va + 3 * PG, 0x8_0000_0000, 2 * PG, rw).unwrap();
+        let (table, off) = leaf_slot(&pt, va + 3 * PG).unwrap();
+        let raw = read_word(table, off);
+        write_word(table, off, raw | 1 << 41);
+        let before = snapshot(&pt);
+        if bits == 42 {
+            assert_eq!(unmap(&mut pt, va + 3 * PG, PG), Ok(1), "a page at 42 bits");
+        } else {
+            assert_eq!(
+                unmap(&mut pt, va + 3 * PG, PG),
+                Err(EIO),
+                "corrupt at 40 bits"
+            );
+            assert!(
+                snapshot(&pt) == before,
+                "the failed unmap changed the tables"
+            );
+        }
+        let (table, off) = leaf_slot(&pt, va + 4 * PG).unwrap();
+        let raw = read_word(table, off);
+        write_word(table, off, raw | top);
+        let before = snapshot(&pt);
+        assert_eq!(
+            unmap(&mut pt, va + 4 * PG, PG),
+            Err(EIO),
+            "the OAS bit, {bits} bits"
+        );
+        assert!(
+            snapshot(&pt) == before,
+            "the failed unmap changed the tables"
+        );
+        write_word(table, off, raw);
+        drop(pt);
+        assert_eq!(leak.live_since(), 0, "{bits} bits: pages leaked");
+    }
+}
