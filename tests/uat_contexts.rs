@@ -515,7 +515,9 @@ fn a_flush_of_a_cached_mapping_is_a_protocol_error() {
     uat.kernel_map(kva, data.phys(0), PG, Prot::FW_PRIV_RW)
         .unwrap();
     {
-        // SAFETY: The SoC's handoff region, RAM; the UAT does not use it while this one does.
+        // SAFETY: The SoC's handoff region, RAM. The UAT's own `Handoff` on it lives on, but
+        // nothing calls the UAT in this block (and `new` writes nothing): only this object and
+        // the firmware use the region meanwhile.
         let handoff = unsafe { Handoff::new(soc.handoff.phys, soc.handoff.size) }.unwrap();
         handoff.begin_flush(KERNEL_FLUSH_SLOT, kva, PG).unwrap();
         let msg = FlushMsg {
@@ -530,11 +532,34 @@ fn a_flush_of_a_cached_mapping_is_a_protocol_error() {
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("not mapped uncached"), "{errors:?}");
     assert_eq!(uat.kernel_unmap(kva, PG), Ok(1));
+    assert_eq!(
+        soc.fw.log().flushes.len(),
+        2,
+        "the driver's unmap flushed the page"
+    );
     assert_eq!(soc.fw.take_protocol_errors(), Vec::<String>::new());
     drop(uat);
     drop(data);
     drop(soc);
     leak.assert_clean();
+}
+
+/// A `Soc` dropped with a protocol error in its firmware's log fails the test that dropped it.
+#[test]
+#[should_panic(expected = "firmware protocol errors")]
+fn a_soc_dropped_after_a_protocol_error_fails() {
+    use asahi::handoff::{FlushMsg, FwChannel};
+    let soc = Soc::new(FwKnobs::default());
+    let uat = soc.boot().unwrap();
+    // No flush slot 65: the firmware logs the message as a protocol error.
+    let bad = FlushMsg {
+        addr: 0,
+        slot: 65,
+        page_count: 1,
+    };
+    assert!(soc.fw.port().flush_cache(&bad).is_err());
+    drop(uat);
+    drop(soc);
 }
 
 #[test]

@@ -218,7 +218,8 @@ impl Firmware {
 
     /// The protocol errors logged so far, drained.
     pub fn take_protocol_errors(&self) -> Vec<String> {
-        std::mem::take(&mut self.log.lock().unwrap().protocol_errors)
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        std::mem::take(&mut log.protocol_errors)
     }
 }
 
@@ -299,10 +300,11 @@ fn run(
 }
 
 /// Answers a cache-flush message. Besides the handoff's flush entry, it checks (given the GPU
-/// to walk the tables with, as the firmware walks them itself) what the facts doc's sequence
-/// promises: the range's mapping was remapped uncached before the flush and is unmapped only
-/// after it, so every page of the range is mapped, and not cached, in the context the slot
-/// names (context 0 for the kernel VM's slot). Anything else is a protocol error.
+/// to walk the tables with) the facts doc's sequence, remap uncached, flush, then unmap, in the
+/// stricter form this driver keeps: it asks for a flush of each mapped run alone, so every page
+/// of the range must be mapped, and not cached, in the context the slot names (context 0 for
+/// the kernel VM's slot). A page unmapped before its flush, or still cached, is a protocol
+/// error (as is a range past the top of the address space).
 fn flush(
     regs: &Regs,
     knobs: FwKnobs,
@@ -335,7 +337,12 @@ fn flush(
         } else {
             msg.slot as usize
         };
-        for va in (0..msg.page_count as u64).map(|i| addr + (i << 14)) {
+        for i in 0..msg.page_count as u64 {
+            let Some(va) = addr.checked_add(i << 14) else {
+                log.protocol_errors
+                    .push(format!("flush slot {}: range past the top", msg.slot));
+                break;
+            };
             match gpu.peek(ctx, va) {
                 Ok(desc) if !cached(desc) => {}
                 found => {

@@ -129,7 +129,10 @@ impl Iterator for RangeOps {
                 let covered = units << unit_shift;
                 let op = Tlbi::range(self.asid, self.va, scale, units - 1);
                 // Wraps past the top of the upper half after its last page, where `va` is not
-                // used again.
+                // used again; never with pages left.
+                debug_assert!(
+                    self.pages == covered || self.va.checked_add(covered << UAT_PGBIT).is_some()
+                );
                 self.va = self.va.wrapping_add(covered << UAT_PGBIT);
                 self.pages -= covered;
                 Some(op)
