@@ -621,6 +621,61 @@ static void close_unmaps(int fd, long uat, uint32_t handle, uint64_t kstart, uin
 	close(ph.fd);
 }
 
+/*
+ * A client with `n` buffers of one page, each mapped once if `map`, closes its file: how long the
+ * close takes, in ms (-1 if the client could not be set up).
+ */
+static double close_client_with(unsigned int n, int map, uint64_t kstart, uint64_t kend)
+{
+	struct drm_asahi_vm_create vc = { .kernel_start = kstart, .kernel_end = kend };
+	struct drm_asahi_gem_bind_op o;
+	struct drm_asahi_vm_bind b = { .num_binds = 1, .stride = sizeof(o) };
+	struct timespec t0, t1;
+	unsigned int ok = 0;
+	int fd = open("/dev/dri/renderD128", O_RDWR);
+
+	if (fd < 0 || ioctl(fd, DRM_IOCTL_ASAHI_VM_CREATE, &vc)) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	b.vm_id = vc.vm_id;
+	b.userptr = (uintptr_t)&o;
+	for (unsigned int i = 0; i < n; i++) {
+		struct drm_asahi_gem_create gc = { .size = PG };
+
+		if (ioctl(fd, DRM_IOCTL_ASAHI_GEM_CREATE, &gc))
+			break;
+		o = op(DRM_ASAHI_BIND_READ, gc.handle, 0, PG, 0x100000 + (uint64_t)i * PG);
+		if (map && ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b))
+			break;
+		ok++;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	close(fd);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	if (ok != n)
+		return -1;
+	return (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+}
+
+/*
+ * A client that exits with many buffers mapped: the DRM core closes each handle, and each close
+ * unmaps its buffer from the client's VMs, before the VMs go. Its close is timed against the
+ * same client whose buffers were never mapped (freeing the buffers alone).
+ */
+static void exit_with_mappings(uint64_t kstart, uint64_t kend)
+{
+	const unsigned int n = 1024;
+	double bare = close_client_with(n, 0, kstart, kend);
+	double mapped = close_client_with(n, 1, kstart, kend);
+
+	printf("uapi: closing a client with %u buffers: %.1f ms unmapped, %.1f ms mapped\n",
+	       n, bare, mapped);
+	check(bare >= 0 && mapped >= 0, "clients with 1024 buffers, unmapped and mapped");
+	check(mapped < 10000, "a client with 1024 mapped buffers is gone within 10 s of its close");
+}
+
 /* Maps one page of identical map ops `copies` times in a row: an op array that costs no RAM. */
 static char *op_array(unsigned int copies, uint32_t handle, uint64_t va)
 {
@@ -939,6 +994,7 @@ int uapi_session(void)
 
 	/* Closing a mapped buffer unmaps it from the client's VMs only. */
 	close_unmaps(fd, uat, handle, kstart, kend);
+	exit_with_mappings(kstart, kend);
 	ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, 0x8000000, 0x100000);
 	vm_bind(fd, vm, ops, 1, sizeof(ops[0]), 0, "VM_BIND unbind 0x100000+128 MiB");
 
