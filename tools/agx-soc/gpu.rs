@@ -204,6 +204,13 @@ impl Gpu {
     /// neither uses nor fills the TLB and the walk cache (what the firmware, which walks the
     /// tables itself, sees).
     pub fn peek(&self, slot: usize, va: u64) -> Result<u64, Fault> {
+        let (_, root) = self.context(slot, va)?;
+        let leaf_table = self.leaf_table(root, va, slot)?;
+        self.read_leaf(leaf_table, va, slot)
+    }
+
+    /// The ASID and root table of the half of context `slot` that `va` is in, from the TTBAT.
+    fn context(&self, slot: usize, va: u64) -> Result<(u16, u64), Fault> {
         let upper = va >> 63 != 0;
         let half_bits = va >> self.ias;
         if !(half_bits == 0 || half_bits == u64::MAX >> self.ias) || slot >= 64 {
@@ -214,11 +221,21 @@ impl Gpu {
         if ttb & 1 == 0 {
             return Err(Fault::NoContext { va, slot });
         }
-        let root = ttb & ((1 << 48) - 1) & !1;
+        Ok(((ttb >> 48) as u16, ttb & ((1 << 48) - 1) & !1))
+    }
+
+    /// The leaf table that maps `va` below `root`: the two upper levels, walked.
+    fn leaf_table(&self, root: u64, va: u64, slot: usize) -> Result<u64, Fault> {
         let low = va & ((1u64 << self.ias) - 1);
         let l1 = self.read_desc(root, low >> L1_SHIFT, va, slot, 1)?;
         let l2 = self.read_desc(self.oa(l1), (low >> L2_SHIFT) & 0x7ff, va, slot, 2)?;
-        self.read_desc(self.oa(l2), (low >> PAGE_SHIFT) & 0x7ff, va, slot, 3)
+        Ok(self.oa(l2))
+    }
+
+    /// The leaf descriptor of `va` in `leaf_table`.
+    fn read_leaf(&self, leaf_table: u64, va: u64, slot: usize) -> Result<u64, Fault> {
+        let index = ((va & ((1u64 << self.ias) - 1)) >> PAGE_SHIFT) & 0x7ff;
+        self.read_desc(leaf_table, index, va, slot, 3)
     }
 
     /// Translates `va` in context `slot` for a read or a write, through the TLB.
@@ -240,20 +257,7 @@ impl Gpu {
         va: u64,
         write: bool,
     ) -> Result<u64, Fault> {
-        let upper = va >> 63 != 0;
-        let half_bits = va >> self.ias;
-        let in_lower = half_bits == 0;
-        let in_upper = half_bits == (u64::MAX >> self.ias);
-        if !(in_lower || in_upper) || slot >= 64 {
-            return Err(Fault::AddressSize { va, slot });
-        }
-        let ttb = sim::read_phys_u64(self.ttbat + 16 * slot as u64 + if upper { 8 } else { 0 })
-            .ok_or(Fault::NoContext { va, slot })?;
-        if ttb & 1 == 0 {
-            return Err(Fault::NoContext { va, slot });
-        }
-        let asid = (ttb >> 48) as u16;
-        let root = ttb & ((1 << 48) - 1) & !1;
+        let (asid, root) = self.context(slot, va)?;
         let vpn = va >> PAGE_SHIFT;
         let entry = st
             .tlb
@@ -314,19 +318,16 @@ impl Gpu {
         root: u64,
         va: u64,
     ) -> Result<TlbEntry, Fault> {
-        let low = va & ((1u64 << self.ias) - 1);
         let region = va >> L2_SHIFT;
         let leaf_table = match st.walk.get(&(asid, region)) {
             Some(&t) => t,
             None => {
-                let l1 = self.read_desc(root, low >> L1_SHIFT, va, slot, 1)?;
-                let l2 = self.read_desc(self.oa(l1), (low >> L2_SHIFT) & 0x7ff, va, slot, 2)?;
-                let t = self.oa(l2);
+                let t = self.leaf_table(root, va, slot)?;
                 st.walk.insert((asid, region), t);
                 t
             }
         };
-        let leaf = self.read_desc(leaf_table, (low >> PAGE_SHIFT) & 0x7ff, va, slot, 3)?;
+        let leaf = self.read_leaf(leaf_table, va, slot)?;
         Ok(TlbEntry {
             pa: self.oa(leaf),
             desc: leaf,
