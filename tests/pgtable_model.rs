@@ -13,8 +13,8 @@ use kernel::error::code::{EEXIST, EIO, ENOENT};
 use proptest::prelude::*;
 use uat_tests::config::config;
 use uat_tests::leak::LeakCheck;
-use uat_tests::model::VaModel;
-use uat_tests::ops::{apply, cfg, check, expect, op, touched, Op};
+use uat_tests::model::{VaModel, PG};
+use uat_tests::ops::{apply, cfg, check, expect, op, touched, va, Op, REACH_PAGES};
 
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let leak = LeakCheck::start();
@@ -28,6 +28,25 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         model = next;
         // Both leave tables that no mapping needs.
         preallocated |= matches!(op, Op::Prealloc { .. } | Op::UnmapKeep { .. });
+        if let Op::Prune { page, pages } = *op {
+            // Every leaf table the range meets holds pages, and every leaf-table span it meets
+            // that the model maps has its table.
+            let span = 2048 * PG;
+            let first = va(page) & !(span - 1);
+            for at in (first..va(page) + pages * PG).step_by(span as usize) {
+                prop_assert_eq!(
+                    leaf_slot(&pt, at).is_some(),
+                    model.overlaps(at, span),
+                    "step {} leaf table at {:#x}",
+                    i,
+                    at
+                );
+            }
+            if page == 0 && pages == REACH_PAGES {
+                // Everything an operation can reach: no table left that no mapping needs.
+                preallocated = false;
+            }
+        }
         check(&pt, &model, Some(touched(op)), i as u64 + 1);
         prop_assert_eq!(
             leak.live_since(),
@@ -126,7 +145,6 @@ fn corrupt_run(
     op: &Op,
     target: &VaModel,
 ) -> Result<(), TestCaseError> {
-    use uat_tests::model::PG;
     use uat_tests::ops::WINDOW;
     let leak = LeakCheck::start();
     let mut pt = PageTable::new(cfg()).unwrap();
@@ -279,7 +297,6 @@ fn the_output_address_size_bounds_maps_and_corruption() {
     use asahi::selftest::RecordingTlb;
     use asahi::tlb::Gather;
     use kernel::error::code::ERANGE;
-    use uat_tests::model::PG;
     let rw = Prot::GPU_SHARED_RW;
     let unmap = |pt: &mut PageTable, va: u64, size: u64| {
         let mut gather = Gather::new();

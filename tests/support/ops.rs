@@ -49,7 +49,12 @@ pub enum Op {
     Reprot { page: u64, pages: u64, prot: Prot },
     /// Preallocate tables.
     Prealloc { page: u64, pages: u64 },
+    /// Free the tables of a range that hold nothing.
+    Prune { page: u64, pages: u64 },
 }
+
+/// Pages from the start of the window that cover every page an operation can reach.
+pub const REACH_PAGES: u64 = 2 * WINDOW_PAGES;
 
 fn prot() -> impl Strategy<Value = Prot> {
     prop::sample::select(Prot::NAMED.iter().map(|(_, p)| *p).collect::<Vec<_>>())
@@ -90,6 +95,10 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (start(), count()).prop_map(|(page, pages)| Op::UnmapKeep { page, pages }),
         2 => (start(), count(), prot()).prop_map(|(page, pages, prot)| Op::Reprot { page, pages, prot }),
         1 => (start(), count()).prop_map(|(page, pages)| Op::Prealloc { page, pages }),
+        1 => prop_oneof![
+            (start(), count()).prop_map(|(page, pages)| Op::Prune { page, pages }),
+            Just(Op::Prune { page: 0, pages: REACH_PAGES }),
+        ],
     ]
 }
 
@@ -99,7 +108,8 @@ pub use asahi::selftest::user_cfg as cfg;
 /// Pages below the 40-bit OAS.
 const OAS_PAGES: u64 = 1 << (40 - 14);
 
-fn va(page: u64) -> u64 {
+/// The VA of page `page` of the window.
+pub fn va(page: u64) -> u64 {
     WINDOW + page * PG
 }
 
@@ -195,7 +205,7 @@ pub fn expect(model: &VaModel, op: &Op) -> (Result<u64>, VaModel) {
                 Err(ENOENT)
             }
         }
-        Op::Prealloc { .. } => Ok(0),
+        Op::Prealloc { .. } | Op::Prune { .. } => Ok(0),
     };
     // A failed operation leaves the model as it was.
     if r.is_err() {
@@ -251,6 +261,23 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
             .reprot(va(page), pages * PG, prot, &mut gather)
             .map(|_| 0),
         Op::Prealloc { page, pages } => pt.prealloc(va(page), pages * PG).map(|_| 0),
+        Op::Prune { page, pages } => {
+            let before = pt.table_pages();
+            let r = pt.prune(va(page), pages * PG, &mut gather);
+            if let Ok(n) = r {
+                assert_eq!(before - pt.table_pages(), n, "tables pruned");
+                // Freed only after an invalidation of the range they mapped.
+                assert_eq!(gather.freed_tables(), n);
+                if n != 0 {
+                    let want = VaRange {
+                        start: va(page),
+                        last: va(page) + pages * PG - 1,
+                    };
+                    assert!(gather.range().is_some_and(|g| g.contains_range(&want)));
+                }
+            }
+            r.map(|_| 0)
+        }
     };
     let range = gather.range();
     gather.flush(&tlb, 1);
@@ -327,7 +354,8 @@ pub fn touched(op: &Op) -> (u64, u64) {
         | Op::Unmap { page, pages }
         | Op::UnmapKeep { page, pages }
         | Op::Reprot { page, pages, .. }
-        | Op::Prealloc { page, pages } => (page, pages),
+        | Op::Prealloc { page, pages }
+        | Op::Prune { page, pages } => (page, pages),
         Op::MapSg { page, ref segs, .. } => (page, segs.iter().map(|s| s.1).sum()),
     }
 }

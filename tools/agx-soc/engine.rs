@@ -36,7 +36,7 @@ use asahi::vm_steps::{StepCtx, VmSteps};
 use core::ops::Range;
 use kernel::drm::{
     self, gem,
-    gpuvm::{sim as gpuvm_sim, GpuVa, GpuVm, OpMapRequest, UniqueRefGpuVm},
+    gpuvm::{sim as gpuvm_sim, GpuVa, GpuVm, UniqueRefGpuVm},
 };
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -582,10 +582,10 @@ impl Engine {
     }
 
     /// VM_BIND with several operations, as the render node: the VM is looked up first
-    /// (`ENOENT`), then every operation is validated ([`rules::check_bind`]) before the first
-    /// is applied, so a malformed array changes nothing. They are then applied in order; each
-    /// allocates what it needs before it changes anything, so if one fails (`ENOMEM`) the ones
-    /// before it stay applied and it and the ones after it change nothing.
+    /// (`ENOENT`), then every operation is validated ([`rules::check_bind`]) before anything is
+    /// allocated, so a malformed array changes nothing. Then everything the ops need is allocated
+    /// (their `drm_gpuva`s and `vm_bo`s, then the tables of the ranges they map): should that
+    /// fail (`ENOMEM`), nothing changed. Then they are applied in order ([`VmSteps::apply`]).
     pub fn bind_ops(&mut self, id: VmId, ops: &[BindOp]) -> Result {
         let g = self.geometry();
         let vm = self.live_vm(id)?;
@@ -601,45 +601,40 @@ impl Engine {
             })?;
             binds.push(b, GFP_KERNEL)?;
         }
-        let r = binds.iter().try_for_each(|b| self.apply(id, b));
+        let r = self.apply(id, &binds);
         // Unbinds and replacements may have dropped the last mapping of closed buffers.
         drop(binds);
         self.release_unused();
         r
     }
 
-    /// Applies one validated bind to VM `id`, as the kernel's `Vm::bind`.
-    fn apply(&mut self, id: VmId, b: &Bind<ARef<Bo>>) -> Result {
+    /// Applies the validated binds of one VM_BIND to VM `id`, as the kernel's `Vm::bind`.
+    fn apply(&mut self, id: VmId, binds: &[Bind<ARef<Bo>>]) -> Result {
         let Engine { vms, uat, .. } = self;
         let vm = vms.get_mut(&id).ok_or(ENOENT)?;
-        let len = b.va.end - b.va.start;
-        let prealloc = Steps::prealloc_vas(GFP_KERNEL)?;
-        let Some((bo, offset)) = &b.map else {
-            let mut ctx = Ctx::for_unmap(uat, prealloc);
-            let r = vm.unique.sm_unmap(b.va.start, len, &mut ctx);
-            drop(ctx);
-            vm.gpuvm.deferred_cleanup();
-            return r;
-        };
-        let vm_bo = vm.gpuvm.obtain(bo, ())?;
-        if let Err(e) = uat.vm_prealloc(id, b.va.start, len) {
-            drop(vm_bo);
-            vm.gpuvm.deferred_cleanup();
-            return Err(e);
-        }
-        let mut ctx = Ctx::for_map(uat, bo.obj.sg_list(), b.prot, b.single_page, prealloc);
-        let r = vm.unique.sm_map(OpMapRequest {
-            addr: b.va.start,
-            range: len,
-            gem_offset: *offset,
-            vm_bo: &vm_bo,
-            context: &mut ctx,
-        });
-        drop(ctx);
-        drop(vm_bo);
+        let r = prepare_apply(uat, vm, id, binds);
         vm.gpuvm.deferred_cleanup();
         r
     }
+}
+
+/// [`Engine::apply`] but the release of the buffers the binds let go of.
+fn prepare_apply(uat: &mut SimUat, vm: &mut Vm, id: VmId, binds: &[Bind<ARef<Bo>>]) -> Result {
+    let mut ops = KVec::with_capacity(binds.len(), GFP_KERNEL)?;
+    for b in binds {
+        let op = Steps::prepare(&vm.gpuvm, b, |bo| Ok(bo.obj.sg_list()), GFP_KERNEL)?;
+        ops.push(op, GFP_KERNEL)?;
+    }
+    for range in Steps::map_ranges(&ops) {
+        if let Err(e) = uat.vm_prealloc(id, range.start, range.end - range.start) {
+            // The tables preallocated so far go: the VM is as it was.
+            if let Err(p) = Steps::prune(uat, id, ops.iter()) {
+                pr_warn!("VM {}: freeing the tables of a failed bind: {:?}\n", id, p);
+            }
+            return Err(e);
+        }
+    }
+    Steps::apply(&mut vm.unique, uat, id, &mut ops, || Ok(()))
 }
 
 impl Drop for Engine {

@@ -220,17 +220,48 @@ static int ioctl_failing_nth(int fd, unsigned long req, void *arg, unsigned int 
 	return err;
 }
 
+/* The page-table pages below the root of UAT VM `uat`, as debugfs `vms` lists them; -1 if none. */
+static long vm_tables(long uat)
+{
+	char line[160];
+	long id, tables = -1, n;
+	int pid;
+	unsigned int vm;
+	FILE *f = fopen(DBG "vms", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%ld pid %d vm %u tables %ld", &id, &pid, &vm, &n) == 4 &&
+		    id == uat)
+			tables = n;
+	fclose(f);
+	return tables;
+}
+
+/* VM_BIND of `n` ops, counted by the caller: 0 or -1 with errno. */
+static int bind_quiet(int fd, uint32_t vm, struct drm_asahi_gem_bind_op *ops, uint32_t n)
+{
+	return ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
+		.vm_id = vm, .num_binds = n, .stride = sizeof(*ops), .userptr = (uintptr_t)ops });
+}
+
 /*
  * ENOMEM in the middle of a VM_BIND, at every allocation the ioctl makes, through the kernel's
  * fault injection (/proc/thread-self/fail-nth fails the n-th allocation of the next syscall).
- * The array has two ops, each mapping fresh VAs that need new page tables. Each time the bind
- * fails, the op that failed must have changed nothing, and the one before it either nothing or
- * all (it stays applied); the VM must still work (an unbind of the whole area succeeds).
+ * The array has three ops: an unbind of a mapping made just before (under a top-level entry of
+ * its own, so that unbinding it empties two tables), then two maps of fresh VAs that need new
+ * page tables. Each time the bind fails, nothing may have changed: the mapping is still there,
+ * the new VAs are not mapped, and the VM has the page-table pages it had. Each time it succeeds,
+ * the tables the unbind emptied must be gone by its end. Either way the VM must still work (an
+ * unbind of the whole area succeeds and brings the tables back to where they were).
  */
 static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 {
-	struct drm_asahi_gem_bind_op ops[2];
-	unsigned int n, points = 0, first_stayed = 0, bad = 0;
+	const uint64_t w = 0x1000000000ull;
+	struct drm_asahi_gem_bind_op ops[3];
+	unsigned int n, points = 0, bad = 0;
+	long base = vm_tables(uat);
 
 	if (write_file("/sys/kernel/debug/failslab/ignore-gfp-wait", "N") ||
 	    write_file("/sys/kernel/debug/fail_page_alloc/ignore-gfp-wait", "N") ||
@@ -238,69 +269,69 @@ static void enomem_binds(int fd, uint32_t vm, long uat, uint32_t handle)
 		check(0, "fault injection is available");
 		return;
 	}
+	if (base < 0) {
+		check(0, "debugfs vms lists the VM's tables");
+		return;
+	}
 	for (n = 1; n < 400; n++) {
 		uint64_t x = 0x40000000ull + n * 0x4000000ull, y = x + 0x2000000ull;
 		struct drm_asahi_vm_bind b = {
-			.vm_id = vm, .num_binds = 2, .stride = sizeof(ops[0]),
+			.vm_id = vm, .num_binds = 3, .stride = sizeof(ops[0]),
 			.userptr = (uintptr_t)ops,
 		};
-		int ret, err, unreached;
+		int err, unreached;
+		long before;
 
-		ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, x);
-		ops[1] = op(DRM_ASAHI_BIND_READ, handle, PG, 2 * PG, y);
+		ops[0] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, w);
+		if (bind_quiet(fd, vm, ops, 1)) {
+			bad++;
+			break;
+		}
+		before = vm_tables(uat);
+		ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, 2 * PG, w);
+		ops[1] = op(DRM_ASAHI_BIND_READ, handle, 0, 2 * PG, x);
+		ops[2] = op(DRM_ASAHI_BIND_READ, handle, PG, 2 * PG, y);
 		err = ioctl_failing_nth(fd, DRM_IOCTL_ASAHI_VM_BIND, &b, n, &unreached);
 		if (err < 0) {
 			check(0, "fail-nth is available");
 			return;
 		}
-
-		if (!err) {
-			/*
-			 * Done once the injected fault was not reached: every allocation of the
-			 * ioctl has been failed once. (A fault that was reached without an error
-			 * hit an allocation that has a fallback, such as kmemleak's metadata.)
-			 */
-			bad += mapped(uat, x, 2 * PG) != 1 || mapped(uat, y, 2 * PG) != 1;
-			ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, y + 2 * PG - x, x);
-			bad += !!ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &(struct drm_asahi_vm_bind){
-				.vm_id = vm, .num_binds = 1, .stride = sizeof(ops[0]),
-				.userptr = (uintptr_t)ops });
-			if (unreached)
-				break;
-			continue;
-		}
-		points++;
-		if (err != ENOMEM) {
-			printf("uapi: FAILED: allocation %u failed: %s\n", n, strerrorname_np(err));
-			bad++;
-		}
-		if (mapped(uat, y, 2 * PG) != 0) {
-			printf("uapi: FAILED: allocation %u: the failing op left mappings\n", n);
-			bad++;
-		}
-		switch (mapped(uat, x, 2 * PG)) {
-		case 1:
-			first_stayed++;
-			break;
-		case 0:
-			break;
-		default:
-			printf("uapi: FAILED: allocation %u: the first op is half applied\n", n);
+		if (err) {
+			points++;
+			if (err != ENOMEM) {
+				printf("uapi: FAILED: allocation %u failed: %s\n", n,
+				       strerrorname_np(err));
+				bad++;
+			}
+			if (mapped(uat, w, 2 * PG) != 1 || mapped(uat, x, 2 * PG) != 0 ||
+			    mapped(uat, y, 2 * PG) != 0 || vm_tables(uat) != before) {
+				printf("uapi: FAILED: allocation %u: the bind changed the VM\n", n);
+				bad++;
+			}
+		} else if (mapped(uat, w, 2 * PG) != 0 || mapped(uat, x, 2 * PG) != 1 ||
+			   mapped(uat, y, 2 * PG) != 1 || vm_tables(uat) != before) {
+			/* Done: the unbind's two tables went, the maps' two leaf tables came. */
+			printf("uapi: FAILED: the bind with fault %u succeeded, not applied\n", n);
 			bad++;
 		}
 		ops[0] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, y + 2 * PG - x, x);
-		b.num_binds = 1;
-		ret = ioctl(fd, DRM_IOCTL_ASAHI_VM_BIND, &b);
-		if (ret) {
-			printf("uapi: FAILED: unbind after allocation %u failed\n", n);
+		ops[1] = op(DRM_ASAHI_BIND_UNBIND, 0, 0, 2 * PG, w);
+		if (bind_quiet(fd, vm, ops, 2) || vm_tables(uat) != base) {
+			printf("uapi: FAILED: unbind after allocation %u\n", n);
 			bad++;
 		}
+		/*
+		 * Done once the injected fault was not reached: every allocation of the ioctl has
+		 * been failed once. (A fault that was reached without an error hit an allocation
+		 * that has a fallback, such as kmemleak's metadata.)
+		 */
+		if (!err && unreached)
+			break;
 	}
-	printf("uapi: VM_BIND of two ops with each of its %u allocations failing: ENOMEM,\n",
+	printf("uapi: VM_BIND of three ops with each of its %u allocations failing: ENOMEM,\n",
 	       points);
-	printf("uapi: the failing op changed nothing, the first stayed applied %u times\n",
-	       first_stayed);
-	check(points >= 4 && n < 400 && !bad,
+	printf("uapi: and the VM as it was each time\n");
+	check(points >= 6 && n < 400 && !bad,
 	      "ENOMEM at every allocation of a bind changes nothing");
 }
 

@@ -301,10 +301,9 @@ impl File {
     }
 
     /// VM_BIND: `num_binds` operations at `stride` bytes each. All of them are read and
-    /// validated before the first is applied, so a malformed array changes nothing. They are
-    /// then applied in order; each one allocates everything it needs before it changes
-    /// anything, so if one fails (`ENOMEM`), the ones before it stay applied and it and the ones
-    /// after it change nothing.
+    /// validated, then everything they need is allocated, before the first is applied: a
+    /// malformed array, or memory running out (`ENOMEM`), changes nothing. They are then
+    /// applied in order ([`Vm::bind`]).
     pub(crate) fn vm_bind(
         _ddev: &AsahiDevice<Registered>,
         reg: &AsahiRegData<'_>,
@@ -329,10 +328,7 @@ impl File {
             let b = Self::read_bind(&mut r, stride - OP_SIZE, &vm, file)?;
             binds.push(b, GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
         }
-        for b in binds.iter() {
-            killable()?;
-            vm.bind(reg.pdev.as_ref(), b)?;
-        }
+        vm.bind(reg.pdev.as_ref(), &binds, killable)?;
         Ok(0)
     }
 

@@ -2,7 +2,8 @@
 
 //! Debugfs access to the GPU's view of a VM: `/sys/kernel/debug/asahi/<device>/`.
 //!
-//! - `vms` lists the VMs: `<uat id> pid <pid> vm <vm_id>` (the client's ID of it).
+//! - `vms` lists the VMs: `<uat id> pid <pid> vm <vm_id> tables <n>` (the client's ID of it,
+//!   and the page-table pages of the VM below its root).
 //! - `gpu_mem` reads and writes a VM's memory at a GPU VA the way the GPU does, by walking the
 //!   VM's page tables: write `read <uat id> <va> <len>` then read the file for the bytes (hex),
 //!   or write `write <uat id> <va> <hex bytes>`. Each page is reached by borrowing it by
@@ -108,8 +109,15 @@ fn access(dev: &AsahiDevice, vm: VmId, va: u64, buf: &mut [u8], read: bool) -> R
 
 /// `vms`: one line per VM.
 pub(crate) fn show_vms(d: &GpuMem, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+    // The device's lock order: `uat`, then `vm_tags`.
+    let uat = d.dev.uat.lock();
     for t in d.dev.vm_tags.lock().iter() {
-        writeln!(f, "{} pid {} vm {}", t.uat, t.pid, t.vm_id)?;
+        let tables = uat.vm_table(t.uat).map_or(0, |pt| pt.table_pages());
+        writeln!(
+            f,
+            "{} pid {} vm {} tables {}",
+            t.uat, t.pid, t.vm_id, tables
+        )?;
     }
     Ok(())
 }

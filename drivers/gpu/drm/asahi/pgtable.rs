@@ -328,6 +328,21 @@ enum Tables<'a> {
     /// after the TLB flush, and until then a stale walk cache reaching it finds the same
     /// translations the stale TLB may hold.
     Prune(&'a mut PageList),
+    /// Unlink every table of the range that holds nothing (a leaf table whose count is zero, a
+    /// second-level table left without tables) and put it on the list; leave the others alone,
+    /// descriptors included. The visitor changes nothing.
+    PruneEmpty(&'a mut PageList),
+}
+
+impl Tables<'_> {
+    /// The list of unlinked tables, when the walk unlinks the tables it empties.
+    #[inline]
+    fn freed(&mut self) -> Option<&mut PageList> {
+        match self {
+            Tables::Prune(freed) | Tables::PruneEmpty(freed) => Some(freed),
+            Tables::Existing | Tables::Create(_) => None,
+        }
+    }
 }
 
 /// A step of a walk: one leaf table (or a region whose tables are missing) and the part of the
@@ -852,10 +867,10 @@ impl PageTable {
             // Only the second level walks into leaf tables, always with their count.
             let count = count.ok_or(EIO)?;
             visit(Step::Leaf(t, count, range))?;
-            if !matches!(tables, Tables::Prune(_)) {
+            if tables.freed().is_none() {
                 return Ok(false);
             }
-            if whole {
+            if whole && matches!(tables, Tables::Prune(_)) {
                 // Unlinked as it is (see `Tables::Prune`): its pages go with it.
                 count.store(0, Ordering::Relaxed);
                 return Ok(true);
@@ -919,7 +934,7 @@ impl PageTable {
                 None
             };
             let empty = self.walk_table(child, level + 1, sub, tables, visit, out, child_count)?;
-            if let Tables::Prune(freed) = tables {
+            if let Some(freed) = tables.freed() {
                 if empty {
                     t[idx].store(0, Ordering::Relaxed);
                     // SAFETY: The descriptor that owned the page is gone; ownership comes back
@@ -934,7 +949,7 @@ impl PageTable {
                 }
             }
         }
-        if level == TOP_LEVEL || !emptied || !matches!(tables, Tables::Prune(_)) {
+        if level == TOP_LEVEL || !emptied || tables.freed().is_none() {
             return Ok(false);
         }
         Ok(whole || is_empty_around(t, first, last))
@@ -1495,6 +1510,42 @@ impl PageTable {
         gather: &mut Gather,
     ) -> Result<usize> {
         self.clear(iova, size, false, gather)
+    }
+
+    /// Unlinks the tables of `size` bytes at `iova` that hold nothing: leaf tables whose count is
+    /// zero, and second-level tables left without tables. Mappings stay as they are. The range
+    /// and the unlinked tables go into `gather`, as with [`PageTable::unmap`]. Returns the number
+    /// of tables unlinked.
+    ///
+    /// What a multi-op VM_BIND does at its end with the tables its unbinds kept
+    /// ([`PageTable::unmap_keep_tables`]) for the maps after them, and, when it fails, with the
+    /// tables it preallocated: the table memory is then what the same mappings made one at a time
+    /// would have left. `EIO` on a corrupt table descriptor: the tables unlinked before it still
+    /// go into `gather`.
+    pub fn prune(&mut self, iova: u64, size: u64, gather: &mut Gather) -> Result<usize> {
+        let range = self.check_range(iova, size)?;
+        let mut freed = PageList::new();
+        let walked = self.walk(range, &mut Tables::PruneEmpty(&mut freed), &mut |_| Ok(()));
+        let unlinked = freed.len();
+        if unlinked != 0 {
+            // A cached leaf table may be among them.
+            self.leaf_cache = None;
+            gather.add_range(range);
+            gather.add_freed(FreedTables::from_list(freed));
+        }
+        match walked {
+            Ok(out) => {
+                let removed = self.finish_walk(out);
+                self.account(removed);
+                Ok(unlinked)
+            }
+            Err(e) => {
+                // What the walk would have updated is redone from the tables.
+                self.mid_cache = None;
+                self.tables = self.count_tables();
+                Err(e)
+            }
+        }
     }
 
     /// Checks every descriptor of the range (one walk), then clears them and unlinks the tables

@@ -587,6 +587,17 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         }
     }
 
+    /// Unlinks the tables of user VM `id` in `size` bytes at `iova` that hold nothing
+    /// ([`PageTable::prune`]), invalidates the range in the VM's ASID (if it holds a slot) and
+    /// frees them. No mapping changes, so the firmware's caches need no flush. Returns the number
+    /// of tables freed.
+    pub fn vm_prune(&mut self, id: VmId, iova: u64, size: u64) -> Result<usize> {
+        let mut gather = Gather::new();
+        let r = self.vm_mut(id)?.pt.prune(iova, size, &mut gather);
+        self.vm_flush(id, gather);
+        r
+    }
+
     /// Flushes what [`Uat::vm_remove_gathered`] collected for user VM `id`: invalidates the
     /// range in its ASID (if it holds a slot), then frees the unlinked tables.
     pub fn vm_flush(&self, id: VmId, gather: Gather) {

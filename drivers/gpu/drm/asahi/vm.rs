@@ -24,7 +24,7 @@ use crate::tlbi::{Arm64, Broadcast};
 use crate::vm_steps::{self, VmSteps};
 use core::ops::Range;
 use kernel::device::{Bound, Device};
-use kernel::drm::gpuvm::{GpuVm, OpMapRequest, UniqueRefGpuVm};
+use kernel::drm::gpuvm::{GpuVm, UniqueRefGpuVm};
 use kernel::new_mutex;
 use kernel::page::{Page, PAGE_SIZE};
 use kernel::prelude::*;
@@ -157,47 +157,70 @@ impl Vm {
         crate::gpuvm::check_bind(op, &self.kernel, Geometry::G13, lookup)
     }
 
-    /// Performs a validated bind (see [`Vm::check_bind`]).
-    pub(crate) fn bind(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
-        let r = self.apply(pdev, b);
+    /// Performs the validated binds of one VM_BIND (see [`Vm::check_bind`]), in order.
+    ///
+    /// Everything they need is allocated first: the buffers' scatter tables (which pin their
+    /// pages), the `vm_bo`s and `drm_gpuva`s, then the tables of every range they map. A failure
+    /// there (`ENOMEM`, or `EINTR` from `killable`) changes nothing. Applying them then allocates
+    /// nothing ([`VmData::apply`]): only a fatal signal (`killable`), a corrupt table or a firmware
+    /// that does not answer can stop it, leaving the binds before it applied.
+    pub(crate) fn bind(
+        &self,
+        pdev: &Device<Bound>,
+        binds: &[Bind],
+        mut killable: impl FnMut() -> Result,
+    ) -> Result {
+        let r = self.apply(pdev, binds, &mut killable);
         // Whatever happened, the buffers the steps (or a dropped `vm_bo`) let go of go now,
-        // after the tables that mapped them were flushed (as the step context went).
+        // after the tables that mapped them were flushed (as the step contexts went).
         self.gpuvm.deferred_cleanup();
         r
     }
 
     /// [`Vm::bind`] but the release of the buffers.
-    fn apply(&self, pdev: &Device<Bound>, b: &Bind) -> Result {
-        let len = b.va.end - b.va.start;
-        // One `drm_gpuva` per mapping lives as long as the mapping: the client's memory.
-        let prealloc = VmData::prealloc_vas(GFP_KERNEL_ACCOUNT)?;
-        let Some((bo, offset)) = &b.map else {
-            let mut unique = self.unique.lock();
-            let mut uat = self.dev.uat.lock();
-            let mut ctx = StepCtx::for_unmap(&mut uat, prealloc);
-            // The unmapped range is invalidated (and emptied tables freed) as the context goes.
-            return unique.sm_unmap(b.va.start, len, &mut ctx);
-        };
-        let sg = bo::scatter(bo, pdev)?;
-        let vm_bo = self.gpuvm.obtain(bo, ())?;
+    fn apply(
+        &self,
+        pdev: &Device<Bound>,
+        binds: &[Bind],
+        killable: &mut impl FnMut() -> Result,
+    ) -> Result {
+        // Declared before the locks, dropped after them: the unused `drm_gpuva`s and the
+        // `vm_bo` references go without the locks held. One `drm_gpuva` per mapping lives as
+        // long as the mapping: the client's memory.
+        let mut ops = KVVec::with_capacity(binds.len(), GFP_KERNEL_ACCOUNT | __GFP_NOWARN)?;
+        for b in binds {
+            killable()?;
+            let op = VmData::prepare(
+                &self.gpuvm,
+                b,
+                |bo| bo::scatter(bo, pdev),
+                GFP_KERNEL_ACCOUNT,
+            )?;
+            ops.push_within_capacity(op).map_err(|_| ENOMEM)?;
+        }
         let mut unique = self.unique.lock();
+        let mut uat = self.dev.uat.lock();
         // The tables are allocated without the device's `uat` lock, which every client's
         // operations take; `unique` keeps this VM's tables as they are meanwhile.
-        let mut uat = DevUat::vm_prealloc_unlocked(
-            self.dev.uat.lock(),
-            || self.dev.uat.lock(),
-            self.id,
-            b.va.start,
-            len,
-        )?;
-        let mut ctx = StepCtx::for_map(&mut uat, sg, b.prot, b.single_page, prealloc);
-        unique.sm_map(OpMapRequest {
-            addr: b.va.start,
-            range: len,
-            gem_offset: *offset,
-            vm_bo: &vm_bo,
-            context: &mut ctx,
-        })
+        for range in VmData::map_ranges(&ops) {
+            let len = range.end - range.start;
+            let lock = || self.dev.uat.lock();
+            uat = match DevUat::vm_prealloc_unlocked(uat, lock, self.id, range.start, len) {
+                Ok(uat) => uat,
+                Err(e) => {
+                    // The tables preallocated so far go: the VM is as it was.
+                    if let Err(p) = VmData::prune(&mut self.dev.uat.lock(), self.id, ops.iter()) {
+                        pr_err!(
+                            "VM {}: freeing the tables of a failed bind: {:?}\n",
+                            self.id,
+                            p
+                        );
+                    }
+                    return Err(e);
+                }
+            };
+        }
+        VmData::apply(&mut unique, &mut uat, self.id, &mut ops, killable)
     }
 
     /// Unmaps every mapping of `bo` in this VM ([`VmData::unmap_object`]): its client closed

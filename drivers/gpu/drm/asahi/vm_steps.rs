@@ -8,11 +8,13 @@
 //! host GEM object and the simulated SoC's UAT. The steps need nothing of the object but the
 //! scatter list of its pages, which the caller resolves before the locks ([`StepCtx::for_map`]).
 //!
-//! A bind first allocates everything it can need: the buffer's scatter list, the GPUVM's
-//! `vm_bo` and `drm_gpuva`s ([`VmSteps::prealloc_vas`]), and every page table of the range
-//! ([`Uat::vm_prealloc_unlocked`] in the kernel, [`Uat::vm_prealloc`] where the UAT is not
-//! shared). So the steps never allocate and cannot fail for want of memory.
+//! A VM_BIND first allocates everything any of its ops can need: the buffers' scatter lists,
+//! the GPUVM's `vm_bo`s and `drm_gpuva`s ([`VmSteps::prepare`]), and every page table of the
+//! ranges it maps ([`Uat::vm_prealloc_unlocked`] in the kernel, [`Uat::vm_prealloc`] where the
+//! UAT is not shared). So the steps never allocate, and a VM_BIND that fails for want of memory
+//! changed nothing, whichever of its ops needed it ([`VmSteps::apply`]).
 
+use crate::gpuvm::Bind;
 use crate::handoff::FwChannel;
 use crate::pte::Prot;
 use crate::sg::SgList;
@@ -20,14 +22,16 @@ use crate::slots::VmId;
 use crate::tlb::{Gather, TlbInvalidate};
 use crate::uat::Uat;
 use core::marker::PhantomData;
+use core::ops::{Deref, Range};
 use kernel::alloc::Flags;
 use kernel::drm;
 use kernel::drm::driver::AllocImpl;
 use kernel::drm::gpuvm::{
-    DriverGpuVm, GpuVaAlloc, GpuVmBo, OpMap, OpMapped, OpRemap, OpRemapped, OpUnmap, OpUnmapped,
-    UniqueRefGpuVm,
+    DriverGpuVm, GpuVaAlloc, GpuVm, GpuVmBo, OpMap, OpMapRequest, OpMapped, OpRemap, OpRemapped,
+    OpUnmap, OpUnmapped, UniqueRefGpuVm,
 };
 use kernel::prelude::*;
+use kernel::sync::aref::ARef;
 
 /// The `drm::gpuvm` driver data of a VM: which UAT VM its page tables are.
 ///
@@ -80,6 +84,129 @@ where
         Ok(v)
     }
 
+    /// Allocates everything the validated bind `b` needs but page tables, before the locks are
+    /// taken: its `drm_gpuva`s and, for a map, the buffer's scatter list (`scatter`, which pins
+    /// its pages) and its `vm_bo` in `gpuvm`.
+    pub fn prepare<'a, B: Deref<Target = O>>(
+        gpuvm: &GpuVm<Self>,
+        b: &'a Bind<B>,
+        scatter: impl FnOnce(&'a O) -> Result<&'a SgList>,
+        flags: Flags,
+    ) -> Result<Prepared<'a, D, O, T, F>> {
+        let vas = Self::prealloc_vas(flags)?;
+        let map = match &b.map {
+            None => None,
+            Some((bo, offset)) => {
+                let sg = scatter(bo)?;
+                let vm_bo = gpuvm.obtain(bo, ())?;
+                Some(PreparedMap {
+                    vm_bo,
+                    sg,
+                    offset: *offset,
+                    prot: b.prot,
+                    single_page: b.single_page,
+                })
+            }
+        };
+        Ok(Prepared {
+            va: b.va.clone(),
+            vas,
+            map,
+        })
+    }
+
+    /// The ranges the prepared `ops` map: the caller preallocates their tables, under the VM's
+    /// lock, before [`VmSteps::apply`]. Should that fail, [`VmSteps::prune`] takes back what was
+    /// preallocated.
+    pub fn map_ranges<'o>(
+        ops: &'o [Prepared<'_, D, O, T, F>],
+    ) -> impl Iterator<Item = Range<u64>> + 'o {
+        ops.iter()
+            .filter(|op| op.map.is_some())
+            .map(|op| op.va.clone())
+    }
+
+    /// Applies the prepared `ops` of one VM_BIND to UAT VM `id`, in order, under the VM's lock
+    /// (`unique`), once the tables of every map are preallocated ([`VmSteps::map_ranges`]).
+    ///
+    /// Nothing here allocates, so `ENOMEM` cannot stop it half-way. An unbind followed by a map
+    /// keeps the tables it empties, which the map may need; they go at the end if they still hold
+    /// nothing. The ops apply one after the other until one fails, which takes something outside
+    /// the caller's control: a fatal signal (`killable`: the caller is dying), a corrupt table
+    /// (`EIO`) or a firmware that does not answer. The ops before it then stay applied, and the
+    /// tables of every op that hold nothing go.
+    pub fn apply(
+        unique: &mut UniqueRefGpuVm<Self>,
+        uat: &mut Uat<T, F>,
+        id: VmId,
+        ops: &mut [Prepared<'_, D, O, T, F>],
+        mut killable: impl FnMut() -> Result,
+    ) -> Result {
+        let last_map = ops.iter().rposition(|op| op.map.is_some());
+        let mut r = Ok(());
+        for (i, op) in ops.iter_mut().enumerate() {
+            let keep_tables = last_map.is_some_and(|m| i < m);
+            r = killable().and_then(|()| Self::apply_one(unique, uat, op, keep_tables));
+            if r.is_err() {
+                break;
+            }
+        }
+        let kept: &[Prepared<'_, D, O, T, F>] = match (&r, last_map) {
+            (Err(_), _) => ops,
+            (Ok(()), Some(m)) => &ops[..m],
+            (Ok(()), None) => &[],
+        };
+        // After a failure, every op's range: the tables preallocated for the maps not applied.
+        let pruned = Self::prune(
+            uat,
+            id,
+            kept.iter().filter(|op| r.is_err() || op.map.is_none()),
+        );
+        r.and(pruned)
+    }
+
+    /// One op of [`VmSteps::apply`]: `keep_tables` for an unbind whose tables a later map may
+    /// need.
+    fn apply_one(
+        unique: &mut UniqueRefGpuVm<Self>,
+        uat: &mut Uat<T, F>,
+        op: &mut Prepared<'_, D, O, T, F>,
+        keep_tables: bool,
+    ) -> Result {
+        let vas = core::mem::take(&mut op.vas);
+        let len = op.va.end - op.va.start;
+        let Some(map) = &op.map else {
+            let mut ctx = StepCtx::for_unmap(uat, vas);
+            ctx.keep_tables = keep_tables;
+            // The unmapped range is invalidated (and emptied tables freed) as the context goes.
+            return unique.sm_unmap(op.va.start, len, &mut ctx);
+        };
+        let mut ctx = StepCtx::for_map(uat, map.sg, map.prot, map.single_page, vas);
+        unique.sm_map(OpMapRequest {
+            addr: op.va.start,
+            range: len,
+            gem_offset: map.offset,
+            vm_bo: &map.vm_bo,
+            context: &mut ctx,
+        })
+    }
+
+    /// Frees the tables of UAT VM `id` in the ranges of `ops` that hold nothing
+    /// ([`Uat::vm_prune`]): those a VM_BIND kept or preallocated and did not use. Mappings stay.
+    /// Returns the first error (`EIO`: a corrupt table), after trying every range.
+    pub fn prune<'o, 'a: 'o>(
+        uat: &mut Uat<T, F>,
+        id: VmId,
+        ops: impl IntoIterator<Item = &'o Prepared<'a, D, O, T, F>>,
+    ) -> Result {
+        let mut r = Ok(());
+        for op in ops {
+            let pruned = uat.vm_prune(id, op.va.start, op.va.end - op.va.start);
+            r = r.and(pruned.map(|_| ()));
+        }
+        r
+    }
+
     /// Unmaps every mapping of `vm_bo`'s object in its VM (`unique`) with the steps of `ctx`:
     /// what closing a handle does to the client's VMs (Mesa frees a buffer with GEM_CLOSE alone,
     /// counting on the kernel to unmap it).
@@ -106,11 +233,47 @@ where
     }
 }
 
+/// One op of a VM_BIND with everything it needs but page tables allocated
+/// ([`VmSteps::prepare`]).
+pub struct Prepared<'a, D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    /// The VA range.
+    va: Range<u64>,
+    /// The `drm_gpuva`s its `sm_map` or `sm_unmap` may consume ([`VmSteps::PREALLOC_VAS`]).
+    vas: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
+    /// What a map maps; `None` for an unbind.
+    map: Option<PreparedMap<'a, D, O, T, F>>,
+}
+
+/// The buffer side of a prepared map.
+struct PreparedMap<'a, D, O, T, F>
+where
+    D: drm::Driver + 'static,
+    O: AllocImpl<Driver = D> + Send + Sync + 'static,
+    T: TlbInvalidate + 'static,
+    F: FwChannel + 'static,
+{
+    vm_bo: ARef<GpuVmBo<VmSteps<D, O, T, F>>>,
+    /// The buffer's pages, pinned.
+    sg: &'a SgList,
+    /// The offset into the buffer.
+    offset: u64,
+    prot: Prot,
+    /// Whether the one page at the offset is repeated over the range.
+    single_page: bool,
+}
+
 /// What the steps of one `sm_map` or `sm_unmap` work with.
 ///
 /// # Invariants
 ///
-/// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]); `destroyed` only once
+/// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]) or of an `sm_unmap`
+/// whose range [`VmSteps::apply`] prunes afterwards; `destroyed` only once
 /// the UAT VM is gone ([`StepCtx::for_destroyed`]). A `drm_gpuva` put
 /// back into `prealloc` was taken from it in the same step, so putting it back never needs more
 /// than the capacity `prealloc` came with.
