@@ -199,28 +199,30 @@ impl Vm {
             ops.push_within_capacity(op).map_err(|_| ENOMEM)?;
         }
         let mut unique = self.unique.lock();
-        let mut uat = self.dev.uat.lock();
         // The tables are allocated without the device's `uat` lock, which every client's
         // operations take; `unique` keeps this VM's tables as they are meanwhile.
         for range in VmData::map_ranges(&ops) {
             let len = range.end - range.start;
             let lock = || self.dev.uat.lock();
-            uat = match DevUat::vm_prealloc_unlocked(uat, lock, self.id, range.start, len) {
-                Ok(uat) => uat,
-                Err(e) => {
-                    // The tables preallocated so far go: the VM is as it was.
-                    if let Err(p) = VmData::prune(&mut self.dev.uat.lock(), self.id, ops.iter()) {
-                        pr_err!(
-                            "VM {}: freeing the tables of a failed bind: {:?}\n",
-                            self.id,
-                            p
-                        );
-                    }
-                    return Err(e);
+            if let Err(e) = DevUat::vm_prealloc_unlocked(lock(), lock, self.id, range.start, len) {
+                // The tables preallocated so far go: the VM is as it was.
+                if let Err(p) = VmData::prune(&mut Locked(&self.dev.uat), self.id, ops.iter()) {
+                    pr_err!(
+                        "VM {}: freeing the tables of a failed bind: {:?}\n",
+                        self.id,
+                        p
+                    );
                 }
-            };
+                return Err(e);
+            }
         }
-        VmData::apply(&mut unique, &mut uat, self.id, &mut ops, killable)
+        VmData::apply(
+            &mut unique,
+            &mut Locked(&self.dev.uat),
+            self.id,
+            &mut ops,
+            killable,
+        )
     }
 
     /// Unmaps every mapping of `bo` in this VM ([`VmData::unmap_object`]): its client closed
@@ -250,6 +252,15 @@ impl Vm {
             start: self.kernel.start,
             last: self.kernel.end - 1,
         }
+    }
+}
+
+/// The device's UAT as [`VmData::apply`] takes it: its lock, once per op.
+struct Locked<'a>(&'a Mutex<DevUat>);
+
+impl vm_steps::UatAccess<Broadcast<Arm64>, Firmware> for Locked<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut DevUat) -> R) -> R {
+        f(&mut self.0.lock())
     }
 }
 

@@ -137,7 +137,7 @@ where
     /// tables of every op that hold nothing go.
     pub fn apply(
         unique: &mut UniqueRefGpuVm<Self>,
-        uat: &mut Uat<T, F>,
+        uat: &mut impl UatAccess<T, F>,
         id: VmId,
         ops: &mut [Prepared<'_, D, O, T, F>],
         mut killable: impl FnMut() -> Result,
@@ -146,7 +146,8 @@ where
         let mut r = Ok(());
         for (i, op) in ops.iter_mut().enumerate() {
             let keep_tables = last_map.is_some_and(|m| i < m);
-            r = killable().and_then(|()| Self::apply_one(unique, uat, op, keep_tables));
+            r = killable()
+                .and_then(|()| uat.with(|uat| Self::apply_one(unique, uat, op, keep_tables)));
             if r.is_err() {
                 break;
             }
@@ -195,13 +196,13 @@ where
     /// ([`Uat::vm_prune`]): those a VM_BIND kept or preallocated and did not use. Mappings stay.
     /// Returns the first error (`EIO`: a corrupt table), after trying every range.
     pub fn prune<'o, 'a: 'o>(
-        uat: &mut Uat<T, F>,
+        uat: &mut impl UatAccess<T, F>,
         id: VmId,
         ops: impl IntoIterator<Item = &'o Prepared<'a, D, O, T, F>>,
     ) -> Result {
         let mut r = Ok(());
         for op in ops {
-            let pruned = uat.vm_prune(id, op.va.start, op.va.end - op.va.start);
+            let pruned = uat.with(|uat| uat.vm_prune(id, op.va.start, op.va.end - op.va.start));
             r = r.and(pruned.map(|_| ()));
         }
         r
@@ -230,6 +231,21 @@ where
             last = Some(range);
         }
         Ok(())
+    }
+}
+
+/// How [`VmSteps::apply`] reaches the UAT: once per op, so that a lock every client waits on
+/// (the kernel's device-wide UAT mutex) is not held across a whole VM_BIND. The VM's own lock,
+/// held throughout, keeps its tables as they are in between.
+pub trait UatAccess<T: TlbInvalidate, F: FwChannel> {
+    /// Runs `f` on the UAT.
+    fn with<R>(&mut self, f: impl FnOnce(&mut Uat<T, F>) -> R) -> R;
+}
+
+/// A UAT its caller owns, which no one else reaches meanwhile (the host's engine).
+impl<T: TlbInvalidate, F: FwChannel> UatAccess<T, F> for Uat<T, F> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Uat<T, F>) -> R) -> R {
+        f(self)
     }
 }
 
