@@ -942,16 +942,11 @@ fn multi_op_binds() {
     g.complete(vm).unwrap();
 }
 
-/// A multi-op VM_BIND is all or nothing when memory runs out: whichever allocation fails, the
-/// VM is exactly as before (mappings, descriptors, table memory), and nothing leaks. One that
-/// succeeds leaves what the same ops one VM_BIND each leave, table memory included: the tables
-/// an unbind keeps for a later map go at the end if they hold nothing.
-#[test]
-fn a_multi_op_bind_failing_part_way_changes_nothing() {
-    let leak = LeakCheck::start();
-    let soc = Soc::new(FwKnobs::default());
-    let mut g = soc.boot_gpuvm().unwrap();
-    let a = g.gem_create(2 * PG).unwrap();
+/// The multi-op VM_BIND of the two tests below, of buffer `a`: the mappings the VM has first,
+/// and the ops. Each map under a top-level entry of its own allocates tables; the one at
+/// `x + 4 PG` needs the tables the unbind of `x` empties, and the unbind of `y` empties its own
+/// for good (both unbinds come before a map, so the bind keeps their tables until its end).
+fn multi_op_case(a: Handle) -> ([BindOp; 2], [BindOp; 5]) {
     let map = |addr| BindOp {
         flags: READ,
         handle: a,
@@ -967,10 +962,6 @@ fn a_multi_op_bind_failing_part_way_changes_nothing() {
         addr,
     };
     let (x, y) = (1u64 << 36, 5u64 << 36);
-    let setup = [map(x), map(y)];
-    // Each map under a top-level entry of its own allocates tables; the one at `x + 4 PG` needs
-    // the tables the unbind of `x` empties, the unbind of `y` empties its own for good (both
-    // unbinds come before a map, so a multi-op bind keeps their tables until its end).
     let ops = [
         unbind(x),
         map(2 << 36),
@@ -978,6 +969,20 @@ fn a_multi_op_bind_failing_part_way_changes_nothing() {
         map(3 << 36),
         map(x + 4 * PG),
     ];
+    ([map(x), map(y)], ops)
+}
+
+/// A multi-op VM_BIND is all or nothing when memory runs out: whichever allocation fails, the
+/// VM is exactly as before (mappings, descriptors, table memory), and nothing leaks. One that
+/// succeeds leaves what the same ops one VM_BIND each leave, table memory included: the tables
+/// an unbind keeps for a later map go at the end if they hold nothing.
+#[test]
+fn a_multi_op_bind_failing_part_way_changes_nothing() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let a = g.gem_create(2 * PG).unwrap();
+    let (setup, ops) = multi_op_case(a);
     let fresh = |g: &mut SimGpuvm| {
         let vm = g.vm_create().unwrap();
         g.bind_ops(vm, &setup).unwrap();
@@ -1013,6 +1018,73 @@ fn a_multi_op_bind_failing_part_way_changes_nothing() {
     }
     // The `drm_gpuva`s of five ops, two `vm_bo`s... and the tables of three maps.
     assert!(failures >= 15, "only {failures} allocations to fail");
+    drop(g);
+    drop(soc);
+    leak.assert_clean();
+}
+
+/// A multi-op VM_BIND whose caller is dying (`killable` fails, as the render node's check of a
+/// fatal signal): stopped before its first op is applied, it changed nothing; stopped before op
+/// `k`, the ops before `k` stay applied, and the VM is what those ops one VM_BIND each leave,
+/// table memory included (the tables preallocated for the maps not applied, and those the
+/// unbinds kept for them, go).
+#[test]
+fn a_multi_op_bind_killed_part_way_keeps_the_ops_before() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let a = g.gem_create(2 * PG).unwrap();
+    let (setup, ops) = multi_op_case(a);
+    let fresh = |g: &mut SimGpuvm| {
+        let vm = g.vm_create().unwrap();
+        g.bind_ops(vm, &setup).unwrap();
+        vm
+    };
+    // The VM after each prefix of the ops, applied one VM_BIND each.
+    let prefixes: Vec<State> = (0..=ops.len())
+        .map(|k| {
+            let vm = fresh(&mut g);
+            for o in &ops[..k] {
+                g.bind(vm, o).unwrap();
+            }
+            let s = state(&g, vm);
+            g.vm_destroy(vm).unwrap();
+            s
+        })
+        .collect();
+    // Asked before preparing each op, preallocating each map's tables, and applying each op.
+    let maps = ops.iter().filter(|o| o.flags & UNBIND == 0).count();
+    let before_apply = ops.len() + maps;
+    for j in 0.. {
+        let vm = fresh(&mut g);
+        let mut asked = 0;
+        let got = g.bind_ops_killable(vm, &ops, || {
+            asked += 1;
+            if asked > j {
+                Err(EINTR)
+            } else {
+                Ok(())
+            }
+        });
+        let s = state(&g, vm);
+        g.vm_destroy(vm).unwrap();
+        if asked <= j {
+            assert_eq!(got, Ok(()));
+            assert_eq!(
+                j,
+                before_apply + ops.len(),
+                "asked once per op and map, twice per op"
+            );
+            assert!(s == prefixes[ops.len()], "all applied");
+            break;
+        }
+        assert_eq!(got, Err(EINTR), "stopped at {j}");
+        let applied = j.saturating_sub(before_apply);
+        assert!(
+            s == prefixes[applied],
+            "stopped at {j}: not the first {applied} ops"
+        );
+    }
     drop(g);
     drop(soc);
     leak.assert_clean();

@@ -587,6 +587,19 @@ impl Engine {
     /// (their `drm_gpuva`s and `vm_bo`s, then the tables of the ranges they map): should that
     /// fail (`ENOMEM`), nothing changed. Then they are applied in order ([`VmSteps::apply`]).
     pub fn bind_ops(&mut self, id: VmId, ops: &[BindOp]) -> Result {
+        self.bind_ops_killable(id, ops, || Ok(()))
+    }
+
+    /// [`Engine::bind_ops`] with the kernel's fatal-signal check: `killable` is asked where the
+    /// render node asks whether its caller is dying (before preparing each op, preallocating
+    /// each map's tables and applying each op), and its error stops the bind. Before the first
+    /// op is applied, that changes nothing; after, the ops applied stay.
+    pub fn bind_ops_killable(
+        &mut self,
+        id: VmId,
+        ops: &[BindOp],
+        killable: impl FnMut() -> Result,
+    ) -> Result {
         let g = self.geometry();
         let vm = self.live_vm(id)?;
         let mut binds = KVec::with_capacity(ops.len(), GFP_KERNEL)?;
@@ -601,7 +614,7 @@ impl Engine {
             })?;
             binds.push(b, GFP_KERNEL)?;
         }
-        let r = self.apply(id, &binds);
+        let r = self.apply(id, &binds, killable);
         // Unbinds and replacements may have dropped the last mapping of closed buffers.
         drop(binds);
         self.release_unused();
@@ -609,32 +622,36 @@ impl Engine {
     }
 
     /// Applies the validated binds of one VM_BIND to VM `id`, as the kernel's `Vm::bind`.
-    fn apply(&mut self, id: VmId, binds: &[Bind<ARef<Bo>>]) -> Result {
+    fn apply(
+        &mut self,
+        id: VmId,
+        binds: &[Bind<ARef<Bo>>],
+        killable: impl FnMut() -> Result,
+    ) -> Result {
         let Engine { vms, uat, .. } = self;
         let vm = vms.get_mut(&id).ok_or(ENOENT)?;
-        let r = prepare_apply(uat, vm, id, binds);
+        let r = prepare_apply(uat, vm, id, binds, killable);
         vm.gpuvm.deferred_cleanup();
         r
     }
 }
 
 /// [`Engine::apply`] but the release of the buffers the binds let go of.
-fn prepare_apply(uat: &mut SimUat, vm: &mut Vm, id: VmId, binds: &[Bind<ARef<Bo>>]) -> Result {
+fn prepare_apply(
+    uat: &mut SimUat,
+    vm: &mut Vm,
+    id: VmId,
+    binds: &[Bind<ARef<Bo>>],
+    mut killable: impl FnMut() -> Result,
+) -> Result {
     let mut ops = KVec::with_capacity(binds.len(), GFP_KERNEL)?;
     for b in binds {
+        killable()?;
         let op = Steps::prepare(&vm.gpuvm, b, |bo| Ok(bo.obj.sg_list()), GFP_KERNEL)?;
         ops.push(op, GFP_KERNEL)?;
     }
-    for range in Steps::map_ranges(&ops) {
-        if let Err(e) = uat.vm_prealloc(id, range.start, range.end - range.start) {
-            // The tables preallocated so far go: the VM is as it was.
-            if let Err(p) = Steps::prune(uat, id, ops.iter()) {
-                pr_warn!("VM {}: freeing the tables of a failed bind: {:?}\n", id, p);
-            }
-            return Err(e);
-        }
-    }
-    Steps::apply(&mut vm.unique, uat, id, &mut ops, || Ok(()))
+    Steps::prealloc_tables(uat, id, &ops, &mut killable)?;
+    Steps::apply(&mut vm.unique, uat, id, &mut ops, killable)
 }
 
 impl Drop for Engine {

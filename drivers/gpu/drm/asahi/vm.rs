@@ -116,7 +116,10 @@ impl Vm {
             vm_id,
         };
         // One lock hold: two VM_CREATEs cannot both count on the same spare room.
-        if let Err(e) = ddev.vm_tags.lock().push(tag, GFP_KERNEL) {
+        // Not in the `if let`, whose temporaries live through its body: `destroy` takes the
+        // `uat` lock, which comes before `vm_tags`.
+        let pushed = ddev.vm_tags.lock().push(tag, GFP_KERNEL);
+        if let Err(e) = pushed {
             drop(unique);
             return Err(destroy(e.into()));
         }
@@ -201,28 +204,9 @@ impl Vm {
         let mut unique = self.unique.lock();
         // The tables are allocated without the device's `uat` lock, which every client's
         // operations take; `unique` keeps this VM's tables as they are meanwhile.
-        for range in VmData::map_ranges(&ops) {
-            let len = range.end - range.start;
-            let lock = || self.dev.uat.lock();
-            if let Err(e) = DevUat::vm_prealloc_unlocked(lock(), lock, self.id, range.start, len) {
-                // The tables preallocated so far go: the VM is as it was.
-                if let Err(p) = VmData::prune(&mut Locked(&self.dev.uat), self.id, ops.iter()) {
-                    pr_err!(
-                        "VM {}: freeing the tables of a failed bind: {:?}\n",
-                        self.id,
-                        p
-                    );
-                }
-                return Err(e);
-            }
-        }
-        VmData::apply(
-            &mut unique,
-            &mut Locked(&self.dev.uat),
-            self.id,
-            &mut ops,
-            killable,
-        )
+        let uat = &mut Locked(&self.dev.uat);
+        VmData::prealloc_tables(uat, self.id, &ops, &mut *killable)?;
+        VmData::apply(&mut unique, uat, self.id, &mut ops, killable)
     }
 
     /// Unmaps every mapping of `bo` in this VM ([`VmData::unmap_object`]): its client closed
@@ -261,6 +245,12 @@ struct Locked<'a>(&'a Mutex<DevUat>);
 impl vm_steps::UatAccess<Broadcast<Arm64>, Firmware> for Locked<'_> {
     fn with<R>(&mut self, f: impl FnOnce(&mut DevUat) -> R) -> R {
         f(&mut self.0.lock())
+    }
+
+    /// The tables are allocated with the lock released ([`DevUat::vm_prealloc_unlocked`]).
+    fn prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result {
+        let lock = || self.0.lock();
+        DevUat::vm_prealloc_unlocked(lock(), lock, id, iova, size).map(drop)
     }
 }
 

@@ -115,26 +115,42 @@ where
         })
     }
 
-    /// The ranges the prepared `ops` map: the caller preallocates their tables, under the VM's
-    /// lock, before [`VmSteps::apply`]. Should that fail, [`VmSteps::prune`] takes back what was
-    /// preallocated.
-    pub fn map_ranges<'o>(
-        ops: &'o [Prepared<'_, D, O, T, F>],
-    ) -> impl Iterator<Item = Range<u64>> + 'o {
-        ops.iter()
-            .filter(|op| op.map.is_some())
-            .map(|op| op.va.clone())
+    /// Preallocates the page tables of every map of the prepared `ops` in UAT VM `id`, under the
+    /// VM's lock, before [`VmSteps::apply`]; `killable` is asked before each. Should one fail
+    /// (`ENOMEM`, or `EINTR` from `killable`), the tables preallocated so far go again
+    /// ([`VmSteps::prune_logged`]): the VM is as it was.
+    pub fn prealloc_tables(
+        uat: &mut impl UatAccess<T, F>,
+        id: VmId,
+        ops: &[Prepared<'_, D, O, T, F>],
+        mut killable: impl FnMut() -> Result,
+    ) -> Result {
+        for (k, op) in ops.iter().enumerate() {
+            if op.map.is_none() {
+                continue;
+            }
+            let len = op.va.end - op.va.start;
+            let done = killable().and_then(|()| uat.prealloc(id, op.va.start, len));
+            if let Err(e) = done {
+                Self::prune_logged(uat, id, ops[..=k].iter().filter(|op| op.map.is_some()));
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Applies the prepared `ops` of one VM_BIND to UAT VM `id`, in order, under the VM's lock
-    /// (`unique`), once the tables of every map are preallocated ([`VmSteps::map_ranges`]).
+    /// (`unique`), once the tables of every map are preallocated
+    /// ([`VmSteps::prealloc_tables`]).
     ///
-    /// Nothing here allocates, so `ENOMEM` cannot stop it half-way. An unbind followed by a map
-    /// keeps the tables it empties, which the map may need; they go at the end if they still hold
-    /// nothing. The ops apply one after the other until one fails, which takes something outside
-    /// the caller's control: a fatal signal (`killable`: the caller is dying), a corrupt table
-    /// (`EIO`) or a firmware that does not answer. The ops before it then stay applied, and the
-    /// tables of every op that hold nothing go.
+    /// Nothing here allocates, so `ENOMEM` cannot stop it half-way. (Unmapping what the
+    /// firmware caches would: [`Uat::vm_remove_gathered`] collects those mappings first. No
+    /// VM_BIND maps any: its protections are all the GPU's own.) An unbind followed by a map
+    /// keeps the tables it empties, which the map may need; they go at the end if they still
+    /// hold nothing. The ops apply one after the other until one fails, which takes something
+    /// outside the caller's control: a fatal signal (`killable`: the caller is dying), a
+    /// corrupt table (`EIO`) or a firmware that does not answer. The ops before it then stay
+    /// applied, and the tables of every op that hold nothing go.
     pub fn apply(
         unique: &mut UniqueRefGpuVm<Self>,
         uat: &mut impl UatAccess<T, F>,
@@ -158,12 +174,9 @@ where
             (Ok(()), None) => &[],
         };
         // After a failure, every op's range: the tables preallocated for the maps not applied.
-        let pruned = Self::prune(
-            uat,
-            id,
-            kept.iter().filter(|op| r.is_err() || op.map.is_none()),
-        );
-        r.and(pruned)
+        let failed = r.is_err();
+        Self::prune_logged(uat, id, kept.iter().filter(|op| failed || op.map.is_none()));
+        r
     }
 
     /// One op of [`VmSteps::apply`]: `keep_tables` for an unbind whose tables a later map may
@@ -194,18 +207,38 @@ where
 
     /// Frees the tables of UAT VM `id` in the ranges of `ops` that hold nothing
     /// ([`Uat::vm_prune`]): those a VM_BIND kept or preallocated and did not use. Mappings stay.
-    /// Returns the first error (`EIO`: a corrupt table), after trying every range.
-    pub fn prune<'o, 'a: 'o>(
+    /// A range that overlaps or touches the one before is pruned with it, in one walk (a VM_BIND
+    /// of many ops on the same pages prunes once). A failure (`EIO`: a corrupt table, reported
+    /// already) is logged: it leaves empty tables, which go with the VM, and what the caller
+    /// reports is the outcome of the ops.
+    fn prune_logged<'o, 'a: 'o>(
         uat: &mut impl UatAccess<T, F>,
         id: VmId,
         ops: impl IntoIterator<Item = &'o Prepared<'a, D, O, T, F>>,
-    ) -> Result {
-        let mut r = Ok(());
+    ) {
+        let mut prune = |r: Range<u64>| {
+            if let Err(e) = uat.with(|uat| uat.vm_prune(id, r.start, r.end - r.start)) {
+                pr_err!("VM {}: freeing the unused tables of a bind: {:?}\n", id, e);
+            }
+        };
+        let mut run: Option<Range<u64>> = None;
         for op in ops {
-            let pruned = uat.with(|uat| uat.vm_prune(id, op.va.start, op.va.end - op.va.start));
-            r = r.and(pruned.map(|_| ()));
+            let va = &op.va;
+            match &mut run {
+                Some(cur) if va.start <= cur.end && cur.start <= va.end => {
+                    cur.start = cur.start.min(va.start);
+                    cur.end = cur.end.max(va.end);
+                }
+                _ => {
+                    if let Some(cur) = run.replace(va.clone()) {
+                        prune(cur);
+                    }
+                }
+            }
         }
-        r
+        if let Some(cur) = run {
+            prune(cur);
+        }
     }
 
     /// Unmaps every mapping of `vm_bo`'s object in its VM (`unique`) with the steps of `ctx`:
@@ -240,12 +273,20 @@ where
 pub trait UatAccess<T: TlbInvalidate, F: FwChannel> {
     /// Runs `f` on the UAT.
     fn with<R>(&mut self, f: impl FnOnce(&mut Uat<T, F>) -> R) -> R;
+
+    /// Preallocates the tables of `size` bytes at `iova` in UAT VM `id` ([`Uat::vm_prealloc`]):
+    /// all of them or none (`ENOMEM`).
+    fn prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result;
 }
 
 /// A UAT its caller owns, which no one else reaches meanwhile (the host's engine).
 impl<T: TlbInvalidate, F: FwChannel> UatAccess<T, F> for Uat<T, F> {
     fn with<R>(&mut self, f: impl FnOnce(&mut Uat<T, F>) -> R) -> R {
         f(self)
+    }
+
+    fn prealloc(&mut self, id: VmId, iova: u64, size: u64) -> Result {
+        self.vm_prealloc(id, iova, size)
     }
 }
 
@@ -307,7 +348,8 @@ where
     /// Whether the one page at the offset is repeated over the range.
     single_page: bool,
     /// Whether unmapped parts keep their tables: inside an `sm_map`, whose map step then maps
-    /// the same range into the tables preallocated for it.
+    /// the same range into the tables preallocated for it, and in an unbind of a VM_BIND that
+    /// maps after it ([`VmSteps::apply`], which prunes them at its end).
     keep_tables: bool,
     /// Whether the UAT VM is gone already ([`StepCtx::for_destroyed`]): the steps only remove
     /// GPUVM's VAs.
@@ -352,7 +394,8 @@ where
         }
     }
 
-    /// The context of an `sm_unmap`: tables that become empty are freed. Unmapping a range that
+    /// The context of an `sm_unmap`: tables that become empty are freed (unless
+    /// [`VmSteps::apply`] keeps them for a later map of the same VM_BIND). Unmapping a range that
     /// splits no mapping needs no `prealloc`.
     pub fn for_unmap(
         uat: &'a mut Uat<T, F>,
