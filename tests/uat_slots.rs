@@ -7,6 +7,12 @@
 //! pointing at the wrong table, reads the wrong tag. VMs also move their page to another one,
 //! bound or evicted: the unmap empties and frees its tables (after the flush, or without one when
 //! no slot holds the VM), and a context must then reach the new page, never the old one.
+//!
+//! The firmware also switches to the context of a VM (or to none) at random, as it runs work:
+//! its current context is never evicted nor destroyed (`EBUSY`), and every third VM maps its
+//! page firmware-cached, so that moving it asks the firmware to flush its cache through the
+//! VM's slot exactly when the firmware runs that slot (the simulated firmware checks each
+//! request: the range mapped in that context, already uncached), and never otherwise.
 
 use agx_soc::firmware::FwKnobs;
 use agx_soc::Soc;
@@ -30,6 +36,17 @@ enum Op {
     Recreate(usize),
     /// Unmap the VM's page (which frees its tables) and map its other page in its place.
     Remap(usize),
+    /// The firmware switches to the VM's context if it holds a slot, otherwise to none.
+    Run(usize),
+}
+
+/// The protection VM `v` maps its page with: firmware-cached for every third VM.
+fn prot(v: usize) -> Prot {
+    if v.is_multiple_of(3) {
+        Prot::GPUFW_PRIV_RW
+    } else {
+        Prot::GPU_SHARED_RW
+    }
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -38,6 +55,7 @@ fn op() -> impl Strategy<Value = Op> {
         5 => (0..VMS).prop_map(Op::Release),
         1 => (0..VMS).prop_map(Op::Recreate),
         2 => (0..VMS).prop_map(Op::Remap),
+        1 => (0..VMS).prop_map(Op::Run),
     ]
 }
 
@@ -58,12 +76,13 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let mut ids: Vec<u64> = Vec::new();
     for v in 0..VMS {
         let id = uat.create_vm(false).unwrap();
-        uat.vm_map(id, VA, data.phys(v), 1 << 14, Prot::GPU_SHARED_RW)
-            .unwrap();
+        uat.vm_map(id, VA, data.phys(v), 1 << 14, prot(v)).unwrap();
         ids.push(id);
     }
     let mut slots = [SlotModel::default(); SLOTS];
     let mut hint: Vec<Option<usize>> = vec![None; VMS];
+    // The slot the firmware runs.
+    let mut current: Option<usize> = None;
     let mut clock = 0u64;
     for op in ops {
         clock += 1;
@@ -72,8 +91,10 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let held = (1..SLOTS).find(|&s| slots[s].owner == Some(v));
                 let got = uat.bind(ids[v]);
                 let free: Vec<usize> = (1..SLOTS).filter(|&s| slots[s].owner.is_none()).collect();
+                // The firmware's current context is never taken away.
                 let idle_lru = (1..SLOTS)
                     .filter(|&s| slots[s].owner.is_some() && slots[s].users == 0)
+                    .filter(|&s| Some(s) != current)
                     .min_by_key(|&s| slots[s].last_used);
                 let slot = match (held, got) {
                     (Some(h), got) => {
@@ -127,9 +148,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             Op::Recreate(v) => {
                 let held = (1..SLOTS).find(|&s| slots[s].owner == Some(v));
                 let got = uat.destroy_vm(ids[v]);
-                if let Some(s) = held.filter(|&s| slots[s].users > 0) {
+                if held.is_some_and(|s| slots[s].users > 0 || Some(s) == current) {
                     prop_assert_eq!(got, Err(EBUSY));
-                    let _ = s;
                     continue;
                 }
                 prop_assert_eq!(got, Ok(()));
@@ -142,19 +162,32 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                     prop_assert_eq!(sim::read_phys_u64(soc.ttbs.phys + 16 * s as u64), Some(0));
                 }
                 let id = uat.create_vm(false).unwrap();
-                uat.vm_map(id, VA, data.phys(page[v]), 1 << 14, Prot::GPU_SHARED_RW)
+                uat.vm_map(id, VA, data.phys(page[v]), 1 << 14, prot(v))
                     .unwrap();
                 ids[v] = id;
                 hint[v] = None;
             }
             Op::Remap(v) => {
                 let tables = uat.vm_table(ids[v]).unwrap().table_pages();
+                let flushes = uat.stats().fw_flushes;
                 prop_assert_eq!(uat.vm_unmap(ids[v], VA, 1 << 14), Ok(1));
+                let run = current.is_some_and(|s| slots[s].owner == Some(v));
+                prop_assert_eq!(
+                    uat.stats().fw_flushes - flushes,
+                    u64::from(run && prot(v) == Prot::GPUFW_PRIV_RW),
+                    "firmware flushes of VM {} (run: {})",
+                    v,
+                    run
+                );
                 prop_assert_eq!(uat.vm_table(ids[v]).unwrap().table_pages(), 0);
                 page[v] = (page[v] + VMS) % (2 * VMS);
-                uat.vm_map(ids[v], VA, data.phys(page[v]), 1 << 14, Prot::GPU_SHARED_RW)
+                uat.vm_map(ids[v], VA, data.phys(page[v]), 1 << 14, prot(v))
                     .unwrap();
                 prop_assert_eq!(uat.vm_table(ids[v]).unwrap().table_pages(), tables);
+            }
+            Op::Run(v) => {
+                current = (1..SLOTS).find(|&s| slots[s].owner == Some(v));
+                soc.fw.run_context(current.map_or(0, |s| s as u32));
             }
         }
         // Every held slot: the right TTBAT entry, and the GPU reaches the owner's page only.
@@ -177,7 +210,9 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
     }
-    // The work completes before the teardown, which leaves a VM with work to the firmware.
+    // The work completes and the firmware stops before the teardown, which leaves a VM with work,
+    // or the firmware's current one, to the firmware.
+    soc.fw.run_context(0);
     for model in &slots {
         if let Some(v) = model.owner {
             for _ in 0..model.users {
