@@ -972,6 +972,29 @@ fn multi_op_case(a: Handle) -> ([BindOp; 2], [BindOp; 5]) {
     ([map(x), map(y)], ops)
 }
 
+/// A fresh VM with the mappings `setup`.
+fn fresh_vm(g: &mut SimGpuvm, setup: &[BindOp]) -> u64 {
+    let vm = g.vm_create().unwrap();
+    g.bind_ops(vm, setup).unwrap();
+    vm
+}
+
+/// The VM after each prefix of `ops` (from none to all), applied one VM_BIND each to a fresh VM
+/// with the mappings `setup`.
+fn prefix_states(g: &mut SimGpuvm, setup: &[BindOp], ops: &[BindOp]) -> Vec<State> {
+    (0..=ops.len())
+        .map(|k| {
+            let vm = fresh_vm(g, setup);
+            for o in &ops[..k] {
+                g.bind(vm, o).unwrap();
+            }
+            let s = state(g, vm);
+            g.vm_destroy(vm).unwrap();
+            s
+        })
+        .collect()
+}
+
 /// A multi-op VM_BIND is all or nothing when memory runs out: whichever allocation fails, the
 /// VM is exactly as before (mappings, descriptors, table memory), and nothing leaks. One that
 /// succeeds leaves what the same ops one VM_BIND each leave, table memory included: the tables
@@ -983,23 +1006,13 @@ fn a_multi_op_bind_failing_part_way_changes_nothing() {
     let mut g = soc.boot_gpuvm().unwrap();
     let a = g.gem_create(2 * PG).unwrap();
     let (setup, ops) = multi_op_case(a);
-    let fresh = |g: &mut SimGpuvm| {
-        let vm = g.vm_create().unwrap();
-        g.bind_ops(vm, &setup).unwrap();
-        vm
-    };
-    let vm = fresh(&mut g);
-    let before = state(&g, vm);
-    for o in &ops {
-        g.bind(vm, o).unwrap();
-    }
-    let one_at_a_time = state(&g, vm);
-    g.vm_destroy(vm).unwrap();
+    let prefixes = prefix_states(&mut g, &setup, &ops);
+    let (before, one_at_a_time) = (&prefixes[0], &prefixes[ops.len()]);
     // `y`'s leaf and second-level tables went, two pairs came for the new top-level entries.
     assert_eq!(one_at_a_time.tables, before.tables + 2);
     let mut failures = 0;
     for k in 0.. {
-        let vm = fresh(&mut g);
+        let vm = fresh_vm(&mut g, &setup);
         let attempts = sim::alloc_attempts();
         sim::fail_nth_alloc(k);
         let got = g.bind_ops(vm, &ops);
@@ -1009,11 +1022,11 @@ fn a_multi_op_bind_failing_part_way_changes_nothing() {
         g.vm_destroy(vm).unwrap();
         if made <= k {
             assert_eq!(got, Ok(()), "no allocation failed");
-            assert!(s == one_at_a_time, "all applied, as one at a time");
+            assert!(s == *one_at_a_time, "all applied, as one at a time");
             break;
         }
         assert_eq!(got, Err(ENOMEM), "allocation {k}");
-        assert!(s == before, "allocation {k} failing changed the VM");
+        assert!(s == *before, "allocation {k} failing changed the VM");
         failures += 1;
     }
     // The `drm_gpuva`s of five ops, two `vm_bo`s... and the tables of three maps.
@@ -1035,28 +1048,12 @@ fn a_multi_op_bind_killed_part_way_keeps_the_ops_before() {
     let mut g = soc.boot_gpuvm().unwrap();
     let a = g.gem_create(2 * PG).unwrap();
     let (setup, ops) = multi_op_case(a);
-    let fresh = |g: &mut SimGpuvm| {
-        let vm = g.vm_create().unwrap();
-        g.bind_ops(vm, &setup).unwrap();
-        vm
-    };
-    // The VM after each prefix of the ops, applied one VM_BIND each.
-    let prefixes: Vec<State> = (0..=ops.len())
-        .map(|k| {
-            let vm = fresh(&mut g);
-            for o in &ops[..k] {
-                g.bind(vm, o).unwrap();
-            }
-            let s = state(&g, vm);
-            g.vm_destroy(vm).unwrap();
-            s
-        })
-        .collect();
+    let prefixes = prefix_states(&mut g, &setup, &ops);
     // Asked before preparing each op, preallocating each map's tables, and applying each op.
     let maps = ops.iter().filter(|o| o.flags & UNBIND == 0).count();
     let before_apply = ops.len() + maps;
     for j in 0.. {
-        let vm = fresh(&mut g);
+        let vm = fresh_vm(&mut g, &setup);
         let mut asked = 0;
         let got = g.bind_ops_killable(vm, &ops, || {
             asked += 1;
