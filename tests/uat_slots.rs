@@ -171,14 +171,23 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let tables = uat.vm_table(ids[v]).unwrap().table_pages();
                 let flushes = uat.stats().fw_flushes;
                 prop_assert_eq!(uat.vm_unmap(ids[v], VA, 1 << 14), Ok(1));
-                let run = current.is_some_and(|s| slots[s].owner == Some(v));
+                let run = current.filter(|&s| slots[s].owner == Some(v));
+                let flushed = run.is_some() && prot(v) == Prot::GPUFW_PRIV_RW;
                 prop_assert_eq!(
                     uat.stats().fw_flushes - flushes,
-                    u64::from(run && prot(v) == Prot::GPUFW_PRIV_RW),
-                    "firmware flushes of VM {} (run: {})",
+                    u64::from(flushed),
+                    "firmware flushes of VM {} (run in {:?})",
                     v,
                     run
                 );
+                if flushed {
+                    // Through the slot the firmware runs the VM in, for the page that went.
+                    let last = soc.fw.log().flushes.last().copied();
+                    prop_assert_eq!(
+                        last.map(|f| (f.slot as usize, f.addr, f.size)),
+                        run.map(|s| (s, VA, 1 << 14))
+                    );
+                }
                 prop_assert_eq!(uat.vm_table(ids[v]).unwrap().table_pages(), 0);
                 page[v] = (page[v] + VMS) % (2 * VMS);
                 uat.vm_map(ids[v], VA, data.phys(page[v]), 1 << 14, prot(v))
@@ -210,8 +219,8 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
     }
-    // The work completes and the firmware stops before the teardown, which leaves a VM with work,
-    // or the firmware's current one, to the firmware.
+    // The work completes and the firmware runs no context before the teardown, which leaves a
+    // VM with work, or the firmware's current one, to the firmware.
     soc.fw.run_context(0);
     for model in &slots {
         if let Some(v) = model.owner {

@@ -944,9 +944,11 @@ fn multi_op_binds() {
 
 /// The multi-op VM_BIND of the two tests below, of buffer `a`: the mappings the VM has first,
 /// and the ops. Each map under a top-level entry of its own allocates tables; the one at
-/// `x + 4 PG` needs the tables the unbind of `x` empties, and the unbind of `y` empties its own
-/// for good (both unbinds come before a map, so the bind keeps their tables until its end).
-fn multi_op_case(a: Handle) -> ([BindOp; 2], [BindOp; 5]) {
+/// `x + 4 PG` needs the tables the unbind of `x` empties. The two unbinds at `y` empty two leaf
+/// tables and their second-level table for good: the first covers `y`'s whole leaf table, the
+/// second starts where it ends, so the pruning at the end of the bind merges their ranges. All
+/// three unbinds come before a map, so the bind keeps their tables until its end.
+fn multi_op_case(a: Handle) -> ([BindOp; 3], [BindOp; 6]) {
     let map = |addr| BindOp {
         flags: READ,
         handle: a,
@@ -954,22 +956,24 @@ fn multi_op_case(a: Handle) -> ([BindOp; 2], [BindOp; 5]) {
         range: 2 * PG,
         addr,
     };
-    let unbind = |addr| BindOp {
+    let unbind = |addr, range| BindOp {
         flags: UNBIND,
         handle: 0,
         offset: 0,
-        range: 2 * PG,
+        range,
         addr,
     };
+    const LEAF_SPAN: u64 = 1 << 25;
     let (x, y) = (1u64 << 36, 5u64 << 36);
     let ops = [
-        unbind(x),
+        unbind(x, 2 * PG),
         map(2 << 36),
-        unbind(y),
+        unbind(y, LEAF_SPAN),
+        unbind(y + LEAF_SPAN, 2 * PG),
         map(3 << 36),
         map(x + 4 * PG),
     ];
-    ([map(x), map(y)], ops)
+    ([map(x), map(y), map(y + LEAF_SPAN)], ops)
 }
 
 /// A fresh VM with the mappings `setup`.
@@ -1008,8 +1012,9 @@ fn a_multi_op_bind_failing_part_way_changes_nothing() {
     let (setup, ops) = multi_op_case(a);
     let prefixes = prefix_states(&mut g, &setup, &ops);
     let (before, one_at_a_time) = (&prefixes[0], &prefixes[ops.len()]);
-    // `y`'s leaf and second-level tables went, two pairs came for the new top-level entries.
-    assert_eq!(one_at_a_time.tables, before.tables + 2);
+    // `y`'s two leaf tables and their second-level table went, two pairs came for the new
+    // top-level entries.
+    assert_eq!(one_at_a_time.tables, before.tables + 1);
     let mut failures = 0;
     for k in 0.. {
         let vm = fresh_vm(&mut g, &setup);
@@ -1082,6 +1087,51 @@ fn a_multi_op_bind_killed_part_way_keeps_the_ops_before() {
             "stopped at {j}: not the first {applied} ops"
         );
     }
+    drop(g);
+    drop(soc);
+    leak.assert_clean();
+}
+
+/// One op can need thousands of tables: a single-page bind of 8 GiB needs 256 leaf tables and a
+/// second-level one. Their preallocation asks `killable` every 2 GiB; a caller dying at any of
+/// those points leaves the VM as it was (the chunks preallocated before go again).
+#[test]
+fn a_large_bind_can_be_killed_while_its_tables_are_allocated() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let a = g.gem_create(PG).unwrap();
+    let size = 8u64 << 30;
+    let op = BindOp {
+        flags: READ | SINGLE_PAGE,
+        handle: a,
+        offset: 0,
+        range: size,
+        addr: 1 << 36,
+    };
+    let chunks = size / (1 << 31);
+    let vm = g.vm_create().unwrap();
+    let before = state(&g, vm);
+    // Asked once to prepare the op, then before each chunk: fail at each of those.
+    for j in 0..=chunks {
+        let mut asked = 0;
+        let got = g.bind_ops_killable(vm, &[op], || {
+            asked += 1;
+            if asked > j {
+                Err(EINTR)
+            } else {
+                Ok(())
+            }
+        });
+        assert_eq!(got, Err(EINTR), "stopped at {j}");
+        assert!(state(&g, vm) == before, "stopped at {j}: the VM changed");
+    }
+    g.bind_ops_killable(vm, &[op], || Ok(())).unwrap();
+    assert_eq!(
+        state(&g, vm).tables,
+        before.tables + size as usize / (1 << 25) + 1
+    );
+    g.vm_destroy(vm).unwrap();
     drop(g);
     drop(soc);
     leak.assert_clean();

@@ -590,10 +590,12 @@ impl Engine {
         self.bind_ops_killable(id, ops, || Ok(()))
     }
 
-    /// [`Engine::bind_ops`] with the kernel's fatal-signal check: `killable` is asked where the
-    /// render node asks whether its caller is dying (before preparing each op, preallocating
-    /// each map's tables and applying each op), and its error stops the bind. Before the first
-    /// op is applied, that changes nothing; after, the ops applied stay.
+    /// [`Engine::bind_ops`] with the kernel's fatal-signal check: `killable` is asked where
+    /// `Vm::bind` asks whether its caller is dying (before preparing each op, before each
+    /// chunk of a map's tables, [`VmSteps::PREALLOC_CHUNK`], and before applying each op), and
+    /// its error stops the bind. Before the first op is applied, that changes nothing; after,
+    /// the ops applied stay. (The render node also asks while it reads the ops from userspace,
+    /// before any of this.)
     pub fn bind_ops_killable(
         &mut self,
         id: VmId,

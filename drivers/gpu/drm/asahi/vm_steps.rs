@@ -115,10 +115,17 @@ where
         })
     }
 
+    /// The most VA [`VmSteps::prealloc_tables`] preallocates between two questions to its
+    /// `killable`: 2 GiB, at most 65 table pages (1 MiB) with 16 KiB pages. One op can map the
+    /// whole window (a single-page bind needs one page of buffer for it), whose tables take a
+    /// while to allocate.
+    pub const PREALLOC_CHUNK: u64 = 1 << 31;
+
     /// Preallocates the page tables of every map of the prepared `ops` in UAT VM `id`, under the
-    /// VM's lock, before [`VmSteps::apply`]; `killable` is asked before each. Should one fail
-    /// (`ENOMEM`, or `EINTR` from `killable`), the tables preallocated so far go again
-    /// ([`VmSteps::prune_logged`]): the VM is as it was.
+    /// VM's lock, before [`VmSteps::apply`], [`Self::PREALLOC_CHUNK`] at a time (aligned), with
+    /// `killable` asked before each. Should one fail (`ENOMEM`, or `EINTR` from `killable`), the
+    /// tables preallocated so far go again (pruned, as [`VmSteps::apply`] does): the VM is as it
+    /// was.
     pub fn prealloc_tables(
         uat: &mut impl UatAccess<T, F>,
         id: VmId,
@@ -129,11 +136,16 @@ where
             if op.map.is_none() {
                 continue;
             }
-            let len = op.va.end - op.va.start;
-            let done = killable().and_then(|()| uat.prealloc(id, op.va.start, len));
-            if let Err(e) = done {
-                Self::prune_logged(uat, id, ops[..=k].iter().filter(|op| op.map.is_some()));
-                return Err(e);
+            let mut at = op.va.start;
+            while at < op.va.end {
+                let next = (at | (Self::PREALLOC_CHUNK - 1)).saturating_add(1);
+                let end = next.min(op.va.end);
+                let done = killable().and_then(|()| uat.prealloc(id, at, end - at));
+                if let Err(e) = done {
+                    Self::prune_logged(uat, id, ops[..=k].iter().filter(|op| op.map.is_some()));
+                    return Err(e);
+                }
+                at = end;
             }
         }
         Ok(())
@@ -207,8 +219,8 @@ where
 
     /// Frees the tables of UAT VM `id` in the ranges of `ops` that hold nothing
     /// ([`Uat::vm_prune`]): those a VM_BIND kept or preallocated and did not use. Mappings stay.
-    /// A range that overlaps or touches the one before is pruned with it, in one walk (a VM_BIND
-    /// of many ops on the same pages prunes once). A failure (`EIO`: a corrupt table, reported
+    /// A range that overlaps or touches the one before is pruned with it, in one walk (a run of
+    /// consecutive ops on the same pages prunes once). A failure (`EIO`: a corrupt table, reported
     /// already) is logged: it leaves empty tables, which go with the VM, and what the caller
     /// reports is the outcome of the ops.
     fn prune_logged<'o, 'a: 'o>(
