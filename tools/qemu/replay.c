@@ -766,11 +766,12 @@ static char *kernel_maps(void)
 		return NULL;
 	while (getline(&line, &cap, f) > 0) {
 		long uat;
-		unsigned long long runs, pages, va, end, pa, kib, label, off;
+		unsigned long long runs, pages, tables, va, end, pa, kib, label, off;
 		char gpu[8], fw[8], rest[64] = "", conv[512], name[48];
 		size_t len;
 
-		if (sscanf(line, "vm %ld: %llu runs, %llu pages", &uat, &runs, &pages) == 3) {
+		if (sscanf(line, "vm %ld: %llu runs, %llu pages, %llu tables", &uat, &runs, &pages,
+			   &tables) == 4) {
 			cur = NULL;
 			for (unsigned int i = 0; i < nvms; i++)
 				if (vms[i].live && vms[i].uat == uat && n < MAX_VMS) {
@@ -778,8 +779,9 @@ static char *kernel_maps(void)
 
 					cur = &mv[n++];
 					cur->name = vm;
-					if (asprintf(&cur->text, "vm %llu: %llu runs, %llu pages\n",
-						     vm, runs, pages) < 0)
+					if (asprintf(&cur->text,
+						     "vm %llu: %llu runs, %llu pages, %llu tables\n",
+						     vm, runs, pages, tables) < 0)
 						cur->text = NULL;
 				}
 			continue;

@@ -163,6 +163,8 @@ pub struct HalfDump {
     pub corrupt: Vec<Corrupt>,
     /// The same top-level table as this earlier (slot, half): not walked again.
     pub same_as: Option<(usize, usize)>,
+    /// The table pages below the top-level table that the walk reached (each once).
+    pub tables: usize,
 }
 
 /// Why a descriptor is not followed.
@@ -283,6 +285,7 @@ fn walk(
                 corrupt(out, why::TABLE_REUSED, va, d, table);
                 continue;
             }
+            out.tables += 1;
             walk(img, oas, ias, next, level + 1, va, out, seen);
             continue;
         }
@@ -369,6 +372,7 @@ pub fn dump_table(
         runs: Vec::new(),
         corrupt: Vec::new(),
         same_as: None,
+        tables: 0,
     };
     Ok(walk_root(img, oas, ias, h, &mut Seen::default()))
 }
@@ -400,6 +404,7 @@ pub fn dump(img: &Image, ttbat: u64, oas: u32, ias: u32) -> Result<Vec<HalfDump>
                 runs: Vec::new(),
                 corrupt: Vec::new(),
                 same_as: None,
+                tables: 0,
             };
             out.push(walk_root(img, oas, ias, h, &mut seen));
         }

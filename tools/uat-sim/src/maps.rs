@@ -10,14 +10,16 @@
 //! [`Runs::push`], which the render node's dump follows too:
 //!
 //! ```text
-//! vm 1: 2 runs, 5 pages
+//! vm 1: 2 runs, 5 pages, 4 tables
 //!   0x0000000001000000-0x0000000001010000         64 KiB  gpu RW fw --  bo 7 +0x0
 //!   0x0000007800000000-0x0000007800004000         16 KiB  gpu RO fw --  -
 //! ```
 //!
 //! A run is consecutive VA pages of one buffer with one access, whose offsets advance by a page
 //! each, or stay on one page (`(one page repeated)`: a `SINGLE_PAGE` binding). A page of no
-//! buffer (the VM's kernel-private zero page) is `-`.
+//! buffer (the VM's kernel-private zero page) is `-`. The header also counts the table pages
+//! below the VM's root (here those the walk reaches; in the render node the page table's own
+//! count): with empty tables freed as they empty, the two executions must agree on those too.
 
 use crate::dump::{access, dump_table, Image};
 use crate::machine::Machine;
@@ -79,10 +81,14 @@ impl Runs {
         });
     }
 
-    /// Writes the runs under the header `vm NAME: ...`.
-    pub fn write(&self, name: u64, w: &mut impl Write) -> io::Result<()> {
+    /// Writes the runs under the header `vm NAME: ...`, which also gives the VM's `tables`.
+    pub fn write(&self, name: u64, tables: usize, w: &mut impl Write) -> io::Result<()> {
         let pages: u64 = self.0.iter().map(|r| r.pages).sum();
-        writeln!(w, "vm {name}: {} runs, {pages} pages", self.0.len())?;
+        writeln!(
+            w,
+            "vm {name}: {} runs, {pages} pages, {tables} tables",
+            self.0.len()
+        )?;
         for r in &self.0 {
             let offset = if r.label == "-" {
                 String::new()
@@ -160,7 +166,7 @@ pub fn write_maps(m: &Machine, w: &mut impl Write) -> io::Result<()> {
                 runs.push(r.va + i * PG, label, offset, gpu, fw);
             }
         }
-        runs.write(name, w)?;
+        runs.write(name, half.tables, w)?;
     }
     Ok(())
 }

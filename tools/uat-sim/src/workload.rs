@@ -660,9 +660,17 @@ pub fn builtin(seed: u64) -> Gen {
 /// submissions, GPU writes and reads, and VMs destroyed (with work in flight or not) and
 /// created again. VM 2's kernel range starts inside the window the ops use, so that its kernel
 /// range and dummy page are in their way.
+///
+/// The ops address 64 pages at the window's start, and now and then the same 64 pages one leaf
+/// table (32 MiB) or one second-level table (64 GiB) further: mappings come and go in several
+/// tables, so that what a trace leaves tells whether emptied tables are freed.
 pub fn random(seed: u64, n: usize) -> Gen {
     let mut g = Gen::new(seed);
     let window = 0x100_0000u64;
+    let at = |g: &mut Gen, page: u64| {
+        let table = [0, 0, 0, 0, 1 << 25, 1 << 36][g.below(6) as usize];
+        window + table + page * PG
+    };
     let kernel2 = |g: &mut Gen| {
         let start = window + (40 + g.below(16)) * PG;
         Some((start, start + KERNEL_MIN))
@@ -688,7 +696,7 @@ pub fn random(seed: u64, n: usize) -> Gen {
                 handle: None,
                 offset: 0,
                 range: len,
-                addr: window + page * PG,
+                addr: at(g, page),
             };
         }
         let bo = bos[g.below(bos.len() as u64) as usize];
@@ -705,7 +713,7 @@ pub fn random(seed: u64, n: usize) -> Gen {
             handle: Some(bo),
             offset: g.below(9) * PG,
             range: (1 + g.below(8)) * PG,
-            addr: window + page * PG,
+            addr: at(g, page),
         }
     };
     for _ in 0..n {
@@ -761,12 +769,14 @@ pub fn random(seed: u64, n: usize) -> Gen {
                 let n = 1 + g.below(24) as usize;
                 let data = g.bytes(n);
                 let off = g.below(PG);
-                g.gpu_write(vm, window + page * PG + off, data);
+                let addr = at(&mut g, page) + off;
+                g.gpu_write(vm, addr, data);
             }
             _ => {
                 let len = 1 + g.below(32);
                 let off = g.below(PG);
-                g.gpu_read(vm, window + page * PG + off, len);
+                let addr = at(&mut g, page) + off;
+                g.gpu_read(vm, addr, len);
             }
         }
     }

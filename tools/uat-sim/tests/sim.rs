@@ -3,7 +3,7 @@
 //! The simulator: golden traces, random traces against the workload model, malformed traces,
 //! snapshots decoded by uat-dump against the model, and the default workload end to end.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Mutex;
 use uat_sim::dump::{dump, Image};
@@ -79,16 +79,27 @@ fn random_traces_match_the_model() {
 }
 
 /// The pages of a `maps.txt`, read back independently of how its runs were built: VM name ->
-/// VA page -> (label, page of the buffer, GPU access).
-fn pages_of_maps(text: &str) -> BTreeMap<u64, BTreeMap<u64, (String, u64, String)>> {
+/// VA page -> (label, page of the buffer, GPU access); and the table pages its header gives
+/// for each VM.
+type MapsPages = BTreeMap<u64, BTreeMap<u64, (String, u64, String)>>;
+
+fn pages_of_maps(text: &str) -> (MapsPages, BTreeMap<u64, usize>) {
     let mut vms = BTreeMap::new();
+    let mut tables = BTreeMap::new();
     let mut cur = None;
     let num = |s: &str| {
         u64::from_str_radix(s.trim_start_matches('+').trim_start_matches("0x"), 16).unwrap()
     };
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("vm ") {
-            let name: u64 = rest.split(':').next().unwrap().parse().unwrap();
+            let (name, counts) = rest.split_once(':').unwrap();
+            let name: u64 = name.parse().unwrap();
+            let n = counts
+                .trim_end_matches(" tables")
+                .rsplit(' ')
+                .next()
+                .unwrap();
+            tables.insert(name, n.parse().unwrap());
             cur = Some(name);
             vms.insert(name, BTreeMap::new());
             continue;
@@ -111,7 +122,21 @@ fn pages_of_maps(text: &str) -> BTreeMap<u64, BTreeMap<u64, (String, u64, String
                 .is_none());
         }
     }
-    vms
+    (vms, tables)
+}
+
+/// The table pages below the root that mapping `pages` (VA page numbers) needs, and no more:
+/// one leaf table per 32 MiB span (2048 pages) holding a page, one second-level table per
+/// 64 GiB span.
+fn tables_needed<'a>(pages: impl Iterator<Item = &'a u64> + Clone) -> usize {
+    let spans = |shift: u32| {
+        pages
+            .clone()
+            .map(|p| p >> shift)
+            .collect::<BTreeSet<_>>()
+            .len()
+    };
+    spans(11) + spans(22)
 }
 
 #[test]
@@ -130,12 +155,18 @@ fn maps_show_the_model_pages() {
         replay(&mut m, &ops, None, |_, _| {}, None, false).unwrap();
         let mut text = Vec::new();
         uat_sim::maps::write_maps(&m, &mut text).unwrap();
-        let got = pages_of_maps(&String::from_utf8(text).unwrap());
+        let (got, tables) = pages_of_maps(&String::from_utf8(text).unwrap());
         assert_eq!(
             got.keys().copied().collect::<Vec<_>>(),
             m.vms.keys().copied().collect::<Vec<_>>()
         );
         for (vm, pages) in got {
+            // Exactly the tables the mappings need: every table that empties is freed.
+            assert_eq!(
+                tables[&vm],
+                tables_needed(pages.keys()),
+                "seed {seed}, VM {vm}: table pages"
+            );
             let access = |r: bool, w: bool| match (r, w) {
                 (true, true) => "RW",
                 (true, false) => "RO",

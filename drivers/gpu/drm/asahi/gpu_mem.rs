@@ -12,7 +12,8 @@
 //!   mapped or the GPU may not read (write) it: the read shows `fault`, the write fails with
 //!   `EFAULT`.
 //! - `maps` shows each VM's mappings, page by page as its tables hold them, merged into runs of
-//!   one buffer: `vm <uat id>: <n> runs, <n> pages`, then per run its VAs, the physical address
+//!   one buffer: `vm <uat id>: <n> runs, <n> pages, <n> tables` (the page-table pages below its
+//!   root), then per run its VAs, the physical address
 //!   of its first page, its size, the GPU's and the firmware's access, and the buffer (`obj`
 //!   and its fake mmap offset, which is how its client knows it) with the offset into it, or
 //!   `-` for a page of no buffer (the VM's zero page). A run is consecutive VA pages of one
@@ -258,7 +259,12 @@ pub(crate) fn show_maps(d: &GpuMem, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             pages += r.pages;
             Ok(())
         })?;
-        writeln!(f, "vm {}: {} runs, {} pages", id, n, pages)?;
+        let tables = pt.table_pages();
+        writeln!(
+            f,
+            "vm {}: {} runs, {} pages, {} tables",
+            id, n, pages, tables
+        )?;
         runs(pt, &buffers, |r| r.show(f))?;
     }
     Ok(())
