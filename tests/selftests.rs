@@ -30,7 +30,7 @@ fn every_selftest_case_passes_without_leaks() {
         }
     }
     assert!(failed.is_empty(), "failed: {failed:#?}");
-    assert!(CASES.len() >= 13 && UAT_CASES.len() >= 5 && BIND_CASES.len() >= 3);
+    assert!(CASES.len() >= 14 && UAT_CASES.len() >= 5 && BIND_CASES.len() >= 3);
 }
 
 #[test]

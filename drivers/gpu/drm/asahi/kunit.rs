@@ -77,6 +77,11 @@ mod pgtable {
     }
 
     #[test]
+    fn prune_frees_only_empty_tables() -> Result {
+        run(CASES, "prune_frees_only_empty_tables")
+    }
+
+    #[test]
     fn table_pages_released() -> Result {
         run(CASES, "table_pages_released")
     }
@@ -104,7 +109,7 @@ mod pgtable {
     /// Every case of `selftest.rs` has its test above.
     #[test]
     fn every_case_has_a_test() {
-        assert_eq!(CASES.len(), 13);
+        assert_eq!(CASES.len(), 14);
     }
 }
 

@@ -343,6 +343,43 @@ fn unmap_frees_tables_after_flush(_: &Env) -> CaseResult {
     Ok(())
 }
 
+/// `prune` unlinks the tables of its range that hold nothing (a leaf table, and a second-level
+/// table left without tables), keeps the others and every mapping, and hands what it unlinked
+/// to the gather, for after the flush: what a VM_BIND does with the tables it preallocated or
+/// kept and did not use.
+fn prune_frees_only_empty_tables(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    // The last leaf table under the first top-level entry, the first two under the second.
+    let va = L1_SPAN - L2_SPAN;
+    ok!(pt.prealloc(va, 3 * L2_SPAN));
+    check!(pt.table_pages() == 5);
+    ok!(pt.map(L1_SPAN, PA, PG, Prot::GPU_SHARED_RW));
+    let mut gather = Gather::new();
+    // The mapped page's leaf table holds a page: nothing goes.
+    check!(ok!(pt.prune(L1_SPAN, PG, &mut gather)) == 0);
+    check!(gather.is_empty());
+    // The first empty leaf table with its second-level table, and the other empty leaf table.
+    check!(ok!(pt.prune(va, 3 * L2_SPAN, &mut gather)) == 3);
+    check!(pt.table_pages() == 2);
+    check!(gather.freed_tables() == 3);
+    check!(ok!(pt.translate(L1_SPAN)).pa == PA);
+    let tlb = RecordingTlb::default();
+    gather.flush(&tlb, 3);
+    check!(
+        tlb.last.get()
+            == Some((
+                3,
+                VaRange {
+                    start: va,
+                    last: va + 3 * L2_SPAN - 1
+                }
+            ))
+    );
+    check!(ok!(unmap_flush(&mut pt, L1_SPAN, PG)) == 1);
+    check!(pt.table_pages() == 0);
+    Ok(())
+}
+
 /// The physical addresses of every table page `pt` owns.
 fn table_pages(pt: &PageTable) -> Result<KVec<PhysAddr>> {
     let mut v = KVec::new();
@@ -595,6 +632,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "unmap_frees_tables_after_flush",
         run: unmap_frees_tables_after_flush,
+    },
+    Case {
+        name: "prune_frees_only_empty_tables",
+        run: prune_frees_only_empty_tables,
     },
     Case {
         name: "table_pages_released",
