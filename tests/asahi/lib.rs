@@ -50,5 +50,7 @@ pub mod uapi_layout;
 pub mod uat;
 #[path = "../../drivers/gpu/drm/asahi/vacant.rs"]
 pub mod vacant;
+#[path = "../../drivers/gpu/drm/asahi/vm_bind.rs"]
+pub mod vm_bind;
 #[path = "../../drivers/gpu/drm/asahi/vm_steps.rs"]
 pub mod vm_steps;

@@ -48,6 +48,7 @@ pub mod uapi_layout;
 pub mod uat;
 pub mod vacant;
 mod vm;
+pub mod vm_bind;
 pub mod vm_steps;
 
 kernel::module_platform_driver! {

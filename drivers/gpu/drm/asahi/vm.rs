@@ -21,6 +21,7 @@ use crate::pgtable::PageTable;
 use crate::pte::Prot;
 use crate::slots::VmId;
 use crate::tlbi::{Arm64, Broadcast};
+use crate::vm_bind::UatAccess;
 use crate::vm_steps::{self, VmSteps};
 use core::ops::Range;
 use kernel::device::{Bound, Device};
@@ -242,7 +243,7 @@ impl Vm {
 /// The device's UAT as [`VmData::apply`] takes it: its lock, once per op.
 struct Locked<'a>(&'a Mutex<DevUat>);
 
-impl vm_steps::UatAccess<Broadcast<Arm64>, Firmware> for Locked<'_> {
+impl UatAccess<Broadcast<Arm64>, Firmware> for Locked<'_> {
     fn with<R>(&mut self, f: impl FnOnce(&mut DevUat) -> R) -> R {
         f(&mut self.0.lock())
     }
