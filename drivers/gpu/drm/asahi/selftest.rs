@@ -327,19 +327,7 @@ fn unmap_frees_tables_after_flush(_: &Env) -> CaseResult {
     check!(ok!(pt.unmap(va + L2_SPAN, 2 * L2_SPAN, &mut gather)) == 4096);
     check!(gather.freed_tables() == 4);
     check!(pt.table_pages() == 0);
-    let tlb = RecordingTlb::default();
-    gather.flush(&tlb, 7);
-    check!(
-        tlb.last.get()
-            == Some((
-                7,
-                VaRange {
-                    start: va,
-                    last: va + 3 * L2_SPAN - 1
-                }
-            ))
-    );
-    check!(tlb.count.get() == 1);
+    check!(flushed(gather, 7) == Some((7, span(va, 3 * L2_SPAN))));
     Ok(())
 }
 
@@ -363,21 +351,25 @@ fn prune_frees_only_empty_tables(_: &Env) -> CaseResult {
     check!(pt.table_pages() == 2);
     check!(gather.freed_tables() == 3);
     check!(ok!(pt.translate(L1_SPAN)).pa == PA);
-    let tlb = RecordingTlb::default();
-    gather.flush(&tlb, 3);
-    check!(
-        tlb.last.get()
-            == Some((
-                3,
-                VaRange {
-                    start: va,
-                    last: va + 3 * L2_SPAN - 1
-                }
-            ))
-    );
+    check!(flushed(gather, 3) == Some((3, span(va, 3 * L2_SPAN))));
     check!(ok!(unmap_flush(&mut pt, L1_SPAN, PG)) == 1);
     check!(pt.table_pages() == 0);
     Ok(())
+}
+
+/// The range of `len` bytes at `start`.
+fn span(start: u64, len: u64) -> VaRange {
+    VaRange {
+        start,
+        last: start + len - 1,
+    }
+}
+
+/// Flushes `gather` in ASID `asid`; returns the (ASID, range) invalidated, if one range was.
+fn flushed(gather: Gather, asid: u16) -> Option<(u16, VaRange)> {
+    let tlb = RecordingTlb::default();
+    gather.flush(&tlb, asid);
+    tlb.last.get().filter(|_| tlb.count.get() == 1)
 }
 
 /// The physical addresses of every table page `pt` owns.
