@@ -5,10 +5,10 @@
 //!
 //! It does what the kernel's `vm.rs` and `file.rs` do, with the same shared code: the arguments
 //! are checked by `asahi::gpuvm`'s rules (the functions the kernel's ioctls call, so both builds
-//! answer the same errno), and a bind is the steps of `vm_steps.rs` over the host
-//! `kernel::drm::gpuvm`, called as `Vm::bind` calls them: the `drm_gpuva`s, the vm_bo and every
-//! page table of the range are allocated first (so an `ENOMEM` changes nothing), then
-//! `sm_map` / `sm_unmap` with [`StepCtx::for_map`] / [`StepCtx::for_unmap`].
+//! answer the same errno), and a VM_BIND is `vm_bind.rs` over the steps of `vm_steps.rs` and the
+//! host `kernel::drm::gpuvm`, called as `Vm::bind` calls it: every op's `drm_gpuva`s and vm_bo
+//! and every page table of the ranges it maps are allocated first (so an `ENOMEM` changes
+//! nothing), then `sm_map` / `sm_unmap` with [`StepCtx::for_map`] / [`StepCtx::for_unbind`].
 //!
 //! Each VM is one [`GpuVm`], found by its ID in one registry; its VA tree is the only record of
 //! its mappings ([`Engine::mappings`] reads it back). A VA holds its buffer through its vm_bo,

@@ -163,7 +163,9 @@ pub struct HalfDump {
     pub corrupt: Vec<Corrupt>,
     /// The same top-level table as this earlier (slot, half): not walked again.
     pub same_as: Option<(usize, usize)>,
-    /// The table pages below the top-level table that the walk reached (each once).
+    /// The table pages below the top-level table that the walk reached (each once), counted as
+    /// they are reached, before knowing whether they lie in the image (a walk that reports
+    /// something corrupt has no meaningful count); 0 when `same_as`.
     pub tables: usize,
 }
 

@@ -661,14 +661,15 @@ pub fn builtin(seed: u64) -> Gen {
 /// created again. VM 2's kernel range starts inside the window the ops use, so that its kernel
 /// range and dummy page are in their way.
 ///
-/// The ops address 64 pages at the window's start, and now and then the same 64 pages one leaf
-/// table (32 MiB) or one second-level table (64 GiB) further: mappings come and go in several
-/// tables, so that what a trace leaves tells whether emptied tables are freed.
+/// The ops address 64 pages at the window's start, and now and then the same 64 pages 2 GiB
+/// further (another leaf table of the same second-level table, past VM 2's kernel range) or
+/// 64 GiB further (another second-level table): mappings come and go in several tables, so
+/// that what a trace leaves tells whether emptied tables are freed.
 pub fn random(seed: u64, n: usize) -> Gen {
     let mut g = Gen::new(seed);
     let window = 0x100_0000u64;
     let at = |g: &mut Gen, page: u64| {
-        let table = [0, 0, 0, 0, 1 << 25, 1 << 36][g.below(6) as usize];
+        let table = [0, 0, 0, 0, 1 << 31, 1 << 36][g.below(6) as usize];
         window + table + page * PG
     };
     let kernel2 = |g: &mut Gen| {

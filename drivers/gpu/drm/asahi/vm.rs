@@ -3,14 +3,15 @@
 //! GPU VMs of the render node: `drm::gpuvm` keeps each VM's VA tree (immediate mode), and its
 //! map, unmap and remap steps drive the VM's UAT page tables.
 //!
-//! The steps themselves are [`crate::vm_steps`], shared with the host build; this file has the
-//! render node's side: the locks, the GEM buffers and the VMs' lifetime.
+//! The steps themselves are [`crate::vm_steps`], and a whole VM_BIND [`crate::vm_bind`], both
+//! shared with the host build; this file has the render node's side: the locks, the GEM buffers
+//! and the VMs' lifetime.
 //!
-//! A bind first allocates everything it can need: the buffer's scatter table (which pins its
-//! pages), the GPUVM's `vm_bo` and `drm_gpuva`s, and every page table of the range
-//! ([`crate::uat::Uat::vm_prealloc_unlocked`], with the device's `uat` lock released). So under
-//! the locks the steps cannot fail for want of memory: a bind that fails with `ENOMEM` changed
-//! nothing. A client's page tables, dummy pages and `drm_gpuva`s are charged to its memory
+//! A VM_BIND first allocates everything its ops can need: the buffers' scatter tables (which pin
+//! their pages), the GPUVM's `vm_bo`s and `drm_gpuva`s, and every page table of the ranges they
+//! map ([`crate::uat::Uat::vm_prealloc_unlocked`], with the device's `uat` lock released). So
+//! under the locks the steps cannot fail for want of memory: a VM_BIND that fails with `ENOMEM`
+//! changed nothing. A client's page tables, dummy pages and `drm_gpuva`s are charged to its memory
 //! cgroup.
 
 use crate::bo::{self, Bo};

@@ -109,8 +109,8 @@ where
 /// # Invariants
 ///
 /// `keep_tables` only in the context of an `sm_map` ([`StepCtx::for_map`]) or of an `sm_unmap`
-/// whose range [`VmSteps::apply`] prunes afterwards ([`StepCtx::for_unbind`]); `destroyed` only once
-/// the UAT VM is gone ([`StepCtx::for_destroyed`]). A `drm_gpuva` put
+/// whose range [`VmSteps::apply`] prunes afterwards ([`StepCtx::for_unbind`]); `destroyed` only
+/// once the UAT VM is gone ([`StepCtx::for_destroyed`]). A `drm_gpuva` put
 /// back into `prealloc` was taken from it in the same step, so putting it back never needs more
 /// than the capacity `prealloc` came with.
 pub struct StepCtx<'a, D, O, T, F>
@@ -193,9 +193,10 @@ where
     }
 
     /// The context of an unbind of a VM_BIND ([`VmSteps::apply`]): an `sm_unmap` that, with
-    /// `keep_tables`, keeps the tables it empties for a later map of the same VM_BIND (which
-    /// prunes them at its end).
-    pub fn for_unbind(
+    /// `keep_tables`, keeps the tables it empties for a later map of the same VM_BIND. The caller
+    /// must prune the range afterwards (the type invariants), as [`VmSteps::apply`] does at its
+    /// end: hence only for this crate.
+    pub(crate) fn for_unbind(
         uat: &'a mut Uat<T, F>,
         prealloc: KVec<GpuVaAlloc<VmSteps<D, O, T, F>>>,
         keep_tables: bool,
