@@ -20,6 +20,8 @@ pub mod gpuvm;
 pub mod handoff;
 #[path = "../../drivers/gpu/drm/asahi/kalloc.rs"]
 pub mod kalloc;
+#[path = "../../drivers/gpu/drm/asahi/occupancy.rs"]
+pub mod occupancy;
 #[path = "../../drivers/gpu/drm/asahi/page_list.rs"]
 pub mod page_list;
 #[path = "../../drivers/gpu/drm/asahi/pgtable.rs"]

@@ -262,16 +262,15 @@ fn main() {
     }
     println!("warm: tables exist before the timed maps; cold: maps allocate (zeroed) tables.");
     println!("ours: 16 KiB granule, 2048-entry tables, 3 levels (root L1); map validates the whole range");
-    println!("  first (EEXIST/EIO; a leaf table whose occupancy count is 0 is not read) and");
     println!(
-        "  preallocates; unmap reads the runs of partly covered leaf tables (EIO), takes the page"
+        "  first (EEXIST/EIO; only the entries inside a leaf table's occupancy span are read)"
     );
     println!(
-        "  count of wholly covered ones from their occupancy count and unlinks them unread, and"
+        "  and preallocates; unmap reads the part of its run inside a leaf table's span (EIO)"
     );
-    println!(
-        "  frees every table it empties after the gathered TLB flush (recording TLB), included."
-    );
+    println!("  unless it holds every page of the table: then the occupancy count gives the pages");
+    println!("  and the table is unlinked unread; it frees every table it empties after the");
+    println!("  gathered TLB flush (recording TLB), included.");
     println!("peer: aarch64-paging 0.12.3, 4 KiB granule (512-entry tables: 4x the tables of ours");
     println!("  for the same page count), root at L1 (3 levels, as ours), block mappings off,");
     println!("  inactive table (no TLB maintenance,");

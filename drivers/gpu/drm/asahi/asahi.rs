@@ -29,6 +29,7 @@ pub mod handoff;
 pub mod kalloc;
 #[cfg(CONFIG_DRM_ASAHI_KUNIT_TEST)]
 mod kunit;
+pub mod occupancy;
 pub mod page_list;
 pub mod pgtable;
 pub mod pte;

@@ -25,11 +25,12 @@
 use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
+use crate::occupancy::{Occ, Occupancy};
 use crate::page_list::PageList;
 use crate::pte::{pa_aligned, table_desc, Desc, LeafCheck, Oas, Prot, PteTemplate};
 use crate::region::Region;
 use crate::tlb::{FreedTables, Gather};
-use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use kernel::alloc::Flags;
 use kernel::io::PhysAddr;
 use kernel::page::{Page, PAGE_SIZE};
@@ -138,10 +139,10 @@ impl TableReserve {
             self.counts.reserve(more, gfp)?;
         }
         while self.counts.len() < needs.counts {
-            let mut counts = KVec::with_capacity(PTES_PER_TABLE, gfp)?;
+            let mut counts = KVVec::with_capacity(PTES_PER_TABLE, gfp)?;
             for _ in 0..PTES_PER_TABLE {
                 counts
-                    .push_within_capacity(AtomicU16::new(0))
+                    .push_within_capacity(Occupancy::new())
                     .map_err(|_| ENOMEM)?;
             }
             // INVARIANT: `PTES_PER_TABLE` zero counters.
@@ -193,15 +194,14 @@ pub struct Mapping {
 /// The descriptors of one table page, mapped.
 type Entries = [AtomicU64; PTES_PER_TABLE];
 
-/// The occupancy counts of the leaf tables below one second-level table, indexed like its
-/// entries: `PTES_PER_TABLE` counters while that table exists, empty otherwise.
+/// The occupancies of the leaf tables below one second-level table, indexed like its entries:
+/// `PTES_PER_TABLE` of them while that table exists, none otherwise.
 ///
-/// The count of a leaf table is the number of page descriptors the driver wrote into it and has
-/// not cleared since (0 where there is no leaf table). It lets operations know a table or a run
-/// is empty without reading it, and unmap count the pages of a table it unlinks whole. Counters
-/// are atomics only so that the walk can update them through `&self`: every update happens under
-/// `&mut PageTable`, so a plain load and store suffice (no read-modify-write).
-type Counts = KVec<AtomicU16>;
+/// The occupancy of a leaf table ([`Occupancy`]) counts the page descriptors the driver wrote
+/// into it and has not cleared since (0 where there is no leaf table), and bounds the entries
+/// they lie in. It lets operations know a table or part of it is empty without reading it, and
+/// unmap count the pages of a table it unlinks whole. `kvmalloc`ed: 16 KiB each.
+type Counts = KVVec<Occupancy>;
 
 /// The descriptors `t` as plain words, for the read-only scans that decide what an operation
 /// will do: the compiler vectorizes these, which it never does with atomic loads.
@@ -348,8 +348,8 @@ impl Tables<'_> {
 /// A step of a walk: one leaf table (or a region whose tables are missing) and the part of the
 /// walked range it covers.
 enum Step<'a> {
-    /// A leaf table, its occupancy count, and the part of the range it maps.
-    Leaf(&'a Entries, &'a AtomicU16, VaRange),
+    /// A leaf table, its occupancy, and the part of the range it maps.
+    Leaf(&'a Entries, &'a Occupancy, VaRange),
     /// No table below level `level` maps this part of the range.
     Missing(Level, VaRange),
 }
@@ -543,9 +543,10 @@ impl PageSource for Scatter<'_> {
 /// `root_map` maps (at least `PAGE_SIZE` bytes, page aligned). Every valid table descriptor
 /// reachable from `root` within `cfg.range` points at a table page this object owns, obtained
 /// from [`Page::into_phys`]. `occ` has one entry per top-level entry; that entry holds
-/// `PTES_PER_TABLE` counters whenever the top-level entry points at a second-level table, and
-/// the counter of each leaf table equals the number of page descriptors written into it and not
-/// cleared since (zero for a missing leaf table). At most 64 top-level entries are reachable.
+/// `PTES_PER_TABLE` occupancies whenever the top-level entry points at a second-level table, and
+/// the occupancy of each leaf table counts the page descriptors written into it and not cleared
+/// since (zero for a missing leaf table), and its span holds their indices. At most 64
+/// top-level entries are reachable.
 /// `leaf_cache`, when set, names a leaf table linked below `root` that maps that VA span;
 /// `mid_cache`, when set, a second-level table linked below `root` that maps that VA span.
 pub struct PageTable {
@@ -554,8 +555,8 @@ pub struct PageTable {
     cfg: PtConfig,
     /// Table pages owned below the top level (for statistics and leak accounting).
     tables: usize,
-    /// For each top-level entry, the occupancy counts of the leaf tables below its second-level
-    /// table ([`Counts`]): `PTES_PER_TABLE` counters while that table exists, none otherwise.
+    /// For each top-level entry, the occupancies of the leaf tables below its second-level table
+    /// ([`Counts`]): `PTES_PER_TABLE` of them while that table exists, none otherwise.
     occ: KVec<Counts>,
     /// The leaf table a single-leaf operation last reached: the VA span it maps (VA shifted by
     /// the leaf table span) and its physical address. It stays linked, and so valid, until a
@@ -655,7 +656,7 @@ impl PageTable {
         let mut occ = KVec::with_capacity(n, cfg.gfp())?;
         for _ in 0..n {
             // Within the capacity: does not allocate.
-            occ.push(KVec::new(), cfg.gfp())?;
+            occ.push(KVVec::new(), cfg.gfp())?;
         }
         Ok(occ)
     }
@@ -827,7 +828,7 @@ impl PageTable {
         tables: &mut Tables<'_>,
         visit: &mut F,
         out: &mut WalkOut,
-        count: Option<&AtomicU16>,
+        count: Option<&Occupancy>,
     ) -> Result<bool>
     where
         F: FnMut(Step<'_>) -> Result,
@@ -855,7 +856,7 @@ impl PageTable {
         tables: &mut Tables<'_>,
         visit: &mut F,
         out: &mut WalkOut,
-        count: Option<&AtomicU16>,
+        count: Option<&Occupancy>,
     ) -> Result<bool>
     where
         F: FnMut(Step<'_>) -> Result,
@@ -872,13 +873,13 @@ impl PageTable {
             }
             if whole && matches!(tables, Tables::Prune(_)) {
                 // Unlinked as it is (see `Tables::Prune`): its pages go with it.
-                count.store(0, Ordering::Relaxed);
+                count.clear();
                 return Ok(true);
             }
-            return Ok(count.load(Ordering::Relaxed) == 0);
+            return Ok(count.pages() == 0);
         }
         // The counts of the leaf tables below this one, when it is a second-level table.
-        let counts: &[AtomicU16] = if level + 1 == LEAF_LEVEL {
+        let counts: &[Occupancy] = if level + 1 == LEAF_LEVEL {
             self.occ
                 .get(g.index(range.start, TOP_LEVEL))
                 .map_or(&[], |c| c.as_slice())
@@ -964,7 +965,7 @@ impl PageTable {
             let idx = pruned.trailing_zeros() as usize;
             pruned &= pruned - 1;
             if let Some(c) = self.occ.get_mut(idx) {
-                *c = KVec::new();
+                *c = KVVec::new();
             }
         }
         out.delta
@@ -996,7 +997,7 @@ impl PageTable {
                 continue;
             };
             if c.len() == PTES_PER_TABLE {
-                c.iter().for_each(|n| n.store(0, Ordering::Relaxed));
+                c.iter().for_each(Occupancy::clear);
                 continue;
             }
             // Counted above: there is one.
@@ -1096,7 +1097,7 @@ impl PageTable {
         &self,
         leaf: PhysAddr,
         range: VaRange,
-        f: impl FnOnce(&Entries, &AtomicU16) -> Result<R>,
+        f: impl FnOnce(&Entries, &Occupancy) -> Result<R>,
     ) -> Result<R> {
         let g = self.cfg.geometry;
         let count = self
@@ -1116,27 +1117,60 @@ impl PageTable {
         sub.start & mask == 0 && sub.last & mask == mask
     }
 
-    /// The pages mapped in `run`, the part of a leaf table with count `count` that maps `sub`,
-    /// checked: `EIO` if a descriptor there is neither invalid nor a page, or if there are more
-    /// pages than the table's count. A table whose count is zero is known empty and not read.
-    #[inline]
-    fn occupied(&self, run: &[AtomicU64], count: &AtomicU16, sub: VaRange) -> Result<usize> {
-        let c = count.load(Ordering::Relaxed) as usize;
-        // Zero first: the cheapest test, and the common answer of a map.
-        if c == 0 || all_zero(run) {
-            return Ok(0);
-        }
-        self.occupied_scan(run, c, sub)
+    /// The part of `sub` (inside the leaf table `t`) that may hold pages by the span of what
+    /// the table holds (`o`), with its descriptors; `None` when no part may.
+    #[inline(always)]
+    fn live_run<'t>(
+        &self,
+        t: &'t Entries,
+        o: Occ,
+        sub: VaRange,
+    ) -> Option<(&'t [AtomicU64], VaRange)> {
+        let (first, last) = self.leaf_indices(sub);
+        let (a, b) = o.clip(first, last)?;
+        let live = VaRange {
+            start: sub.start + (((a - first) as u64) << UAT_PGBIT),
+            last: sub.last - (((last - b) as u64) << UAT_PGBIT),
+        };
+        Some((t.get(a..=b)?, live))
     }
 
-    /// [`PageTable::occupied`] for a run expected to hold pages (an unmap's): no zero test first.
+    /// The pages mapped where `sub` meets the leaf table `t`, which holds `o`, checked: `EIO` if
+    /// a descriptor there is neither invalid nor a page, or if there are more pages than the
+    /// table's count. Only the entries the span of `o` allows are read: a table whose count is
+    /// zero is known empty and not read at all.
     #[inline]
-    fn occupied_full(&self, run: &[AtomicU64], count: &AtomicU16, sub: VaRange) -> Result<usize> {
-        let c = count.load(Ordering::Relaxed) as usize;
-        if c == 0 {
+    fn occupied(&self, t: &Entries, o: Occ, sub: VaRange) -> Result<usize> {
+        let Some((run, live)) = self.live_run(t, o, sub) else {
+            return Ok(0);
+        };
+        // Zero first: the cheapest test, and the common answer of a map.
+        if all_zero(run) {
             return Ok(0);
         }
-        self.occupied_scan(run, c, sub)
+        self.occupied_scan(run, o.pages(), live)
+    }
+
+    /// [`PageTable::occupied`] for a range expected to hold pages (an unmap's): no zero test
+    /// first.
+    #[inline]
+    fn occupied_full(&self, t: &Entries, o: Occ, sub: VaRange) -> Result<usize> {
+        let Some((run, live)) = self.live_run(t, o, sub) else {
+            return Ok(0);
+        };
+        self.occupied_scan(run, o.pages(), live)
+    }
+
+    /// The pages an unmap of `sub` removes from the leaf table `t`, which holds `o`: when `sub`
+    /// holds the span of every page of the table, its count, the table unread (as a table the
+    /// range covers whole); otherwise [`PageTable::occupied_full`].
+    #[inline(always)]
+    fn pages_removed(&self, t: &Entries, o: Occ, sub: VaRange) -> Result<usize> {
+        let (first, last) = self.leaf_indices(sub);
+        if o.within(first, last) {
+            return Ok(o.pages());
+        }
+        self.occupied_full(t, o, sub)
     }
 
     /// The checked page count of `run`, in a leaf table with `c` pages.
@@ -1156,20 +1190,26 @@ impl PageTable {
         Ok(n)
     }
 
-    /// The pages mapped in `run` (already checked by [`PageTable::occupied`]), unchecked.
+    /// [`PageTable::pages_removed`] of a range already checked by it, without the checks.
     #[inline]
-    fn occupied_unchecked(run: &[AtomicU64], count: &AtomicU16) -> usize {
-        if count.load(Ordering::Relaxed) == 0 {
-            return 0;
+    fn pages_removed_unchecked(&self, t: &Entries, o: Occ, sub: VaRange) -> usize {
+        let (first, last) = self.leaf_indices(sub);
+        if o.within(first, last) {
+            return o.pages();
         }
-        plain(run).iter().filter(|&&e| e != 0).count()
+        self.live_run(t, o, sub)
+            .map_or(0, |(run, _)| plain(run).iter().filter(|&&e| e != 0).count())
     }
 
-    /// Clears `n` pages (those of `run`) from a leaf table's count.
+    /// Clears the `n` pages `sub` holds in the leaf table `t`, which holds `o`: the entries the
+    /// span of `o` allows, and the table's occupancy `occ`.
     #[inline(always)]
-    fn uncount(count: &AtomicU16, n: usize) {
-        let c = count.load(Ordering::Relaxed);
-        count.store(c.wrapping_sub(n as u16), Ordering::Relaxed);
+    fn clear_pages(&self, t: &Entries, occ: &Occupancy, o: Occ, sub: VaRange, n: usize) {
+        if let Some((run, _)) = self.live_run(t, o, sub) {
+            fill(run, 0);
+        }
+        let (first, last) = self.leaf_indices(sub);
+        occ.set(o.removed(first, last, n));
     }
 
     /// Number of tables needed below `level` to map `range`, none of which exists.
@@ -1195,7 +1235,8 @@ impl PageTable {
     /// One walk checks the whole range (corruption, occupancy) and counts the missing tables;
     /// they are allocated (with the occupancy counts of new second-level tables); a second walk
     /// links them and writes. A range inside one existing leaf table is checked and written in
-    /// the first walk. A leaf table whose occupancy count is zero is known empty and is not read.
+    /// the first walk. Only the entries the span of a leaf table's [`Occupancy`] allows are read:
+    /// a table whose count is zero is known empty and is not read at all.
     ///
     /// Everything that can fail is checked before the first descriptor is written: the source
     /// must cover the range (`EINVAL`). Should writing fail anyway (a missing table or page: a
@@ -1206,26 +1247,29 @@ impl PageTable {
         }
         let tmpl = PteTemplate::new(prot, self.cfg.user);
         let single = self.single_leaf(range);
-        // Writes `run`, which maps nothing yet, and updates `count`.
-        let mut write = |run: &[AtomicU64], count: &AtomicU16| -> Result {
-            src.write_run(run, tmpl)?;
-            let c = count.load(Ordering::Relaxed) as usize;
-            // At most `PTES_PER_TABLE` (< 2^16): the table's pages and `run` are disjoint.
-            count.store((c + run.len()) as u16, Ordering::Relaxed);
+        // Writes the part of the leaf table `t` that maps `sub`, which maps nothing yet, and
+        // updates its occupancy `occ`.
+        let g = self.cfg.geometry;
+        let mut write = |t: &Entries, occ: &Occupancy, sub: VaRange| -> Result {
+            let (first, last) = (
+                g.index(sub.start, LEAF_LEVEL),
+                g.index(sub.last, LEAF_LEVEL),
+            );
+            src.write_run(&t[first..=last], tmpl)?;
+            occ.set(occ.get().added(first, last, last - first + 1));
             Ok(())
         };
         let mut needed = 0usize;
         let mut mids = 0u64;
         let mut written = false;
         let mut write_failed = false;
-        let mut on_leaf = |t: &Entries, count: &AtomicU16, sub: VaRange| -> Result {
-            let run = self.run(t, sub);
-            if self.occupied(run, count, sub)? != 0 {
+        let mut on_leaf = |t: &Entries, occ: &Occupancy, sub: VaRange| -> Result {
+            if self.occupied(t, occ.get(), sub)? != 0 {
                 return Err(EEXIST);
             }
             if single {
                 write_failed = true;
-                write(run, count)?;
+                write(t, occ, sub)?;
                 write_failed = false;
                 written = true;
             }
@@ -1265,10 +1309,10 @@ impl PageTable {
             range,
             &mut Tables::Create(&mut reserve.pages),
             &mut |step| {
-                let Step::Leaf(t, count, sub) = step else {
+                let Step::Leaf(t, occ, sub) = step else {
                     return Err(EIO);
                 };
-                write(self.run(t, sub), count)
+                write(t, occ, sub)
             },
         );
         debug_assert!(reserve.pages.is_empty());
@@ -1299,7 +1343,7 @@ impl PageTable {
             if let Step::Leaf(t, count, sub) = step {
                 fill(self.run(t, sub), 0);
                 let (n, _) = scan_leaves(t, LeafCheck::new(self.cfg.oas));
-                count.store(n as u16, Ordering::Relaxed);
+                count.set(Occ::anywhere(n));
             }
             Ok(())
         });
@@ -1446,9 +1490,7 @@ impl PageTable {
     fn prealloc_check(&self, range: VaRange) -> Result<(u64, TableNeeds)> {
         if self.single_leaf(range) {
             if let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) {
-                let check = |t: &Entries, count: &AtomicU16| {
-                    self.occupied(self.run(t, range), count, range)
-                };
+                let check = |t: &Entries, occ: &Occupancy| self.occupied(t, occ.get(), range);
                 // SAFETY: The caches only name tables of ours, linked where they map `range`.
                 unsafe { self.with_leaf(leaf, range, check) }?;
                 return Ok((0, TableNeeds::default()));
@@ -1459,8 +1501,8 @@ impl PageTable {
         self.walk(range, &mut Tables::Existing, &mut |step| {
             match step {
                 Step::Missing(level, sub) => self.note_missing(level, sub, &mut needed, &mut mids),
-                Step::Leaf(t, count, sub) => {
-                    self.occupied(self.run(t, sub), count, sub)?;
+                Step::Leaf(t, occ, sub) => {
+                    self.occupied(t, occ.get(), sub)?;
                 }
             }
             Ok(())
@@ -1552,12 +1594,14 @@ impl PageTable {
     /// that became empty (a second walk); a range inside one leaf table is checked and cleared in
     /// a single walk.
     ///
-    /// A leaf table the range covers whole is neither read nor cleared: its occupancy count says
-    /// how many pages it held, and it is unlinked as it is (its descriptors point at data pages,
-    /// which are never followed; the table is freed only after the TLB flush). The other leaf
-    /// tables have their run read (`EIO` on a corrupt descriptor or more pages than the count,
-    /// before anything changes) and cleared; one whose count drops to zero is unlinked, when
-    /// pruning, without clearing its run, as a wholly covered one.
+    /// A leaf table whose pages the range holds all (it covers the span of the table's
+    /// [`Occupancy`]; a table it covers whole is one case) is neither read nor cleared when
+    /// pruning: its count says how many pages it held, and it is unlinked as it is (its
+    /// descriptors point at data pages, which are never followed; the table is freed only after
+    /// the TLB flush). Without pruning, its span is cleared unread. The other leaf tables have
+    /// the part of their run inside their span read (`EIO` on a corrupt descriptor or more pages
+    /// than the count, before anything changes) and cleared; one whose count drops to zero is
+    /// unlinked, when pruning, without clearing its run, as a wholly covered one.
     ///
     /// The path of a range inside a leaf table the caches find is inlined into the callers; the
     /// walks are not.
@@ -1592,11 +1636,11 @@ impl PageTable {
         let mut pages = 0usize;
         if !single {
             self.walk(range, &mut Tables::Existing, &mut |step| {
-                if let Step::Leaf(t, count, sub) = step {
+                if let Step::Leaf(t, occ, sub) = step {
                     pages += if self.whole_leaf(sub) {
-                        count.load(Ordering::Relaxed) as usize
+                        occ.pages()
                     } else {
-                        self.occupied_full(self.run(t, sub), count, sub)?
+                        self.pages_removed(t, occ.get(), sub)?
                     };
                 }
                 Ok(())
@@ -1609,38 +1653,37 @@ impl PageTable {
             Tables::Existing
         };
         let removed = self.walk(range, &mut tables, &mut |step| {
-            if let Step::Leaf(t, count, sub) = step {
+            if let Step::Leaf(t, occ, sub) = step {
                 if self.whole_leaf(sub) {
                     if single {
-                        pages += count.load(Ordering::Relaxed) as usize;
+                        pages += occ.pages();
                     }
                     if !prune {
-                        if count.load(Ordering::Relaxed) != 0 {
-                            fill(t, 0);
-                        }
-                        count.store(0, Ordering::Relaxed);
+                        let o = occ.get();
+                        self.clear_pages(t, occ, o, sub, o.pages());
                     }
-                    // When pruning, the walk unlinks it and zeroes its count.
+                    // When pruning, the walk unlinks it and clears its occupancy.
                     return Ok(());
                 }
-                let run = self.run(t, sub);
+                let o = occ.get();
                 let n = if single {
                     let n = match checked {
                         Some(n) => n,
-                        None => self.occupied_full(run, count, sub)?,
+                        None => self.pages_removed(t, o, sub)?,
                     };
                     pages += n;
                     n
                 } else {
-                    Self::occupied_unchecked(run, count)
+                    self.pages_removed_unchecked(t, o, sub)
                 };
                 if n != 0 {
-                    // A table this run empties is unlinked as it is, as a wholly covered one
+                    // A table this range empties is unlinked as it is, as a wholly covered one
                     // (see `Tables::Prune`): its descriptors need no clearing.
-                    if !(prune && n == count.load(Ordering::Relaxed) as usize) {
-                        fill(run, 0);
+                    if prune && n == o.pages() {
+                        occ.clear();
+                    } else {
+                        self.clear_pages(t, occ, o, sub, n);
                     }
-                    Self::uncount(count, n);
                 }
             }
             Ok(())
@@ -1693,16 +1736,30 @@ impl PageTable {
         let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) else {
             return Ok(Cached::Miss);
         };
-        let clear = |t: &Entries, count: &AtomicU16| -> Result<Cached> {
-            let run = self.run(t, range);
-            let n = self.occupied_full(run, count, range)?;
-            if prune && n != 0 && n == count.load(Ordering::Relaxed) as usize {
+        // `pages_removed` and `clear_pages`, with the run found once.
+        let clear = |t: &Entries, occ: &Occupancy| -> Result<Cached> {
+            let o = occ.get();
+            let (first, last) = self.leaf_indices(range);
+            if o.within(first, last) {
+                // Every page of the table is in the range: it empties, unread.
+                let n = o.pages();
+                if prune {
+                    return Ok(Cached::Empties(n));
+                }
+                self.clear_pages(t, occ, o, range, n);
+                return Ok(Cached::Cleared(n));
+            }
+            let Some((run, live)) = self.live_run(t, o, range) else {
+                return Ok(Cached::Cleared(0));
+            };
+            let n = self.occupied_scan(run, o.pages(), live)?;
+            if prune && n != 0 && n == o.pages() {
                 // The table empties: it is unlinked as it is.
                 return Ok(Cached::Empties(n));
             }
             if n != 0 {
                 fill(run, 0);
-                Self::uncount(count, n);
+                occ.set(o.removed(first, last, n));
             }
             Ok(Cached::Cleared(n))
         };
@@ -1752,7 +1809,7 @@ impl PageTable {
             }
             t[idx].store(0, Ordering::Relaxed);
             // The table goes with its pages.
-            count.store(0, Ordering::Relaxed);
+            count.clear();
             true
         };
         // SAFETY: The cache only names a second-level table of ours, linked below the root.
@@ -1777,10 +1834,11 @@ impl PageTable {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
         let tmpl = PteTemplate::new(prot, self.cfg.user);
-        let check = |run: &[AtomicU64], count: &AtomicU16, sub: VaRange| -> Result {
-            if (count.load(Ordering::Relaxed) as usize) < run.len()
-                || self.occupied_full(run, count, sub)? != run.len()
-            {
+        let check = |t: &Entries, occ: &Occupancy, sub: VaRange| -> Result {
+            let len = self.run(t, sub).len();
+            // Pages missing from the span are holes: `occupied_full` reads the span's part.
+            let o = occ.get();
+            if o.pages() < len || self.occupied_full(t, o, sub)? != len {
                 return Err(ENOENT);
             }
             Ok(())
@@ -1792,13 +1850,12 @@ impl PageTable {
             }
         };
         self.walk(range, &mut Tables::Existing, &mut |step| {
-            let Step::Leaf(t, count, sub) = step else {
+            let Step::Leaf(t, occ, sub) = step else {
                 return Err(ENOENT);
             };
-            let run = self.run(t, sub);
-            check(run, count, sub)?;
+            check(t, occ, sub)?;
             if single {
-                write(run);
+                write(self.run(t, sub));
             }
             Ok(())
         })?;
@@ -1920,10 +1977,11 @@ impl PageTable {
         self.for_each_mapping(self.cfg.range.start, self.cfg.range.size(), f)
     }
 
-    /// Cross-checks the occupancy counts against the tables, for tests and debugging: reads
-    /// every leaf table whole and compares its pages with its count, and checks that counts
-    /// exist exactly for the second-level tables and are zero for missing leaf tables. `EIO`
-    /// (with the first difference reported) on a mismatch or a corrupt descriptor.
+    /// Cross-checks the occupancies against the tables, for tests and debugging: reads every
+    /// leaf table whole and compares its pages with its count and their indices with its span,
+    /// and checks that occupancies exist exactly for the second-level tables and are zero for
+    /// missing leaf tables. `EIO` (with the first difference reported) on a mismatch or a
+    /// corrupt descriptor.
     pub fn check_occupancy(&self) -> Result {
         let g = self.cfg.geometry;
         let mismatch = |va: u64, found: usize, count: usize| {
@@ -1939,15 +1997,33 @@ impl PageTable {
         let mut linked = 0u64;
         self.walk(self.cfg.range, &mut Tables::Existing, &mut |step| {
             match step {
-                Step::Leaf(t, count, sub) => {
+                Step::Leaf(t, occ, sub) => {
                     linked |= 1 << g.index(sub.start, TOP_LEVEL);
                     let (n, bad) = scan_leaves(t, LeafCheck::new(self.cfg.oas));
                     if bad {
                         return Err(self.corrupt_in(t, sub));
                     }
-                    let c = count.load(Ordering::Relaxed) as usize;
+                    let c = occ.pages();
                     if n != c {
                         return Err(mismatch(sub.start, n, c));
+                    }
+                    let words = plain(t);
+                    let first = words.iter().position(|&e| e != 0);
+                    let last = words.iter().rposition(|&e| e != 0);
+                    if let (Some(first), Some(last)) = (first, last) {
+                        let span = occ.get().span();
+                        if !span.is_some_and(|(lo, hi)| lo <= first && last <= hi) {
+                            let (lo, hi) = span.unwrap_or((1, 0));
+                            pr_err!(
+                                "leaf table at VA {:#x}: pages in entries {}..={}, span {}..={}\n",
+                                sub.start,
+                                first,
+                                last,
+                                lo,
+                                hi
+                            );
+                            return Err(EIO);
+                        }
                     }
                 }
                 Step::Missing(level, sub) => {
@@ -1958,7 +2034,7 @@ impl PageTable {
                     linked |= 1 << top;
                     let idx = g.index(sub.start, LEAF_LEVEL - 1);
                     let c = self.occ.get(top).and_then(|c| c.get(idx));
-                    let c = c.map_or(0, |c| c.load(Ordering::Relaxed) as usize);
+                    let c = c.map_or(0, Occupancy::pages);
                     if c != 0 {
                         return Err(mismatch(sub.start, 0, c));
                     }
@@ -2041,7 +2117,7 @@ impl Drop for PageTable {
                 if !self.whole_leaf(sub) {
                     fill(self.run(t, sub), 0);
                 }
-                count.store(0, Ordering::Relaxed);
+                count.clear();
             }
             Ok(())
         });

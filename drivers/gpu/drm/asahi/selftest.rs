@@ -465,7 +465,8 @@ fn encoding_vectors(_: &Env) -> CaseResult {
 fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
     let mut pt = ok!(PageTable::new(user_cfg()));
     let va = 0x8000_0000;
-    ok!(pt.map(va, PA, 2 * PG, Prot::GPU_SHARED_RW));
+    // Three pages: an unmap of all the pages of a leaf table would unlink it unread.
+    ok!(pt.map(va, PA, 3 * PG, Prot::GPU_SHARED_RW));
     // Turn the leaf table's second entry into a block-type descriptor by hand.
     let mut l2: PhysAddr = 0;
     // Find the leaf table through the top table: L1 index 0, L2 index 64.
