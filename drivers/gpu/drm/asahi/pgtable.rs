@@ -1250,13 +1250,14 @@ impl PageTable {
         // Writes the part of the leaf table `t` that maps `sub`, which maps nothing yet, and
         // updates its occupancy `occ`.
         let g = self.cfg.geometry;
-        let mut write = |t: &Entries, occ: &Occupancy, sub: VaRange| -> Result {
+        // `o` is what the table holds.
+        let mut write = |t: &Entries, occ: &Occupancy, o: Occ, sub: VaRange| -> Result {
             let (first, last) = (
                 g.index(sub.start, LEAF_LEVEL),
                 g.index(sub.last, LEAF_LEVEL),
             );
             src.write_run(&t[first..=last], tmpl)?;
-            occ.set(occ.get().added(first, last, last - first + 1));
+            occ.set(o.added(first, last, last - first + 1));
             Ok(())
         };
         let mut needed = 0usize;
@@ -1264,12 +1265,13 @@ impl PageTable {
         let mut written = false;
         let mut write_failed = false;
         let mut on_leaf = |t: &Entries, occ: &Occupancy, sub: VaRange| -> Result {
-            if self.occupied(t, occ.get(), sub)? != 0 {
+            let o = occ.get();
+            if self.occupied(t, o, sub)? != 0 {
                 return Err(EEXIST);
             }
             if single {
                 write_failed = true;
-                write(t, occ, sub)?;
+                write(t, occ, o, sub)?;
                 write_failed = false;
                 written = true;
             }
@@ -1312,7 +1314,7 @@ impl PageTable {
                 let Step::Leaf(t, occ, sub) = step else {
                     return Err(EIO);
                 };
-                write(t, occ, sub)
+                write(t, occ, occ.get(), sub)
             },
         );
         debug_assert!(reserve.pages.is_empty());
