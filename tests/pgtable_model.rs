@@ -3,10 +3,11 @@
 //! Random sequences of map / map-scatter / map-repeat / unmap / unmap keeping the tables /
 //! reprot / prealloc, checked after every step against the interval-map model: results, walk,
 //! translations, table count, leaks;
-//! and a corrupt leaf descriptor inside the range of an operation: reported (EIO), nothing
-//! changed; except in a leaf table an unmap covers whole, which is unlinked unread (its
-//! descriptors are never followed) and freed after the flush. The occupancy counts are checked
-//! against a full scan of every table after every step (`check`).
+//! and a corrupt leaf descriptor among the pages an operation meets: reported (EIO), nothing
+//! changed; except in a leaf table whose every page an unmap holds, which it takes unread (its
+//! descriptors are never followed): unlinked and freed after the flush, or, keeping the tables,
+//! cleared. The occupancies (counts and spans) are checked against a full scan of every table
+//! after every step (`check`).
 
 use asahi::pgtable::PageTable;
 use kernel::error::code::{EEXIST, EIO, ENOENT};
@@ -132,13 +133,15 @@ fn corrupt_value() -> impl Strategy<Value = u64> {
     ])
 }
 
-/// A corrupt leaf descriptor anywhere in the range of an operation makes it fail with EIO (or,
-/// for a map, EEXIST when a mapped page comes first; for a reprot, ENOENT when a hole does) and
-/// change nothing. The exception is an unmap that covers every page of the corrupt descriptor's
+/// A corrupt leaf descriptor among the pages an operation meets (the corruption is made on a
+/// mapped page, inside its table's span) makes it fail with EIO (or, for a map, EEXIST when a
+/// mapped page comes first; for a reprot, ENOENT when a hole does) and change nothing. The
+/// exception is an unmap that covers every page of the corrupt descriptor's
 /// leaf table (the span its occupancy records; a table covered whole is one case): that table
 /// is unlinked without being read (its count gives its pages), so the unmap succeeds as the
 /// model says, the table is freed after the flush, and nothing the descriptor points at is
-/// touched (the leak check and the allocator's double-free check).
+/// touched (the leak check and the allocator's double-free check); an unmap keeping its tables
+/// clears that span unread instead, the corrupt descriptor with it.
 fn corrupt_run(
     base: (u64, u64),
     at: u64,
@@ -166,7 +169,7 @@ fn corrupt_run(
     write_word(table, off, value);
     let before = snapshot(&pt);
     let tables = pt.table_pages();
-    if let Op::Unmap { page, pages } = *op {
+    if let Op::Unmap { page, pages } | Op::UnmapKeep { page, pages } = *op {
         // The first window page of the leaf table holding `at` (tables are aligned in VA).
         let off = (WINDOW / PG) % 2048;
         let first = (at + off) / 2048 * 2048 - off;
@@ -180,10 +183,15 @@ fn corrupt_run(
                 want,
                 "unmap over every page of a corrupt table"
             );
-            prop_assert!(
-                leaf_slot(&pt, va).is_none(),
-                "the corrupt table is still linked"
-            );
+            if matches!(op, Op::Unmap { .. }) {
+                prop_assert!(
+                    leaf_slot(&pt, va).is_none(),
+                    "the corrupt table is still linked"
+                );
+            } else {
+                let word = leaf_slot(&pt, va).map(|(table, off)| read_word(table, off));
+                prop_assert_eq!(word, Some(0), "the kept table still holds the corruption");
+            }
             check(&pt, &after, None, 3);
             drop(pt);
             prop_assert_eq!(leak.live_since(), 0, "pages leaked");
@@ -216,11 +224,12 @@ fn covering_op(at: u64) -> impl Strategy<Value = Op> {
     use asahi::pte::Prot;
     use uat_tests::ops::WINDOW_PAGES;
     // Ranges around `at`, from one page to several whole leaf tables.
-    (0u64..=4100, 1u64..=4100, 0usize..5).prop_map(move |(before, after, kind)| {
+    (0u64..=4100, 1u64..=4100, 0usize..6).prop_map(move |(before, after, kind)| {
         let page = at.saturating_sub(before);
         let pages = (at - page + after).min(WINDOW_PAGES - page);
         match kind {
             0 | 1 => Op::Unmap { page, pages },
+            5 => Op::UnmapKeep { page, pages },
             2 => Op::Reprot {
                 page,
                 pages,
@@ -267,6 +276,10 @@ fn retarget(op: Op, at: u64) -> Op {
         Op::Unmap { page, pages } => {
             let (page, pages) = fit(page, pages);
             Op::Unmap { page, pages }
+        }
+        Op::UnmapKeep { page, pages } => {
+            let (page, pages) = fit(page, pages);
+            Op::UnmapKeep { page, pages }
         }
         Op::Reprot { page, pages, prot } => {
             let (page, pages) = fit(page, pages);

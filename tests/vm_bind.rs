@@ -47,8 +47,8 @@ struct State {
 
 fn state(g: &SimGpuvm, vm: u64) -> State {
     let pt = g.uat().vm_table(vm).unwrap();
-    // The occupancy counts, against a full scan of every leaf table.
-    pt.check_occupancy().expect("occupancy counts");
+    // The occupancies (counts and spans), against a full scan of every leaf table.
+    pt.check_occupancy().expect("occupancies");
     let mut ptes = Vec::new();
     pt.for_each_mapping_all(|m| ptes.push(*m)).unwrap();
     State {
@@ -519,7 +519,7 @@ fn sequence(ops: &[Op]) -> Result<(), TestCaseError> {
             }
         }
         prop_assert_eq!(&listed, &va);
-        // The page table's occupancy counts, against a full scan of every leaf table.
+        // The page table's occupancies, against a full scan of every leaf table.
         prop_assert_eq!(g.uat().vm_table(vm).unwrap().check_occupancy(), Ok(()));
         // Buffers live: open ones and mapped ones.
         let mapped: std::collections::BTreeSet<usize> = va.values().map(|v| v.0).collect();

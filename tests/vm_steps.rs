@@ -331,7 +331,7 @@ impl World {
     fn check(&self, soc: &Soc, model: &Model) -> Result<(), TestCaseError> {
         let uat = lock(&self.uat);
         let pt = uat.vm_table(self.id).unwrap();
-        prop_assert!(pt.check_occupancy().is_ok(), "occupancy counts");
+        prop_assert!(pt.check_occupancy().is_ok(), "occupancies");
         // Every page of the window, and one on each side.
         for p in -1..=WINDOW as i64 {
             let va = BASE.wrapping_add_signed(p * PG as i64);

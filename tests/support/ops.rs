@@ -314,8 +314,8 @@ pub fn walk(pt: &PageTable) -> Vec<Mapping> {
 /// Checks the driver against the model: the whole walk, and translations of the pages around
 /// every interval edge, of `touched`, and of a sample of the window.
 pub fn check(pt: &PageTable, model: &VaModel, touched: Option<(u64, u64)>, sample: u64) {
-    // The occupancy counts, against a full scan of every leaf table.
-    assert_eq!(pt.check_occupancy(), Ok(()), "occupancy counts");
+    // The occupancies (counts and spans), against a full scan of every leaf table.
+    assert_eq!(pt.check_occupancy(), Ok(()), "occupancies");
     let runs: Vec<_> = walk(pt)
         .iter()
         .map(|m| (m.va, m.pa, m.size, m.prot))

@@ -97,6 +97,11 @@ mod pgtable {
     }
 
     #[test]
+    fn occupancy_spans() -> Result {
+        run(CASES, "occupancy_spans")
+    }
+
+    #[test]
     fn borrowed_pages() -> Result {
         run(CASES, "borrowed_pages")
     }
@@ -109,7 +114,7 @@ mod pgtable {
     /// Every case of `selftest.rs` has its test above.
     #[test]
     fn every_case_has_a_test() {
-        assert_eq!(CASES.len(), 14);
+        assert_eq!(CASES.len(), 15);
     }
 }
 

@@ -13,6 +13,7 @@
 //! it stays a bound, not an exact description: a table emptied in the middle keeps the span of
 //! its remaining ends.
 
+use crate::geometry::PTES_PER_TABLE;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 const COUNT_SHIFT: u32 = 0;
@@ -20,21 +21,25 @@ const FIRST_SHIFT: u32 = 16;
 const LAST_SHIFT: u32 = 32;
 const FIELD: u64 = 0xffff;
 
+// Counts (at most `PTES_PER_TABLE`) and indices fit a field, and the last index of
+// `Held::anywhere` is past every entry.
+const _: () = assert!(PTES_PER_TABLE <= FIELD as usize);
+
 /// What a leaf table holds: a value read from its [`Occupancy`], or to store there.
 ///
 /// # Invariants
 ///
 /// `first <= last` when `pages` is not zero; all three are below 2^16.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Occ {
+pub struct Held {
     pages: usize,
     first: usize,
     last: usize,
 }
 
-impl Occ {
+impl Held {
     /// An empty table.
-    pub const EMPTY: Occ = Occ {
+    pub const EMPTY: Held = Held {
         pages: 0,
         first: 0,
         last: 0,
@@ -42,12 +47,12 @@ impl Occ {
 
     /// `pages` pages anywhere in the table (a count redone by reading the whole table): no range
     /// of a table covers this span.
-    pub const fn anywhere(pages: usize) -> Occ {
+    pub const fn anywhere(pages: usize) -> Held {
         if pages == 0 {
-            return Occ::EMPTY;
+            return Held::EMPTY;
         }
         // INVARIANT: `pages` counts the entries of one table, below 2^16.
-        Occ {
+        Held {
             pages,
             first: 0,
             last: FIELD as usize,
@@ -82,17 +87,18 @@ impl Occ {
 
     /// With `n` more pages, mapped in the entries `first..=last` (of a table), which held none.
     #[inline(always)]
-    pub fn added(self, first: usize, last: usize, n: usize) -> Occ {
+    pub fn added(self, first: usize, last: usize, n: usize) -> Held {
+        debug_assert!(first <= last && last < PTES_PER_TABLE && self.pages + n <= PTES_PER_TABLE);
         // INVARIANT: The new pages lie in `first..=last`, the others in the old span; a table
         // has fewer than 2^16 entries.
         if self.pages == 0 {
-            Occ {
+            Held {
                 pages: n,
                 first,
                 last,
             }
         } else {
-            Occ {
+            Held {
                 pages: self.pages + n,
                 first: self.first.min(first),
                 last: self.last.max(last),
@@ -103,21 +109,24 @@ impl Occ {
     /// With the entries `first..=last` cleared, `n` pages among them. A span end they cover
     /// moves past them.
     #[inline(always)]
-    pub fn removed(self, first: usize, last: usize, n: usize) -> Occ {
+    pub fn removed(self, first: usize, last: usize, n: usize) -> Held {
         let pages = self.pages.saturating_sub(n);
         if pages == 0 {
-            return Occ::EMPTY;
+            return Held::EMPTY;
         }
         let covers = |i: usize| first <= i && i <= last;
-        // INVARIANT: What is left lies in the span, outside `first..=last`. Both ends covered
-        // would mean no page is left: the span is then kept as it is.
+        // Both ends covered: the range holds the whole span, so every page (callers then remove
+        // them all).
+        debug_assert!(!(covers(self.first) && covers(self.last)));
+        // INVARIANT: What is left lies in the span, outside `first..=last`. Should both ends be
+        // covered anyway, the span is kept as it is.
         let (lo, hi) = match (covers(self.first), covers(self.last)) {
             (true, false) => (last + 1, self.last),
             // `first > self.first`, so `first >= 1`.
             (false, true) => (self.first, first - 1),
             _ => (self.first, self.last),
         };
-        Occ {
+        Held {
             pages,
             first: lo,
             last: hi,
@@ -125,7 +134,7 @@ impl Occ {
     }
 }
 
-/// The occupancy of one leaf table ([`Occ`]), in one word: the count of pages it maps (bits
+/// The occupancy of one leaf table ([`Held`]), in one word: the count of pages it maps (bits
 /// 0..16), the first (bits 16..32) and the last (bits 32..48) index of the span of entries
 /// holding them.
 ///
@@ -134,8 +143,8 @@ impl Occ {
 ///
 /// # Invariants
 ///
-/// The leaf table it describes maps exactly the [`Occ::pages`] of its value, and every valid
-/// descriptor of that table has its index in the value's [`Occ::span`].
+/// The leaf table it describes maps exactly the [`Held::pages`] of its value, and every valid
+/// descriptor of that table has its index in the value's [`Held::span`].
 #[repr(transparent)]
 pub struct Occupancy(AtomicU64);
 
@@ -148,10 +157,10 @@ impl Occupancy {
 
     /// What the table holds.
     #[inline(always)]
-    pub fn get(&self) -> Occ {
+    pub fn get(&self) -> Held {
         let w = self.0.load(Ordering::Relaxed);
-        // INVARIANT: Only `set` stores anything but zero, from an `Occ`.
-        Occ {
+        // INVARIANT: Only `set` stores anything but zero, from an `Held`.
+        Held {
             pages: ((w >> COUNT_SHIFT) & FIELD) as usize,
             first: ((w >> FIRST_SHIFT) & FIELD) as usize,
             last: ((w >> LAST_SHIFT) & FIELD) as usize,
@@ -160,8 +169,8 @@ impl Occupancy {
 
     /// Records what the table now holds.
     #[inline(always)]
-    pub fn set(&self, o: Occ) {
-        // INVARIANT: The caller changed the table to hold `o`; the fields fit (`Occ`).
+    pub fn set(&self, o: Held) {
+        // INVARIANT: The caller changed the table to hold `o`; the fields fit (`Held`).
         let w = ((o.pages as u64) << COUNT_SHIFT)
             | ((o.first as u64) << FIRST_SHIFT)
             | ((o.last as u64) << LAST_SHIFT);
@@ -177,7 +186,7 @@ impl Occupancy {
     /// Records that the table maps nothing any more.
     #[inline(always)]
     pub fn clear(&self) {
-        self.set(Occ::EMPTY);
+        self.set(Held::EMPTY);
     }
 }
 

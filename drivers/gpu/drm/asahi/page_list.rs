@@ -106,6 +106,14 @@ impl PageList {
         }
     }
 
+    /// Frees every page, as they are: the page allocator does not need them zeroed.
+    #[inline(never)]
+    fn free_all(&mut self) {
+        while let Some(page) = self.take() {
+            drop(page);
+        }
+    }
+
     /// Forgets the pages without freeing them (for pages that must never be reused).
     pub fn leak(mut self) -> usize {
         let n = self.count;
@@ -117,16 +125,6 @@ impl PageList {
 impl Default for PageList {
     fn default() -> Self {
         Self::new()
-    }
-}
-
-impl PageList {
-    /// Frees every page, as they are: the page allocator does not need them zeroed.
-    #[inline(never)]
-    fn free_all(&mut self) {
-        while let Some(page) = self.take() {
-            drop(page);
-        }
     }
 }
 

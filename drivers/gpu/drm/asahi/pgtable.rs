@@ -19,13 +19,19 @@
 //!   empty into the caller's [`Gather`], to be freed after the TLB invalidation;
 //! - `reprot` requires every page of the range to be mapped, then rewrites the attributes.
 //!
+//! What each leaf table holds is kept beside it ([`Occupancy`]: how many pages, and the span of
+//! entries holding them), so the checks read only the entries that may hold pages: an entry
+//! outside the span is known invalid and is neither read nor checked for corruption, and an
+//! unmap that holds every page of a table takes it unread, as one it covers whole. Nothing ever
+//! follows a leaf descriptor.
+//!
 //! The caller serializes modifications (`&mut self`); the GPU may walk the tables at any time,
 //! so descriptors are written whole, and a new table is published only after its zeroed contents.
 
 use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
-use crate::occupancy::{Occ, Occupancy};
+use crate::occupancy::{Held, Occupancy};
 use crate::page_list::PageList;
 use crate::pte::{pa_aligned, table_desc, Desc, LeafCheck, Oas, Prot, PteTemplate};
 use crate::region::Region;
@@ -95,7 +101,7 @@ impl PtConfig {
 pub struct TableNeeds {
     /// Zeroed table pages.
     pub pages: usize,
-    /// Occupancy counts of new second-level tables.
+    /// Occupancy arrays of new second-level tables.
     pub counts: usize,
 }
 
@@ -106,7 +112,7 @@ pub struct TableNeeds {
 /// # Invariants
 ///
 /// The pages of `pages` are zero (apart from the list's link word); every entry of `counts`
-/// holds `PTES_PER_TABLE` zero counters.
+/// holds `PTES_PER_TABLE` empty occupancies.
 pub struct TableReserve {
     pages: PageList,
     counts: KVec<Counts>,
@@ -145,7 +151,7 @@ impl TableReserve {
                     .push_within_capacity(Occupancy::new())
                     .map_err(|_| ENOMEM)?;
             }
-            // INVARIANT: `PTES_PER_TABLE` zero counters.
+            // INVARIANT: `PTES_PER_TABLE` empty occupancies.
             self.counts
                 .push_within_capacity(counts)
                 .map_err(|_| ENOMEM)?;
@@ -361,9 +367,9 @@ enum Cached {
     /// The run was checked and cleared (and its table unlinked if that emptied it), the gather
     /// updated: this many pages.
     Cleared(usize),
-    /// The run was checked, holds this many pages, and they are all its table has, which the
-    /// cached second-level table cannot unlink in place: nothing changed, the table is for the
-    /// walk to unlink.
+    /// The run holds this many pages (checked, or all the pages of the table's span), and they
+    /// are all its table has, which the cached second-level table cannot unlink in place:
+    /// nothing changed, the table is for the walk to unlink.
     Empties(usize),
 }
 
@@ -799,9 +805,9 @@ impl PageTable {
     /// region with missing tables. Each table is mapped once per visit.
     ///
     /// When pruning, a leaf table is unlinked when the range covers it whole or its count drops
-    /// to zero (the visitor clears the descriptors of a partly covered table and updates its
-    /// count); a second-level table when it has no entry left. The counts of an unlinked leaf
-    /// table are zeroed; those of an unlinked second-level table are for the caller to drop
+    /// to zero (the visitor updates the occupancy of a partly covered table, and clears its
+    /// descriptors unless it empties); a second-level table when it has no entry left. The
+    /// occupancy of an unlinked leaf table is cleared; those of an unlinked second-level table are for the caller to drop
     /// (`WalkOut::pruned`, see [`PageTable::finish_walk`]).
     fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<WalkOut>
     where
@@ -816,7 +822,7 @@ impl PageTable {
     }
 
     /// Walks the part `range` of the table at `table_pa`, of level `level` (with its occupancy
-    /// count when it is a leaf table). Returns, when pruning, whether the table is now empty
+    /// when it is a leaf table). Returns, when pruning, whether the table is now empty
     /// (never for the top level).
     #[allow(clippy::too_many_arguments)]
     #[inline]
@@ -924,10 +930,7 @@ impl PageTable {
                 match counts.get(idx) {
                     Some(c) => Some(c),
                     None => {
-                        pr_err!(
-                            "no occupancy count for the leaf table at VA {:#x}\n",
-                            sub.start
-                        );
+                        pr_err!("no occupancy for the leaf table at VA {:#x}\n", sub.start);
                         return Err(EIO);
                     }
                 }
@@ -1002,8 +1005,8 @@ impl PageTable {
             }
             // Counted above: there is one.
             if let Some(counts) = reserve.counts.pop() {
-                // INVARIANT: `PTES_PER_TABLE` zero counters (`TableReserve`'s invariants), for
-                // a second-level table about to be created empty.
+                // INVARIANT: `PTES_PER_TABLE` empty occupancies (`TableReserve`'s invariants),
+                // for a second-level table about to be created empty.
                 *c = counts;
             }
         }
@@ -1086,7 +1089,7 @@ impl PageTable {
         }
     }
 
-    /// Runs `f` on the leaf table at `leaf` that maps `range`, and its occupancy count, without
+    /// Runs `f` on the leaf table at `leaf` that maps `range`, and its occupancy, without
     /// walking down to it: the path of single-leaf operations that find it cached.
     ///
     /// # Safety
@@ -1123,10 +1126,11 @@ impl PageTable {
     fn live_run<'t>(
         &self,
         t: &'t Entries,
-        o: Occ,
+        o: Held,
         sub: VaRange,
     ) -> Option<(&'t [AtomicU64], VaRange)> {
         let (first, last) = self.leaf_indices(sub);
+        // Inside `first..=last`, so inside the table: `get` always finds the run.
         let (a, b) = o.clip(first, last)?;
         let live = VaRange {
             start: sub.start + (((a - first) as u64) << UAT_PGBIT),
@@ -1140,7 +1144,7 @@ impl PageTable {
     /// table's count. Only the entries the span of `o` allows are read: a table whose count is
     /// zero is known empty and not read at all.
     #[inline]
-    fn occupied(&self, t: &Entries, o: Occ, sub: VaRange) -> Result<usize> {
+    fn occupied(&self, t: &Entries, o: Held, sub: VaRange) -> Result<usize> {
         let Some((run, live)) = self.live_run(t, o, sub) else {
             return Ok(0);
         };
@@ -1154,7 +1158,7 @@ impl PageTable {
     /// [`PageTable::occupied`] for a range expected to hold pages (an unmap's): no zero test
     /// first.
     #[inline]
-    fn occupied_full(&self, t: &Entries, o: Occ, sub: VaRange) -> Result<usize> {
+    fn occupied_full(&self, t: &Entries, o: Held, sub: VaRange) -> Result<usize> {
         let Some((run, live)) = self.live_run(t, o, sub) else {
             return Ok(0);
         };
@@ -1165,7 +1169,7 @@ impl PageTable {
     /// holds the span of every page of the table, its count, the table unread (as a table the
     /// range covers whole); otherwise [`PageTable::occupied_full`].
     #[inline(always)]
-    fn pages_removed(&self, t: &Entries, o: Occ, sub: VaRange) -> Result<usize> {
+    fn pages_removed(&self, t: &Entries, o: Held, sub: VaRange) -> Result<usize> {
         let (first, last) = self.leaf_indices(sub);
         if o.within(first, last) {
             return Ok(o.pages());
@@ -1192,7 +1196,7 @@ impl PageTable {
 
     /// [`PageTable::pages_removed`] of a range already checked by it, without the checks.
     #[inline]
-    fn pages_removed_unchecked(&self, t: &Entries, o: Occ, sub: VaRange) -> usize {
+    fn pages_removed_unchecked(&self, t: &Entries, o: Held, sub: VaRange) -> usize {
         let (first, last) = self.leaf_indices(sub);
         if o.within(first, last) {
             return o.pages();
@@ -1204,7 +1208,7 @@ impl PageTable {
     /// Clears the `n` pages `sub` holds in the leaf table `t`, which holds `o`: the entries the
     /// span of `o` allows, and the table's occupancy `occ`.
     #[inline(always)]
-    fn clear_pages(&self, t: &Entries, occ: &Occupancy, o: Occ, sub: VaRange, n: usize) {
+    fn clear_pages(&self, t: &Entries, occ: &Occupancy, o: Held, sub: VaRange, n: usize) {
         if let Some((run, _)) = self.live_run(t, o, sub) {
             fill(run, 0);
         }
@@ -1233,7 +1237,7 @@ impl PageTable {
     /// Every page of the range must be unmapped (`EEXIST`).
     ///
     /// One walk checks the whole range (corruption, occupancy) and counts the missing tables;
-    /// they are allocated (with the occupancy counts of new second-level tables); a second walk
+    /// they are allocated (with the occupancies of new second-level tables); a second walk
     /// links them and writes. A range inside one existing leaf table is checked and written in
     /// the first walk. Only the entries the span of a leaf table's [`Occupancy`] allows are read:
     /// a table whose count is zero is known empty and is not read at all.
@@ -1251,7 +1255,7 @@ impl PageTable {
         // updates its occupancy `occ`.
         let g = self.cfg.geometry;
         // `o` is what the table holds.
-        let mut write = |t: &Entries, occ: &Occupancy, o: Occ, sub: VaRange| -> Result {
+        let mut write = |t: &Entries, occ: &Occupancy, o: Held, sub: VaRange| -> Result {
             let (first, last) = (
                 g.index(sub.start, LEAF_LEVEL),
                 g.index(sub.last, LEAF_LEVEL),
@@ -1345,7 +1349,7 @@ impl PageTable {
             if let Step::Leaf(t, count, sub) = step {
                 fill(self.run(t, sub), 0);
                 let (n, _) = scan_leaves(t, LeafCheck::new(self.cfg.oas));
-                count.set(Occ::anywhere(n));
+                count.set(Held::anywhere(n));
             }
             Ok(())
         });
@@ -1487,8 +1491,8 @@ impl PageTable {
 
     /// The check walk of a preallocation: the top-level entries whose second-level table is
     /// missing, and what creating the missing tables takes. A range inside one leaf table that
-    /// the caches know needs nothing: it is not walked, only its run checked (`EIO` on a corrupt
-    /// descriptor, as the walk would report).
+    /// the caches know needs nothing: it is not walked, only the part of its run inside the
+    /// table's span checked (`EIO` on a corrupt descriptor, as the walk would report).
     fn prealloc_check(&self, range: VaRange) -> Result<(u64, TableNeeds)> {
         if self.single_leaf(range) {
             if let Some(leaf) = self.cached_leaf(range).or_else(|| self.mid_leaf(range)) {
@@ -1611,8 +1615,9 @@ impl PageTable {
     fn clear(&mut self, iova: u64, size: u64, prune: bool, gather: &mut Gather) -> Result<usize> {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
-        // The page count of a single-leaf run that the cached path checked, when clearing it
-        // empties its table: the walk below unlinks the table without checking the run again.
+        // The page count of a single-leaf run that the cached path found (checked, or all the
+        // pages of the table's span), when clearing it empties its table: the walk below unlinks
+        // the table without looking at the run again.
         let mut checked = None;
         if single {
             match self.clear_cached(range, prune, gather)? {
@@ -1726,10 +1731,11 @@ impl PageTable {
 
     /// [`PageTable::clear`] of a range inside one leaf table, part of it only, when the caches
     /// find that table (the cached leaf table, or the entry of the cached second-level table):
-    /// checks the run without walking down, and clears it if the table keeps pages. When clearing
-    /// would empty a pruned table, unlinks that table as it is (see `Tables::Prune`) from the
-    /// cached second-level table if that one keeps other tables; otherwise changes nothing and
-    /// returns the run's checked page count for the walk that unlinks both.
+    /// counts the run's pages without walking down (see [`PageTable::pages_removed`]) and clears
+    /// them if the table keeps pages. When clearing would empty a pruned table, unlinks that
+    /// table as it is (see `Tables::Prune`) from the cached second-level table if that one keeps
+    /// other tables; otherwise changes nothing and returns the run's page count for the walk that
+    /// unlinks both.
     #[inline]
     fn clear_cached(&mut self, range: VaRange, prune: bool, gather: &mut Gather) -> Result<Cached> {
         if self.whole_leaf(range) {
@@ -1784,8 +1790,8 @@ impl PageTable {
         Ok(done)
     }
 
-    /// Unlinks the leaf table `leaf` that maps `range`, whose pages (all of them) the caller has
-    /// just checked, from the cached second-level table without a walk, and gathers it with the
+    /// Unlinks the leaf table `leaf` that maps `range`, whose pages the caller has just found all
+    /// in `range`, from the cached second-level table without a walk, and gathers it with the
     /// range. Does nothing and returns `false` when that table is not cached or would be left
     /// empty (the walk then unlinks both).
     fn unlink_cached(
@@ -2015,14 +2021,12 @@ impl PageTable {
                     if let (Some(first), Some(last)) = (first, last) {
                         let span = occ.get().span();
                         if !span.is_some_and(|(lo, hi)| lo <= first && last <= hi) {
-                            let (lo, hi) = span.unwrap_or((1, 0));
                             pr_err!(
-                                "leaf table at VA {:#x}: pages in entries {}..={}, span {}..={}\n",
+                                "leaf table at VA {:#x}: pages in entries {}..={}, span {:?}\n",
                                 sub.start,
                                 first,
                                 last,
-                                lo,
-                                hi
+                                span
                             );
                             return Err(EIO);
                         }
@@ -2052,7 +2056,7 @@ impl PageTable {
             };
             if counts.len() != want {
                 pr_err!(
-                    "top-level entry {}: {} occupancy counts, {} expected\n",
+                    "top-level entry {}: {} occupancies, {} expected\n",
                     top,
                     counts.len(),
                     want

@@ -462,36 +462,39 @@ fn encoding_vectors(_: &Env) -> CaseResult {
     Ok(())
 }
 
+/// Writes `value` into the leaf descriptor of `va` in `pt`, a user page table, behind its back:
+/// the corruption the cases below test. Fails if no leaf table maps `va`.
+fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> CaseResult {
+    let mut table = pt.ttb();
+    for (level, shift) in [(1, 36), (2, 25)] {
+        // SAFETY: `table` is the root or a table `pt` links, alive while `pt` is borrowed.
+        let page = ok!(unsafe { Page::borrow_phys(table) }.ok_or(EIO));
+        let mut raw = [0u8; 8];
+        let off = ((va >> shift) & 0x7ff) as usize * 8;
+        // SAFETY: `raw` is 8 writable bytes; nothing writes the table concurrently.
+        ok!(unsafe { page.read_raw(raw.as_mut_ptr(), off, 8) });
+        let Desc::Table(next) = Desc::decode(u64::from_le_bytes(raw), level, Oas::BITS_40) else {
+            return Err("no leaf table maps the VA");
+        };
+        table = next;
+    }
+    // SAFETY: As above.
+    let page = ok!(unsafe { Page::borrow_phys(table) }.ok_or(EIO));
+    let off = ((va >> 14) & 0x7ff) as usize * 8;
+    // SAFETY: 8 readable bytes, in bounds; `pt` is not used concurrently, and this is the
+    // corruption under test.
+    ok!(unsafe { page.write_raw(value.to_le_bytes().as_ptr(), off, 8) });
+    Ok(())
+}
+
 fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
     let mut pt = ok!(PageTable::new(user_cfg()));
     let va = 0x8000_0000;
-    // Three pages: an unmap of all the pages of a leaf table would unlink it unread.
+    // Three pages: an unmap of all the pages of a leaf table takes them unread (see
+    // `occupancy_spans`).
     ok!(pt.map(va, PA, 3 * PG, Prot::GPU_SHARED_RW));
-    // Turn the leaf table's second entry into a block-type descriptor by hand.
-    let mut l2: PhysAddr = 0;
-    // Find the leaf table through the top table: L1 index 0, L2 index 64.
-    let root = pt.ttb();
-    // SAFETY: `root` is a table page owned by `pt`, alive during this case.
-    let root_page = ok!(unsafe { Page::borrow_phys(root) }.ok_or(EIO));
-    let mut raw = [0u8; 8];
-    // SAFETY: `raw` is 8 writable bytes; nothing writes the page concurrently.
-    ok!(unsafe { root_page.read_raw(raw.as_mut_ptr(), 0, 8) });
-    if let Desc::Table(t) = Desc::decode(u64::from_le_bytes(raw), 1, Oas::BITS_40) {
-        l2 = t;
-    }
-    check!(l2 != 0);
-    // SAFETY: As above, a table page owned by `pt`.
-    let l2_page = ok!(unsafe { Page::borrow_phys(l2) }.ok_or(EIO));
-    // SAFETY: As above.
-    ok!(unsafe { l2_page.read_raw(raw.as_mut_ptr(), 64 * 8, 8) });
-    let Desc::Table(l3) = Desc::decode(u64::from_le_bytes(raw), 2, Oas::BITS_40) else {
-        return Err("leaf table not found");
-    };
-    // SAFETY: As above.
-    let l3_page = ok!(unsafe { Page::borrow_phys(l3) }.ok_or(EIO));
-    let block = (PA + PG) | 0b01;
-    // SAFETY: `pt` is not used concurrently; this is the corruption under test.
-    ok!(unsafe { l3_page.write_raw(block.to_le_bytes().as_ptr(), 8, 8) });
+    // The second page's descriptor turned into a block-type one.
+    ok!(poke_leaf(&pt, va + PG, (PA + PG) | 0b01));
     check!(pt.translate(va + PG) == Err(EIO));
     check!(pt.map(va + PG, PA, PG, Prot::GPU_SHARED_RW) == Err(EIO));
     let mut gather = Gather::new();
@@ -506,9 +509,46 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
                 prot: Prot::GPU_SHARED_RW
             }
     );
-    // Repair so that the table can be torn down.
-    // SAFETY: As above.
-    ok!(unsafe { l3_page.fill_zero_raw(8, 8) });
+    // Repaired, so that the table can be torn down.
+    ok!(poke_leaf(&pt, va + PG, 0));
+    Ok(())
+}
+
+/// What a leaf table's occupancy records spares reading it: an unmap that holds every page of
+/// the table takes them unread, also once an earlier unmap moved an end of the span (at either
+/// end of the table), and a map reads no entry outside the span. Shown with corrupt
+/// descriptors, which a read would refuse (`EIO`); nothing follows a leaf descriptor, and the
+/// tables are freed after the flush.
+fn occupancy_spans(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let block = PA | 0b01;
+    // The first end moves: pages 0..4 mapped, 0..2 unmapped, page 3 corrupt.
+    let va = 3 * L2_SPAN;
+    ok!(pt.map(va, PA, 4 * PG, Prot::GPU_SHARED_RW));
+    check!(ok!(unmap_flush(&mut pt, va, 2 * PG)) == 2);
+    ok!(poke_leaf(&pt, va + 3 * PG, block));
+    // Page 3 alone is read.
+    check!(unmap_flush(&mut pt, va + 3 * PG, PG) == Err(EIO));
+    check!(pt.table_pages() == 2);
+    // Pages 2..4 hold the span: the table goes unread, and its second-level table with it.
+    check!(ok!(unmap_flush(&mut pt, va + 2 * PG, 2 * PG)) == 2);
+    check!(pt.table_pages() == 0);
+    // The last end moves: the table's last four entries mapped, the last two unmapped.
+    let va = 4 * L2_SPAN - 4 * PG;
+    ok!(pt.map(va, PA, 4 * PG, Prot::GPU_SHARED_RW));
+    check!(ok!(unmap_flush(&mut pt, va + 2 * PG, 2 * PG)) == 2);
+    ok!(poke_leaf(&pt, va, block));
+    check!(unmap_flush(&mut pt, va, PG) == Err(EIO));
+    check!(ok!(unmap_flush(&mut pt, va, 2 * PG)) == 2);
+    check!(pt.table_pages() == 0);
+    // Outside the span: entry 5 is not read by a map next to pages 0..2, which writes it.
+    let va = 3 * L2_SPAN;
+    ok!(pt.map(va, PA, 2 * PG, Prot::GPU_SHARED_RW));
+    ok!(poke_leaf(&pt, va + 5 * PG, block));
+    ok!(pt.map(va + 5 * PG, PA, PG, Prot::GPU_SHARED_RW));
+    check!(ok!(pt.translate(va + 5 * PG)).pa == PA);
+    check!(ok!(unmap_flush(&mut pt, va, 6 * PG)) == 3);
+    check!(pt.table_pages() == 0);
     Ok(())
 }
 
@@ -641,6 +681,10 @@ pub const CASES: &[Case] = &[
     Case {
         name: "corrupt_descriptor_reported",
         run: corrupt_descriptor_reported,
+    },
+    Case {
+        name: "occupancy_spans",
+        run: occupancy_spans,
     },
     Case {
         name: "borrowed_pages",
