@@ -1177,6 +1177,24 @@ impl PageTable {
         self.occupied_full(t, o, sub)
     }
 
+    /// [`PageTable::occupied_scan`] with its first test inlined: the unmap path, where a run
+    /// usually holds only pages, keeps that test in its own code and calls out only for the
+    /// counting scan.
+    #[inline(always)]
+    fn occupied_scan_inline(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
+        // SAFETY: `run` is in a table of `self`, which we borrow: no one writes it meanwhile
+        // (see `plain`).
+        if unsafe { holds_only_pages(run, LeafCheck::new(self.cfg.oas)) } && run.len() <= c {
+            return Ok(run.len());
+        }
+        self.occupied_scan_outlined(run, c, sub)
+    }
+
+    #[inline(never)]
+    fn occupied_scan_outlined(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
+        self.occupied_scan(run, c, sub)
+    }
+
     /// The checked page count of `run`, in a leaf table with `c` pages.
     #[inline(always)]
     fn occupied_scan(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
@@ -1760,7 +1778,7 @@ impl PageTable {
             let Some((run, live)) = self.live_run(t, o, range) else {
                 return Ok(Cached::Cleared(0));
             };
-            let n = self.occupied_scan(run, o.pages(), live)?;
+            let n = self.occupied_scan_inline(run, o.pages(), live)?;
             if prune && n != 0 && n == o.pages() {
                 // The table empties: it is unlinked as it is.
                 return Ok(Cached::Empties(n));
