@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A leaf table's occupancy against the set of entries that hold pages: after any sequence of
-//! maps of free runs and unmaps of runs, the count is the size of the set, the span holds every
-//! member, a run is `within` only if it holds every member, `clip` keeps every member of a run,
-//! and the packed word gives back what was stored.
+//! A leaf table's occupancy against the set of entries that hold pages: from an empty table or
+//! a recounted one (`Held::anywhere`), after any sequence of maps of free runs and unmaps of
+//! runs, the count is the size of the set, the span holds every member, a run is `within` only
+//! if it holds every member, `clip` keeps every member of a run, an end of the span an unmap
+//! covers moves past it, and the packed word gives back what was stored.
 //!
 //! The page-table suites check the same invariants on real tables (`check_occupancy` after
 //! every operation); this one reaches the corners (spans touching index 0 or the last entry,
@@ -126,6 +127,8 @@ proptest! {
             }
             check(o, &set)?;
         }
+        // Unmapping the whole table empties it, whatever its span.
+        prop_assert_eq!(o.removed(0, PTES_PER_TABLE - 1, o.pages()), Held::EMPTY);
     }
 }
 

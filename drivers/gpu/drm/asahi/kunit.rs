@@ -118,7 +118,8 @@ mod pgtable {
     }
 }
 
-/// Contexts, the TTBAT and the handoff against a stand-in firmware, on `memremap` mappings of the carve-out and the real TLBI instructions.
+/// Contexts, the TTBAT and the handoff against a stand-in firmware, on `memremap` mappings of
+/// the carve-out and the real TLBI instructions.
 #[kunit_tests(asahi_uat_contexts)]
 mod contexts {
     use super::run;

@@ -276,6 +276,12 @@ fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
     if unsafe { holds_only_pages(t, check) } {
         return (t.len(), false);
     }
+    count_leaves(t, check)
+}
+
+/// The counting scan of [`scan_leaves`], without its first test.
+#[inline(always)]
+fn count_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
     let forbidden = check.forbidden();
     let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
     for &e in plain(t) {
@@ -807,8 +813,8 @@ impl PageTable {
     /// When pruning, a leaf table is unlinked when the range covers it whole or its count drops
     /// to zero (the visitor updates the occupancy of a partly covered table, and clears its
     /// descriptors unless it empties); a second-level table when it has no entry left. The
-    /// occupancy of an unlinked leaf table is cleared; those of an unlinked second-level table are for the caller to drop
-    /// (`WalkOut::pruned`, see [`PageTable::finish_walk`]).
+    /// occupancy of an unlinked leaf table is cleared; those below an unlinked second-level
+    /// table are for the caller to drop (`WalkOut::pruned`, see [`PageTable::finish_walk`]).
     fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<WalkOut>
     where
         F: FnMut(Step<'_>) -> Result,
@@ -902,7 +908,7 @@ impl PageTable {
                         if level == TOP_LEVEL
                             && self.occ.get(idx).map_or(0, |c| c.len()) != PTES_PER_TABLE
                         {
-                            // The caller installs the counts first (`install_counts`).
+                            // The caller installs the occupancies first (`install_counts`).
                             return Err(EIO);
                         }
                         let page = pool.pop().ok_or(ENOMEM)?;
@@ -959,8 +965,8 @@ impl PageTable {
         Ok(whole || is_empty_around(t, first, last))
     }
 
-    /// After a walk: drops the counts of the second-level tables it unlinked, and returns by how
-    /// many the tables below the top level changed.
+    /// After a walk: drops the occupancies below the second-level tables it unlinked, and
+    /// returns by how many the tables below the top level changed.
     fn finish_walk(&mut self, out: WalkOut) -> isize {
         self.cache_mid(&out);
         let mut pruned = out.pruned;
@@ -984,9 +990,9 @@ impl PageTable {
             .count()
     }
 
-    /// Installs zeroed counts, taken from `reserve`, for every top-level entry in `mask` (whose
+    /// Installs empty occupancies, taken from `reserve`, for every top-level entry in `mask` (whose
     /// second-level table a map is about to create) before anything is written, so that the map
-    /// cannot fail later. `EIO`, with nothing installed, if the reserve lacks counts: callers
+    /// cannot fail later. `EIO`, with nothing installed, if the reserve lacks them: callers
     /// check [`TableReserve::covers`] first.
     fn install_counts(&mut self, mask: u64, reserve: &mut TableReserve) -> Result {
         if reserve.counts.len() < self.counts_missing(mask) {
@@ -1014,7 +1020,7 @@ impl PageTable {
     }
 
     /// Allocates what a map needs before it writes anything, `needed` zeroed table pages and the
-    /// counts of the second-level tables in `mids`, and installs the counts. All or nothing.
+    /// occupancies of the second-level tables in `mids`, and installs the latter. All or nothing.
     fn alloc_for_map(&mut self, mids: u64, needed: usize) -> Result<TableReserve> {
         let mut reserve = TableReserve::new();
         let needs = TableNeeds {
@@ -1190,15 +1196,27 @@ impl PageTable {
         self.occupied_scan_outlined(run, c, sub)
     }
 
+    /// The rest of [`PageTable::occupied_scan_inline`], out of line: the counting scan, for a
+    /// run with holes or corruption, or more pages than its table's count (`EIO` for both).
     #[inline(never)]
     fn occupied_scan_outlined(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
-        self.occupied_scan(run, c, sub)
+        let (n, bad) = count_leaves(run, LeafCheck::new(self.cfg.oas));
+        if bad {
+            return Err(self.corrupt_in(run, sub));
+        }
+        self.within_count(n, c, sub)
     }
 
     /// The checked page count of `run`, in a leaf table with `c` pages.
     #[inline(always)]
     fn occupied_scan(&self, run: &[AtomicU64], c: usize, sub: VaRange) -> Result<usize> {
         let n = self.count_pages(run, sub)?;
+        self.within_count(n, c, sub)
+    }
+
+    /// `n`, the pages found in the part `sub` of a leaf table with `c` pages; `EIO` if more.
+    #[inline(always)]
+    fn within_count(&self, n: usize, c: usize, sub: VaRange) -> Result<usize> {
         if n > c {
             pr_err!(
                 "leaf table at VA {:#x}: {} pages where {} were mapped (table {:#x})\n",
@@ -1636,25 +1654,26 @@ impl PageTable {
         // The page count of a single-leaf run that the cached path found (checked, or all the
         // pages of the table's span), when clearing it empties its table: the walk below unlinks
         // the table without looking at the run again.
-        let mut checked = None;
+        let mut found = None;
         if single {
             match self.clear_cached(range, prune, gather)? {
                 Cached::Cleared(n) => return Ok(n),
-                Cached::Empties(n) => checked = Some(n),
+                Cached::Empties(n) => found = Some(n),
                 Cached::Miss => {}
             }
         }
-        self.clear_walk(range, single, checked, prune, gather)
+        self.clear_walk(range, single, found, prune, gather)
     }
 
-    /// The walks of [`PageTable::clear`]: `checked` is the page count of a single-leaf run the
-    /// cached path checked, whose clearing empties its table.
+    /// The walks of [`PageTable::clear`]: `found` is the page count of a single-leaf run the
+    /// cached path found (checked, or all the pages of the table's span), whose clearing empties
+    /// its table.
     #[inline(never)]
     fn clear_walk(
         &mut self,
         range: VaRange,
         single: bool,
-        checked: Option<usize>,
+        found: Option<usize>,
         prune: bool,
         gather: &mut Gather,
     ) -> Result<usize> {
@@ -1692,7 +1711,7 @@ impl PageTable {
                 }
                 let o = occ.get();
                 let n = if single {
-                    let n = match checked {
+                    let n = match found {
                         Some(n) => n,
                         None => self.pages_removed(t, o, sub)?,
                     };

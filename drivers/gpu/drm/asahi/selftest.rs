@@ -6,7 +6,7 @@
 //! the real page allocator) and on the host (under the simulated RAM's leak and fault accounting).
 //! Each case returns the first check that failed, with its line.
 
-use crate::geometry::{Geometry, VaRange, UAT_PGSZ};
+use crate::geometry::{Geometry, VaRange, LEAF_LEVEL, TOP_LEVEL, UAT_PGSZ};
 use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig};
 use crate::pte::{Access, Desc, Oas, Prot, PteTemplate};
 use crate::region::Region;
@@ -463,16 +463,17 @@ fn encoding_vectors(_: &Env) -> CaseResult {
 }
 
 /// Writes `value` into the leaf descriptor of `va` in `pt`, a user page table, behind its back:
-/// the corruption the cases below test. Fails if no leaf table maps `va`.
-fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> CaseResult {
+/// the corruption the cases below test. Returns what the descriptor held. Fails if no leaf table
+/// maps `va`.
+fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> core::result::Result<u64, Failure> {
+    let g = pt.config().geometry;
     let mut table = pt.ttb();
-    for (level, shift) in [(1, 36), (2, 25)] {
+    for level in TOP_LEVEL..LEAF_LEVEL {
         // SAFETY: `table` is the root or a table `pt` links, alive while `pt` is borrowed.
         let page = ok!(unsafe { Page::borrow_phys(table) }.ok_or(EIO));
         let mut raw = [0u8; 8];
-        let off = ((va >> shift) & 0x7ff) as usize * 8;
-        // SAFETY: `raw` is 8 writable bytes; nothing writes the table concurrently.
-        ok!(unsafe { page.read_raw(raw.as_mut_ptr(), off, 8) });
+        // SAFETY: `raw` is 8 writable bytes, in bounds; nothing writes the table concurrently.
+        ok!(unsafe { page.read_raw(raw.as_mut_ptr(), g.index(va, level) * 8, 8) });
         let Desc::Table(next) = Desc::decode(u64::from_le_bytes(raw), level, Oas::BITS_40) else {
             return Err("no leaf table maps the VA");
         };
@@ -480,11 +481,14 @@ fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> CaseResult {
     }
     // SAFETY: As above.
     let page = ok!(unsafe { Page::borrow_phys(table) }.ok_or(EIO));
-    let off = ((va >> 14) & 0x7ff) as usize * 8;
+    let off = g.index(va, LEAF_LEVEL) * 8;
+    let mut old = [0u8; 8];
+    // SAFETY: As above.
+    ok!(unsafe { page.read_raw(old.as_mut_ptr(), off, 8) });
     // SAFETY: 8 readable bytes, in bounds; `pt` is not used concurrently, and this is the
     // corruption under test.
     ok!(unsafe { page.write_raw(value.to_le_bytes().as_ptr(), off, 8) });
-    Ok(())
+    Ok(u64::from_le_bytes(old))
 }
 
 fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
@@ -494,7 +498,7 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
     // `occupancy_spans`).
     ok!(pt.map(va, PA, 3 * PG, Prot::GPU_SHARED_RW));
     // The second page's descriptor turned into a block-type one.
-    ok!(poke_leaf(&pt, va + PG, (PA + PG) | 0b01));
+    let page = poke_leaf(&pt, va + PG, (PA + PG) | 0b01)?;
     check!(pt.translate(va + PG) == Err(EIO));
     check!(pt.map(va + PG, PA, PG, Prot::GPU_SHARED_RW) == Err(EIO));
     let mut gather = Gather::new();
@@ -509,16 +513,17 @@ fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
                 prot: Prot::GPU_SHARED_RW
             }
     );
-    // Repaired, so that the table can be torn down.
-    ok!(poke_leaf(&pt, va + PG, 0));
+    // Repaired: the table is as its occupancy says again.
+    poke_leaf(&pt, va + PG, page)?;
+    check!(pt.check_occupancy() == Ok(()));
     Ok(())
 }
 
 /// What a leaf table's occupancy records spares reading it: an unmap that holds every page of
 /// the table takes them unread, also once an earlier unmap moved an end of the span (at either
-/// end of the table), and a map reads no entry outside the span. Shown with corrupt
-/// descriptors, which a read would refuse (`EIO`); nothing follows a leaf descriptor, and the
-/// tables are freed after the flush.
+/// end of the table), and also in a walk over several tables; a map reads no entry outside the
+/// span. Shown with corrupt descriptors, which a read refuses (`EIO`); nothing follows a leaf
+/// descriptor, and the tables are freed after the flush.
 fn occupancy_spans(_: &Env) -> CaseResult {
     let mut pt = ok!(PageTable::new(user_cfg()));
     let block = PA | 0b01;
@@ -526,7 +531,7 @@ fn occupancy_spans(_: &Env) -> CaseResult {
     let va = 3 * L2_SPAN;
     ok!(pt.map(va, PA, 4 * PG, Prot::GPU_SHARED_RW));
     check!(ok!(unmap_flush(&mut pt, va, 2 * PG)) == 2);
-    ok!(poke_leaf(&pt, va + 3 * PG, block));
+    poke_leaf(&pt, va + 3 * PG, block)?;
     // Page 3 alone is read.
     check!(unmap_flush(&mut pt, va + 3 * PG, PG) == Err(EIO));
     check!(pt.table_pages() == 2);
@@ -537,16 +542,29 @@ fn occupancy_spans(_: &Env) -> CaseResult {
     let va = 4 * L2_SPAN - 4 * PG;
     ok!(pt.map(va, PA, 4 * PG, Prot::GPU_SHARED_RW));
     check!(ok!(unmap_flush(&mut pt, va + 2 * PG, 2 * PG)) == 2);
-    ok!(poke_leaf(&pt, va, block));
+    poke_leaf(&pt, va, block)?;
     check!(unmap_flush(&mut pt, va, PG) == Err(EIO));
+    check!(pt.table_pages() == 2);
     check!(ok!(unmap_flush(&mut pt, va, 2 * PG)) == 2);
     check!(pt.table_pages() == 0);
-    // Outside the span: entry 5 is not read by a map next to pages 0..2, which writes it.
+    // Across two leaf tables, in one walk: two pages at the end of the first (one corrupt), two
+    // at the start of the second. A range that misses one of them reads the corrupt one.
+    let va = 4 * L2_SPAN - 2 * PG;
+    ok!(pt.map(va, PA, 4 * PG, Prot::GPU_SHARED_RW));
+    poke_leaf(&pt, va + PG, block)?;
+    check!(unmap_flush(&mut pt, va + PG, 3 * PG) == Err(EIO));
+    check!(pt.table_pages() == 3);
+    check!(ok!(unmap_flush(&mut pt, va, 4 * PG)) == 4);
+    check!(pt.table_pages() == 0);
+    // Outside the span: entry 5, corrupt, is not read by a map next to pages 0..2, which
+    // overwrites it.
     let va = 3 * L2_SPAN;
     ok!(pt.map(va, PA, 2 * PG, Prot::GPU_SHARED_RW));
-    ok!(poke_leaf(&pt, va + 5 * PG, block));
+    poke_leaf(&pt, va + 5 * PG, block)?;
+    check!(pt.translate(va + 5 * PG) == Err(EIO));
     ok!(pt.map(va + 5 * PG, PA, PG, Prot::GPU_SHARED_RW));
     check!(ok!(pt.translate(va + 5 * PG)).pa == PA);
+    check!(pt.check_occupancy() == Ok(()));
     check!(ok!(unmap_flush(&mut pt, va, 6 * PG)) == 3);
     check!(pt.table_pages() == 0);
     Ok(())
