@@ -159,7 +159,7 @@ impl Occupancy {
     #[inline(always)]
     pub fn get(&self) -> Held {
         let w = self.0.load(Ordering::Relaxed);
-        // INVARIANT: Only `set` stores anything but zero, from an `Held`.
+        // INVARIANT: Only `set` stores anything but zero, from a `Held`.
         Held {
             pages: ((w >> COUNT_SHIFT) & FIELD) as usize,
             first: ((w >> FIRST_SHIFT) & FIELD) as usize,
