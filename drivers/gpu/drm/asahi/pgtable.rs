@@ -115,7 +115,7 @@ pub struct TableNeeds {
 /// holds `PTES_PER_TABLE` empty occupancies.
 pub struct TableReserve {
     pages: PageList,
-    counts: KVec<Counts>,
+    counts: KVec<Occupancies>,
 }
 
 impl TableReserve {
@@ -207,7 +207,7 @@ type Entries = [AtomicU64; PTES_PER_TABLE];
 /// into it and has not cleared since (0 where there is no leaf table), and bounds the entries
 /// they lie in. It lets operations know a table or part of it is empty without reading it, and
 /// unmap count the pages of a table it unlinks whole. `kvmalloc`ed: 16 KiB each.
-type Counts = KVVec<Occupancy>;
+type Occupancies = KVVec<Occupancy>;
 
 /// The descriptors `t` as plain words, for the read-only scans that decide what an operation
 /// will do: the compiler vectorizes these, which it never does with atomic loads.
@@ -568,8 +568,8 @@ pub struct PageTable {
     /// Table pages owned below the top level (for statistics and leak accounting).
     tables: usize,
     /// For each top-level entry, the occupancies of the leaf tables below its second-level table
-    /// ([`Counts`]): `PTES_PER_TABLE` of them while that table exists, none otherwise.
-    occ: KVec<Counts>,
+    /// ([`Occupancies`]): `PTES_PER_TABLE` of them while that table exists, none otherwise.
+    occ: KVec<Occupancies>,
     /// The leaf table a single-leaf operation last reached: the VA span it maps (VA shifted by
     /// the leaf table span) and its physical address. It stays linked, and so valid, until a
     /// table is unlinked, which clears this.
@@ -658,8 +658,8 @@ impl PageTable {
         })
     }
 
-    /// One empty [`Counts`] per top-level entry.
-    fn new_occ(cfg: &PtConfig) -> Result<KVec<Counts>> {
+    /// One empty [`Occupancies`] per top-level entry.
+    fn new_occ(cfg: &PtConfig) -> Result<KVec<Occupancies>> {
         let n = cfg.geometry.entries(TOP_LEVEL);
         if n > 64 {
             // The masks of top-level entries (`WalkOut::pruned`) are 64 bits.
@@ -840,7 +840,7 @@ impl PageTable {
         tables: &mut Tables<'_>,
         visit: &mut F,
         out: &mut WalkOut,
-        count: Option<&Occupancy>,
+        occ: Option<&Occupancy>,
     ) -> Result<bool>
     where
         F: FnMut(Step<'_>) -> Result,
@@ -854,7 +854,7 @@ impl PageTable {
         // while `self` is borrowed.
         unsafe {
             self.with_table(table_pa, |t| {
-                self.walk_entries(t, level, range, tables, visit, out, count)
+                self.walk_entries(t, level, range, tables, visit, out, occ)
             })
         }?
     }
@@ -868,7 +868,7 @@ impl PageTable {
         tables: &mut Tables<'_>,
         visit: &mut F,
         out: &mut WalkOut,
-        count: Option<&Occupancy>,
+        occ: Option<&Occupancy>,
     ) -> Result<bool>
     where
         F: FnMut(Step<'_>) -> Result,
@@ -877,21 +877,21 @@ impl PageTable {
         let (first, last) = (g.index(range.start, level), g.index(range.last, level));
         let whole = first == 0 && last == g.entries(level) - 1;
         if level == LEAF_LEVEL {
-            // Only the second level walks into leaf tables, always with their count.
-            let count = count.ok_or(EIO)?;
-            visit(Step::Leaf(t, count, range))?;
+            // Only the second level walks into leaf tables, always with their occupancy.
+            let occ = occ.ok_or(EIO)?;
+            visit(Step::Leaf(t, occ, range))?;
             if tables.freed().is_none() {
                 return Ok(false);
             }
             if whole && matches!(tables, Tables::Prune(_)) {
                 // Unlinked as it is (see `Tables::Prune`): its pages go with it.
-                count.clear();
+                occ.clear();
                 return Ok(true);
             }
-            return Ok(count.pages() == 0);
+            return Ok(occ.pages() == 0);
         }
-        // The counts of the leaf tables below this one, when it is a second-level table.
-        let counts: &[Occupancy] = if level + 1 == LEAF_LEVEL {
+        // The occupancies of the leaf tables below this one, when it is a second-level table.
+        let occs: &[Occupancy] = if level + 1 == LEAF_LEVEL {
             self.occ
                 .get(g.index(range.start, TOP_LEVEL))
                 .map_or(&[], |c| c.as_slice())
@@ -933,7 +933,7 @@ impl PageTable {
                 continue;
             };
             let child_count = if level + 1 == LEAF_LEVEL {
-                match counts.get(idx) {
+                match occs.get(idx) {
                     Some(c) => Some(c),
                     None => {
                         pr_err!("no occupancy for the leaf table at VA {:#x}\n", sub.start);
@@ -1109,14 +1109,14 @@ impl PageTable {
         f: impl FnOnce(&Entries, &Occupancy) -> Result<R>,
     ) -> Result<R> {
         let g = self.cfg.geometry;
-        let count = self
+        let occ = self
             .occ
             .get(g.index(range.start, TOP_LEVEL))
             .and_then(|c| c.get(g.index(range.start, LEAF_LEVEL - 1)))
             .ok_or(EIO)?;
         // SAFETY: The caller guarantees that `leaf` is a table we own, linked (so alive while
         // `self` is borrowed).
-        unsafe { self.with_table(leaf, |t| f(t, count)) }?
+        unsafe { self.with_table(leaf, |t| f(t, occ)) }?
     }
 
     /// Whether `sub` covers a whole leaf table.
@@ -1331,7 +1331,7 @@ impl PageTable {
                         self.note_missing(level, sub, &mut needed, &mut mids);
                         Ok(())
                     }
-                    Step::Leaf(t, count, sub) => on_leaf(t, count, sub),
+                    Step::Leaf(t, occ, sub) => on_leaf(t, occ, sub),
                 })
                 .map(|out| leaf = out.leaf),
         };
@@ -1382,10 +1382,10 @@ impl PageTable {
             e
         );
         let _ = self.walk(range, &mut Tables::Existing, &mut |step| {
-            if let Step::Leaf(t, count, sub) = step {
+            if let Step::Leaf(t, occ, sub) = step {
                 fill(self.run(t, sub), 0);
                 let (n, _) = scan_leaves(t, LeafCheck::new(self.cfg.oas));
-                count.set(Held::anywhere(n));
+                occ.set(Held::anywhere(n));
             }
             Ok(())
         });
@@ -1842,7 +1842,7 @@ impl PageTable {
             return Ok(false);
         };
         let idx = g.index(range.start, LEAF_LEVEL - 1);
-        let count = self
+        let occ = self
             .occ
             .get(g.index(range.start, TOP_LEVEL))
             .and_then(|c| c.get(idx))
@@ -1854,7 +1854,7 @@ impl PageTable {
             }
             t[idx].store(0, Ordering::Relaxed);
             // The table goes with its pages.
-            count.clear();
+            occ.clear();
             true
         };
         // SAFETY: The cache only names a second-level table of ours, linked below the root.
@@ -2155,12 +2155,12 @@ impl Drop for PageTable {
         let mut freed = PageList::new();
         let range = self.cfg.range;
         let result = self.walk(range, &mut Tables::Prune(&mut freed), &mut |step| {
-            if let Step::Leaf(t, count, sub) = step {
+            if let Step::Leaf(t, occ, sub) = step {
                 // Everything goes: a table the range covers in part is cleared too.
                 if !self.whole_leaf(sub) {
                     fill(self.run(t, sub), 0);
                 }
-                count.clear();
+                occ.clear();
             }
             Ok(())
         });
