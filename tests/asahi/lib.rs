@@ -8,6 +8,8 @@
 
 #[path = "../../drivers/gpu/drm/asahi/crashdump.rs"]
 pub mod crashdump;
+#[path = "../../drivers/gpu/drm/asahi/desc_run.rs"]
+pub mod desc_run;
 #[path = "../../drivers/gpu/drm/asahi/fw_standin.rs"]
 pub mod fw_standin;
 #[path = "../../drivers/gpu/drm/asahi/gem.rs"]
@@ -24,6 +26,8 @@ pub mod kalloc;
 pub mod occupancy;
 #[path = "../../drivers/gpu/drm/asahi/page_list.rs"]
 pub mod page_list;
+#[path = "../../drivers/gpu/drm/asahi/page_source.rs"]
+pub mod page_source;
 #[path = "../../drivers/gpu/drm/asahi/pgtable.rs"]
 pub mod pgtable;
 #[path = "../../drivers/gpu/drm/asahi/pte.rs"]

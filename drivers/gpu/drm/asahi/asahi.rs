@@ -17,6 +17,7 @@
 
 mod bo;
 pub mod crashdump;
+pub mod desc_run;
 mod driver;
 mod file;
 #[cfg(any(CONFIG_DRM_ASAHI_FW_STANDIN, CONFIG_DRM_ASAHI_KUNIT_TEST))]
@@ -31,6 +32,7 @@ pub mod kalloc;
 mod kunit;
 pub mod occupancy;
 pub mod page_list;
+pub mod page_source;
 pub mod pgtable;
 pub mod pte;
 pub mod region;

@@ -27,12 +27,19 @@
 //!
 //! The caller serializes modifications (`&mut self`); the GPU may walk the tables at any time,
 //! so descriptors are written whole, and a new table is published only after its zeroed contents.
+//!
+//! The loops over runs of descriptors are in [`crate::desc_run`], the sources of a map's pages in
+//! [`crate::page_source`]; this module decides which runs each operation reads and writes.
 
+use crate::desc_run::{
+    all_zero, count_leaves, fill, holds_only_pages, is_empty_around, plain, scan_leaves, Entries,
+};
 use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
 use crate::occupancy::{Held, Occupancy};
 use crate::page_list::PageList;
+use crate::page_source::{Contiguous, PageSource, Repeat, Scatter};
 use crate::pte::{pa_aligned, table_desc, Desc, LeafCheck, Oas, Prot, PteTemplate};
 use crate::region::Region;
 use crate::tlb::{FreedTables, Gather};
@@ -197,9 +204,6 @@ pub struct Mapping {
     pub prot: Prot,
 }
 
-/// The descriptors of one table page, mapped.
-type Entries = [AtomicU64; PTES_PER_TABLE];
-
 /// The occupancies of the leaf tables below one second-level table, indexed like its entries:
 /// `PTES_PER_TABLE` of them while that table exists, none otherwise.
 ///
@@ -208,125 +212,6 @@ type Entries = [AtomicU64; PTES_PER_TABLE];
 /// they lie in. It lets operations know a table or part of it is empty without reading it, and
 /// unmap count the pages of a table it unlinks whole. `kvmalloc`ed: 16 KiB each.
 type Occupancies = KVVec<Occupancy>;
-
-/// The descriptors `t` as plain words, for the read-only scans that decide what an operation
-/// will do: the compiler vectorizes these, which it never does with atomic loads.
-///
-/// Sound because no CPU writes descriptors while anyone reads them: every write goes through a
-/// `&mut PageTable`, which excludes every other access to its tables, and the GPU only reads
-/// them (the driver sets AF itself; there is no hardware update of descriptors). Only used on
-/// tables below the top level, which no one else (bootloader, firmware) shares.
-#[inline(always)]
-fn plain(t: &[AtomicU64]) -> &[u64] {
-    // SAFETY: `AtomicU64` has the size and alignment of `u64`; the words are initialized and,
-    // as said above, no write races with these reads.
-    unsafe { core::slice::from_raw_parts(t.as_ptr().cast::<u64>(), t.len()) }
-}
-
-/// Whether every descriptor of `t` is zero.
-#[inline(always)]
-fn all_zero(t: &[AtomicU64]) -> bool {
-    plain(t).iter().fold(0, |acc, &e| acc | e) == 0
-}
-
-/// Whether every descriptor of `t` (leaf descriptors) is a page descriptor: none is invalid
-/// (zero) or corrupt. The first test of every unmap's check, public for `make bench`, whose
-/// checked floor reads a run through it before clearing it.
-///
-/// One OR of all the descriptors, each with its type bits flipped: every entry has type `0b11`
-/// (so none is zero) and none has a forbidden bit exactly when that OR has neither a type bit
-/// nor a forbidden bit. Eight accumulators, so that the compiler keeps four vector registers
-/// going.
-///
-/// # Safety
-///
-/// No one may write the descriptors of `t` during the call: they are read as plain words (see
-/// [`plain`]), as every read-only scan of this module does under `&PageTable`.
-#[inline(always)]
-pub unsafe fn holds_only_pages(t: &[AtomicU64], check: LeafCheck) -> bool {
-    let mut eights = plain(t).chunks_exact(8);
-    let mut acc = [0u64; 8];
-    for q in &mut eights {
-        for (a, &e) in acc.iter_mut().zip(q) {
-            *a |= e ^ LeafCheck::FLIP;
-        }
-    }
-    let flipped = eights
-        .remainder()
-        .iter()
-        .fold(acc.iter().fold(0, |o, &a| o | a), |o, &e| {
-            o | (e ^ LeafCheck::FLIP)
-        });
-    check.all_pages(u64::from_le(flipped))
-}
-
-/// The non-zero descriptors among `t`, and whether any of them is not a page descriptor.
-///
-/// Branch-free, with no comparison per entry (the compiler vectorizes it where it can): the
-/// stray bits of every entry are OR-ed together, and the non-zero entries are counted against
-/// those of type `0b11`; they differ exactly when a non-zero entry has another type.
-///
-/// A run that holds pages only (what an unmap usually finds) is recognized first, by
-/// [`holds_only_pages`]. Anything else takes the counting scan, which gives the same answer for
-/// it.
-#[inline(always)]
-fn scan_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
-    // SAFETY: Callers scan tables of a `PageTable` they borrow, and every descriptor write
-    // needs `&mut PageTable`: no one writes `t` meanwhile (see `plain`).
-    if unsafe { holds_only_pages(t, check) } {
-        return (t.len(), false);
-    }
-    count_leaves(t, check)
-}
-
-/// The counting scan of [`scan_leaves`], without its first test.
-#[inline(always)]
-fn count_leaves(t: &[AtomicU64], check: LeafCheck) -> (usize, bool) {
-    let forbidden = check.forbidden();
-    let (mut nonzero, mut typed, mut stray) = (0u64, 0u64, 0u64);
-    for &e in plain(t) {
-        let e = u64::from_le(e);
-        nonzero += (e | e.wrapping_neg()) >> 63;
-        typed += e & (e >> 1) & 1;
-        stray |= e & forbidden;
-    }
-    (nonzero as usize, stray != 0 || nonzero != typed)
-}
-
-/// Stores `v` into every descriptor of `t`, each whole (the GPU may be walking them).
-///
-/// Unrolled by four: the stores are the whole work, and the loop's own instructions (one
-/// increment, compare and branch per store otherwise) would slow it down.
-#[inline(always)]
-fn fill(t: &[AtomicU64], v: u64) {
-    let mut quads = t.chunks_exact(4);
-    for q in &mut quads {
-        q[0].store(v, Ordering::Relaxed);
-        q[1].store(v, Ordering::Relaxed);
-        q[2].store(v, Ordering::Relaxed);
-        q[3].store(v, Ordering::Relaxed);
-    }
-    quads
-        .remainder()
-        .iter()
-        .for_each(|e| e.store(v, Ordering::Relaxed));
-}
-
-/// Whether every descriptor of the table `t` outside `first ..= last` (the part the caller
-/// just cleared, or found invalid) is zero. The nearest ones are looked at first: when a table is
-/// emptied in order, its remaining entries are found at once. The two neighbours come first, on
-/// their own: a table that keeps entries usually has one there, and the lines beyond need not be
-/// read at all.
-fn is_empty_around(t: &Entries, first: usize, last: usize) -> bool {
-    let t = plain(t);
-    let next = t.get(last + 1).copied().unwrap_or(0);
-    let prev = first.checked_sub(1).map_or(0, |i| t[i]);
-    if next | prev != 0 {
-        return false;
-    }
-    let zero = |c: &[u64]| c.iter().fold(0, |acc, &e| acc | e) == 0;
-    t[last + 1..].chunks(64).all(zero) && t[..first].rchunks(64).all(zero)
-}
 
 /// How the walker treats tables on its way.
 enum Tables<'a> {
@@ -390,160 +275,6 @@ struct WalkOut {
     leaf: PhysAddr,
     /// The last second-level table visited (0 if none), and its key for `PageTable::mid_cache`.
     mid: (u64, PhysAddr),
-}
-
-/// Produces the physical page for each successive page of a mapping.
-trait PageSource {
-    fn next_page(&mut self) -> Option<PhysAddr>;
-
-    /// Whether at least `pages` more pages will come.
-    fn covers(&self, _pages: u64) -> bool {
-        true
-    }
-
-    /// Writes the descriptors of the next `run.len()` pages, made from `tmpl`, into `run`;
-    /// `EIO` if the pages run out.
-    #[inline(always)]
-    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
-        for e in run {
-            let pa = self.next_page().ok_or(EIO)?;
-            e.store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-        }
-        Ok(())
-    }
-}
-
-/// Writes the descriptors of the contiguous pages from `pa` into `run`: the loop kept in
-/// registers (the descriptors are atomics, which the compiler assumes may alias the source).
-///
-/// The descriptors of contiguous pages differ only in their address field, by a page each: the
-/// callers have checked that the last page is page aligned and within the OAS, so adding
-/// `UAT_PGSZ` to one descriptor gives the next (no carry leaves the address field). Unrolled by
-/// four, as [`fill`].
-#[inline(always)]
-fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
-    let mut d = tmpl.pte(pa);
-    debug_assert!(
-        run.is_empty() || {
-            let last = pa + ((run.len() as u64 - 1) << UAT_PGBIT);
-            tmpl.pte(last) == d + (last - pa)
-        }
-    );
-    let mut quads = run.chunks_exact(4);
-    for q in &mut quads {
-        q[0].store(d.to_le(), Ordering::Relaxed);
-        q[1].store((d + UAT_PGSZ).to_le(), Ordering::Relaxed);
-        q[2].store((d + 2 * UAT_PGSZ).to_le(), Ordering::Relaxed);
-        q[3].store((d + 3 * UAT_PGSZ).to_le(), Ordering::Relaxed);
-        d += 4 * UAT_PGSZ;
-    }
-    for e in quads.remainder() {
-        e.store(d.to_le(), Ordering::Relaxed);
-        d += UAT_PGSZ;
-    }
-}
-
-/// Physically contiguous memory.
-struct Contiguous(PhysAddr);
-
-impl PageSource for Contiguous {
-    #[inline(always)]
-    fn next_page(&mut self) -> Option<PhysAddr> {
-        let pa = self.0;
-        self.0 += UAT_PGSZ;
-        Some(pa)
-    }
-
-    #[inline(always)]
-    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
-        write_contiguous(run, tmpl, self.0);
-        self.0 += (run.len() as u64) << UAT_PGBIT;
-        Ok(())
-    }
-}
-
-/// The same page again and again (sparse / null backing).
-struct Repeat(PhysAddr);
-
-impl PageSource for Repeat {
-    #[inline(always)]
-    fn next_page(&mut self) -> Option<PhysAddr> {
-        Some(self.0)
-    }
-
-    #[inline(always)]
-    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
-        fill(run, tmpl.pte(self.0).to_le());
-        Ok(())
-    }
-}
-
-/// A scatter list, from an offset into its first entry.
-struct Scatter<'a> {
-    ranges: &'a [PhysRange],
-    off: u64,
-}
-
-impl PageSource for Scatter<'_> {
-    fn covers(&self, pages: u64) -> bool {
-        let mut left = pages.saturating_mul(UAT_PGSZ).saturating_add(self.off);
-        for r in self.ranges {
-            if left <= r.len {
-                return true;
-            }
-            left -= r.len;
-        }
-        left == 0
-    }
-
-    #[inline(always)]
-    fn next_page(&mut self) -> Option<PhysAddr> {
-        let r = self.ranges.first()?;
-        let pa = r.addr + self.off;
-        self.off += UAT_PGSZ;
-        if self.off == r.len {
-            self.ranges = &self.ranges[1..];
-            self.off = 0;
-        }
-        Some(pa)
-    }
-
-    /// The entries of a scattered buffer are often single pages (the page allocator hands out
-    /// no particular order, so neighbours rarely merge): those take one store each, and only
-    /// longer entries the contiguous loop. The position in the list is kept in registers and
-    /// written back once.
-    #[inline(always)]
-    fn write_run(&mut self, run: &[AtomicU64], tmpl: PteTemplate) -> Result {
-        let (mut ranges, mut off) = (self.ranges, self.off);
-        let mut i = 0;
-        let result = loop {
-            if i >= run.len() {
-                break Ok(());
-            }
-            let Some((r, rest)) = ranges.split_first() else {
-                break Err(EIO);
-            };
-            let pa = r.addr + off;
-            // Entries are page aligned and non-empty (`check_sg`); taking at least one page
-            // keeps this finite regardless.
-            let avail = (r.len.saturating_sub(off) >> UAT_PGBIT) as usize;
-            if avail <= 1 {
-                run[i].store(tmpl.pte(pa).to_le(), Ordering::Relaxed);
-                i += 1;
-                (ranges, off) = (rest, 0);
-                continue;
-            }
-            let k = avail.min(run.len() - i);
-            write_contiguous(&run[i..i + k], tmpl, pa);
-            i += k;
-            off += (k as u64) << UAT_PGBIT;
-            if off >= r.len {
-                (ranges, off) = (rest, 0);
-            }
-        };
-        (self.ranges, self.off) = (ranges, off);
-        result
-    }
 }
 
 /// One address space's UAT translation tables.
