@@ -74,15 +74,20 @@ sync_driver() {
 	local f t
 	wire_kconfig
 	configure
-	for f in "$src"/drivers/gpu/drm/asahi/*; do
-		t=$tree/drivers/gpu/drm/asahi/${f##*/}
-		cmp -s "$f" "$t" || cp "$f" "$t"
+	local from=$src/drivers/gpu/drm/asahi to=$tree/drivers/gpu/drm/asahi
+	# Subdirectories hold the submodules of a module (pgtable/); file names have no spaces.
+	for f in $(cd "$from" && find . -type f ! -name '.*'); do
+		f=${f#./}
+		t=$to/$f
+		mkdir -p "${t%/*}"
+		cmp -s "$from/$f" "$t" || cp "$from/$f" "$t"
 	done
-	for f in "$tree"/drivers/gpu/drm/asahi/*; do
-		[ -e "$src/drivers/gpu/drm/asahi/${f##*/}" ] || rm -f "$f"
+	for f in $(cd "$to" && find . -type f ! -name '.*'); do
+		f=${f#./}
+		[ -e "$from/$f" ] || rm -f "$to/$f"
 	done
 	wire_driver
-	rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check "$tree"/drivers/gpu/drm/asahi/*.rs
+	rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check "$to"/*.rs "$to"/*/*.rs
 }
 
 # The trace replay's files (tools/qemu/replay.c) in $1: the golden traces of the simulator's tests

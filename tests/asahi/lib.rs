@@ -28,7 +28,7 @@ pub mod occupancy;
 pub mod page_list;
 #[path = "../../drivers/gpu/drm/asahi/page_source.rs"]
 pub mod page_source;
-#[path = "../../drivers/gpu/drm/asahi/pgtable.rs"]
+#[path = "../../drivers/gpu/drm/asahi/pgtable/mod.rs"]
 pub mod pgtable;
 #[path = "../../drivers/gpu/drm/asahi/pte.rs"]
 pub mod pte;

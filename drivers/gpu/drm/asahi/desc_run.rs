@@ -46,7 +46,7 @@ pub(crate) fn all_zero(t: &[AtomicU64]) -> bool {
 /// # Safety
 ///
 /// No one may write the descriptors of `t` during the call: they are read as plain words (see
-/// [`plain`]), as every read-only scan of [`crate::pgtable`] does under `&PageTable`.
+/// `plain`), as every read-only scan of [`crate::pgtable`] does under `&PageTable`.
 #[inline(always)]
 pub unsafe fn holds_only_pages(t: &[AtomicU64], check: LeafCheck) -> bool {
     let mut eights = plain(t).chunks_exact(8);

@@ -38,7 +38,7 @@ pub(crate) trait PageSource {
 /// The descriptors of contiguous pages differ only in their address field, by a page each: the
 /// callers have checked that the last page is page aligned and within the OAS, so adding
 /// `UAT_PGSZ` to one descriptor gives the next (no carry leaves the address field). Unrolled by
-/// four, as [`fill`](crate::desc_run::fill).
+/// four, as [`fill`].
 #[inline(always)]
 pub(crate) fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
     let mut d = tmpl.pte(pa);
