@@ -25,7 +25,7 @@ run:
 
 lint:
 	$(CARGO) fmt --all --check
-	rustfmt --edition 2021 --check drivers/gpu/drm/asahi/*.rs drivers/gpu/drm/asahi/*/*.rs
+	rustfmt --edition 2021 --check drivers/gpu/drm/asahi/*.rs
 	$(CARGO) clippy --all-targets --release -q -- -D warnings
 
 test: lint

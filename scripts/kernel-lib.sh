@@ -71,23 +71,23 @@ build_clean() {
 # The driver: copy the files that changed (keeps the build incremental), wire it in, check the
 # format.
 sync_driver() {
-	local f t
 	wire_kconfig
 	configure
 	local from=$src/drivers/gpu/drm/asahi to=$tree/drivers/gpu/drm/asahi
-	# Subdirectories hold the submodules of a module (pgtable/); file names have no spaces.
-	for f in $(cd "$from" && find . -type f ! -name '.*'); do
-		f=${f#./}
-		t=$to/$f
+	[ -d "$from" ] && [ -d "$to" ] || { log "no driver directory"; exit 1; }
+	# Subdirectories hold the submodules of a module (pgtable/).
+	(cd "$from" && find . -type f -print0) | while IFS= read -r -d '' f; do
+		t=$to/${f#./}
 		mkdir -p "${t%/*}"
 		cmp -s "$from/$f" "$t" || cp "$from/$f" "$t"
 	done
-	for f in $(cd "$to" && find . -type f ! -name '.*'); do
-		f=${f#./}
+	(cd "$to" && find . -type f -print0) | while IFS= read -r -d '' f; do
 		[ -e "$from/$f" ] || rm -f "$to/$f"
 	done
+	find "$to" -mindepth 1 -type d -empty -delete
 	wire_driver
-	rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check "$to"/*.rs "$to"/*/*.rs
+	# rustfmt follows the modules from the crate root into the subdirectories.
+	rustfmt --edition 2021 --config-path "$tree/.rustfmt.toml" --check "$to"/*.rs
 }
 
 # The trace replay's files (tools/qemu/replay.c) in $1: the golden traces of the simulator's tests

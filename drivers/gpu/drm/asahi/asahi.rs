@@ -32,7 +32,7 @@ pub mod kalloc;
 mod kunit;
 pub mod occupancy;
 pub mod page_list;
-pub mod page_source;
+mod page_source;
 pub mod pgtable;
 pub mod pte;
 pub mod region;

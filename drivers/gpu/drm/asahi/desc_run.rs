@@ -3,9 +3,10 @@
 //! Runs of descriptors of one table page: the loops that read them (the checks that decide what
 //! an operation will do) and the loop that writes one value into all of them.
 //!
-//! Map and unmap spend most of their time here, so each loop is written for the code the compiler
-//! makes of it (see each one), and every one is `#[inline(always)]` into the operation that runs
-//! it. The callers in [`crate::pgtable`] decide which part of a table to read.
+//! Map and unmap spend most of their time in these loops, so each is written for the code the
+//! compiler makes of it (see each one) and inlined into the operation that runs it. The callers
+//! ([`crate::pgtable`], and [`crate::page_source`] for a repeated page) decide which part of a
+//! table to read or write.
 
 use crate::geometry::PTES_PER_TABLE;
 use crate::pte::LeafCheck;

@@ -40,7 +40,7 @@ pub(crate) trait PageSource {
 /// `UAT_PGSZ` to one descriptor gives the next (no carry leaves the address field). Unrolled by
 /// four, as [`fill`].
 #[inline(always)]
-pub(crate) fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
+fn write_contiguous(run: &[AtomicU64], tmpl: PteTemplate, pa: PhysAddr) {
     let mut d = tmpl.pte(pa);
     debug_assert!(
         run.is_empty() || {

@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The read-only walks: `translate`, the mappings of a range or of the whole table (for
-//! debugfs and crash dumps), the table pages, and `check_occupancy`, which tests suites run after
-//! every step. Unlike the operations, these read every entry and report every corrupt one.
+//! The read-only walks: `translate`, the mappings of a range or of the whole table (for debugfs
+//! and crash dumps), the table pages, and `check_occupancy`, which the test suites run after every
+//! step. Unlike the operations, they do not go by the occupancies: they read every entry they
+//! pass, and the first corrupt one fails them (`EIO`).
 
 use super::{Mapping, PageTable, Step, Tables, Translation};
 use crate::desc_run::{plain, scan_leaves};

@@ -4,15 +4,18 @@
 //! `prealloc` (the tables a later map will need, allocated ahead so that the map cannot fail),
 //! and `reprot`, which rewrites the attributes of pages already mapped.
 //!
-//! Each checks every table it will write (occupied entries, corruption) and allocates every table
-//! it lacks before it writes the first descriptor.
+//! A map checks every table it will write (`EEXIST` for an occupied entry, `EIO` for a corrupt
+//! one) and allocates every table it lacks before it writes the first descriptor. `reprot`
+//! requires every page to be mapped instead, and allocates nothing.
 
 use super::{PageTable, PhysRange, Step, TableNeeds, TableReserve, Tables};
-use crate::desc_run::{fill, scan_leaves, Entries};
-use crate::geometry::{VaRange, LEAF_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ};
+use crate::desc_run::{all_zero, fill, scan_leaves, Entries};
+use crate::geometry::{
+    Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
+};
 use crate::occupancy::{Held, Occupancy};
 use crate::page_source::{Contiguous, PageSource, Repeat, Scatter};
-use crate::pte::{LeafCheck, Prot, PteTemplate};
+use crate::pte::{pa_aligned, LeafCheck, Prot, PteTemplate};
 use crate::tlb::Gather;
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::io::PhysAddr;
@@ -30,6 +33,90 @@ impl PageTable {
         reserve.top_up(&self.cfg, needs)?;
         self.install_counts(mids, &mut reserve)?;
         Ok(reserve)
+    }
+
+    /// The count arrays that installing counts for the top-level entries in `mask` takes from a
+    /// reserve: one for each entry without counts.
+    fn counts_missing(&self, mask: u64) -> usize {
+        self.occ
+            .iter()
+            .enumerate()
+            .filter(|&(idx, c)| idx < 64 && mask & (1 << idx) != 0 && c.len() != PTES_PER_TABLE)
+            .count()
+    }
+
+    /// Installs empty occupancies, taken from `reserve`, for every top-level entry in `mask` (whose
+    /// second-level table a map is about to create) before anything is written, so that the map
+    /// cannot fail later. `EIO`, with nothing installed, if the reserve lacks them: callers
+    /// check [`TableReserve::covers`] first.
+    fn install_counts(&mut self, mask: u64, reserve: &mut TableReserve) -> Result {
+        if reserve.counts.len() < self.counts_missing(mask) {
+            return Err(EIO);
+        }
+        let mut left = mask;
+        while left != 0 {
+            let idx = left.trailing_zeros() as usize;
+            left &= left - 1;
+            let Some(c) = self.occ.get_mut(idx) else {
+                continue;
+            };
+            if c.len() == PTES_PER_TABLE {
+                c.iter().for_each(Occupancy::clear);
+                continue;
+            }
+            // Counted above: there is one.
+            if let Some(counts) = reserve.counts.pop() {
+                // INVARIANT: `PTES_PER_TABLE` empty occupancies (`TableReserve`'s invariants),
+                // for a second-level table about to be created empty.
+                *c = counts;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records, for a missing-table step of a map's check walk, the tables to allocate.
+    fn note_missing(&self, level: Level, sub: VaRange, needed: &mut usize, mids: &mut u64) {
+        *needed += self.tables_needed(level, sub);
+        if level == TOP_LEVEL {
+            *mids |= 1 << self.cfg.geometry.index(sub.start, TOP_LEVEL);
+        }
+    }
+
+    /// Number of tables needed below `level` to map `range`, none of which exists.
+    fn tables_needed(&self, level: Level, range: VaRange) -> usize {
+        let g = self.cfg.geometry;
+        (level..LEAF_LEVEL)
+            .map(|l| ((range.last >> g.shift(l)) - (range.start >> g.shift(l)) + 1) as usize)
+            .sum()
+    }
+
+    /// The pages mapped where `sub` meets the leaf table `t`, which holds `o`, checked: `EIO` if
+    /// a descriptor there is neither invalid nor a page, or if there are more pages than the
+    /// table's count. Only the entries the span of `o` allows are read: a table whose count is
+    /// zero is known empty and not read at all.
+    #[inline]
+    fn occupied(&self, t: &Entries, o: Held, sub: VaRange) -> Result<usize> {
+        let Some((run, live)) = self.live_run(t, o, sub) else {
+            return Ok(0);
+        };
+        // Zero first: the cheapest test, and the common answer of a map.
+        if all_zero(run) {
+            return Ok(0);
+        }
+        self.occupied_scan(run, o.pages(), live)
+    }
+
+    /// Validates a physical page argument: `EINVAL` if unaligned, `ERANGE` beyond the OAS.
+    #[inline]
+    fn check_phys(&self, pa: PhysAddr, len: u64) -> Result {
+        if !pa_aligned(pa) || len & UAT_PGMSK != 0 || len == 0 {
+            return Err(EINVAL);
+        }
+        let last = pa.checked_add(len - 1).ok_or(ERANGE)?;
+        if !self.cfg.oas.fits(last) {
+            return Err(ERANGE);
+        }
+        Ok(())
     }
 
     /// Maps `range` to the pages of `src`, all checks done by the caller except the tables'.

@@ -16,7 +16,8 @@
 //!   that many zeroed pages (`ENOMEM` here leaves everything as it was), and finally links them
 //!   and writes runs of descriptors, one leaf table at a time;
 //! - `unmap` validates, then clears runs of descriptors and unlinks every table that became
-//!   empty into the caller's [`Gather`](crate::tlb::Gather), to be freed after the TLB invalidation;
+//!   empty into the caller's [`Gather`](crate::tlb::Gather), to be freed after the TLB
+//!   invalidation;
 //! - `reprot` requires every page of the range to be mapped, then rewrites the attributes.
 //!
 //! What each leaf table holds is kept beside it ([`Occupancy`]: how many pages, and the span of
@@ -34,7 +35,7 @@
 //! loops over runs of descriptors are in [`crate::desc_run`], the sources of a map's pages in
 //! [`crate::page_source`].
 
-use crate::desc_run::{all_zero, fill, is_empty_around, scan_leaves, Entries};
+use crate::desc_run::{fill, is_empty_around, scan_leaves, Entries};
 use crate::geometry::{
     Geometry, Level, VaRange, LEAF_LEVEL, PTES_PER_TABLE, TOP_LEVEL, UAT_PGBIT, UAT_PGMSK, UAT_PGSZ,
 };
@@ -463,19 +464,6 @@ impl PageTable {
         Ok(range)
     }
 
-    /// Validates a physical page argument: `EINVAL` if unaligned, `ERANGE` beyond the OAS.
-    #[inline]
-    fn check_phys(&self, pa: PhysAddr, len: u64) -> Result {
-        if !pa_aligned(pa) || len & UAT_PGMSK != 0 || len == 0 {
-            return Err(EINVAL);
-        }
-        let last = pa.checked_add(len - 1).ok_or(ERANGE)?;
-        if !self.cfg.oas.fits(last) {
-            return Err(ERANGE);
-        }
-        Ok(())
-    }
-
     #[cold]
     fn corrupt(&self, va: u64, level: Level, raw: u64) -> Error {
         pr_err!(
@@ -701,53 +689,6 @@ impl PageTable {
         out.delta
     }
 
-    /// The count arrays that installing counts for the top-level entries in `mask` takes from a
-    /// reserve: one for each entry without counts.
-    fn counts_missing(&self, mask: u64) -> usize {
-        self.occ
-            .iter()
-            .enumerate()
-            .filter(|&(idx, c)| idx < 64 && mask & (1 << idx) != 0 && c.len() != PTES_PER_TABLE)
-            .count()
-    }
-
-    /// Installs empty occupancies, taken from `reserve`, for every top-level entry in `mask` (whose
-    /// second-level table a map is about to create) before anything is written, so that the map
-    /// cannot fail later. `EIO`, with nothing installed, if the reserve lacks them: callers
-    /// check [`TableReserve::covers`] first.
-    fn install_counts(&mut self, mask: u64, reserve: &mut TableReserve) -> Result {
-        if reserve.counts.len() < self.counts_missing(mask) {
-            return Err(EIO);
-        }
-        let mut left = mask;
-        while left != 0 {
-            let idx = left.trailing_zeros() as usize;
-            left &= left - 1;
-            let Some(c) = self.occ.get_mut(idx) else {
-                continue;
-            };
-            if c.len() == PTES_PER_TABLE {
-                c.iter().for_each(Occupancy::clear);
-                continue;
-            }
-            // Counted above: there is one.
-            if let Some(counts) = reserve.counts.pop() {
-                // INVARIANT: `PTES_PER_TABLE` empty occupancies (`TableReserve`'s invariants),
-                // for a second-level table about to be created empty.
-                *c = counts;
-            }
-        }
-        Ok(())
-    }
-
-    /// Records, for a missing-table step of a map's check walk, the tables to allocate.
-    fn note_missing(&self, level: Level, sub: VaRange, needed: &mut usize, mids: &mut u64) {
-        *needed += self.tables_needed(level, sub);
-        if level == TOP_LEVEL {
-            *mids |= 1 << self.cfg.geometry.index(sub.start, TOP_LEVEL);
-        }
-    }
-
     /// Remembers the last second-level table `out`'s walk went through, or forgets the cached
     /// one if the walk unlinked any second-level table.
     #[inline(always)]
@@ -853,22 +794,6 @@ impl PageTable {
         Some((t.get(a..=b)?, live))
     }
 
-    /// The pages mapped where `sub` meets the leaf table `t`, which holds `o`, checked: `EIO` if
-    /// a descriptor there is neither invalid nor a page, or if there are more pages than the
-    /// table's count. Only the entries the span of `o` allows are read: a table whose count is
-    /// zero is known empty and not read at all.
-    #[inline]
-    fn occupied(&self, t: &Entries, o: Held, sub: VaRange) -> Result<usize> {
-        let Some((run, live)) = self.live_run(t, o, sub) else {
-            return Ok(0);
-        };
-        // Zero first: the cheapest test, and the common answer of a map.
-        if all_zero(run) {
-            return Ok(0);
-        }
-        self.occupied_scan(run, o.pages(), live)
-    }
-
     /// [`PageTable::occupied`] for a range expected to hold pages (an unmap's): no zero test
     /// first.
     #[inline]
@@ -900,14 +825,6 @@ impl PageTable {
             return Err(EIO);
         }
         Ok(n)
-    }
-
-    /// Number of tables needed below `level` to map `range`, none of which exists.
-    fn tables_needed(&self, level: Level, range: VaRange) -> usize {
-        let g = self.cfg.geometry;
-        (level..LEAF_LEVEL)
-            .map(|l| ((range.last >> g.shift(l)) - (range.start >> g.shift(l)) + 1) as usize)
-            .sum()
     }
 
     #[inline]

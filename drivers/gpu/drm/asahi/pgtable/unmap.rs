@@ -3,10 +3,12 @@
 //! Removing mappings: `unmap` (which unlinks the tables it empties), `unmap_keep_tables` (the
 //! first half of replacing mappings in place) and `prune` (unlinking what holds nothing).
 //!
-//! Each checks the run it clears before clearing it (`EIO` on corruption, nothing changed), and
-//! puts the range and the unlinked tables into the caller's [`Gather`], so that no table is freed
-//! before the TLB invalidation. A range inside one leaf table that the caches find is cleared
-//! without a walk ([`PageTable::clear_cached`]).
+//! `unmap` and `unmap_keep_tables` check what they will clear before clearing anything (`EIO` on
+//! corruption, nothing changed; what the occupancies say is empty, or a leaf table's every page,
+//! is taken unread), and a range inside one leaf table that the caches find is cleared without a
+//! walk ([`PageTable::clear_cached`]). `prune` changes no descriptor of a leaf table. All three
+//! put the range and the tables they unlink into the caller's [`Gather`], so that no table is
+//! freed before the TLB invalidation.
 
 use super::{PageTable, Step, Tables};
 use crate::desc_run::{count_leaves, fill, holds_only_pages, is_empty_around, plain, Entries};
