@@ -34,6 +34,7 @@ use asahi::tlbi::Broadcast;
 use asahi::uat::kernel_va;
 use asahi::vm_steps::{StepCtx, VmSteps};
 use core::ops::Range;
+use core::pin::Pin;
 use kernel::drm::{
     self, gem,
     gpuvm::{sim as gpuvm_sim, GpuVa, GpuVm, UniqueRefGpuVm},
@@ -167,7 +168,7 @@ pub struct Engine {
     /// The page every user VM maps read-only at the start of its kernel range.
     dummy: Page,
     /// Where firmware objects go in the kernel VM.
-    kva: KernelVaAlloc,
+    kva: Pin<KBox<KernelVaAlloc>>,
     dev: ARef<drm::Device<HostDriver>>,
     uat: SimUat,
 }
@@ -182,7 +183,10 @@ impl Engine {
             free_handles: BTreeSet::new(),
             next_handle: 1,
             dummy: Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?,
-            kva: KernelVaAlloc::new(kernel_va(uat.config().geometry)),
+            kva: KBox::pin_init(
+                KernelVaAlloc::new(kernel_va(uat.config().geometry)),
+                GFP_KERNEL,
+            )?,
             dev: drm::Device::<HostDriver>::new_host(())?,
             uat,
         })

@@ -6,7 +6,10 @@
 //! and nothing more, so driver code that builds here builds in-tree. Every allocation they make
 //! passes through [`crate::sim`]'s fault injector, like page allocations do.
 
+use crate::error::Error;
 use core::ops::{Deref, DerefMut};
+use core::pin::Pin;
+use pin_init::PinInit;
 
 /// Indicates an allocation error.
 #[derive(Copy, Clone, PartialEq, Eq, Debug)]
@@ -342,6 +345,21 @@ impl<T> KBox<T> {
     /// Moves the value out of the box.
     pub fn into_inner(b: Self) -> T {
         *b.0
+    }
+
+    /// Pin-initializes a `T` in a new box (inherent here; in the kernel it comes from the
+    /// prelude's `InPlaceInit`).
+    pub fn pin_init<E>(init: impl PinInit<T, E>, _flags: Flags) -> Result<Pin<Self>, Error>
+    where
+        Error: From<E>,
+    {
+        crate::sim::kmalloc_hook()?;
+        let mut uninit = Box::<T>::new_uninit();
+        // SAFETY: `uninit` is valid for writes and never moves: the box keeps it in place, and
+        // it is pinned below.
+        unsafe { init.__pinned_init(uninit.as_mut_ptr()) }.map_err(Error::from)?;
+        // SAFETY: Initialized just above; the value is never moved out of the pinned box.
+        Ok(unsafe { Pin::new_unchecked(Self(uninit.assume_init())) })
     }
 }
 

@@ -15,6 +15,7 @@ pub mod drm;
 pub mod error;
 pub mod init;
 pub mod io;
+pub mod maple_tree;
 pub mod page;
 pub mod prelude;
 pub mod print;

@@ -96,9 +96,9 @@ pub(crate) struct AsahiDevData {
     /// GPUVM lock, never before.
     #[pin]
     pub(crate) uat: Mutex<DevUat>,
-    /// The kernel VM's addresses for buffers bound with GEM_BIND_OBJECT.
+    /// The kernel VM's addresses for buffers bound with GEM_BIND_OBJECT (its own lock).
     #[pin]
-    pub(crate) kva: Mutex<KernelVaAlloc>,
+    pub(crate) kva: KernelVaAlloc,
     /// Every client's VMs, for debugfs. The device-wide lists grow with what every client
     /// makes: kvmalloc'd (`KVVec`), so that growing one never needs a high-order allocation.
     #[pin]
@@ -198,7 +198,7 @@ impl platform::Driver for AsahiPlatformDriver {
             gpu,
             t0: Instant::now(),
             uat <- new_mutex!(uat),
-            kva <- new_mutex!(KernelVaAlloc::new(kernel_va(cfg.geometry))),
+            kva <- KernelVaAlloc::new(kernel_va(cfg.geometry)),
             vm_tags <- new_mutex!(KVVec::new()),
             buffers <- new_mutex!(KVVec::new()),
         }? Error);

@@ -87,7 +87,7 @@ fn unbind_object(dev: &AsahiDevice, o: KernelObject) {
         core::mem::forget(o);
         return;
     }
-    let _ = dev.kva.lock().free(o.va);
+    let _ = dev.kva.free(o.va);
 }
 
 /// `drm_asahi_params_global` as bytes for `UserSliceWriter`.
@@ -410,13 +410,13 @@ impl File {
                     return Err(ENOSPC);
                 }
                 objects.reserve(1, GFP_KERNEL_ACCOUNT)?;
-                let va = ddev.kva.lock().alloc(args.range)?;
+                let va = ddev.kva.alloc(args.range)?;
                 let mapped =
                     ddev.uat
                         .lock()
                         .kernel_map_sg(va, args.range, from, skip, Prot::FW_SHARED_RW);
                 if let Err(e) = mapped {
-                    let _ = ddev.kva.lock().free(va);
+                    let _ = ddev.kva.free(va);
                     return Err(e);
                 }
                 let o = KernelObject {
