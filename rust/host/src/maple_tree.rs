@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `kernel::maple_tree` on the host: the types and methods the driver uses, with the kernel's
-//! semantics, over a `BTreeMap` behind a mutex (the kernel's tree has its own spinlock).
+//! `kernel::maple_tree` on the host: the types and methods the driver uses (not the guard and
+//! state types), with the kernel's semantics, over a `BTreeMap` behind a mutex (the kernel's tree
+//! has its own spinlock). Inserting may fail for memory, as in the kernel (the fault injector).
 //!
 //! Ranges are inclusive and do not overlap; [`MapleTreeAlloc::alloc_range`] takes the lowest gap
 //! that fits, as `mtree_alloc_range()` does. The kernel bounds `T` by `ForeignOwnable`; the host
@@ -81,6 +82,13 @@ impl<T> MapleTree<T> {
         R: RangeBounds<usize>,
     {
         let _ = gfp;
+        // The kernel's tree may need a node: the fault injector can refuse it.
+        if crate::sim::kmalloc_hook().is_err() {
+            return Err(InsertError {
+                value,
+                cause: InsertErrorKind::AllocError(crate::alloc::AllocError),
+            });
+        }
         let Some((first, last)) = to_maple_range(range) else {
             return Err(InsertError {
                 value,
@@ -132,6 +140,13 @@ impl<T> MapleTreeAlloc<T> {
         R: RangeBounds<usize>,
     {
         let _ = gfp;
+        // The kernel's tree may need a node: the fault injector can refuse it.
+        if crate::sim::kmalloc_hook().is_err() {
+            return Err(AllocError {
+                value,
+                cause: AllocErrorKind::AllocError(crate::alloc::AllocError),
+            });
+        }
         let Some((min, max)) =
             to_maple_range(range).filter(|&(min, max)| size != 0 && max - min >= size - 1)
         else {

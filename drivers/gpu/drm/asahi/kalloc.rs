@@ -3,8 +3,9 @@
 //! The kernel VM's VA allocator: where firmware-visible objects go in the driver's part of the
 //! upper half.
 //!
-//! A [`MapleTreeAlloc`]: each allocation is a range of the tree (lowest fit, as the maple tree
-//! finds gaps) holding its size. The tree has its own lock, so the allocator is shared as it is.
+//! A [`MapleTreeAlloc`]: each allocation is a range of the tree (the lowest that fits, as the
+//! maple tree finds gaps). The tree has its own lock, so the allocator is shared as it is; its
+//! calls may sleep (the tree allocates its nodes), so they are made in process context.
 
 use crate::geometry::{VaRange, UAT_PGMSK};
 use kernel::maple_tree::{AllocErrorKind, MapleTreeAlloc};
@@ -14,13 +15,12 @@ use kernel::prelude::*;
 ///
 /// # Invariants
 ///
-/// Every range of `tree` lies inside `range`, holds its size in bytes, and starts and ends on
-/// page boundaries.
+/// Every range of `tree` lies inside `range` and spans whole pages.
 #[pin_data]
 pub struct KernelVaAlloc {
     range: VaRange,
     #[pin]
-    tree: MapleTreeAlloc<KBox<u64>>,
+    tree: MapleTreeAlloc<()>,
 }
 
 impl KernelVaAlloc {
@@ -42,10 +42,9 @@ impl KernelVaAlloc {
         let len = usize::try_from(size).map_err(|_| ENOSPC)?;
         let start = usize::try_from(self.range.start)?;
         let last = usize::try_from(self.range.last)?;
-        let tag = KBox::new(size, GFP_KERNEL)?;
-        // INVARIANT: The tree places the `size` bytes inside `range`; the range starts page
-        // aligned and every allocation is a page multiple, so every gap starts on a page.
-        match self.tree.alloc_range(len, tag, start..=last, GFP_KERNEL) {
+        // INVARIANT: The tree places the `size` bytes inside `range`; the range starts on a page
+        // and every allocation spans whole pages, so every gap starts on a page.
+        match self.tree.alloc_range(len, (), start..=last, GFP_KERNEL) {
             Ok(va) => Ok(va as u64),
             Err(e) => Err(match e.cause {
                 AllocErrorKind::AllocError(_) => ENOMEM,
@@ -55,10 +54,11 @@ impl KernelVaAlloc {
         }
     }
 
-    /// Frees the allocation that holds `va` (`ENOENT` if there is none); returns its size.
-    pub fn free(&self, va: u64) -> Result<u64> {
+    /// Frees the allocation at `va`, an address [`KernelVaAlloc::alloc`] returned (`ENOENT` if
+    /// no allocation holds it; the tree would free one that merely holds it, so callers pass the
+    /// start).
+    pub fn free(&self, va: u64) -> Result {
         let index = usize::try_from(va).map_err(|_| ENOENT)?;
-        let size = self.tree.erase(index).ok_or(ENOENT)?;
-        Ok(KBox::into_inner(size))
+        self.tree.erase(index).ok_or(ENOENT)
     }
 }
