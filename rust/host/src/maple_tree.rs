@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! `kernel::maple_tree` on the host: the types and methods the driver uses (not the guard and
-//! state types), with the kernel's semantics, over a `BTreeMap` behind a mutex (the kernel's tree
-//! has its own spinlock). Inserting may fail for memory, as in the kernel (the fault injector).
+//! `kernel::maple_tree` on the host: what the driver uses (`MapleTreeAlloc::alloc_range`,
+//! `erase`) and `insert_range`, with which tests lay out ranges, with the kernel's semantics, over
+//! a `BTreeMap` behind a mutex (the kernel's tree has its own spinlock). A store that passed its
+//! checks may fail for memory, as in the kernel (the fault injector).
 //!
 //! Ranges are inclusive and do not overlap; [`MapleTreeAlloc::alloc_range`] takes the lowest gap
 //! that fits, as `mtree_alloc_range()` does. The kernel bounds `T` by `ForeignOwnable`; the host
@@ -61,18 +62,8 @@ impl<T> MapleTree<T> {
         }
     }
 
-    /// Creates a new, empty tree.
-    pub fn new() -> impl PinInit<Self> {
-        Self::empty()
-    }
-
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, (usize, T)>> {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Stores `value` at `index`; `Occupied` if a range holds it.
-    pub fn insert(&self, index: usize, value: T, gfp: Flags) -> Result<(), InsertError<T>> {
-        self.insert_range(index..=index, value, gfp)
     }
 
     /// Stores `value` over `range`; `Occupied` if any index of it is taken, `InvalidRequest` if
@@ -82,13 +73,6 @@ impl<T> MapleTree<T> {
         R: RangeBounds<usize>,
     {
         let _ = gfp;
-        // The kernel's tree may need a node: the fault injector can refuse it.
-        if crate::sim::kmalloc_hook().is_err() {
-            return Err(InsertError {
-                value,
-                cause: InsertErrorKind::AllocError(crate::alloc::AllocError),
-            });
-        }
         let Some((first, last)) = to_maple_range(range) else {
             return Err(InsertError {
                 value,
@@ -101,6 +85,13 @@ impl<T> MapleTree<T> {
             return Err(InsertError {
                 value,
                 cause: InsertErrorKind::Occupied,
+            });
+        }
+        // Only a store that passed the checks needs a node, which the fault injector can refuse.
+        if crate::sim::kmalloc_hook().is_err() {
+            return Err(InsertError {
+                value,
+                cause: InsertErrorKind::AllocError(crate::alloc::AllocError),
             });
         }
         entries.insert(first, (last, value));
@@ -140,13 +131,6 @@ impl<T> MapleTreeAlloc<T> {
         R: RangeBounds<usize>,
     {
         let _ = gfp;
-        // The kernel's tree may need a node: the fault injector can refuse it.
-        if crate::sim::kmalloc_hook().is_err() {
-            return Err(AllocError {
-                value,
-                cause: AllocErrorKind::AllocError(crate::alloc::AllocError),
-            });
-        }
         let Some((min, max)) =
             to_maple_range(range).filter(|&(min, max)| size != 0 && max - min >= size - 1)
         else {
@@ -171,6 +155,13 @@ impl<T> MapleTreeAlloc<T> {
         let fits = start.and_then(|s| Some((s, s.checked_add(size - 1)?)));
         match fits {
             Some((s, last)) if last <= max => {
+                // As for `insert_range`: the store of a range that fits may fail for memory.
+                if crate::sim::kmalloc_hook().is_err() {
+                    return Err(AllocError {
+                        value,
+                        cause: AllocErrorKind::AllocError(crate::alloc::AllocError),
+                    });
+                }
                 entries.insert(s, (last, value));
                 Ok(s)
             }

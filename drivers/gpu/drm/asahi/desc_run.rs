@@ -4,9 +4,9 @@
 //! an operation will do) and the loop that writes one value into all of them.
 //!
 //! Map and unmap spend most of their time in these loops, so each is written for the code the
-//! compiler makes of it (see each one) and inlined into the operation that runs it. The callers
-//! ([`crate::pgtable`], and [`crate::page_source`] for a repeated page) decide which part of a
-//! table to read or write.
+//! compiler makes of it (see each one), and those on the hot paths are inlined into the operation
+//! that runs them. The callers ([`crate::pgtable`], and [`crate::page_source`] for a repeated
+//! page) decide which part of a table to read or write.
 
 use crate::geometry::PTES_PER_TABLE;
 use crate::pte::LeafCheck;
