@@ -102,6 +102,16 @@ mod pgtable {
     }
 
     #[test]
+    fn failed_walks_accounted() -> Result {
+        run(CASES, "failed_walks_accounted")
+    }
+
+    #[test]
+    fn empty_kept_tables_unlinked() -> Result {
+        run(CASES, "empty_kept_tables_unlinked")
+    }
+
+    #[test]
     fn borrowed_pages() -> Result {
         run(CASES, "borrowed_pages")
     }
@@ -114,7 +124,7 @@ mod pgtable {
     /// Every case of `selftest.rs` has its test above.
     #[test]
     fn every_case_has_a_test() {
-        assert_eq!(CASES.len(), 15);
+        assert_eq!(CASES.len(), 17);
     }
 }
 

@@ -6,7 +6,7 @@
 //! the real page allocator) and on the host (under the simulated RAM's leak and fault accounting).
 //! Each case returns the first check that failed, with its line.
 
-use crate::geometry::{Geometry, VaRange, LEAF_LEVEL, TOP_LEVEL, UAT_PGSZ};
+use crate::geometry::{Geometry, Level, VaRange, LEAF_LEVEL, TOP_LEVEL, UAT_PGSZ};
 use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig};
 use crate::pte::{Access, Desc, Oas, Prot, PteTemplate};
 use crate::region::Region;
@@ -462,26 +462,26 @@ fn encoding_vectors(_: &Env) -> CaseResult {
     Ok(())
 }
 
-/// Writes `value` into the leaf descriptor of `va` in `pt`, a user page table, behind its back:
-/// the corruption the cases below test. Returns what the descriptor held. Fails if no leaf table
-/// maps `va`.
-fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> core::result::Result<u64, Failure> {
+/// Writes `value` into the descriptor of `va` at `level` in `pt`, a user page table, behind its
+/// back: the corruption the cases below test. Returns what the descriptor held. Fails if no
+/// table of that level maps `va`.
+fn poke(pt: &PageTable, va: u64, level: Level, value: u64) -> core::result::Result<u64, Failure> {
     let g = pt.config().geometry;
     let mut table = pt.ttb();
-    for level in TOP_LEVEL..LEAF_LEVEL {
+    for l in TOP_LEVEL..level {
         // SAFETY: `table` is the root or a table `pt` links, alive while `pt` is borrowed.
         let page = ok!(unsafe { Page::borrow_phys(table) }.ok_or(EIO));
         let mut raw = [0u8; 8];
         // SAFETY: `raw` is 8 writable bytes, in bounds; nothing writes the table concurrently.
-        ok!(unsafe { page.read_raw(raw.as_mut_ptr(), g.index(va, level) * 8, 8) });
-        let Desc::Table(next) = Desc::decode(u64::from_le_bytes(raw), level, Oas::BITS_40) else {
-            return Err("no leaf table maps the VA");
+        ok!(unsafe { page.read_raw(raw.as_mut_ptr(), g.index(va, l) * 8, 8) });
+        let Desc::Table(next) = Desc::decode(u64::from_le_bytes(raw), l, Oas::BITS_40) else {
+            return Err("no table of that level maps the VA");
         };
         table = next;
     }
     // SAFETY: As above.
     let page = ok!(unsafe { Page::borrow_phys(table) }.ok_or(EIO));
-    let off = g.index(va, LEAF_LEVEL) * 8;
+    let off = g.index(va, level) * 8;
     let mut old = [0u8; 8];
     // SAFETY: As above.
     ok!(unsafe { page.read_raw(old.as_mut_ptr(), off, 8) });
@@ -489,6 +489,11 @@ fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> core::result::Result<u64, F
     // corruption under test.
     ok!(unsafe { page.write_raw(value.to_le_bytes().as_ptr(), off, 8) });
     Ok(u64::from_le_bytes(old))
+}
+
+/// [`poke`] of the leaf descriptor of `va`.
+fn poke_leaf(pt: &PageTable, va: u64, value: u64) -> core::result::Result<u64, Failure> {
+    poke(pt, va, LEAF_LEVEL, value)
 }
 
 fn corrupt_descriptor_reported(_: &Env) -> CaseResult {
@@ -567,6 +572,77 @@ fn occupancy_spans(_: &Env) -> CaseResult {
     check!(pt.check_occupancy() == Ok(()));
     check!(ok!(unmap_flush(&mut pt, va, 6 * PG)) == 3);
     check!(pt.table_pages() == 0);
+    Ok(())
+}
+
+/// A walk that stops at a corrupt table descriptor accounts for what it changed, exactly: an
+/// unmap that finds one changes nothing, the count of table pages included, and a prune that
+/// unlinked tables before finding one counts them and drops their occupancies.
+fn failed_walks_accounted(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    // Under two top-level entries, the second walked last (so the caches name its tables).
+    let (a, b) = (L2_SPAN, L1_SPAN + L2_SPAN);
+    ok!(pt.map(a, PA, PG, Prot::GPU_SHARED_RW));
+    ok!(pt.map(b, PA, PG, Prot::GPU_SHARED_RW));
+    check!(pt.table_pages() == 4);
+    let block = PA | 0b01;
+    // The second-level descriptor of `a`'s leaf table, corrupt: the unmap's walk stops there.
+    let old = poke(&pt, a, LEAF_LEVEL - 1, block)?;
+    check!(unmap_flush(&mut pt, a, PG) == Err(EIO));
+    check!(pt.table_pages() == 4);
+    poke(&pt, a, LEAF_LEVEL - 1, old)?;
+    // `a`'s tables emptied and kept; then a prune over both entries unlinks them and stops at
+    // `b`'s corrupt descriptor.
+    let mut gather = Gather::new();
+    check!(ok!(pt.unmap_keep_tables(a, PG, &mut gather)) == 1);
+    gather.flush(&RecordingTlb::default(), 1);
+    let old = poke(&pt, b, LEAF_LEVEL - 1, block)?;
+    let mut gather = Gather::new();
+    check!(pt.prune(a, b + PG - a, &mut gather) == Err(EIO));
+    // The two tables it unlinked wait for the flush, and are counted as gone.
+    check!(flushed(gather, 1).is_some());
+    check!(pt.table_pages() == 2);
+    poke(&pt, b, LEAF_LEVEL - 1, old)?;
+    check!(ok!(table_pages(&pt)).len() == 3);
+    check!(pt.check_occupancy() == Ok(()));
+    check!(ok!(pt.translate(b)).pa == PA);
+    check!(ok!(unmap_flush(&mut pt, b, PG)) == 1);
+    check!(pt.table_pages() == 0);
+    Ok(())
+}
+
+/// An unmap over a leaf table that an unmap keeping its tables emptied unlinks it, whether the
+/// caches find the table or a walk does: from a second-level table that keeps other tables, and
+/// with the second-level table it empties.
+fn empty_kept_tables_unlinked(_: &Env) -> CaseResult {
+    let mut pt = ok!(PageTable::new(user_cfg()));
+    let va = 5 * L2_SPAN;
+    for cached in [true, false] {
+        for neighbour in [false, true] {
+            ok!(pt.map(va, PA, 2 * PG, Prot::GPU_SHARED_RW));
+            if neighbour {
+                ok!(pt.map(va + L2_SPAN, PA, PG, Prot::GPU_SHARED_RW));
+            }
+            let mut gather = Gather::new();
+            check!(ok!(pt.unmap_keep_tables(va, 2 * PG, &mut gather)) == 2);
+            gather.flush(&RecordingTlb::default(), 1);
+            if !cached {
+                // Under another top-level entry: the caches name its tables now.
+                ok!(pt.map(L1_SPAN, PA, PG, Prot::GPU_SHARED_RW));
+            }
+            let kept = pt.table_pages();
+            check!(ok!(unmap_flush(&mut pt, va, PG)) == 0);
+            check!(pt.table_pages() == kept - if neighbour { 1 } else { 2 });
+            check!(pt.check_occupancy() == Ok(()));
+            if neighbour {
+                check!(ok!(unmap_flush(&mut pt, va + L2_SPAN, PG)) == 1);
+            }
+            if !cached {
+                check!(ok!(unmap_flush(&mut pt, L1_SPAN, PG)) == 1);
+            }
+            check!(pt.table_pages() == 0);
+        }
+    }
     Ok(())
 }
 
@@ -703,6 +779,14 @@ pub const CASES: &[Case] = &[
     Case {
         name: "occupancy_spans",
         run: occupancy_spans,
+    },
+    Case {
+        name: "failed_walks_accounted",
+        run: failed_walks_accounted,
+    },
+    Case {
+        name: "empty_kept_tables_unlinked",
+        run: empty_kept_tables_unlinked,
     },
     Case {
         name: "borrowed_pages",

@@ -94,7 +94,7 @@ impl PageTable {
         if let Some(m) = run.take() {
             f(&m);
         }
-        result.map(|_| ())
+        result.map(|_| ()).map_err(Error::from)
     }
 
     /// The mapped runs in `iova .. iova + size` (as [`PageTable::for_each_mapping`] reports

@@ -188,7 +188,8 @@ impl PageTable {
                     }
                     Step::Leaf(t, occ, sub) => on_leaf(t, occ, sub),
                 })
-                .map(|out| leaf = out.leaf),
+                .map(|out| leaf = out.leaf)
+                .map_err(Error::from),
         };
         if let Err(e) = checked {
             return Err(if write_failed {
@@ -212,23 +213,27 @@ impl PageTable {
                 write(t, occ, occ.get(), sub)
             },
         );
-        debug_assert!(reserve.pages.is_empty());
         match created {
             Ok(out) => {
+                debug_assert!(reserve.pages.is_empty());
                 if single {
                     self.cache_leaf(range, out.leaf);
                 }
                 let delta = self.finish_walk(out);
                 self.account(delta);
             }
-            Err(e) => return Err(self.undo_map(range, e)),
+            Err(failed) => {
+                // The tables it linked stay, counted, and are cleared below.
+                let e = self.finish_failed_walk(failed);
+                return Err(self.undo_map(range, e));
+            }
         }
         Ok(())
     }
 
     /// After writing a map failed with `e` (a bug: everything was checked before): warns,
-    /// clears every descriptor of `range`, recounts the tables (those linked so far stay, empty)
-    /// and returns `EIO`.
+    /// clears every descriptor of `range` (the tables linked so far stay, empty; the caller has
+    /// counted them) and returns `EIO`.
     fn undo_map(&mut self, range: VaRange, e: Error) -> Error {
         pr_warn!(
             "map of {:#x}..={:#x} failed while writing ({:?}), undone\n",
@@ -244,7 +249,6 @@ impl PageTable {
             }
             Ok(())
         });
-        self.tables = self.count_tables();
         EIO
     }
 
@@ -402,12 +406,9 @@ impl PageTable {
                 self.account(delta);
                 Ok(())
             }
-            Err(e) => {
-                // A corrupt descriptor on the way (the check found none: a bug). The tables
-                // linked before it stay, empty; the count is redone from the tables.
-                self.tables = self.count_tables();
-                Err(e)
-            }
+            // A corrupt descriptor on the way (the check found none: a bug). The tables linked
+            // before it stay, empty, and are counted.
+            Err(failed) => Err(self.finish_failed_walk(failed)),
         }
     }
 

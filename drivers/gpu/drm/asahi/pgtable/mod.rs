@@ -268,6 +268,22 @@ struct WalkOut {
     mid: (u64, PhysAddr),
 }
 
+/// A walk that failed, with what it changed before it did: a walk that creates or unlinks tables
+/// can fail after some (a corrupt descriptor further on, or a bug), and its caller must account
+/// for those exactly ([`PageTable::finish_failed_walk`]).
+struct WalkFailed {
+    out: WalkOut,
+    err: Error,
+}
+
+/// For walks that change no table ([`Tables::Existing`]): the error alone.
+impl From<WalkFailed> for Error {
+    #[inline]
+    fn from(failed: WalkFailed) -> Error {
+        failed.err
+    }
+}
+
 /// One address space's UAT translation tables.
 ///
 /// # Invariants
@@ -524,7 +540,14 @@ impl PageTable {
     /// descriptors unless it empties); a second-level table when it has no entry left. The
     /// occupancy of an unlinked leaf table is cleared; those below an unlinked second-level
     /// table are for the caller to drop (`WalkOut::pruned`, see [`PageTable::finish_walk`]).
-    fn walk<F>(&self, range: VaRange, tables: &mut Tables<'_>, visit: &mut F) -> Result<WalkOut>
+    ///
+    /// A failed walk returns what it changed before it failed, for the caller to account for.
+    fn walk<F>(
+        &self,
+        range: VaRange,
+        tables: &mut Tables<'_>,
+        visit: &mut F,
+    ) -> core::result::Result<WalkOut, WalkFailed>
     where
         F: FnMut(Step<'_>) -> Result,
     {
@@ -532,8 +555,10 @@ impl PageTable {
         // A plain load and store: a statistic, not worth a locked read-modify-write.
         self.walks
             .store(self.walks.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut out, None)?;
-        Ok(out)
+        match self.walk_table(self.root, TOP_LEVEL, range, tables, visit, &mut out, None) {
+            Ok(_) => Ok(out),
+            Err(err) => Err(WalkFailed { out, err }),
+        }
     }
 
     /// Walks the part `range` of the table at `table_pa`, of level `level` (with its occupancy
@@ -689,6 +714,19 @@ impl PageTable {
         out.delta
     }
 
+    /// After a walk that failed: accounts for the tables it created or unlinked before it did
+    /// (and drops the occupancies below the second-level tables it unlinked), as
+    /// [`PageTable::finish_walk`] does after a whole one, forgets the caches and returns the
+    /// walk's error. The tables it unlinked are on the caller's list: they must still wait for
+    /// the TLB flush.
+    fn finish_failed_walk(&mut self, failed: WalkFailed) -> Error {
+        let delta = self.finish_walk(failed.out);
+        self.account(delta);
+        self.leaf_cache = None;
+        self.mid_cache = None;
+        failed.err
+    }
+
     /// Remembers the last second-level table `out`'s walk went through, or forgets the cached
     /// one if the walk unlinked any second-level table.
     #[inline(always)]
@@ -834,13 +872,6 @@ impl PageTable {
             g.index(sub.start, LEAF_LEVEL),
             g.index(sub.last, LEAF_LEVEL),
         )
-    }
-
-    /// Table pages linked below the top level within the managed range, counted by a walk.
-    fn count_tables(&self) -> usize {
-        let mut n = 0usize;
-        let _ = self.visit_tables(self.root, TOP_LEVEL, self.cfg.range, &mut |_| n += 1);
-        n
     }
 
     fn account(&mut self, delta: isize) {
@@ -1006,18 +1037,24 @@ mod tests {
 
     #[test]
     fn a_failure_while_writing_is_undone() {
-        let mut pt = pt();
-        let r = range(0x200_0000 - 2 * UAT_PGSZ, 4);
-        // Runs out on the second leaf table: the first one's two pages were written.
-        assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(3)), Err(EIO));
-        let mut runs = 0;
-        pt.for_each_mapping_all(|_| runs += 1).unwrap();
-        assert_eq!(runs, 0);
-        let mut linked = 0;
-        pt.for_each_table_page(|_| linked += 1).unwrap();
-        assert_eq!(pt.table_pages() + 1, linked);
-        // The range is free again.
-        pt.map(r.start, 0x8_0000_0000, 4 * UAT_PGSZ, Prot::GPU_SHARED_RW)
-            .unwrap();
+        // Runs out on the second leaf table (the first one's two pages were written), or on the
+        // first one, with the second one's page still in the reserve.
+        for (pages, tables) in [(3, 3), (1, 2)] {
+            let mut pt = pt();
+            let r = range(0x200_0000 - 2 * UAT_PGSZ, 4);
+            assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(pages)), Err(EIO));
+            let mut runs = 0;
+            pt.for_each_mapping_all(|_| runs += 1).unwrap();
+            assert_eq!(runs, 0);
+            // The tables linked before the failure stay, counted.
+            let mut linked = 0;
+            pt.for_each_table_page(|_| linked += 1).unwrap();
+            assert_eq!(linked, tables + 1);
+            assert_eq!(pt.table_pages(), tables);
+            pt.check_occupancy().unwrap();
+            // The range is free again.
+            pt.map(r.start, 0x8_0000_0000, 4 * UAT_PGSZ, Prot::GPU_SHARED_RW)
+                .unwrap();
+        }
     }
 }

@@ -30,8 +30,8 @@ enum Cached {
     /// updated: this many pages.
     Cleared(usize),
     /// The run holds this many pages (checked, or all the pages of the table's span), and they
-    /// are all its table has, which the cached second-level table cannot unlink in place:
-    /// nothing changed, the table is for the walk to unlink.
+    /// are all its table has (none, for a table already empty), which the cached second-level
+    /// table cannot unlink in place: nothing changed, the table is for the walk to unlink.
     Empties(usize),
 }
 
@@ -139,12 +139,9 @@ impl PageTable {
                 self.account(removed);
                 Ok(unlinked)
             }
-            Err(e) => {
-                // What the walk would have updated is redone from the tables.
-                self.mid_cache = None;
-                self.tables = self.count_tables();
-                Err(e)
-            }
+            // The tables unlinked before the corrupt descriptor are accounted for, and their
+            // occupancies dropped.
+            Err(failed) => Err(self.finish_failed_walk(failed)),
         }
     }
 
@@ -250,18 +247,15 @@ impl PageTable {
         });
         let removed = match removed {
             Ok(removed) => removed,
-            Err(e) => {
+            Err(failed) => {
                 // Only the single-leaf walk checks as it goes, and it fails before it changes
                 // anything. Should a walk fail after unlinking tables anyway (a bug), they still
-                // wait for the flush, and what the walk would have updated is redone.
-                self.leaf_cache = None;
-                self.mid_cache = None;
-                self.tables = self.count_tables();
+                // wait for the flush, and are accounted for.
                 gather.add_range(range);
                 if !freed.is_empty() {
                     gather.add_freed(FreedTables::from_list(freed));
                 }
-                return Err(e);
+                return Err(self.finish_failed_walk(failed));
             }
         };
         if single && removed.leaf != 0 && freed.is_empty() {
@@ -311,6 +305,11 @@ impl PageTable {
                 return Ok(Cached::Cleared(n));
             }
             let Some((run, live)) = self.live_run(t, o, range) else {
+                if prune && o.pages() == 0 {
+                    // A table an unmap that kept its tables emptied: it goes now, as from the
+                    // walk, which unlinks every empty table it visits.
+                    return Ok(Cached::Empties(0));
+                }
                 return Ok(Cached::Cleared(0));
             };
             let n = self.occupied_scan_inline(run, o.pages(), live)?;
