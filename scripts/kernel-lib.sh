@@ -132,7 +132,8 @@ replay_data() {
 # checks the console.
 # $1: the checks' names for the closing line; the rest: banners that must be on the console
 # (the sanitizers were there). Sets `fail` to 1 on any failure, and `booted` (the end time).
-# QEMU_MEM: the guest's RAM in MiB (512).
+# QEMU_MEM: the guest's RAM in MiB (512). UAT_FUZZ_SECONDS (10) and UAT_FUZZ_SEED (0x5eed): the
+# ioctl fuzzing's length and seed (on the kernel's command line, which hands them to /init).
 boot_and_check() {
 	local what=$1
 	shift
@@ -159,10 +160,17 @@ file /init $boot/init 0755 0 0
 LIST
 	cat "$boot/initramfs.replay" >>"$boot/initramfs.list"
 	"$out/usr/gen_init_cpio" "$boot/initramfs.list" >"$boot/initramfs.cpio"
-	log "booting in QEMU"
-	timeout 600 "${q[@]}" -kernel "$out/arch/arm64/boot/Image" -dtb "$boot/board.dtb" \
-		-initrd "$boot/initramfs.cpio" -append "console=ttyAMA0 panic=-1 kfence.sample_interval=1" \
-		-no-reboot </dev/null >"$console" 2>&1 || true
+	local fuzz_secs=${UAT_FUZZ_SECONDS:-10} fuzz_seed=${UAT_FUZZ_SEED:-0x5eed}
+	if ! [[ $fuzz_secs =~ ^[0-9]+$ && $fuzz_seed =~ ^(0x[0-9a-fA-F]+|[0-9]+)$ ]]; then
+		log "UAT_FUZZ_SECONDS must be a number of seconds, UAT_FUZZ_SEED a number"
+		fail=1
+		return
+	fi
+	log "booting in QEMU (ioctl fuzzing: $fuzz_secs s from seed $fuzz_seed)"
+	timeout $((600 + fuzz_secs)) "${q[@]}" -kernel "$out/arch/arm64/boot/Image" \
+		-dtb "$boot/board.dtb" -initrd "$boot/initramfs.cpio" -no-reboot \
+		-append "console=ttyAMA0 panic=-1 kfence.sample_interval=1 UAT_FUZZ_SECONDS=$fuzz_secs UAT_FUZZ_SEED=$fuzz_seed" \
+		</dev/null >"$console" 2>&1 || true
 	booted=$(date +%s)
 
 	grep -E 'asahi_uat|# (Totals|asahi)' "$console" | grep -v '^\s*ok ' || true

@@ -5,7 +5,9 @@
  * The built-in KUnit suites have run by the time the kernel starts /init. It then runs the uAPI
  * session against the render node (uapi.c), the memory-cgroup session (memcg.c), the
  * simulator's traces replayed through the render node and compared with the simulator's results
- * (replay.c), ten seconds of ioctl fuzzing (fuzz.c), and the kmemleak scan: kmemleak reports
+ * (replay.c), the ioctl fuzzing (fuzz.c: UAT_FUZZ_SECONDS, default 10, from seed UAT_FUZZ_SEED,
+ * default 0x5eed; the kernel hands unknown `name=value` words of its command line to /init as
+ * environment variables), and the kmemleak scan: kmemleak reports
  * only objects older than 5 s, so wait that long, scan twice (an object referenced from a
  * register or a stack at the first scan shows up at the second), print its report between
  * markers for the caller to check, and power off.
@@ -13,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
@@ -64,6 +67,24 @@ static void kmemleak_report(void)
 	say("kmemleak report end");
 }
 
+/* The environment variable `name` as a number (decimal, or hexadecimal with 0x), else `dflt`. */
+static unsigned long long env_num(const char *name, unsigned long long dflt)
+{
+	const char *v = getenv(name);
+	unsigned long long n;
+	char *end;
+
+	if (!v || !*v)
+		return dflt;
+	errno = 0;
+	n = strtoull(v, &end, 0);
+	if (errno || *end) {
+		printf("init: %s=%s is not a number; %llu instead\n", name, v, dflt);
+		return dflt;
+	}
+	return n;
+}
+
 int main(void)
 {
 	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
@@ -79,7 +100,7 @@ int main(void)
 	fflush(stdout);
 	uapi_replay();
 	fflush(stdout);
-	uapi_fuzz(10, 0x5eed);
+	uapi_fuzz(env_num("UAT_FUZZ_SECONDS", 10), env_num("UAT_FUZZ_SEED", 0x5eed));
 	fflush(stdout);
 	kmemleak_report();
 	say("done");
