@@ -161,10 +161,11 @@ LIST
 	cat "$boot/initramfs.replay" >>"$boot/initramfs.list"
 	"$out/usr/gen_init_cpio" "$boot/initramfs.list" >"$boot/initramfs.cpio"
 	local fuzz_secs=${UAT_FUZZ_SECONDS:-10} fuzz_seed=${UAT_FUZZ_SEED:-0x5eed}
-	if ! [[ $fuzz_secs =~ ^[0-9]+$ && $fuzz_seed =~ ^(0x[0-9a-fA-F]+|[0-9]+)$ ]]; then
-		log "UAT_FUZZ_SECONDS must be a number of seconds, UAT_FUZZ_SEED a number"
-		fail=1
-		return
+	# Decimal without leading zeros (C's strtoull would read those as octal), or hexadecimal.
+	if ! [[ $fuzz_secs =~ ^(0|[1-9][0-9]{0,4})$ && $fuzz_seed =~ ^(0x[0-9a-fA-F]{1,16}|0|[1-9][0-9]{0,18})$ ]] ||
+		((fuzz_secs > 86400)); then
+		log "UAT_FUZZ_SECONDS must be 0 to 86400 seconds, UAT_FUZZ_SEED a decimal or 0x number"
+		return 1
 	fi
 	log "booting in QEMU (ioctl fuzzing: $fuzz_secs s from seed $fuzz_seed)"
 	timeout $((600 + fuzz_secs)) "${q[@]}" -kernel "$out/arch/arm64/boot/Image" \

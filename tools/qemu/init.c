@@ -87,6 +87,8 @@ static unsigned long long env_num(const char *name, unsigned long long dflt)
 
 int main(void)
 {
+	unsigned long long fuzz_secs;
+
 	if (mount("devtmpfs", "/dev", "devtmpfs", 0, NULL))
 		printf("init: mount /dev: %s\n", strerror(errno));
 	mkdir("/sys", 0755);
@@ -100,7 +102,12 @@ int main(void)
 	fflush(stdout);
 	uapi_replay();
 	fflush(stdout);
-	uapi_fuzz(env_num("UAT_FUZZ_SECONDS", 10), env_num("UAT_FUZZ_SEED", 0x5eed));
+	fuzz_secs = env_num("UAT_FUZZ_SECONDS", 10);
+	if (fuzz_secs > 86400) {
+		printf("init: UAT_FUZZ_SECONDS=%llu is over a day; 10 instead\n", fuzz_secs);
+		fuzz_secs = 10;
+	}
+	uapi_fuzz(fuzz_secs, env_num("UAT_FUZZ_SEED", 0x5eed));
 	fflush(stdout);
 	kmemleak_report();
 	say("done");

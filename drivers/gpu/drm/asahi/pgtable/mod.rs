@@ -703,20 +703,14 @@ impl PageTable {
     /// returns by how many the tables below the top level changed.
     fn finish_walk(&mut self, out: WalkOut) -> isize {
         self.cache_mid(&out);
-        let mut pruned = out.pruned;
-        while pruned != 0 {
-            let idx = pruned.trailing_zeros() as usize;
-            pruned &= pruned - 1;
-            if let Some(c) = self.occ.get_mut(idx) {
-                *c = KVVec::new();
-            }
-        }
+        self.drop_counts(out.pruned);
         out.delta
     }
 
     /// After a walk that failed: accounts for the tables it created or unlinked before it did
     /// (and drops the occupancies below the second-level tables it unlinked), as
-    /// [`PageTable::finish_walk`] does after a whole one, forgets the caches and returns the
+    /// [`PageTable::finish_walk`] does after a whole one, drops the occupancies a map installed
+    /// for second-level tables it did not get to create, forgets the caches and returns the
     /// walk's error. The tables it unlinked are on the caller's list: they must still wait for
     /// the TLB flush.
     fn finish_failed_walk(&mut self, failed: WalkFailed) -> Error {
@@ -724,7 +718,32 @@ impl PageTable {
         self.account(delta);
         self.leaf_cache = None;
         self.mid_cache = None;
+        let mut unused = 0u64;
+        // SAFETY: By the type invariants, `root` is the top-level table, alive with `self`.
+        let read = unsafe {
+            self.with_table(self.root, |t| {
+                for (idx, c) in self.occ.iter().enumerate().take(64) {
+                    if !c.is_empty() && t[idx].load(Ordering::Relaxed) == 0 {
+                        unused |= 1 << idx;
+                    }
+                }
+            })
+        };
+        if read.is_ok() {
+            self.drop_counts(unused);
+        }
         failed.err
+    }
+
+    /// Drops the occupancies of the top-level entries in `mask`.
+    fn drop_counts(&mut self, mut mask: u64) {
+        while mask != 0 {
+            let idx = mask.trailing_zeros() as usize;
+            mask &= mask - 1;
+            if let Some(c) = self.occ.get_mut(idx) {
+                *c = KVVec::new();
+            }
+        }
     }
 
     /// Remembers the last second-level table `out`'s walk went through, or forgets the cached
@@ -1037,11 +1056,15 @@ mod tests {
 
     #[test]
     fn a_failure_while_writing_is_undone() {
-        // Runs out on the second leaf table (the first one's two pages were written), or on the
-        // first one, with the second one's page still in the reserve.
-        for (pages, tables) in [(3, 3), (1, 2)] {
+        // Across two leaf tables: runs out on the second leaf table (the first one's two pages
+        // were written), or on the first one, with the second one's page still in the reserve.
+        // Across two top-level entries: runs out before the second one's second-level table is
+        // created, whose occupancies were installed.
+        let leaves = 0x200_0000 - 2 * UAT_PGSZ;
+        let mids = (1 << 36) - 2 * UAT_PGSZ;
+        for (start, pages, tables) in [(leaves, 3, 3), (leaves, 1, 2), (mids, 1, 2)] {
             let mut pt = pt();
-            let r = range(0x200_0000 - 2 * UAT_PGSZ, 4);
+            let r = range(start, 4);
             assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(pages)), Err(EIO));
             let mut runs = 0;
             pt.for_each_mapping_all(|_| runs += 1).unwrap();
