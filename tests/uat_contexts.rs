@@ -575,13 +575,20 @@ fn a_firmware_that_does_not_flush_fails_the_unmap() {
         uat.kernel_map(kva, 0x8_0010_0000, 2 * PG, Prot::GPUFW_PRIV_RW)
             .unwrap();
         assert_eq!(uat.kernel_unmap(kva, 2 * PG), Err(EIO));
-        // Still mapped, now uncached; the flush slot is usable again.
+        // Nothing changed: still mapped, cached again; the flush slot is usable again.
         let t = uat.kernel_translate(kva).unwrap();
-        assert_eq!(t.prot, Prot::GPUFW_PRIV_RW.uncached());
+        assert_eq!(t.prot, Prot::GPUFW_PRIV_RW);
         assert_eq!(read_u64(soc.handoff.phys + 0x20 + 0x18 * 64), 0);
         assert!(kernel::print::take_log()
             .iter()
             .any(|l| l.contains("flush slot 64")));
+        // So a retry asks for the flush again (and fails again), rather than taking the
+        // mapping for one the firmware never cached and unmapping it without a flush.
+        let asked = soc.fw.log().flushes.len();
+        assert_eq!(uat.kernel_unmap(kva, 2 * PG), Err(EIO));
+        assert_eq!(soc.fw.log().flushes.len(), asked + 1);
+        assert_eq!(uat.kernel_translate(kva).unwrap().prot, Prot::GPUFW_PRIV_RW);
+        kernel::print::take_log();
         drop(uat);
         drop(soc);
         leak.assert_clean();

@@ -21,7 +21,7 @@
 
 use crate::geometry::{Geometry, VaRange, UAT_PGBIT, UAT_PGSZ};
 use crate::handoff::{FlushMsg, FwChannel, Handoff, KERNEL_FLUSH_SLOT};
-use crate::pgtable::{PageTable, PhysRange, PtConfig, TableReserve, Translation};
+use crate::pgtable::{Mapping, PageTable, PhysRange, PtConfig, TableReserve, Translation};
 use crate::pte::{Oas, Prot};
 use crate::region::Region;
 use crate::slots::{Choice, SlotTable, VmId};
@@ -686,6 +686,10 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Before unmapping `va .. va + size` of the kernel VM (`vm` None) or user VM `vm`: every
     /// cached, firmware-visible mapping in the range is remapped uncached, then the firmware is
     /// asked to flush the range through the handoff flush protocol.
+    ///
+    /// Should that fail, the runs get their cached protection back: the unmap fails with nothing
+    /// changed, and its retry finds them and asks for the flush again (left uncached, they would
+    /// look like mappings the firmware never cached, and go without one).
     fn fw_flush(&mut self, vm: Option<VmId>, va: u64, size: u64) -> Result {
         if let Some(id) = vm {
             if !self.vm(id)?.fw_cached {
@@ -712,7 +716,23 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             reprot = reprot.and_then(|()| pt.reprot(m.va, m.size, m.prot.uncached(), &mut gather));
         }
         self.finish(gather, asid);
-        reprot?;
+        let flushed = reprot.and_then(|()| self.fw_flush_runs(vm, asid, &runs));
+        if flushed.is_err() {
+            let mut gather = Gather::new();
+            if let Ok(pt) = self.table_mut(vm, va, size) {
+                for m in runs.iter() {
+                    // Those the first loop did not reach keep it anyway.
+                    let _ = pt.reprot(m.va, m.size, m.prot, &mut gather);
+                }
+            }
+            self.finish(gather, asid);
+        }
+        flushed
+    }
+
+    /// The flush requests of [`Uat::fw_flush`], for `runs` just remapped uncached in the kernel
+    /// VM (`vm` None) or user VM `vm`, whose slot is `asid`.
+    fn fw_flush_runs(&mut self, vm: Option<VmId>, asid: Option<u16>, runs: &[Mapping]) -> Result {
         // The uncached remap before the flush request: the firmware is outside the CPUs'
         // inner-shareable domain.
         mb(Full);
