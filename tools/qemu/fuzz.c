@@ -2,10 +2,10 @@
 /*
  * Bounded ioctl fuzzing of the render node, in the `make kernel-check` initramfs: random and
  * boundary arguments for every asahi ioctl (bad pointers, extreme strides and counts, handles
- * closed while mapped, VMs destroyed under binds), from a fixed seed, for a bounded time. The
- * kernel must answer every call with success or an errno of the expected set (a corrupt page
- * table would show as EIO); the sanitizers the kernel is built with watch the rest, and the
- * kmemleak scan after this run sees what the closed file left.
+ * closed while mapped, VMs destroyed under binds), from the seed and for the time init.c
+ * gives. The kernel must answer every call with success or an errno of the expected set (a
+ * corrupt page table would show as EIO); the sanitizers the kernel is built with watch the
+ * rest, and the kmemleak scan after this run sees what the closed file left.
  */
 #define _GNU_SOURCE
 #include <errno.h>
