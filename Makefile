@@ -14,7 +14,7 @@ export UAT_CASES
 help:
 	@echo "make run           the demonstration / simulator on the simulated SoC"
 	@echo "make test          rustfmt, clippy -D warnings, and the whole host test suite"
-	@echo "make bench         map/unmap benchmark against the naive walk and the store floor"
+	@echo "make bench         map/unmap benchmark against aarch64-paging and the store floor"
 	@echo "make kernel-check  apply patches/ to Linux 7.3, build the driver in, run the KUnit suites in QEMU (gcc, then clang + KASAN)"
 	@echo "make patches       write the page-API series (branch uat-page-api of the kernel cache) to patches/"
 	@echo "make dt-check      validate the apple,agx binding and the example device trees (dtschema, dtc)"
