@@ -25,6 +25,7 @@ fn kernel_cfg() -> PtConfig {
         },
         oas: Oas::BITS_40,
         user: false,
+        global: true,
     }
 }
 

@@ -245,6 +245,64 @@ fn user_contexts_cannot_reach_kernel_only_mappings() {
     leak.assert_clean();
 }
 
+/// The kernel VM's leaves are global in its upper half only. Its lower half is the kernel
+/// context's alone: a translation cached there is not found by user contexts, which map the same
+/// VAs in their own tables. Its upper half is walked by kernel-visible user contexts under their
+/// own ASIDs: a range invalidation in the kernel's ASID drops what they cached there too.
+#[test]
+fn kernel_vm_leaves_are_global_in_its_upper_half_only() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(4, 400);
+    let va = 0x10_0000;
+    uat.kernel_map(va, data.phys(0), PG, Prot::GPU_SHARED_RW)
+        .unwrap();
+    let kva = kernel_va(soc.geometry).start;
+    for i in 0..2 {
+        uat.kernel_map(
+            kva + i * PG,
+            data.phys(2 + i as usize),
+            PG,
+            Prot::GPU_RO_FW_PRIV_RW,
+        )
+        .unwrap();
+    }
+    let empty = uat.create_vm(false).unwrap();
+    let own = uat.create_vm(false).unwrap();
+    let visible = uat.create_vm(true).unwrap();
+    map_pages(&mut uat, own, va, &[data.phys(1)], Prot::GPU_SHARED_RW).unwrap();
+    let s_empty = uat.bind(empty).unwrap();
+    let s_own = uat.bind(own).unwrap();
+    let s_visible = uat.bind(visible).unwrap();
+    let gpu = &soc.gpu;
+    // The kernel context caches its lower-half translation first.
+    assert_eq!(warm(gpu, 0, va), 400);
+    assert!(matches!(
+        gpu.translate(s_empty, va, false),
+        Err(Fault::Unmapped { .. })
+    ));
+    assert_eq!(gpu_tag(gpu, s_own, va), Ok(401));
+    // And the other way round: the user context's translation stays its own.
+    assert_eq!(gpu_tag(gpu, 0, va), Ok(400));
+    // Unmapping one page of a kernel leaf table that keeps another (no table freed, so no
+    // invalidation of everything) drops the user context's cached translation of it.
+    assert_eq!(warm(gpu, s_visible, kva), 402);
+    assert_eq!(uat.kernel_unmap(kva, PG), Ok(1));
+    assert!(matches!(
+        gpu.translate(s_visible, kva, false),
+        Err(Fault::Unmapped { .. })
+    ));
+    assert_eq!(gpu_tag(gpu, s_visible, kva + PG), Ok(403));
+    for vm in [empty, own, visible] {
+        uat.release(vm).unwrap();
+    }
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
 /// Fills the TLB with `va`'s translation in `slot`, checks it, and returns the tag.
 fn warm(gpu: &Gpu, slot: usize, va: u64) -> u64 {
     let t = gpu_tag(gpu, slot, va).unwrap();

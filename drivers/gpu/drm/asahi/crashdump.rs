@@ -94,10 +94,10 @@ fn is_ram(pa: PhysAddr) -> bool {
 fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
     let range = pt.config().range;
     let runs = pt.collect_mappings(range.start, range.size(), |_| true)?;
-    let user = pt.config().user;
+    let ng = !pt.config().global;
     let mut out: KVec<SegmentRecord> = KVec::new();
     for m in runs.iter() {
-        let attrs = PteTemplate::new(m.prot, user).pte(0);
+        let attrs = PteTemplate::new(m.prot, ng).pte(0);
         let mut off = 0;
         while off < m.size {
             let ram = is_ram(m.pa + off);

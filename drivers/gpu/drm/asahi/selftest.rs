@@ -100,6 +100,7 @@ pub fn user_cfg() -> PtConfig {
         range: g.lower_half(),
         oas: Oas::BITS_40,
         user: true,
+        global: false,
     }
 }
 
@@ -110,6 +111,7 @@ fn kernel_cfg() -> PtConfig {
         range: g.upper_half(),
         oas: Oas::BITS_40,
         user: false,
+        global: true,
     }
 }
 
@@ -215,6 +217,14 @@ fn overlap_refused(_: &Env) -> CaseResult {
 
 fn boundaries(_: &Env) -> CaseResult {
     let g = Geometry::G13;
+    // Global leaves only in the kernel VM's upper half: not in a lower half, not in a user VM.
+    let mut global_lower = kernel_cfg();
+    global_lower.range = g.lower_half();
+    check!(PageTable::new(global_lower).err() == Some(EINVAL));
+    let mut global_user = user_cfg();
+    global_user.range = g.upper_half();
+    global_user.global = true;
+    check!(PageTable::new(global_user).err() == Some(EINVAL));
     let mut user = ok!(PageTable::new(user_cfg()));
     let mut kern = ok!(PageTable::new(kernel_cfg()));
     let lo = g.lower_half();
@@ -708,6 +718,7 @@ fn borrowed_top_table(_: &Env) -> CaseResult {
         },
         oas: Oas::BITS_40,
         user: false,
+        global: true,
     };
     {
         let map = ok!(Region::new("pagetables", boot.phys(), PG, PAGE_SIZE, false));

@@ -75,9 +75,10 @@ impl Tlbi {
 /// down, each advancing the base past what it covered, a page instruction for an odd last page,
 /// or one ASID-wide instruction above [`ASID_THRESHOLD_PAGES`].
 ///
-/// ASID 0 is the kernel VM's, whose mappings are global: an ASID-wide instruction leaves global
-/// entries in place (page and range instructions do drop them), so there the fallback is
-/// `tlbi vmalle1os`.
+/// ASID 0 is the kernel VM's, whose upper half's mappings are global: an ASID-wide instruction
+/// leaves global entries in place (page and range instructions do drop them), so there the
+/// fallback is `tlbi vmalle1os`, for its non-global lower half too (rare: a kernel unmap of more
+/// than the threshold).
 pub fn range_ops(asid: u16, range: VaRange) -> RangeOps {
     let pages = (range.last - range.start) / (1 << UAT_PGBIT) + 1;
     RangeOps {

@@ -167,12 +167,14 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             range: g.lower_half(),
             oas: cfg.oas,
             user: false,
+            global: false,
         })?;
         let upper_cfg = PtConfig {
             geometry: g,
             range: kernel_va(g),
             oas: cfg.oas,
             user: false,
+            global: true,
         };
         // SAFETY: By this function's contract the region holds the firmware's top-level table and
         // outlives us; the firmware leaves entry 2 (`kernel_va`) to the driver.
@@ -270,9 +272,15 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     pub fn kernel_unmap(&mut self, va: u64, size: u64) -> Result<usize> {
         self.fw_flush(None, va, size)?;
         let pt = self.kernel_pt(va, size)?;
+        let shared = pt.config().global;
         let mut gather = Gather::new();
         let r = pt.unmap(va, size, &mut gather);
-        gather.flush_shared(&self.tlb, 0);
+        // The lower half is the kernel context's alone (its leaves are non-global, ASID 0).
+        if shared {
+            gather.flush_shared(&self.tlb, 0);
+        } else {
+            gather.flush(&self.tlb, 0);
+        }
         r
     }
 
@@ -301,6 +309,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
             range: g.lower_half(),
             oas: self.cfg.oas,
             user: true,
+            global: false,
         }
     }
 

@@ -140,7 +140,7 @@ impl PageTable {
         if !src.covers(range.size() >> UAT_PGBIT) {
             return Err(EINVAL);
         }
-        let tmpl = PteTemplate::new(prot, self.cfg.user);
+        let tmpl = PteTemplate::new(prot, !self.cfg.global);
         let single = self.single_leaf(range);
         // Writes the part of the leaf table `t` that maps `sub`, which maps nothing yet, and
         // updates its occupancy `occ`.
@@ -418,7 +418,7 @@ impl PageTable {
     pub fn reprot(&mut self, iova: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
-        let tmpl = PteTemplate::new(prot, self.cfg.user);
+        let tmpl = PteTemplate::new(prot, !self.cfg.global);
         let check = |t: &Entries, occ: &Occupancy, sub: VaRange| -> Result {
             let len = self.run(t, sub).len();
             // Pages missing from the span are holes: `occupied_full` reads the span's part.

@@ -69,8 +69,15 @@ pub struct PtConfig {
     pub range: VaRange,
     /// Output address size.
     pub oas: Oas,
-    /// Whether this is a user (per-context, non-global) address space.
+    /// Whether this is a user VM's table: its pages are charged to the client (see
+    /// [`PtConfig::gfp`]).
     pub user: bool,
+    /// Whether its leaves are global (nG = 0), found in the TLB by every ASID: only the kernel
+    /// VM's part of the upper half, which kernel-visible user contexts walk under their own
+    /// ASIDs. Every other table is non-global, the kernel VM's lower half too: it shares its
+    /// VAs with every user VM, and a global translation the kernel context cached there would
+    /// be found by user contexts in place of their own.
+    pub global: bool,
 }
 
 impl PtConfig {
@@ -82,6 +89,7 @@ impl PtConfig {
             || r.start & UAT_PGMSK != 0
             || r.last & UAT_PGMSK != UAT_PGMSK
             || !in_half
+            || (self.global && (self.user || !g.upper_half().contains_range(&r)))
         {
             return Err(EINVAL);
         }
@@ -987,6 +995,7 @@ mod tests {
             range: g.lower_half(),
             oas: crate::pte::Oas::BITS_40,
             user: true,
+            global: false,
         })
         .unwrap()
     }
