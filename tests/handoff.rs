@@ -338,9 +338,20 @@ fn flush_state_machine_reports_unexpected_states() {
     // Busy slot: refuse to post over it.
     set_state(KERNEL_FLUSH_SLOT, 1);
     assert_eq!(handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000), Err(EIO));
-    // The firmware did not finish (still 1), or wrote garbage: error, slot reset.
+    // The firmware did not finish (still 1): error, and the slot stays requested, since the
+    // firmware may still answer; posting over it is refused until it has.
     assert_eq!(handoff.end_flush(KERNEL_FLUSH_SLOT), Err(EIO));
+    assert_eq!(state(KERNEL_FLUSH_SLOT), 1);
+    assert_eq!(handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000), Err(EIO));
+    assert_eq!(state(KERNEL_FLUSH_SLOT), 1);
+    // Its late answer frees the slot for the next request.
+    set_state(KERNEL_FLUSH_SLOT, 2);
+    handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000).unwrap();
+    assert_eq!(state(KERNEL_FLUSH_SLOT), 1);
+    set_state(KERNEL_FLUSH_SLOT, 2);
+    handoff.end_flush(KERNEL_FLUSH_SLOT).unwrap();
     assert_eq!(state(KERNEL_FLUSH_SLOT), 0);
+    // Garbage: the firmware answered, wrongly: error, slot reset.
     handoff.begin_flush(7, 0, 0x4000).unwrap();
     set_state(7, 9);
     assert_eq!(handoff.end_flush(7), Err(EIO));
@@ -348,6 +359,9 @@ fn flush_state_machine_reports_unexpected_states() {
     assert_eq!(handoff.begin_flush(65, 0, 0x4000), Err(EINVAL));
     let log = kernel::print::take_log();
     assert!(log.iter().any(|l| l.contains("flush slot 64 in state 1")));
+    assert!(log
+        .iter()
+        .any(|l| l.contains("flush slot 64: the firmware has not answered")));
     assert!(log.iter().any(|l| l.contains("flush slot 7 in state 9")));
     drop(fw);
 }

@@ -344,11 +344,13 @@ impl Handoff {
     }
 
     /// Posts a cache-flush request in `slot` (state 0 -> 1). `EIO` if the slot is neither idle
-    /// nor done: the firmware left it in an unexpected state.
+    /// nor done: the firmware has not answered an earlier request yet, or left the slot in a
+    /// state the protocol does not have.
     ///
     /// Done is accepted as idle: it is the firmware's late answer to an earlier request that
-    /// [`Handoff::end_flush`] gave up waiting for (and reset to idle), and refusing it would fail
-    /// every later flush of the slot.
+    /// [`Handoff::end_flush`] gave up waiting for (and left requested), and refusing it would
+    /// fail every later flush of the slot. A slot still requested is refused: the firmware may
+    /// still answer that request, and its late "done" would then pass for the answer to this one.
     pub fn begin_flush(&self, slot: usize, addr: u64, size: u64) -> Result {
         let f = self.regs().flush.get(slot).ok_or(EINVAL)?;
         let state = f.state.load(Ordering::Acquire);
@@ -356,6 +358,13 @@ impl Handoff {
             flush_state::IDLE => {}
             flush_state::DONE => {
                 pr_warn!("flush slot {}: a late answer to an earlier request\n", slot);
+            }
+            flush_state::REQUESTED => {
+                pr_err!(
+                    "flush slot {}: the firmware has not answered an earlier request\n",
+                    slot
+                );
+                return Err(EIO);
             }
             _ => {
                 pr_err!("flush slot {} in state {} instead of idle\n", slot, state);
@@ -370,12 +379,16 @@ impl Handoff {
     }
 
     /// Completes a cache-flush request once the firmware answered (state 2 -> 0). `EIO` if the
-    /// firmware did not mark it done; the slot is reset to idle either way so that one bad
-    /// answer does not wedge every later flush.
+    /// firmware did not mark it done. A slot still requested stays so: the firmware may answer
+    /// yet, and [`Handoff::begin_flush`] refuses to post over it until it has. A state the
+    /// protocol does not have (the firmware answered, wrongly) is reset to idle, so that one bad
+    /// answer does not wedge every later flush of the slot.
     pub fn end_flush(&self, slot: usize) -> Result {
         let f = self.regs().flush.get(slot).ok_or(EINVAL)?;
         let state = f.state.load(Ordering::Acquire);
-        f.state.store(flush_state::IDLE, Ordering::Release);
+        if state != flush_state::REQUESTED {
+            f.state.store(flush_state::IDLE, Ordering::Release);
+        }
         if state != flush_state::DONE {
             pr_err!(
                 "flush slot {} in state {} after the firmware's answer\n",
