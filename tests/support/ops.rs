@@ -6,8 +6,8 @@ use crate::model::{Backing, Interval, VaModel, PG};
 use asahi::geometry::VaRange;
 use asahi::pgtable::{Mapping, PageTable, PhysRange};
 use asahi::pte::Prot;
-use asahi::selftest::RecordingTlb;
-use asahi::tlb::Gather;
+use asahi::tlb::{Gather, TlbInvalidate};
+use core::cell::Cell;
 use kernel::error::{code::*, Result};
 use proptest::prelude::*;
 
@@ -214,9 +214,36 @@ pub fn expect(model: &VaModel, op: &Op) -> (Result<u64>, VaModel) {
     (r, m)
 }
 
+/// A TLB that counts the invalidations and notes how many pages this thread had freed at the
+/// last: the tables an operation unlinks must all be allocated still when it comes.
+#[derive(Default)]
+struct FreeWatchingTlb {
+    count: Cell<usize>,
+    frees_at: Cell<Option<u64>>,
+}
+
+impl FreeWatchingTlb {
+    fn seen(&self) {
+        self.count.set(self.count.get() + 1);
+        self.frees_at.set(Some(kernel::sim::page_stats().frees));
+    }
+}
+
+impl TlbInvalidate for FreeWatchingTlb {
+    fn invalidate_range(&self, _asid: u16, _range: VaRange) {
+        self.seen();
+    }
+    fn invalidate_asid(&self, _asid: u16) {
+        self.seen();
+    }
+    fn invalidate_all(&self) {
+        self.seen();
+    }
+}
+
 /// Applies the operation to the driver (flushing what it gathered).
 pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
-    let tlb = RecordingTlb::default();
+    let tlb = FreeWatchingTlb::default();
     let mut gather = Gather::new();
     let r = match *op {
         Op::Map {
@@ -280,14 +307,27 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
         }
     };
     let range = gather.range();
+    let freed = gather.freed_tables() as u64;
+    let frees = kernel::sim::page_stats().frees;
     gather.flush(&tlb, 1);
-    // Whatever changed translations must have been invalidated, and covered the operation.
+    // The unlinked tables are freed by the flush, after its invalidation.
+    if freed != 0 {
+        assert_eq!(tlb.count.get(), 1, "tables freed without an invalidation");
+        assert_eq!(
+            tlb.frees_at.get(),
+            Some(frees),
+            "tables freed before the invalidation"
+        );
+    }
+    assert_eq!(kernel::sim::page_stats().frees - frees, freed);
+    // Whatever changed translations or unlinked tables must have been invalidated, and covered
+    // the operation.
     if let (
         Ok(n),
         Op::Unmap { page, pages } | Op::UnmapKeep { page, pages } | Op::Reprot { page, pages, .. },
     ) = (&r, op)
     {
-        if *n > 0 || matches!(op, Op::Reprot { .. }) {
+        if *n > 0 || freed != 0 || matches!(op, Op::Reprot { .. }) {
             let want = VaRange {
                 start: va(*page),
                 last: va(*page) + pages * PG - 1,
