@@ -178,8 +178,19 @@ impl Vm {
         let r = self.apply(pdev, binds, &mut killable);
         // Whatever happened, the buffers the steps (or a dropped `vm_bo`) let go of go now,
         // after the tables that mapped them were flushed (as the step contexts went).
-        self.gpuvm.deferred_cleanup();
+        self.release_buffers();
         r
+    }
+
+    /// Releases the buffers whose last `vm_bo` went (GPUVM's deferred cleanup), under `unique`.
+    ///
+    /// The list is the GPUVM's, not the caller's: another thread's steps may have put on it a
+    /// buffer whose unmap it has not flushed yet (the invalidation comes when its step context
+    /// goes). Taking `unique` waits for those steps to finish, so that no buffer's pages are
+    /// freed while the GPU may still reach them through its TLB.
+    fn release_buffers(&self) {
+        let _unique = self.unique.lock();
+        self.gpuvm.deferred_cleanup();
     }
 
     /// [`Vm::bind`] but the release of the buffers.
@@ -229,7 +240,7 @@ impl Vm {
         }
         drop(vm_bo);
         // The buffer's last reference from this VM goes after the flush.
-        self.gpuvm.deferred_cleanup();
+        self.release_buffers();
     }
 
     /// The VA range of this VM the kernel reserved.
