@@ -15,7 +15,9 @@ use kernel::prelude::*;
 
 /// The pages of a buffer, in buffer order.
 ///
-/// Backed by `kvmalloc` ([`KVVec`]): the list of a large imported buffer runs to megabytes.
+/// Backed by `kvmalloc` ([`KVVec`]): the list of a large imported buffer runs to megabytes. It
+/// is charged to the memory cgroup of the task that builds it (the client that first binds the
+/// buffer, in its ioctl), as the buffer's pages are: a client sizes it.
 ///
 /// # Invariants
 ///
@@ -44,8 +46,8 @@ impl SgList {
     pub fn with_capacity(entries: usize) -> Result<SgList> {
         // INVARIANT: No entry, size 0.
         Ok(SgList {
-            ranges: KVVec::with_capacity(entries, GFP_KERNEL)?,
-            starts: KVVec::with_capacity(entries, GFP_KERNEL)?,
+            ranges: KVVec::with_capacity(entries, GFP_KERNEL_ACCOUNT)?,
+            starts: KVVec::with_capacity(entries, GFP_KERNEL_ACCOUNT)?,
             size: 0,
         })
     }
@@ -68,8 +70,8 @@ impl SgList {
             }
             _ => {
                 // Room in both first, so that neither grows without the other.
-                self.ranges.reserve(1, GFP_KERNEL)?;
-                self.starts.reserve(1, GFP_KERNEL)?;
+                self.ranges.reserve(1, GFP_KERNEL_ACCOUNT)?;
+                self.starts.reserve(1, GFP_KERNEL_ACCOUNT)?;
                 // INVARIANT: A new entry, not continuing the last one, which starts at the old
                 // size; both vectors grow by one.
                 self.ranges.push_within_capacity(r).map_err(|_| ENOMEM)?;
