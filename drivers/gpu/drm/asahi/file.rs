@@ -14,7 +14,7 @@ use crate::driver::{AsahiDevice, AsahiDriver, AsahiRegData};
 use crate::geometry::{Geometry, UAT_PGMSK};
 use crate::gpuvm::{check_gem_create, check_kernel_range, BindOp};
 use crate::pte::Prot;
-use crate::vacant::insert_vacant;
+use crate::vacant::vacant_place;
 use crate::vm::{window, Bind, Vm, KERNEL_MIN_SIZE};
 use kernel::drm::{self, gem::BaseObject, Registered};
 use kernel::pr_warn_once;
@@ -409,7 +409,9 @@ impl File {
                 if !objects_allow(&objects, args.range) {
                     return Err(ENOSPC);
                 }
-                objects.reserve(1, GFP_KERNEL_ACCOUNT)?;
+                // The object's place and handle first: once it is mapped, nothing may fail.
+                let idx = vacant_place(&mut objects, GFP_KERNEL_ACCOUNT)?;
+                let handle = u32::try_from(idx + 1)?;
                 let va = ddev.kva.alloc(args.range)?;
                 let mapped =
                     ddev.uat
@@ -424,8 +426,8 @@ impl File {
                     va,
                     size: args.range,
                 };
-                let idx = insert_vacant(&mut objects, o)?;
-                args.object_handle = u32::try_from(idx + 1)?;
+                objects[idx] = Some(o);
+                args.object_handle = handle;
                 Ok(0)
             }
             uapi::drm_asahi_bind_object_op_DRM_ASAHI_BIND_OBJECT_OP_UNBIND => {
