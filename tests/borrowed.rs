@@ -36,7 +36,8 @@ fn kernel_cfg() -> PtConfig {
 ///
 /// `root` must stay a table that nothing else modifies while the returned table lives.
 unsafe fn borrowed(root: PhysAddr) -> Result<PageTable> {
-    let map = Region::new("pagetables", root, PG, PAGE_SIZE, false)?;
+    // SAFETY: `root` is a page of RAM (the caller's table).
+    let map = unsafe { Region::new("pagetables", root, PG, PAGE_SIZE, false) }?;
     // SAFETY: Forwarded to the caller.
     unsafe { PageTable::new_borrowed(map, kernel_cfg()) }
 }

@@ -95,7 +95,8 @@ fn borrow_refuses_reserved_memory_holes_and_mmio() {
     let _alone = allocator();
     let reserved = sim::reserve_region(3 * PAGE_SIZE as u64).unwrap();
     for pa in [reserved, reserved + 2 * PAGE_SIZE as u64] {
-        // SAFETY: Refused (PageReserved, as in the kernel): nothing is borrowed.
+        // SAFETY: Reserved memory, which cannot be hot-removed: refused (PageReserved, as in
+        // the kernel).
         assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
     }
     assert!(
@@ -105,7 +106,7 @@ fn borrow_refuses_reserved_memory_holes_and_mmio() {
     // SAFETY: Nothing uses the region.
     unsafe { sim::unreserve_region(reserved, 3 * PAGE_SIZE as u64) };
     for pa in [sim::HOLE.0, sim::MMIO_ADDR, 0, !(PAGE_SIZE as u64 - 1)] {
-        // SAFETY: Refused (no memory there): nothing is borrowed.
+        // SAFETY: No memory there (a hole, MMIO): refused.
         assert!(unsafe { Page::borrow_phys(pa) }.is_none(), "{pa:#x}");
     }
 }
@@ -202,23 +203,28 @@ fn memremap_refuses_what_memremap_warns_about() {
     let _alone = allocator();
     let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
     let pg = PAGE_SIZE as u64;
-    assert!(MemRemap::new(page.phys(), PAGE_SIZE, WriteBack).is_ok());
-    assert_eq!(
-        MemRemap::new(page.phys(), PAGE_SIZE, WriteCombine).err(),
-        Some(EINVAL)
-    );
-    let reserved = sim::reserve_region(2 * pg).unwrap();
-    for kind in [WriteBack, WriteCombine] {
-        assert!(MemRemap::new(reserved, 2 * PAGE_SIZE, kind).is_ok());
+    // SAFETY: The ranges are memory (allocated or reserved pages), but the last: a hole, which
+    // breaks the requirements on purpose, to check that the host's refuses it rather than map
+    // it (it has nothing to map there).
+    unsafe {
+        assert!(MemRemap::new(page.phys(), PAGE_SIZE, WriteBack).is_ok());
+        assert_eq!(
+            MemRemap::new(page.phys(), PAGE_SIZE, WriteCombine).err(),
+            Some(EINVAL)
+        );
+        let reserved = sim::reserve_region(2 * pg).unwrap();
+        for kind in [WriteBack, WriteCombine] {
+            assert!(MemRemap::new(reserved, 2 * PAGE_SIZE, kind).is_ok());
+        }
+        // The last page of the allocator's RAM and the first of the reserved pool: mixed.
+        let pool = sim::RESERVED_POOL.0;
+        assert_eq!(
+            MemRemap::new(pool - pg, 2 * PAGE_SIZE, WriteBack).err(),
+            Some(EINVAL)
+        );
+        assert_eq!(
+            MemRemap::new(sim::HOLE.0, PAGE_SIZE, WriteBack).err(),
+            Some(ENOMEM)
+        );
     }
-    // The last page of the allocator's RAM and the first of the reserved pool: mixed.
-    let pool = sim::RESERVED_POOL.0;
-    assert_eq!(
-        MemRemap::new(pool - pg, 2 * PAGE_SIZE, WriteBack).err(),
-        Some(EINVAL)
-    );
-    assert_eq!(
-        MemRemap::new(sim::HOLE.0, PAGE_SIZE, WriteBack).err(),
-        Some(ENOMEM)
-    );
 }

@@ -60,7 +60,7 @@ fn borrowed_pages_refuse_the_hole_and_mmio() {
         0x900_0000,
         0,
     ] {
-        // SAFETY: Nothing is borrowed when the answer is None, which is what is checked.
+        // SAFETY: MMIO, the hole and other addresses without memory: refused.
         assert!(
             unsafe { kernel::page::Page::borrow_phys(pa) }.is_none(),
             "{pa:#x}"

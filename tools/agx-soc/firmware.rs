@@ -171,8 +171,9 @@ impl Firmware {
     /// Starts the firmware on the handoff region at `handoff`; with `gpu`, it also checks the
     /// page tables of each range it is asked to flush (see [`flush`]).
     pub fn start(handoff: u64, knobs: FwKnobs, gpu: Option<Arc<Gpu>>) -> Firmware {
-        let map =
-            MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine).expect("handoff is RAM");
+        // SAFETY: The SoC's `handoff` region is reserved memory, for the firmware and the driver.
+        let map = unsafe { MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine) }
+            .expect("handoff is RAM");
         let regs = Regs { map };
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(FwLog::default()));

@@ -145,7 +145,10 @@ impl Page {
     ///
     /// # Safety
     ///
-    /// If this returns a page, the page must stay allocated for the whole of `'a`.
+    /// As in the kernel, whose checks read the `struct page`: `phys` must be the address of a
+    /// page that the caller keeps allocated from before this call and, if this returns a page,
+    /// for the whole of `'a`; or of no memory that can be hot-removed meanwhile (MMIO, a
+    /// reserved region, nothing), which is refused. Not a PFN walker.
     #[inline]
     pub unsafe fn borrow_phys<'a>(phys: PhysAddr) -> Option<BorrowedPage<'a>> {
         if !phys.is_multiple_of(PAGE_SIZE as PhysAddr) {

@@ -84,14 +84,25 @@ impl SegmentRecord {
     }
 }
 
-fn is_ram(pa: PhysAddr) -> bool {
-    // SAFETY: Only asks whether the page is RAM; the borrow ends here.
+/// Whether the page at `pa` is ordinary RAM (from the page allocator).
+///
+/// # Safety
+///
+/// `pa` must be mapped by a table whose RAM pages stay allocated during the call (see
+/// [`vm_core`]): [`Page::borrow_phys`] reads the `struct page`.
+unsafe fn is_ram(pa: PhysAddr) -> bool {
+    // SAFETY: If `pa` is RAM, the caller keeps it allocated; otherwise it is memory that cannot
+    // be hot-removed (MMIO, a reserved region), which is refused. The borrow ends here.
     unsafe { Page::borrow_phys(pa) }.is_some()
 }
 
 /// The segments of `pt`: its mapped runs, split where RAM-ness changes, with runs of one page
 /// repeated merged into one.
-fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
+///
+/// # Safety
+///
+/// Every page of RAM that `pt` maps must stay allocated during the call.
+unsafe fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
     let range = pt.config().range;
     let runs = pt.collect_mappings(range.start, range.size(), |_| true)?;
     let ng = !pt.config().global;
@@ -100,9 +111,11 @@ fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
         let attrs = PteTemplate::new(m.prot, ng).pte(0);
         let mut off = 0;
         while off < m.size {
-            let ram = is_ram(m.pa + off);
+            // SAFETY: These pages are mapped by `pt`, whose RAM our caller keeps allocated.
+            let ram = unsafe { is_ram(m.pa + off) };
             let mut len = UAT_PGSZ;
-            while off + len < m.size && is_ram(m.pa + off + len) == ram {
+            // SAFETY: As above.
+            while off + len < m.size && unsafe { is_ram(m.pa + off + len) } == ram {
                 len += UAT_PGSZ;
             }
             let (va, pa) = (m.va + off, m.pa + off);
@@ -165,7 +178,8 @@ fn put_phdr(buf: &mut KVec<u8>, ty: u32, flags: u32, vals: [u64; 6]) -> Result {
 /// Every page of RAM that `pt` maps must stay allocated during the call (the pages of the
 /// pinned buffers a VM maps, and those it owns, are): the dump reads them.
 pub unsafe fn vm_core(pt: &PageTable, limit: usize) -> Result<KVec<u8>> {
-    let segs = segments(pt)?;
+    // SAFETY: Our caller keeps the RAM that `pt` maps allocated.
+    let segs = unsafe { segments(pt) }?;
     let phnum = segs.len() + 1;
     let xnum = phnum >= PN_XNUM;
     let phnum32 = u32::try_from(phnum).map_err(|_| E2BIG)?;

@@ -146,7 +146,9 @@ fn firmware(pdev: &platform::Device<Core<'_>>, cfg: &UatConfig) -> Result<Firmwa
         pdev,
         "stand-in GPU firmware (CONFIG_DRM_ASAHI_FW_STANDIN): for testing without a GPU only\n"
     );
-    crate::fw_standin::StandInFw::new(cfg.handoff.phys, true)
+    // SAFETY: `cfg.handoff` is the device tree's `handoff` reserved-memory region, which only
+    // the UAT and this stand-in use.
+    unsafe { crate::fw_standin::StandInFw::new(cfg.handoff.phys, true) }
 }
 
 /// The firmware channel of the probed GPU: none in this driver yet.

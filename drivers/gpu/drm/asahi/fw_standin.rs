@@ -33,9 +33,16 @@ pub struct StandInFw {
 impl StandInFw {
     /// Maps the handoff region at `handoff` and, if `up`, writes the firmware's magic there
     /// (otherwise clears it: a firmware that never boots).
-    pub fn new(handoff: PhysAddr, up: bool) -> Result<StandInFw> {
+    ///
+    /// # Safety
+    ///
+    /// `handoff` must be the address of the handoff region, at least [`HANDOFF_SIZE`] bytes of
+    /// memory that only the driver and this stand-in use (see [`MemRemap::new`]).
+    pub unsafe fn new(handoff: PhysAddr, up: bool) -> Result<StandInFw> {
+        // SAFETY: The caller gives the handoff region, memory to map.
+        let handoff = unsafe { MemRemap::new(handoff, HANDOFF_SIZE, MemRemapType::WriteCombine) }?;
         let fw = StandInFw {
-            handoff: MemRemap::new(handoff, HANDOFF_SIZE, MemRemapType::WriteCombine)?,
+            handoff,
             last: Cell::new(None),
         };
         fw.word(MAGIC_FW)

@@ -253,7 +253,8 @@ impl Handoff {
     /// `phys` and `size` must describe memory that only this object and the GPU firmware use
     /// while it lives (the device tree's `handoff` reserved-memory region): the object writes it.
     pub unsafe fn new(phys: PhysAddr, size: u64) -> Result<Handoff> {
-        let region = Region::new("handoff", phys, size, HANDOFF_SIZE, true)?;
+        // SAFETY: The caller gives the `handoff` region, memory of ours to map.
+        let region = unsafe { Region::new("handoff", phys, size, HANDOFF_SIZE, true) }?;
         Ok(Handoff {
             region,
             dead: AtomicBool::new(false),

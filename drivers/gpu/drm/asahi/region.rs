@@ -42,7 +42,13 @@ pub struct Region {
 impl Region {
     /// Validates (see [`check_region`]) and maps the region `name`; mapping failures are passed
     /// on.
-    pub fn new(
+    ///
+    /// # Safety
+    ///
+    /// `phys` and `size` must describe memory, all of it, that its owner gives the caller to map
+    /// (a reserved-memory region of the device tree, or pages the caller owns): see
+    /// [`MemRemap::new`].
+    pub unsafe fn new(
         name: &str,
         phys: PhysAddr,
         size: u64,
@@ -55,7 +61,9 @@ impl Region {
         } else {
             MemRemapType::WriteBack
         };
-        let map = MemRemap::new(phys, min_size, caching).inspect_err(|e| {
+        // SAFETY: The caller guarantees that the region is memory to map; `min_size` is within
+        // it (checked above).
+        let map = unsafe { MemRemap::new(phys, min_size, caching) }.inspect_err(|e| {
             pr_err!(
                 "cannot map reserved region {} at {:#x}: {:?}\n",
                 name,

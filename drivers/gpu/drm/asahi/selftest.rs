@@ -657,10 +657,10 @@ fn empty_kept_tables_unlinked(_: &Env) -> CaseResult {
 }
 
 fn borrowed_pages(env: &Env) -> CaseResult {
-    // SAFETY: Only checks that MMIO is refused; nothing is borrowed.
+    // SAFETY: MMIO, no memory that can be hot-removed: refused.
     check!(unsafe { Page::borrow_phys(env.non_ram) }.is_none());
     // The carve-out has `struct page`s, but reserved memory is not the page allocator's.
-    // SAFETY: As above.
+    // SAFETY: Reserved memory, which cannot be hot-removed: refused.
     check!(unsafe { Page::borrow_phys(env.carveout) }.is_none());
     // SAFETY: As above.
     check!(unsafe { Page::borrow_phys(env.carveout + CARVEOUT_SIZE - PG) }.is_none());
@@ -721,7 +721,8 @@ fn borrowed_top_table(_: &Env) -> CaseResult {
         global: true,
     };
     {
-        let map = ok!(Region::new("pagetables", boot.phys(), PG, PAGE_SIZE, false));
+        // SAFETY: `boot` is a page we own.
+        let map = ok!(unsafe { Region::new("pagetables", boot.phys(), PG, PAGE_SIZE, false) });
         // SAFETY: `map` maps a top-level table, and nothing else touches L1 index 2.
         let mut pt = ok!(unsafe { PageTable::new_borrowed(map, cfg) });
         check!(pt.ttb() == boot.phys());

@@ -98,7 +98,9 @@ impl StandIn {
                 size: PG,
             },
         };
-        let fw = StandInFw::new(cfg.handoff.phys, fw_up)?;
+        // SAFETY: The handoff region is a page of the KUnit carve-out, which only this stand-in
+        // and the UAT under test use.
+        let fw = unsafe { StandInFw::new(cfg.handoff.phys, fw_up) }?;
         Ok(StandIn {
             pagetables,
             cfg,
@@ -131,11 +133,8 @@ fn uat_contexts(env: &Env) -> CaseResult {
     check!(CARVEOUT_SIZE >= 2 * PG);
     let s = ok!(StandIn::new(env, true));
     let (fw, tlbi) = (&s.fw, &s.tlbi);
-    let ttbat = ok!(MemRemap::new(
-        s.cfg.ttbs.phys,
-        PAGE_SIZE,
-        MemRemapType::WriteBack
-    ));
+    // SAFETY: The stand-in's `ttbs` region is a page of its carve-out, memory of ours.
+    let ttbat = ok!(unsafe { MemRemap::new(s.cfg.ttbs.phys, PAGE_SIZE, MemRemapType::WriteBack) });
     let mut uat = ok!(s.uat());
     check!(fw.cpu_magic() == MAGIC);
     check!(tlbi.ops[3].get() == 1);

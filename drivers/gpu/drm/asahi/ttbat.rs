@@ -64,9 +64,9 @@ impl Ttbat {
     /// `phys` and `size` must describe memory that only this object and the GPU firmware use
     /// while it lives (the device tree's `ttbs` reserved-memory region): the object writes it.
     pub unsafe fn new(phys: PhysAddr, size: u64) -> Result<Ttbat> {
-        Ok(Ttbat {
-            region: Region::new("ttbs", phys, size, TTBAT_SIZE, false)?,
-        })
+        // SAFETY: The caller gives the `ttbs` region, memory of ours to map.
+        let region = unsafe { Region::new("ttbs", phys, size, TTBAT_SIZE, false) }?;
+        Ok(Ttbat { region })
     }
 
     /// Entry `slot`; a slot out of range (a caller's bug) is warned about and `None`, never

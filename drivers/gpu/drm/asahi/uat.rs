@@ -154,13 +154,17 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let ttbat = unsafe { Ttbat::new(cfg.ttbs.phys, cfg.ttbs.size) }?;
         // SAFETY: The same, for the `handoff` region.
         let handoff = unsafe { Handoff::new(cfg.handoff.phys, cfg.handoff.size) }?;
-        let pagetables = Region::new(
-            "pagetables",
-            cfg.pagetables.phys,
-            cfg.pagetables.size,
-            PAGE_SIZE,
-            false,
-        )?;
+        // SAFETY: By this function's contract, the `pagetables` region is the firmware's table,
+        // memory for us to map.
+        let pagetables = unsafe {
+            Region::new(
+                "pagetables",
+                cfg.pagetables.phys,
+                cfg.pagetables.size,
+                PAGE_SIZE,
+                false,
+            )
+        }?;
         let g = cfg.geometry;
         let lower = PageTable::new(PtConfig {
             geometry: g,

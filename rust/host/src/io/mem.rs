@@ -39,9 +39,14 @@ unsafe impl Sync for MemRemap {}
 impl MemRemap {
     /// Maps `size` bytes of physical memory at `phys`: `EINVAL` for an empty or wrapping range,
     /// for one that is partly System RAM (pages of the page allocator) and for System RAM asked
-    /// for anything but write-back, as in the kernel; `ENOMEM` when any of it is not RAM (what
-    /// `memremap` refuses).
-    pub fn new(phys: PhysAddr, size: usize, kind: MemRemapType) -> Result<Self> {
+    /// for anything but write-back, as in the kernel; `ENOMEM` when any of it is not RAM (where
+    /// the kernel's would map a hole: a range the safety requirements rule out).
+    ///
+    /// # Safety
+    ///
+    /// As in the kernel: the range must be memory, not device registers, and all of it memory
+    /// (wholly System RAM, or wholly a region its owner gives the caller to map this way).
+    pub unsafe fn new(phys: PhysAddr, size: usize, kind: MemRemapType) -> Result<Self> {
         let len = PhysAddr::try_from(size)?;
         if size == 0 {
             return Err(EINVAL);
