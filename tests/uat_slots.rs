@@ -17,6 +17,7 @@
 use agx_soc::firmware::FwKnobs;
 use agx_soc::Soc;
 use asahi::pte::Prot;
+use asahi::tlbi::Tlbi;
 use kernel::error::code::*;
 use kernel::sim;
 use proptest::prelude::*;
@@ -297,5 +298,38 @@ fn remap_without_invalidation_is_detected() {
         "stale entry expected"
     );
     soc.gpu.set_ignore_tlbi(false);
+    uat.release(id).unwrap();
+}
+
+/// The check of break-before-make: a page invalidation that drops a cached translation whose
+/// descriptor now maps another page counts a violation (the GPU could have used either); one
+/// that finds the descriptor cleared, or still the same, does not.
+#[test]
+fn a_replaced_translation_is_a_break_before_make_violation() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(2, 9600);
+    let id = uat.create_vm(false).unwrap();
+    uat.vm_map(id, VA, data.phys(0), 1 << 14, Prot::GPU_SHARED_RW)
+        .unwrap();
+    let s = uat.bind(id).unwrap();
+    let page_op = Tlbi::Va((s as u64) << 48 | VA >> 12);
+    assert_eq!(gpu_tag(&soc.gpu, s, VA), Ok(data.tag(0)));
+    // Same descriptor: nothing to report.
+    soc.gpu.tlbi(page_op);
+    assert_eq!(soc.gpu.take_bbm_violations(), 0);
+    // Replaced with no invalidation in between (the broken TLB ignores the unmap's).
+    assert_eq!(gpu_tag(&soc.gpu, s, VA), Ok(data.tag(0)));
+    soc.gpu.set_ignore_tlbi(true);
+    uat.vm_unmap(id, VA, 1 << 14).unwrap();
+    uat.vm_map(id, VA, data.phys(1), 1 << 14, Prot::GPU_SHARED_RW)
+        .unwrap();
+    soc.gpu.set_ignore_tlbi(false);
+    soc.gpu.tlbi(page_op);
+    assert_eq!(soc.gpu.take_bbm_violations(), 1);
+    assert_eq!(gpu_tag(&soc.gpu, s, VA), Ok(data.tag(1)));
+    // Cleared, then invalidated: break-before-make done right.
+    uat.vm_unmap(id, VA, 1 << 14).unwrap();
+    assert_eq!(soc.gpu.take_bbm_violations(), 0);
     uat.release(id).unwrap();
 }

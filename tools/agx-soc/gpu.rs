@@ -132,6 +132,11 @@ pub struct GpuStats {
     /// completion ([`TlbiIssue::prepare`]): on the hardware, a walk could still read the old
     /// descriptors they were meant to drop. Zero for a correct driver.
     pub unordered_tlbi: u64,
+    /// TLB entries that a page or range invalidation dropped while the tables already mapped
+    /// their page elsewhere: a valid descriptor replaced by one with another output address, with
+    /// no invalidation in between (no break-before-make). Until the invalidation, the GPU could
+    /// use either translation. Zero for a correct driver.
+    pub bbm_violations: u64,
 }
 
 struct State {
@@ -189,6 +194,12 @@ impl Gpu {
     /// The counters.
     pub fn stats(&self) -> GpuStats {
         self.state.lock().unwrap().stats
+    }
+
+    /// Break-before-make violations counted so far (reset): for a test that makes one on
+    /// purpose, since a [`crate::Soc`] that saw any fails when dropped.
+    pub fn take_bbm_violations(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().unwrap().stats.bbm_violations)
     }
 
     /// Faults reported so far (drained).
@@ -410,6 +421,7 @@ impl Gpu {
                 let asid = (x >> 48) as u16;
                 let va = sign_extend_55((x & ((1 << 44) - 1)) << 12);
                 let vpn = va >> PAGE_SHIFT;
+                self.check_bbm(&mut st, asid, |p| p == vpn);
                 st.tlb
                     .retain(|&(a, p), _| !(p == vpn && (a.is_none() || a == Some(asid))));
                 st.walk
@@ -429,6 +441,7 @@ impl Gpu {
                     let p = vpn & mask;
                     p >= base && p - base < pages
                 };
+                self.check_bbm(&mut st, asid, hit);
                 st.tlb
                     .retain(|&(a, p), _| !(hit(p) && (a.is_none() || a == Some(asid))));
                 // A walk-cache entry goes if the range touches its 32 MiB region.
@@ -440,6 +453,30 @@ impl Gpu {
                 });
             }
         }
+    }
+}
+
+impl Gpu {
+    /// Counts the entries of `asid` (and the global ones) whose page `hit` selects, about to be
+    /// dropped by a page or range invalidation, that the tables now map to another page: their
+    /// descriptor was replaced while valid ([`GpuStats::bbm_violations`]). Entries are keyed by
+    /// ASID, which this driver makes its slot number; global ones are the kernel context's
+    /// (slot 0). Invalidations of a whole ASID or of everything are not checked: they follow
+    /// context switches, where the slot's tables change as a whole.
+    fn check_bbm(&self, st: &mut State, asid: u16, hit: impl Fn(u64) -> bool) {
+        let mut replaced = 0;
+        for (&(a, vpn), e) in &st.tlb {
+            if !hit(vpn) || !(a.is_none() || a == Some(asid)) {
+                continue;
+            }
+            let slot = a.map_or(0, usize::from);
+            if let Ok(desc) = self.peek(slot, vpn << PAGE_SHIFT) {
+                if self.oa(desc) != e.pa {
+                    replaced += 1;
+                }
+            }
+        }
+        st.stats.bbm_violations += replaced;
     }
 }
 

@@ -146,6 +146,13 @@ impl Drop for Soc {
         if !std::thread::panicking() {
             let errors = self.fw.take_protocol_errors();
             assert!(errors.is_empty(), "firmware protocol errors: {errors:#?}");
+            // And to the GPU's: no valid descriptor replaced by another under a cached
+            // translation (break-before-make).
+            let stats = self.gpu.stats();
+            assert_eq!(
+                stats.bbm_violations, 0,
+                "translations replaced without break-before-make"
+            );
         }
         for r in [self.ttbs, self.pagetables, self.handoff] {
             // SAFETY: The firmware has stopped, and a UAT booted on this SoC is dropped by its
