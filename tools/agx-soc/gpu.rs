@@ -82,6 +82,17 @@ pub enum Fault {
         /// Table level (1..=3).
         level: u32,
     },
+    /// A table that is back in the page allocator: the walk followed a pointer (a descriptor, or
+    /// its walk cache) to a freed table. Never for a correct driver, which invalidates before it
+    /// frees.
+    FreedTable {
+        /// Faulting VA.
+        va: u64,
+        /// Context slot.
+        slot: usize,
+        /// The level of the freed table.
+        level: u32,
+    },
     /// A descriptor that is neither valid nor invalid (or points outside RAM).
     Corrupt {
         /// Faulting VA.
@@ -137,6 +148,8 @@ pub struct GpuStats {
     /// no invalidation in between (no break-before-make). Until the invalidation, the GPU could
     /// use either translation. Zero for a correct driver.
     pub bbm_violations: u64,
+    /// Accesses that walked a freed table ([`Fault::FreedTable`]). Zero for a correct driver.
+    pub freed_table_walks: u64,
 }
 
 struct State {
@@ -202,6 +215,12 @@ impl Gpu {
         std::mem::take(&mut self.state.lock().unwrap().stats.bbm_violations)
     }
 
+    /// Walks of freed tables counted so far (reset): for a test that breaks TLB maintenance on
+    /// purpose, since a [`crate::Soc`] that saw any fails when dropped.
+    pub fn take_freed_table_walks(&self) -> u64 {
+        std::mem::take(&mut self.state.lock().unwrap().stats.freed_table_walks)
+    }
+
     /// Faults reported so far (drained).
     pub fn take_faults(&self) -> Vec<Fault> {
         std::mem::take(&mut self.state.lock().unwrap().faults)
@@ -256,6 +275,9 @@ impl Gpu {
         let r = self.translate_locked(&mut st, slot, va, write);
         if let Err(f) = r {
             st.stats.faults += 1;
+            if matches!(f, Fault::FreedTable { .. }) {
+                st.stats.freed_table_walks += 1;
+            }
             st.faults.push(f);
         }
         r
@@ -303,6 +325,9 @@ impl Gpu {
         slot: usize,
         level: u32,
     ) -> Result<u64, Fault> {
+        if sim::is_free(table) {
+            return Err(Fault::FreedTable { va, slot, level });
+        }
         let desc = sim::read_phys_u64(table + 8 * index).ok_or(Fault::Corrupt {
             va,
             slot,

@@ -153,6 +153,7 @@ impl Drop for Soc {
                 stats.bbm_violations, 0,
                 "translations replaced without break-before-make"
             );
+            assert_eq!(stats.freed_table_walks, 0, "the GPU walked freed tables");
         }
         for r in [self.ttbs, self.pagetables, self.handoff] {
             // SAFETY: The firmware has stopped, and a UAT booted on this SoC is dropped by its

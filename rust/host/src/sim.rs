@@ -431,6 +431,16 @@ pub(crate) fn system_ram(first: PhysAddr, last: PhysAddr) -> Option<bool> {
     Some(yes)
 }
 
+/// Whether the page at `pa` is back in the page allocator (freed, not handed out again): what a
+/// device that still reaches it through a stale pointer would read is no one's.
+pub fn is_free(pa: PhysAddr) -> bool {
+    let ram = ram();
+    match ram.index_of(pa) {
+        Some(i) => ram.memmap[i].state() == PageState::Free,
+        None => false,
+    }
+}
+
 /// Whether the page at `pa` is currently owned by somebody through the page allocator.
 pub fn is_allocated(pa: PhysAddr) -> bool {
     let ram = ram();
