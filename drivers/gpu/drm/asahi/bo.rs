@@ -102,6 +102,10 @@ impl gem::DriverObject for BoData {
     }
 
     /// A client closed its handle: the buffer is unmapped from the client's VMs.
+    ///
+    /// A file holds one handle per buffer (PRIME import of a buffer the file has returns its
+    /// handle), except through GEM_FLINK and GEM_OPEN on the primary node, which Mesa does not
+    /// use: closing either of two such handles unmaps the buffer.
     fn close(obj: &Bo, file: &DrmFile) {
         file.inner().close_object(obj);
     }
