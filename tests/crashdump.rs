@@ -278,3 +278,59 @@ fn sparse_segments_and_extended_numbering() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The dump shows the descriptors as the tables hold them, not as the protection would rebuild
+/// them: a page whose GPU-access bit was cleared (by a bug, or corruption) is a segment of its
+/// own, with that bit clear in its note record and no access in its flags.
+#[test]
+fn dumps_show_the_descriptors_as_they_are() {
+    let soc = Soc::new(FwKnobs::default());
+    let mut g = soc.boot_gpuvm().unwrap();
+    let vm = g.vm_create().unwrap();
+    let a = g.gem_create(PG).unwrap();
+    let va = 0x10_0000;
+    for i in 0..2 {
+        g.bind(
+            vm,
+            &BindOp {
+                flags: READ | WRITE,
+                handle: a,
+                offset: 0,
+                range: PG,
+                addr: va + i * PG,
+            },
+        )
+        .unwrap();
+    }
+    let pt = g.uat().vm_table(vm).unwrap();
+    // The second page's leaf descriptor, found by walking the tables as the GPU does.
+    let mut table = pt.ttb();
+    for shift in [36, 25] {
+        let desc = sim::read_phys_u64(table + ((va + PG) >> shift & 0x7ff) * 8).unwrap();
+        table = desc & 0xffff_ffff_c000;
+    }
+    let leaf = table + ((va + PG) >> 14 & 0x7ff) * 8;
+    let desc = sim::read_phys_u64(leaf).unwrap();
+    const GPU_ACCESS: u64 = 1 << 55;
+    assert_ne!(desc & GPU_ACCESS, 0);
+    sim::write_phys(leaf, &(desc & !GPU_ACCESS).to_le_bytes()).unwrap();
+    // SAFETY: The engine's buffers and the VM's dummy page stay while the VM maps them.
+    let core = unsafe { vm_core(pt, 1 << 20) }.unwrap().as_slice().to_vec();
+    let elf = ElfFile64::<LE>::parse(&core[..]).unwrap();
+    let phdrs = elf.elf_program_headers();
+    // The note, the two pages (one page repeated would be one segment), the dummy page.
+    assert_eq!(phdrs.len(), 4);
+    assert_eq!(phdrs[1].p_vaddr(LE), va);
+    assert_eq!(phdrs[1].p_flags(LE), PF_R | PF_W);
+    assert_eq!(phdrs[2].p_vaddr(LE), va + PG);
+    assert_eq!(phdrs[2].p_flags(LE), 0, "no GPU access");
+    let mut notes = phdrs[0].notes(LE, &core[..]).unwrap().unwrap();
+    let rec = notes.next().unwrap().unwrap().desc().to_vec();
+    let attrs = |i: usize| u64::from_le_bytes(rec[i * RECORD_SIZE + 24..][..8].try_into().unwrap());
+    assert_eq!(attrs(0), desc & !0xffff_ffff_c000);
+    assert_eq!(attrs(1), desc & !0xffff_ffff_c000 & !GPU_ACCESS);
+    // Put back, so that the VM's teardown finds its tables as it left them.
+    sim::write_phys(leaf, &desc.to_le_bytes()).unwrap();
+    drop(g);
+    drop(soc);
+}

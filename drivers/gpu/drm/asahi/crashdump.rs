@@ -15,7 +15,7 @@
 
 use crate::geometry::UAT_PGSZ;
 use crate::pgtable::PageTable;
-use crate::pte::{Access, PteTemplate};
+use crate::pte::Access;
 use kernel::io::PhysAddr;
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -105,10 +105,9 @@ unsafe fn is_ram(pa: PhysAddr) -> bool {
 unsafe fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
     let range = pt.config().range;
     let runs = pt.collect_mappings(range.start, range.size(), |_| true)?;
-    let ng = !pt.config().global;
     let mut out: KVec<SegmentRecord> = KVec::new();
     for m in runs.iter() {
-        let attrs = PteTemplate::new(m.prot, ng).pte(0);
+        let attrs = m.attrs;
         let mut off = 0;
         while off < m.size {
             // SAFETY: These pages are mapped by `pt`, whose RAM our caller keeps allocated.
@@ -140,7 +139,7 @@ unsafe fn segments(pt: &PageTable) -> Result<KVec<SegmentRecord>> {
                 attrs,
                 ram,
                 repeat: false,
-                access: m.prot.gpu_access(),
+                access: m.gpu_access(),
             };
             out.push(seg, GFP_KERNEL)?;
         }

@@ -335,6 +335,26 @@ pub struct PageDesc {
     pub prot: Prot,
     /// Whether the entry is non-global (tagged with the context's ASID).
     pub ng: bool,
+    /// Every bit of the descriptor but the address: what the hardware sees, which `prot` and
+    /// `ng` do not say all of (the access flag, the GPU-access bit).
+    pub attrs: u64,
+}
+
+impl PageDesc {
+    /// What the GPU may do through the descriptor (see [`gpu_access_of`]).
+    pub fn gpu_access(&self) -> Access {
+        gpu_access_of(self.attrs)
+    }
+}
+
+/// What the GPU may do through a page descriptor with the bits `attrs` (its address aside):
+/// [`Prot::gpu_access`] of its protection, unless its access flag or its GPU-access bit is clear
+/// (the GPU then faults on any access).
+pub fn gpu_access_of(attrs: u64) -> Access {
+    if attrs & (PTE_AF | PTE_GPU_ACCESS) != PTE_AF | PTE_GPU_ACCESS {
+        return Access::NONE;
+    }
+    Prot::from_bits(attrs).gpu_access()
 }
 
 /// Bits a table descriptor may have set.
@@ -375,6 +395,7 @@ impl Desc {
                 pa,
                 prot: Prot::from_bits(raw),
                 ng: raw & PTE_NG != 0,
+                attrs: raw & !OA_FIELD,
             })
         } else {
             if raw & !TABLE_BITS != 0 {

@@ -209,7 +209,8 @@ fn overlap_refused(_: &Env) -> CaseResult {
             va,
             pa: PA,
             size: PG,
-            prot: Prot::GPU_SHARED_RW
+            prot: Prot::GPU_SHARED_RW,
+            attrs: PteTemplate::new(Prot::GPU_SHARED_RW, true).pte(0),
         }
     );
     Ok(())
@@ -254,7 +255,8 @@ fn boundaries(_: &Env) -> CaseResult {
                 va: across,
                 pa: PA + 16 * PG,
                 size,
-                prot: Prot::GPUFW_PRIV_RW
+                prot: Prot::GPUFW_PRIV_RW,
+                attrs: PteTemplate::new(Prot::GPUFW_PRIV_RW, !pt.config().global).pte(0),
             }
         );
         check!(ok!(unmap_flush(pt, across, size)) == (size / PG) as usize);

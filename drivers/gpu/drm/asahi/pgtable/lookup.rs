@@ -66,7 +66,9 @@ impl PageTable {
                 match Desc::decode(raw, LEAF_LEVEL, self.cfg.oas) {
                     Desc::Page(p) => match &mut run {
                         Some(m)
-                            if m.prot == p.prot && m.va + m.size == va && m.pa + m.size == p.pa =>
+                            if m.attrs == p.attrs
+                                && m.va + m.size == va
+                                && m.pa + m.size == p.pa =>
                         {
                             m.size += UAT_PGSZ
                         }
@@ -76,6 +78,7 @@ impl PageTable {
                                 pa: p.pa,
                                 size: UAT_PGSZ,
                                 prot: p.prot,
+                                attrs: p.attrs,
                             }) {
                                 f(&m);
                             }

@@ -214,6 +214,16 @@ pub struct Mapping {
     pub size: u64,
     /// Protection of every page of the run.
     pub prot: Prot,
+    /// The descriptor bits other than the address, the same for every page of the run
+    /// ([`crate::pte::PageDesc::attrs`]): for crash dumps, which show what the hardware sees.
+    pub attrs: u64,
+}
+
+impl Mapping {
+    /// What the GPU may do through the run's descriptors ([`crate::pte::gpu_access_of`]).
+    pub fn gpu_access(&self) -> crate::pte::Access {
+        crate::pte::gpu_access_of(self.attrs)
+    }
 }
 
 /// The occupancies of the leaf tables below one second-level table, indexed like its entries:
