@@ -6,8 +6,9 @@
 //! and a corrupt leaf descriptor among the pages an operation meets: reported (EIO), nothing
 //! changed; except in a leaf table whose every page an unmap holds, which it takes unread (its
 //! descriptors are never followed): unlinked and freed after the flush, or, keeping the tables,
-//! cleared. The occupancies (counts and spans) are checked against a full scan of every table
-//! after every step (`check`).
+//! cleared; and a corrupt table descriptor (second level or top level) above a mapped page:
+//! every operation that meets it reports it, nothing changed. The occupancies (counts and
+//! spans) are checked against a full scan of every table after every step (`check`).
 
 use asahi::pgtable::PageTable;
 use kernel::error::code::{EEXIST, EIO, ENOENT};
@@ -261,6 +262,100 @@ proptest! {
         // `op` is regenerated around `at`: its strategy is only a shape.
         let op = retarget(op, at);
         corrupt_run((start, len), at, value, &op, &VaModel::new())?;
+    }
+}
+
+/// A corrupt table descriptor above a mapped page (the second-level entry of its leaf table,
+/// or the top-level entry above that) makes every operation that meets it fail, `EIO` (a map
+/// may find a mapped page first: `EEXIST`; a reprot a hole: `ENOENT`), and change nothing: the
+/// descriptor is never followed. The caches name another top-level entry's tables, so the
+/// operations walk down to it; `translate` and the mapping walk report it too.
+fn corrupt_table_run(
+    base: (u64, u64),
+    at: u64,
+    level: u32,
+    value: u64,
+    op: &Op,
+) -> Result<(), TestCaseError> {
+    use asahi::pte::Prot;
+    let leak = LeakCheck::start();
+    let mut pt = PageTable::new(cfg()).unwrap();
+    let map = Op::Map {
+        page: base.0,
+        pages: base.1,
+        pa_page: 0,
+        prot: Prot::GPU_SHARED_RW,
+    };
+    let (want, model) = expect(&VaModel::new(), &map);
+    prop_assert_eq!(apply(&mut pt, &map), want);
+    // Mapped last, under another top-level entry: what the caches name.
+    let far = 5u64 << 36;
+    pt.map(far, 0x8_0000_0000, PG, Prot::GPU_SHARED_RW).unwrap();
+    let va = uat_tests::ops::va(at);
+    // The descriptor of `level` on the way to `va`'s leaf table.
+    let mut table = pt.ttb();
+    let mut slot = (table, ((va >> 36) & 0x7ff) as usize * 8);
+    if level == 2 {
+        let l1 = read_word(table, slot.1);
+        table = l1 & 0xffff_ffff_c000;
+        slot = (table, ((va >> 25) & 0x7ff) as usize * 8);
+    }
+    let old = read_word(slot.0, slot.1);
+    prop_assert_eq!(old & 3, 3, "a table descriptor");
+    // The tables as they are, taken before the corruption (a snapshot walks them).
+    let before = snapshot(&pt);
+    let tables = pt.table_pages();
+    write_word(slot.0, slot.1, value);
+    let got = apply(&mut pt, op);
+    let allowed: &[kernel::error::Error] = match op {
+        Op::Map { .. } | Op::MapSg { .. } | Op::MapRepeat { .. } => &[EIO, EEXIST],
+        Op::Reprot { .. } => &[EIO, ENOENT],
+        _ => &[EIO],
+    };
+    prop_assert!(
+        matches!(got, Err(e) if allowed.contains(&e)),
+        "{:?} over a corrupt L{} {:#x} returned {:?}",
+        op,
+        level,
+        value,
+        got
+    );
+    prop_assert_eq!(pt.translate(va).err(), Some(EIO));
+    prop_assert_eq!(pt.for_each_mapping_all(|_| {}).err(), Some(EIO));
+    prop_assert_eq!(pt.table_pages(), tables);
+    prop_assert_eq!(
+        read_word(slot.0, slot.1),
+        value,
+        "the corrupt descriptor changed"
+    );
+    write_word(slot.0, slot.1, old);
+    prop_assert!(snapshot(&pt) == before, "{:?} changed the tables", op);
+    let unmap_far = Op::Unmap {
+        page: (far - uat_tests::ops::va(0)) / PG,
+        pages: 1,
+    };
+    prop_assert_eq!(apply(&mut pt, &unmap_far), Ok(1));
+    check(&pt, &model, None, 3);
+    drop(pt);
+    prop_assert_eq!(leak.live_since(), 0, "pages leaked");
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    #[test]
+    fn corrupt_tables_are_reported_and_nothing_changes(
+        (start, len, at) in (0u64..2048, 1u64..6144).prop_flat_map(|(s, l)| {
+            let l = l.min(uat_tests::ops::WINDOW_PAGES - s);
+            (Just(s), Just(l), s..s + l)
+        }),
+        level in 1u32..=2,
+        value in corrupt_value(),
+        op in (0u64..8192).prop_flat_map(covering_op),
+    ) {
+        let op = retarget(op, at);
+        corrupt_table_run((start, len), at, level, value, &op)?;
     }
 }
 
