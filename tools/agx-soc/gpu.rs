@@ -7,7 +7,9 @@
 //! misunderstanding in the driver shows up as a disagreement here.
 //!
 //! - Contexts come from the TTBAT by physical address: slot `i` is the 16-byte entry at
-//!   `ttbat + 16 * i`; the TTB word gives the table and the ASID.
+//!   `ttbat + 16 * i`; the TTB word gives the table and the ASID. A context, once loaded, is
+//!   kept until an invalidation of its ASID (or of everything) drops it: rewriting the TTBAT
+//!   alone does not change what the GPU uses, so a bind or unbind must invalidate the ASID.
 //! - Tables are read by physical address from simulated RAM, 64-bit little-endian words.
 //! - The TLB caches leaf translations per ASID (global ones, nG = 0, for every ASID) and the
 //!   walk cache caches leaf-table addresses per ASID and 32 MiB region; both keep entries until a
@@ -157,6 +159,10 @@ struct State {
     tlb: HashMap<(Option<u16>, u64), TlbEntry>,
     /// Leaf-table addresses by (ASID, VA >> 25).
     walk: HashMap<(u16, u64), u64>,
+    /// The contexts loaded from the TTBAT, by (slot, upper half): the ASID and root table of
+    /// each, kept until an invalidation of that ASID or of everything. A TTBAT write alone does
+    /// not reach a context the GPU already uses.
+    contexts: HashMap<(usize, bool), (u16, u64)>,
     stats: GpuStats,
     faults: Vec<Fault>,
     ignore_tlbi: bool,
@@ -191,6 +197,7 @@ impl Gpu {
             state: Mutex::new(State {
                 tlb: HashMap::new(),
                 walk: HashMap::new(),
+                contexts: HashMap::new(),
                 stats: GpuStats::default(),
                 faults: Vec::new(),
                 ignore_tlbi: false,
@@ -254,6 +261,22 @@ impl Gpu {
         Ok(((ttb >> 48) as u16, ttb & ((1 << 48) - 1) & !1))
     }
 
+    /// The context of `slot` for `va`'s half as the GPU uses it: loaded from the TTBAT the first
+    /// time, then kept until an invalidation drops it (an invalid TTB is not kept).
+    fn loaded_context(&self, st: &mut State, slot: usize, va: u64) -> Result<(u16, u64), Fault> {
+        let key = (slot, va >> 63 != 0);
+        if let Some(&c) = st.contexts.get(&key) {
+            // The address-size check does not depend on the TTBAT.
+            let half_bits = va >> self.ias;
+            if half_bits == 0 || half_bits == u64::MAX >> self.ias {
+                return Ok(c);
+            }
+        }
+        let c = self.context(slot, va)?;
+        st.contexts.insert(key, c);
+        Ok(c)
+    }
+
     /// The leaf table that maps `va` below `root`: the two upper levels, walked.
     fn leaf_table(&self, root: u64, va: u64, slot: usize) -> Result<u64, Fault> {
         let low = va & ((1u64 << self.ias) - 1);
@@ -290,7 +313,7 @@ impl Gpu {
         va: u64,
         write: bool,
     ) -> Result<u64, Fault> {
-        let (asid, root) = self.context(slot, va)?;
+        let (asid, root) = self.loaded_context(st, slot, va)?;
         let vpn = va >> PAGE_SHIFT;
         let entry = st
             .tlb
@@ -436,11 +459,13 @@ impl Gpu {
             Tlbi::All => {
                 st.tlb.clear();
                 st.walk.clear();
+                st.contexts.clear();
             }
             Tlbi::Asid(x) => {
                 let asid = (x >> 48) as u16;
                 st.tlb.retain(|&(a, _), _| a != Some(asid));
                 st.walk.retain(|&(a, _), _| a != asid);
+                st.contexts.retain(|_, &mut (a, _)| a != asid);
             }
             Tlbi::Va(x) => {
                 let asid = (x >> 48) as u16;
