@@ -333,14 +333,15 @@ fn flush_state_machine_reports_unexpected_states() {
     handoff.begin_flush(5, 0x10_0000, 0x8000).unwrap();
     assert_eq!(state(5), 1);
     set_state(5, 2);
-    handoff.end_flush(5).unwrap();
+    handoff.end_flush(5, false).unwrap();
     assert_eq!(state(5), 0);
     // Busy slot: refuse to post over it.
     set_state(KERNEL_FLUSH_SLOT, 1);
     assert_eq!(handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000), Err(EIO));
-    // The firmware did not finish (still 1): error, and the slot stays requested, since the
-    // firmware may still answer; posting over it is refused until it has.
-    assert_eq!(handoff.end_flush(KERNEL_FLUSH_SLOT), Err(EIO));
+    // The wait timed out with the request unanswered (still 1): error, and the slot stays
+    // requested, since the firmware may still process it; posting over it is refused until it
+    // has.
+    assert_eq!(handoff.end_flush(KERNEL_FLUSH_SLOT, true), Err(EIO));
     assert_eq!(state(KERNEL_FLUSH_SLOT), 1);
     assert_eq!(handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000), Err(EIO));
     assert_eq!(state(KERNEL_FLUSH_SLOT), 1);
@@ -349,12 +350,18 @@ fn flush_state_machine_reports_unexpected_states() {
     handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000).unwrap();
     assert_eq!(state(KERNEL_FLUSH_SLOT), 1);
     set_state(KERNEL_FLUSH_SLOT, 2);
-    handoff.end_flush(KERNEL_FLUSH_SLOT).unwrap();
+    handoff.end_flush(KERNEL_FLUSH_SLOT, true).unwrap();
     assert_eq!(state(KERNEL_FLUSH_SLOT), 0);
-    // Garbage: the firmware answered, wrongly: error, slot reset.
+    // The firmware answered (or never got the message) without marking it done: it will not
+    // touch the request any more, so the slot is reset.
+    handoff.begin_flush(KERNEL_FLUSH_SLOT, 0, 0x4000).unwrap();
+    assert_eq!(handoff.end_flush(KERNEL_FLUSH_SLOT, false), Err(EIO));
+    assert_eq!(state(KERNEL_FLUSH_SLOT), 0);
+    // Garbage: the firmware answered, wrongly: error, slot reset, whether the wait timed out
+    // or not.
     handoff.begin_flush(7, 0, 0x4000).unwrap();
     set_state(7, 9);
-    assert_eq!(handoff.end_flush(7), Err(EIO));
+    assert_eq!(handoff.end_flush(7, true), Err(EIO));
     assert_eq!(state(7), 0);
     assert_eq!(handoff.begin_flush(65, 0, 0x4000), Err(EINVAL));
     let log = kernel::print::take_log();

@@ -222,7 +222,10 @@ pub struct FlushMsg {
 
 /// The firmware's control channel, as far as the MMU needs it.
 pub trait FwChannel {
-    /// Sends a cache-flush message and waits for the firmware to process it.
+    /// Sends a cache-flush message and waits for the firmware to process it: `ETIMEDOUT` if it
+    /// did not answer in time (it may still process the request, and mark it done, later); any
+    /// other error if the message did not reach it or it answered with an error (it will not
+    /// touch the request any more).
     fn flush_cache(&self, msg: &FlushMsg) -> Result;
 }
 
@@ -380,14 +383,15 @@ impl Handoff {
     }
 
     /// Completes a cache-flush request once the firmware answered (state 2 -> 0). `EIO` if the
-    /// firmware did not mark it done. A slot still requested stays so: the firmware may answer
-    /// yet, and [`Handoff::begin_flush`] refuses to post over it until it has. A state the
-    /// protocol does not have (the firmware answered, wrongly) is reset to idle, so that one bad
-    /// answer does not wedge every later flush of the slot.
-    pub fn end_flush(&self, slot: usize) -> Result {
+    /// firmware did not mark it done. When the wait for its answer timed out (`pending`), a slot
+    /// still requested stays so: the firmware may process the request yet, and
+    /// [`Handoff::begin_flush`] refuses to post over it until it has. Otherwise (the firmware
+    /// answered without marking it done, or never got the message) the slot is reset to idle, so
+    /// that one bad answer does not wedge every later flush of the slot.
+    pub fn end_flush(&self, slot: usize, pending: bool) -> Result {
         let f = self.regs().flush.get(slot).ok_or(EINVAL)?;
         let state = f.state.load(Ordering::Acquire);
-        if state != flush_state::REQUESTED {
+        if !(pending && state == flush_state::REQUESTED) {
             f.state.store(flush_state::IDLE, Ordering::Release);
         }
         if state != flush_state::DONE {

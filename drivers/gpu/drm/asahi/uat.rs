@@ -780,7 +780,8 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
                     slot: flush_slot as u32,
                     page_count: pages as u16,
                 });
-                let ended = self.handoff.end_flush(flush_slot);
+                // Only a firmware that did not answer in time may still mark it done.
+                let ended = self.handoff.end_flush(flush_slot, sent == Err(ETIMEDOUT));
                 sent?;
                 ended?;
                 addr += bytes;
