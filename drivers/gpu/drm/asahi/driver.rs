@@ -146,8 +146,15 @@ fn firmware(pdev: &platform::Device<Core<'_>>, cfg: &UatConfig) -> Result<Firmwa
         pdev,
         "stand-in GPU firmware (CONFIG_DRM_ASAHI_FW_STANDIN): for testing without a GPU only\n"
     );
+    // The UAT checks the region's size too, but only once the stand-in has mapped it.
+    crate::region::check_region(
+        "handoff",
+        cfg.handoff.phys,
+        cfg.handoff.size,
+        crate::handoff::HANDOFF_SIZE,
+    )?;
     // SAFETY: `cfg.handoff` is the device tree's `handoff` reserved-memory region, which only
-    // the UAT and this stand-in use.
+    // the UAT and this stand-in use, of at least `HANDOFF_SIZE` bytes (checked above).
     unsafe { crate::fw_standin::StandInFw::new(cfg.handoff.phys, true) }
 }
 
