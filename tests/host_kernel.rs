@@ -72,7 +72,7 @@ fn phys_round_trip_and_borrow() {
         assert_eq!(borrowed.ref_count(), 1);
     }
     assert!(sim::is_allocated(pa), "a borrow does not free");
-    // SAFETY: Refused (not page aligned): nothing is borrowed.
+    // SAFETY: Not page aligned: refused before anything is read.
     assert!(unsafe { Page::borrow_phys(pa + 0x1234) }.is_none());
     // SAFETY: `pa` came from `into_phys` and is claimed once.
     let page = unsafe { Page::from_phys(pa) };
@@ -203,9 +203,10 @@ fn memremap_refuses_what_memremap_warns_about() {
     let _alone = allocator();
     let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO).unwrap();
     let pg = PAGE_SIZE as u64;
-    // SAFETY: The ranges are memory (allocated or reserved pages), but the last: a hole, which
-    // breaks the requirements on purpose, to check that the host's refuses it rather than map
-    // it (it has nothing to map there).
+    // SAFETY: The ranges are memory (allocated or reserved pages), but the last two break the
+    // requirements on purpose, to check that the host's refuses them as the kernel's checks
+    // would (a range that is partly System RAM), or rather than map them (a hole: the host has
+    // nothing to map there).
     unsafe {
         assert!(MemRemap::new(page.phys(), PAGE_SIZE, WriteBack).is_ok());
         assert_eq!(

@@ -245,6 +245,7 @@ impl TlbInvalidate for FreeWatchingTlb {
 pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
     let tlb = FreeWatchingTlb::default();
     let mut gather = Gather::new();
+    let frees_before = kernel::sim::page_stats().frees;
     let r = match *op {
         Op::Map {
             page,
@@ -309,6 +310,14 @@ pub fn apply(pt: &mut PageTable, op: &Op) -> Result<u64> {
     let range = gather.range();
     let freed = gather.freed_tables() as u64;
     let frees = kernel::sim::page_stats().frees;
+    // What removes mappings frees nothing itself: its tables wait in the gather. (A failed map
+    // gives its unused reserve back: pages no descriptor ever named.)
+    if matches!(
+        op,
+        Op::Unmap { .. } | Op::UnmapKeep { .. } | Op::Prune { .. } | Op::Reprot { .. }
+    ) {
+        assert_eq!(frees, frees_before, "pages freed before the flush");
+    }
     gather.flush(&tlb, 1);
     // The unlinked tables are freed by the flush, after its invalidation.
     if freed != 0 {

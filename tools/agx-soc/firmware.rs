@@ -173,7 +173,7 @@ impl Firmware {
     pub fn start(handoff: u64, knobs: FwKnobs, gpu: Option<Arc<Gpu>>) -> Firmware {
         // SAFETY: The SoC's `handoff` region is reserved memory, for the firmware and the driver.
         let map = unsafe { MemRemap::new(handoff, 0x648, MemRemapType::WriteCombine) }
-            .expect("handoff is RAM");
+            .expect("the handoff region maps");
         let regs = Regs { map };
         let (tx, rx) = mpsc::channel();
         let log = Arc::new(Mutex::new(FwLog::default()));

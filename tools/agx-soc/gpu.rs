@@ -39,7 +39,9 @@ pub fn gpu_perm(desc: u64) -> Perm {
     let ap = (desc >> 6) & 3;
     let pxn = (desc >> 53) & 1 != 0;
     let uxn = (desc >> 54) & 1 != 0;
-    let os = (desc >> 55) & 1 != 0;
+    // The GPU-access bit, and the access flag: the facts doc has the driver always set it, and
+    // a descriptor without it faults (an access-flag fault), as on the CPU.
+    let os = (desc >> 55) & 1 != 0 && (desc >> 10) & 1 != 0;
     let (read, write) = match (ap, uxn, pxn) {
         (0, false, false) => (false, false),
         (0, false, true) => (true, false),

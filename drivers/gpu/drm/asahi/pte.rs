@@ -462,7 +462,8 @@ pub const fn table_desc(pa: PhysAddr) -> u64 {
 pub struct PteTemplate(u64);
 
 impl PteTemplate {
-    /// The template for pages with `prot`, non-global (`ng`) in user contexts.
+    /// The template for pages with `prot`, non-global (`ng`) everywhere but in the kernel VM's
+    /// upper half (see [`crate::pgtable::PtConfig::global`]).
     pub const fn new(prot: Prot, ng: bool) -> PteTemplate {
         PteTemplate(
             DESC_VALID | prot.bits() | PTE_AF | PTE_GPU_ACCESS | if ng { PTE_NG } else { 0 },
