@@ -119,6 +119,17 @@ fn snapshot(pt: &PageTable) -> Vec<(u64, Vec<u8>)> {
         .collect()
 }
 
+/// Whether `got` is how `op` may fail over a corrupt descriptor it meets: `EIO`, or, for a map,
+/// `EEXIST` when it finds a mapped page first, for a reprot `ENOENT` when it finds a hole first.
+fn refused_over_corruption(op: &Op, got: kernel::error::Result<u64>) -> bool {
+    let allowed: &[kernel::error::Error] = match op {
+        Op::Map { .. } | Op::MapSg { .. } | Op::MapRepeat { .. } => &[EIO, EEXIST],
+        Op::Reprot { .. } => &[EIO, ENOENT],
+        _ => &[EIO],
+    };
+    matches!(got, Err(e) if allowed.contains(&e))
+}
+
 /// Corrupt leaf values: block and reserved types, a non-zero invalid entry (address only),
 /// stray bits, an address beyond the OAS.
 fn corrupt_value() -> impl Strategy<Value = u64> {
@@ -200,13 +211,8 @@ fn corrupt_run(
         }
     }
     let got = apply(&mut pt, op);
-    let allowed: &[kernel::error::Error] = match op {
-        Op::Map { .. } | Op::MapSg { .. } | Op::MapRepeat { .. } => &[EIO, EEXIST],
-        Op::Reprot { .. } => &[EIO, ENOENT],
-        _ => &[EIO],
-    };
     prop_assert!(
-        matches!(got, Err(e) if allowed.contains(&e)),
+        refused_over_corruption(op, got),
         "{:?} over a corrupt {:#x} returned {:?}",
         op,
         value,
@@ -307,13 +313,8 @@ fn corrupt_table_run(
     let tables = pt.table_pages();
     write_word(slot.0, slot.1, value);
     let got = apply(&mut pt, op);
-    let allowed: &[kernel::error::Error] = match op {
-        Op::Map { .. } | Op::MapSg { .. } | Op::MapRepeat { .. } => &[EIO, EEXIST],
-        Op::Reprot { .. } => &[EIO, ENOENT],
-        _ => &[EIO],
-    };
     prop_assert!(
-        matches!(got, Err(e) if allowed.contains(&e)),
+        refused_over_corruption(op, got),
         "{:?} over a corrupt L{} {:#x} returned {:?}",
         op,
         level,
