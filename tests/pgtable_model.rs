@@ -145,6 +145,21 @@ fn corrupt_value() -> impl Strategy<Value = u64> {
     ])
 }
 
+/// A new page table with the `base.1` pages at window page `base.0` mapped (read-write, from
+/// physical page 0), checked against `target`, which it returns with the map applied.
+fn mapped(base: (u64, u64), target: &VaModel) -> Result<(PageTable, VaModel), TestCaseError> {
+    let mut pt = PageTable::new(cfg()).unwrap();
+    let map = Op::Map {
+        page: base.0,
+        pages: base.1,
+        pa_page: 0,
+        prot: asahi::pte::Prot::GPU_SHARED_RW,
+    };
+    let (want, model) = expect(target, &map);
+    prop_assert_eq!(apply(&mut pt, &map), want);
+    Ok((pt, model))
+}
+
 /// A corrupt leaf descriptor among the pages an operation meets (the corruption is made on a
 /// mapped page, inside its table's span) makes it fail with EIO (or, for a map, EEXIST when a
 /// mapped page comes first; for a reprot, ENOENT when a hole does) and change nothing. The
@@ -163,15 +178,7 @@ fn corrupt_run(
 ) -> Result<(), TestCaseError> {
     use uat_tests::ops::WINDOW;
     let leak = LeakCheck::start();
-    let mut pt = PageTable::new(cfg()).unwrap();
-    let map = Op::Map {
-        page: base.0,
-        pages: base.1,
-        pa_page: 0,
-        prot: asahi::pte::Prot::GPU_SHARED_RW,
-    };
-    let (want, model) = expect(target, &map);
-    prop_assert_eq!(apply(&mut pt, &map), want);
+    let (mut pt, model) = mapped(base, target)?;
     let va = WINDOW + at * PG;
     // `at` is in the range just mapped: its descriptor exists.
     let slot = leaf_slot(&pt, va);
@@ -285,15 +292,7 @@ fn corrupt_table_run(
 ) -> Result<(), TestCaseError> {
     use asahi::pte::Prot;
     let leak = LeakCheck::start();
-    let mut pt = PageTable::new(cfg()).unwrap();
-    let map = Op::Map {
-        page: base.0,
-        pages: base.1,
-        pa_page: 0,
-        prot: Prot::GPU_SHARED_RW,
-    };
-    let (want, model) = expect(&VaModel::new(), &map);
-    prop_assert_eq!(apply(&mut pt, &map), want);
+    let (mut pt, model) = mapped(base, &VaModel::new())?;
     // Mapped last, under another top-level entry: what the caches name.
     let far = 5u64 << 36;
     pt.map(far, 0x8_0000_0000, PG, Prot::GPU_SHARED_RW).unwrap();

@@ -224,12 +224,6 @@ impl Gpu {
         std::mem::take(&mut self.state.lock().unwrap().stats.bbm_violations)
     }
 
-    /// Walks of freed tables counted so far (reset): for a test that breaks TLB maintenance on
-    /// purpose, since a [`crate::Soc`] that saw any fails when dropped.
-    pub fn take_freed_table_walks(&self) -> u64 {
-        std::mem::take(&mut self.state.lock().unwrap().stats.freed_table_walks)
-    }
-
     /// Faults reported so far (drained).
     pub fn take_faults(&self) -> Vec<Fault> {
         std::mem::take(&mut self.state.lock().unwrap().faults)
@@ -248,13 +242,19 @@ impl Gpu {
         self.read_leaf(leaf_table, va, slot)
     }
 
-    /// The ASID and root table of the half of context `slot` that `va` is in, from the TTBAT.
-    fn context(&self, slot: usize, va: u64) -> Result<(u16, u64), Fault> {
-        let upper = va >> 63 != 0;
+    /// Whether `va` is in the upper half; `AddressSize` if it is in neither (or `slot` is not
+    /// one of the 64).
+    fn half(&self, slot: usize, va: u64) -> Result<bool, Fault> {
         let half_bits = va >> self.ias;
         if !(half_bits == 0 || half_bits == u64::MAX >> self.ias) || slot >= 64 {
             return Err(Fault::AddressSize { va, slot });
         }
+        Ok(va >> 63 != 0)
+    }
+
+    /// The ASID and root table of the half of context `slot` that `va` is in, from the TTBAT.
+    fn context(&self, slot: usize, va: u64) -> Result<(u16, u64), Fault> {
+        let upper = self.half(slot, va)?;
         let ttb = sim::read_phys_u64(self.ttbat + 16 * slot as u64 + if upper { 8 } else { 0 })
             .ok_or(Fault::NoContext { va, slot })?;
         if ttb & 1 == 0 {
@@ -266,13 +266,9 @@ impl Gpu {
     /// The context of `slot` for `va`'s half as the GPU uses it: loaded from the TTBAT the first
     /// time, then kept until an invalidation drops it (an invalid TTB is not kept).
     fn loaded_context(&self, st: &mut State, slot: usize, va: u64) -> Result<(u16, u64), Fault> {
-        let key = (slot, va >> 63 != 0);
+        let key = (slot, self.half(slot, va)?);
         if let Some(&c) = st.contexts.get(&key) {
-            // The address-size check does not depend on the TTBAT.
-            let half_bits = va >> self.ias;
-            if half_bits == 0 || half_bits == u64::MAX >> self.ias {
-                return Ok(c);
-            }
+            return Ok(c);
         }
         let c = self.context(slot, va)?;
         st.contexts.insert(key, c);

@@ -333,14 +333,17 @@ pub struct PageDesc {
     pub pa: PhysAddr,
     /// Its protection.
     pub prot: Prot,
-    /// Whether the entry is non-global (tagged with the context's ASID).
-    pub ng: bool,
-    /// Every bit of the descriptor but the address: what the hardware sees, which `prot` and
-    /// `ng` do not say all of (the access flag, the GPU-access bit).
+    /// Every bit of the descriptor but the address: what the hardware sees, which `prot` does
+    /// not say all of (nG, the access flag, the GPU-access bit).
     pub attrs: u64,
 }
 
 impl PageDesc {
+    /// Whether the entry is non-global (tagged with the context's ASID).
+    pub fn ng(&self) -> bool {
+        self.attrs & PTE_NG != 0
+    }
+
     /// What the GPU may do through the descriptor (see [`gpu_access_of`]).
     pub fn gpu_access(&self) -> Access {
         gpu_access_of(self.attrs)
@@ -394,7 +397,6 @@ impl Desc {
             Desc::Page(PageDesc {
                 pa,
                 prot: Prot::from_bits(raw),
-                ng: raw & PTE_NG != 0,
                 attrs: raw & !OA_FIELD,
             })
         } else {

@@ -455,7 +455,7 @@ fn encoding_vectors(_: &Env) -> CaseResult {
         for ng in [false, true] {
             let raw = PteTemplate::new(prot, ng).pte(PA);
             let d = Desc::decode(raw, 3, Oas::BITS_40);
-            check!(matches!(d, Desc::Page(p) if p.prot == prot && p.pa == PA && p.ng == ng));
+            check!(matches!(d, Desc::Page(p) if p.prot == prot && p.pa == PA && p.ng() == ng));
         }
     }
     check!(Prot::GPU_SHARED_RW.gpu_access() == Access::RW);
