@@ -209,6 +209,47 @@ fn checked_floor(n: u64) -> f64 {
     median(unmaps)
 }
 
+/// The machine the figures come from, on one line: the ratios depend on its cores and caches
+/// (the store-bound floor most), so runs on different machines are not comparable.
+fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .take_while(|l| !l.trim().is_empty())
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == name).then(|| v.trim().to_string())
+            })
+            .unwrap_or_else(|| "?".into())
+    };
+    let mut caches = Vec::new();
+    for i in 0.. {
+        let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
+        let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).ok();
+        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
+        else {
+            break;
+        };
+        if kind.trim() != "Instruction" {
+            caches.push(format!("L{} {}", level.trim(), size.trim()));
+        }
+    }
+    format!(
+        "{} (family {} model {} stepping {}), {} CPUs; data caches of CPU 0: {}",
+        field("model name"),
+        field("cpu family"),
+        field("model"),
+        field("stepping"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if caches.is_empty() {
+            "?".into()
+        } else {
+            caches.join(", ")
+        }
+    )
+}
+
 fn main() {
     // The real allocator does not poison freed pages; do not charge that to the table code.
     sim::set_poison_on_free(false);
@@ -218,6 +259,7 @@ fn main() {
         "UAT page-table benchmark: ns per page, median of {} rounds of {BATCH_PAGES} pages",
         rounds()
     );
+    println!("machine: {}", machine());
     println!(
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
         "op", "pages", "tables", "ours", "peer", "floor", "ours/floor", "peer/ours"
