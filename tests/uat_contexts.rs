@@ -303,6 +303,76 @@ fn kernel_vm_leaves_are_global_in_its_upper_half_only() {
     leak.assert_clean();
 }
 
+/// A map that fails while writing (a driver bug, injected here: a table page refused on the way
+/// down) clears what it wrote, but the GPU may have cached some of it meanwhile, and the caller
+/// is about to let go of the pages: the driver must invalidate the range, in the user VM's ASID,
+/// and for the kernel VM's upper half (global leaves) in every context.
+#[test]
+fn a_map_that_fails_while_writing_leaves_no_translation_cached() {
+    let leak = LeakCheck::start();
+    let soc = Soc::new(FwKnobs::default());
+    let mut uat = soc.boot().unwrap();
+    let data = TaggedPages::new(2, 600);
+    let sg: Vec<PhysRange> = (0..2)
+        .map(|i| PhysRange {
+            addr: data.phys(i),
+            len: PG,
+        })
+        .collect();
+    let vm = uat.create_vm(true).unwrap();
+    let slot = uat.bind(vm).unwrap();
+    // Across two leaf tables: the first page is written before the second table is reached.
+    let span = 1 << 25;
+    let user_va = span - PG;
+    let kernel_at = kernel_va(soc.geometry).start + span - PG;
+    for kernel in [false, true] {
+        let va = if kernel { kernel_at } else { user_va };
+        let mut reached = 0;
+        for n in 0.. {
+            let seen = std::rc::Rc::new(std::cell::Cell::new(None));
+            let (gpu, s) = (soc.gpu.clone(), seen.clone());
+            // Where the borrow fails, the GPU reads the first page (and caches its translation
+            // if the map has written it by then).
+            sim::fail_nth_borrow(n, move || s.set(gpu_tag(&gpu, slot, va).ok()));
+            let r = if kernel {
+                uat.kernel_map_sg(va, 2 * PG, &sg, 0, Prot::GPU_SHARED_RW)
+            } else {
+                uat.vm_map_sg(vm, va, 2 * PG, &sg, 0, Prot::GPU_SHARED_RW)
+            };
+            sim::clear_faults();
+            if r.is_ok() {
+                break;
+            }
+            assert_eq!(r, Err(EIO), "refusing borrow {n}");
+            if seen.get() == Some(data.tag(0)) {
+                reached += 1;
+                assert!(
+                    matches!(
+                        soc.gpu.translate(slot, va, false),
+                        Err(Fault::Unmapped { .. })
+                    ),
+                    "kernel {kernel}, borrow {n}: the GPU still reaches the page"
+                );
+            }
+        }
+        assert!(
+            reached > 0,
+            "no failed map had written the first page (kernel {kernel})"
+        );
+        assert_eq!(gpu_tag(&soc.gpu, slot, va + PG), Ok(data.tag(1)));
+        if kernel {
+            assert_eq!(uat.kernel_unmap(va, 2 * PG), Ok(2));
+        } else {
+            assert_eq!(uat.vm_unmap(vm, va, 2 * PG), Ok(2));
+        }
+    }
+    uat.release(vm).unwrap();
+    drop(uat);
+    drop(data);
+    drop(soc);
+    leak.assert_clean();
+}
+
 /// Fills the TLB with `va`'s translation in `slot`, checks it, and returns the tag.
 fn warm(gpu: &Gpu, slot: usize, va: u64) -> u64 {
     let t = gpu_tag(gpu, slot, va).unwrap();

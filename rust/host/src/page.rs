@@ -143,6 +143,8 @@ impl Page {
     /// `phys` is page aligned and its page is neither a hole (no `struct page`: MMIO, not RAM)
     /// nor reserved (`PageReserved`: reserved-memory regions, carve-outs).
     ///
+    /// A test can make it refuse a page of RAM too ([`sim::fail_nth_borrow`]).
+    ///
     /// # Safety
     ///
     /// As in the kernel, whose checks read the `struct page`: `phys` must be the address of a
@@ -151,7 +153,7 @@ impl Page {
     /// reserved region, nothing), which is refused. Not a PFN walker.
     #[inline]
     pub unsafe fn borrow_phys<'a>(phys: PhysAddr) -> Option<BorrowedPage<'a>> {
-        if !phys.is_multiple_of(PAGE_SIZE as PhysAddr) {
+        if !phys.is_multiple_of(PAGE_SIZE as PhysAddr) || sim::borrow_hook() {
             return None;
         }
         let ram = sim::ram();

@@ -25,7 +25,7 @@ use crate::alloc::AllocError;
 use crate::io::PhysAddr;
 use crate::page::{PAGE_SHIFT, PAGE_SIZE};
 use std::alloc::Layout;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -228,6 +228,14 @@ thread_local! {
     static FAULT: Cell<Fault> = const { Cell::new(Fault::None) };
     static ATTEMPTS: Cell<u64> = const { Cell::new(0) };
     static POISON_ON_FREE: Cell<bool> = const { Cell::new(true) };
+    static BORROW_FAULT: RefCell<Option<BorrowFault>> = const { RefCell::new(None) };
+}
+
+/// A refusal of `Page::borrow_phys` to come ([`fail_nth_borrow`]): how many borrows to let
+/// through first, and what to run just before refusing.
+struct BorrowFault {
+    skip: u64,
+    before: Box<dyn FnOnce()>,
 }
 
 /// This thread's page counters.
@@ -282,9 +290,40 @@ pub fn fail_with_probability(p: f64, seed: u64) {
     });
 }
 
-/// Stops injecting allocation failures on this thread.
+/// Makes the `n`-th `Page::borrow_phys` from now on this thread (0 = the next one) refuse its
+/// page, once, after running `before`: a table page vanishing under an operation that walks
+/// its tables, which only a driver bug can cause. `before` runs inside the operation at that
+/// point, for a test to look at what it has written so far (for instance, to let the simulated
+/// GPU walk it).
+pub fn fail_nth_borrow(n: u64, before: impl FnOnce() + 'static) {
+    BORROW_FAULT.with(|f| {
+        *f.borrow_mut() = Some(BorrowFault {
+            skip: n,
+            before: Box::new(before),
+        })
+    });
+}
+
+/// Stops injecting allocation and borrow failures on this thread.
 pub fn clear_faults() {
     FAULT.with(|f| f.set(Fault::None));
+    BORROW_FAULT.with(|f| f.borrow_mut().take());
+}
+
+/// Called by `Page::borrow_phys`: whether to refuse this borrow ([`fail_nth_borrow`]).
+pub(crate) fn borrow_hook() -> bool {
+    let due = BORROW_FAULT.with(|f| {
+        let mut f = f.borrow_mut();
+        match f.as_mut() {
+            Some(fault) if fault.skip > 0 => {
+                fault.skip -= 1;
+                None
+            }
+            _ => f.take(),
+        }
+    });
+    // Run outside the borrow of the cell: `before` may borrow pages itself.
+    due.map(|fault| (fault.before)()).is_some()
 }
 
 /// Whether freed pages are filled with poison on this thread (on by default; benchmarks turn it

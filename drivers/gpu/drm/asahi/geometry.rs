@@ -158,4 +158,13 @@ impl VaRange {
     pub fn contains(&self, va: u64) -> bool {
         va >= self.start && va <= self.last
     }
+
+    /// The smallest range that holds both ranges.
+    #[inline]
+    pub fn hull(&self, other: &VaRange) -> VaRange {
+        VaRange {
+            start: self.start.min(other.start),
+            last: self.last.max(other.last),
+        }
+    }
 }

@@ -121,10 +121,7 @@ impl Gather {
     pub fn add_range(&mut self, range: VaRange) {
         self.range = Some(match self.range {
             None => range,
-            Some(r) => VaRange {
-                start: r.start.min(range.start),
-                last: r.last.max(range.last),
-            },
+            Some(r) => r.hull(&range),
         });
     }
 

@@ -242,7 +242,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// Maps physically contiguous memory into the kernel VM (upper half within [`kernel_va`], or
     /// the lower half).
     pub fn kernel_map(&mut self, va: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
-        self.kernel_pt(va, size)?.map(va, pa, size, prot)
+        self.map_kernel(va, size, |pt| pt.map(va, pa, size, prot))
     }
 
     /// Maps a scatter list into the kernel VM (see [`PageTable::map_sg`]).
@@ -254,7 +254,26 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         skip: u64,
         prot: Prot,
     ) -> Result {
-        self.kernel_pt(va, size)?.map_sg(va, size, sg, skip, prot)
+        self.map_kernel(va, size, |pt| pt.map_sg(va, size, sg, skip, prot))
+    }
+
+    /// Runs `map` on the kernel VM's table for `size` bytes at `va`, then invalidates what a
+    /// failed map briefly wrote ([`PageTable::take_undone`]), in every context: the upper half's
+    /// leaves are global.
+    fn map_kernel(
+        &mut self,
+        va: u64,
+        size: u64,
+        map: impl FnOnce(&mut PageTable) -> Result,
+    ) -> Result {
+        let pt = self.kernel_pt(va, size)?;
+        let r = map(pt);
+        if let Some(range) = pt.take_undone() {
+            let mut gather = Gather::new();
+            gather.add_range(range);
+            gather.flush(&self.tlb, 0);
+        }
+        r
     }
 
     /// The kernel VM's tables: the lower half's and the driver's part of the upper half's.
@@ -425,13 +444,11 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     /// may still reach it, even if the VM outlives its owner ([`Uat::retire_vm`]). `EEXIST` if
     /// the VM already owns a page.
     pub fn vm_map_owned(&mut self, id: VmId, iova: u64, page: Page, prot: Prot) -> Result {
-        let vm = self.vm_mut(id)?;
-        if vm.owned.is_some() {
+        if self.vm(id)?.owned.is_some() {
             return Err(EEXIST);
         }
-        vm.fw_cached |= prot.needs_fw_flush();
-        vm.pt.map(iova, page.phys(), UAT_PGSZ, prot)?;
-        vm.owned = Some(page);
+        self.map_user(id, prot, |pt| pt.map(iova, page.phys(), UAT_PGSZ, prot))?;
+        self.vm_mut(id)?.owned = Some(page);
         Ok(())
     }
 
@@ -465,14 +482,27 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
 
     /// Maps physically contiguous memory into a user VM.
     pub fn vm_map(&mut self, id: VmId, iova: u64, pa: PhysAddr, size: u64, prot: Prot) -> Result {
-        self.vm_for(id, prot)?.pt.map(iova, pa, size, prot)
+        self.map_user(id, prot, |pt| pt.map(iova, pa, size, prot))
     }
 
-    /// User VM `id`, noting that it is about to get mappings with `prot`.
-    fn vm_for(&mut self, id: VmId, prot: Prot) -> Result<&mut UserVm> {
+    /// Runs `map` on the table of user VM `id`, noting that the VM is about to get mappings with
+    /// `prot`, then invalidates what a failed map briefly wrote ([`PageTable::take_undone`]) if
+    /// the VM holds a slot.
+    fn map_user(
+        &mut self,
+        id: VmId,
+        prot: Prot,
+        map: impl FnOnce(&mut PageTable) -> Result,
+    ) -> Result {
         let vm = self.vm_mut(id)?;
         vm.fw_cached |= prot.needs_fw_flush();
-        Ok(vm)
+        let r = map(&mut vm.pt);
+        if let Some(range) = vm.pt.take_undone() {
+            let mut gather = Gather::new();
+            gather.add_range(range);
+            self.vm_flush(id, gather);
+        }
+        r
     }
 
     /// Maps the same page over a range of a user VM.
@@ -484,7 +514,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         size: u64,
         prot: Prot,
     ) -> Result {
-        self.vm_for(id, prot)?.pt.map_repeat(iova, pa, size, prot)
+        self.map_user(id, prot, |pt| pt.map_repeat(iova, pa, size, prot))
     }
 
     /// Maps a scatter list into a user VM (see [`PageTable::map_sg`]).
@@ -497,7 +527,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         skip: u64,
         prot: Prot,
     ) -> Result {
-        self.vm_for(id, prot)?.pt.map_sg(iova, size, sg, skip, prot)
+        self.map_user(id, prot, |pt| pt.map_sg(iova, size, sg, skip, prot))
     }
 
     /// Preallocates the tables a later map of the range needs.

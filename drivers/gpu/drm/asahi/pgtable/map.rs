@@ -233,7 +233,7 @@ impl PageTable {
 
     /// After writing a map failed with `e` (a bug: everything was checked before): warns,
     /// clears every descriptor of `range` (the tables linked so far stay, empty; the caller has
-    /// counted them) and returns `EIO`.
+    /// counted them), notes the range for [`PageTable::take_undone`] and returns `EIO`.
     fn undo_map(&mut self, range: VaRange, e: Error) -> Error {
         pr_warn!(
             "map of {:#x}..={:#x} failed while writing ({:?}), undone\n",
@@ -241,6 +241,7 @@ impl PageTable {
             range.last,
             e
         );
+        self.undone = Some(self.undone.map_or(range, |r| r.hull(&range)));
         let _ = self.walk(range, &mut Tables::Existing, &mut |step| {
             if let Step::Leaf(t, occ, sub) = step {
                 fill(self.run(t, sub), 0);
@@ -250,6 +251,14 @@ impl PageTable {
             Ok(())
         });
         EIO
+    }
+
+    /// The range of the maps that failed with `EIO` while writing (a bug) since the last call,
+    /// if any. Such a map clears what it wrote before it returns, but the GPU may have cached
+    /// those descriptors meanwhile: the caller must invalidate this range before it lets go of
+    /// the pages the map was given.
+    pub fn take_undone(&mut self) -> Option<VaRange> {
+        self.undone.take()
     }
 
     /// Maps `size` bytes at `iova` to the physically contiguous memory at `pa`.

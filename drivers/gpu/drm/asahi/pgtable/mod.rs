@@ -341,6 +341,9 @@ pub struct PageTable {
     walks: AtomicUsize,
     /// Whether dropping the object leaves every table as it is ([`PageTable::leak`]).
     leaked: bool,
+    /// The range of the maps that failed while writing since [`PageTable::take_undone`] last
+    /// ran: their descriptors were valid for a while, so the GPU may have cached them.
+    undone: Option<VaRange>,
 }
 
 impl PageTable {
@@ -359,6 +362,7 @@ impl PageTable {
             leaf_cache: None,
             mid_cache: None,
             leaked: false,
+            undone: None,
         })
     }
 
@@ -411,6 +415,7 @@ impl PageTable {
             leaf_cache: None,
             mid_cache: None,
             leaked: false,
+            undone: None,
         })
     }
 
@@ -1085,6 +1090,9 @@ mod tests {
             let mut pt = pt();
             let r = range(start, 4);
             assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(pages)), Err(EIO));
+            // The range is for the caller to invalidate, once.
+            assert_eq!(pt.take_undone(), Some(r));
+            assert_eq!(pt.take_undone(), None);
             let mut runs = 0;
             pt.for_each_mapping_all(|_| runs += 1).unwrap();
             assert_eq!(runs, 0);
@@ -1097,6 +1105,12 @@ mod tests {
             // The range is free again.
             pt.map(r.start, 0x8_0000_0000, 4 * UAT_PGSZ, Prot::GPU_SHARED_RW)
                 .unwrap();
+            // A map refused before writing leaves nothing to invalidate.
+            assert_eq!(
+                pt.map(r.start, 0x8_0000_0000, UAT_PGSZ, Prot::GPU_SHARED_RW),
+                Err(EEXIST)
+            );
+            assert_eq!(pt.take_undone(), None);
         }
     }
 }
