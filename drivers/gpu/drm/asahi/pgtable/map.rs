@@ -424,6 +424,11 @@ impl PageTable {
     /// Changes the protection of every page of `size` bytes at `iova`, keeping the addresses.
     /// Every page must be mapped (`ENOENT` otherwise, and nothing changes). The range goes into
     /// `gather`, for the TLB invalidation.
+    ///
+    /// The descriptors are rewritten in place, valid throughout, with no break-before-make: the
+    /// output address never changes, and the one user, the firmware cache flush, needs the
+    /// firmware to keep reaching the range while it goes from cached to uncached (the hardware
+    /// protocol remaps it uncached, then flushes; `uat-hardware.md`).
     pub fn reprot(&mut self, iova: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
