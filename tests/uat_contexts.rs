@@ -14,7 +14,9 @@ use kernel::alloc::flags::{__GFP_ZERO, GFP_KERNEL};
 use kernel::error::code::*;
 use kernel::sim;
 use proptest::prelude::*;
+use std::cell::Cell;
 use std::collections::BTreeMap;
+use std::rc::Rc;
 use uat_tests::config::config_scaled;
 use uat_tests::leak::LeakCheck;
 use uat_tests::pages::{gpu_tag, TaggedPages};
@@ -305,8 +307,9 @@ fn kernel_vm_leaves_are_global_in_its_upper_half_only() {
 
 /// A map that fails while writing (a driver bug, injected here: a table page refused on the way
 /// down) clears what it wrote, but the GPU may have cached some of it meanwhile, and the caller
-/// is about to let go of the pages: the driver must invalidate the range, in the user VM's ASID,
-/// and for the kernel VM's upper half (global leaves) in every context.
+/// is about to let go of the pages: the driver must invalidate the range in the user VM's ASID,
+/// in the kernel context's for the kernel VM's lower half, and for its upper half (global
+/// leaves) in every context.
 #[test]
 fn a_map_that_fails_while_writing_leaves_no_translation_cached() {
     let leak = LeakCheck::start();
@@ -323,17 +326,23 @@ fn a_map_that_fails_while_writing_leaves_no_translation_cached() {
     let slot = uat.bind(vm).unwrap();
     // Across two leaf tables: the first page is written before the second table is reached.
     let span = 1 << 25;
-    let user_va = span - PG;
-    let kernel_at = kernel_va(soc.geometry).start + span - PG;
-    for kernel in [false, true] {
-        let va = if kernel { kernel_at } else { user_va };
+    let lower = span - PG;
+    let upper = kernel_va(soc.geometry).start + span - PG;
+    // The table mapped, where, and the contexts that reach it.
+    for (kernel, va, slots) in [
+        (false, lower, vec![slot]),
+        (true, lower, vec![0]),
+        (true, upper, vec![slot, 0]),
+    ] {
         let mut reached = 0;
         for n in 0.. {
-            let seen = std::rc::Rc::new(std::cell::Cell::new(None));
-            let (gpu, s) = (soc.gpu.clone(), seen.clone());
-            // Where the borrow fails, the GPU reads the first page (and caches its translation
-            // if the map has written it by then).
-            sim::fail_nth_borrow(n, move || s.set(gpu_tag(&gpu, slot, va).ok()));
+            let seen = Rc::new(Cell::new(false));
+            let (gpu, s, at) = (soc.gpu.clone(), seen.clone(), slots.clone());
+            // Where the borrow fails, the GPU reads the first page in every context that reaches
+            // it, caching its translation if the map has written it by then.
+            sim::fail_nth_borrow(n, move || {
+                s.set(at.iter().all(|&c| gpu_tag(&gpu, c, va) == Ok(600)))
+            });
             let r = if kernel {
                 uat.kernel_map_sg(va, 2 * PG, &sg, 0, Prot::GPU_SHARED_RW)
             } else {
@@ -344,22 +353,26 @@ fn a_map_that_fails_while_writing_leaves_no_translation_cached() {
                 break;
             }
             assert_eq!(r, Err(EIO), "refusing borrow {n}");
-            if seen.get() == Some(data.tag(0)) {
-                reached += 1;
+            // Only where every context read the page (the map had written it) is there a
+            // translation to drop.
+            if !seen.get() {
+                continue;
+            }
+            reached += 1;
+            for &c in &slots {
                 assert!(
-                    matches!(
-                        soc.gpu.translate(slot, va, false),
-                        Err(Fault::Unmapped { .. })
-                    ),
-                    "kernel {kernel}, borrow {n}: the GPU still reaches the page"
+                    matches!(soc.gpu.translate(c, va, false), Err(Fault::Unmapped { .. })),
+                    "VA {va:#x}, borrow {n}: the GPU still reaches the page in context {c}"
                 );
             }
         }
         assert!(
             reached > 0,
-            "no failed map had written the first page (kernel {kernel})"
+            "no failed map had written the first page at {va:#x}"
         );
-        assert_eq!(gpu_tag(&soc.gpu, slot, va + PG), Ok(data.tag(1)));
+        for &c in &slots {
+            assert_eq!(gpu_tag(&soc.gpu, c, va + PG), Ok(data.tag(1)));
+        }
         if kernel {
             assert_eq!(uat.kernel_unmap(va, 2 * PG), Ok(2));
         } else {

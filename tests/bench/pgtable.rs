@@ -235,12 +235,26 @@ fn machine() -> String {
             caches.push(format!("L{} {}", level.trim(), size.trim()));
         }
     }
+    // x86 names the model; arm64 gives the implementer and part numbers.
+    let cpu = if field("model name") != "?" {
+        format!(
+            "{} (family {} model {} stepping {})",
+            field("model name"),
+            field("cpu family"),
+            field("model"),
+            field("stepping")
+        )
+    } else {
+        format!(
+            "CPU implementer {} part {} variant {} revision {}",
+            field("CPU implementer"),
+            field("CPU part"),
+            field("CPU variant"),
+            field("CPU revision")
+        )
+    };
     format!(
-        "{} (family {} model {} stepping {}), {} CPUs; data caches of CPU 0: {}",
-        field("model name"),
-        field("cpu family"),
-        field("model"),
-        field("stepping"),
+        "{cpu}, {} CPUs; data and unified caches of CPU 0: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if caches.is_empty() {
             "?".into()

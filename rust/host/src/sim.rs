@@ -296,6 +296,7 @@ pub fn fail_with_probability(p: f64, seed: u64) {
 /// point, for a test to look at what it has written so far (for instance, to let the simulated
 /// GPU walk it).
 pub fn fail_nth_borrow(n: u64, before: impl FnOnce() + 'static) {
+    BORROW_FAULTS_ARMED.store(true, Ordering::Relaxed);
     BORROW_FAULT.with(|f| {
         *f.borrow_mut() = Some(BorrowFault {
             skip: n,
@@ -310,8 +311,18 @@ pub fn clear_faults() {
     BORROW_FAULT.with(|f| f.borrow_mut().take());
 }
 
+/// Whether any thread ever armed [`fail_nth_borrow`]: until then `Page::borrow_phys` (on every
+/// table walk, and timed by `make bench`) does not look at the thread-local state.
+static BORROW_FAULTS_ARMED: AtomicBool = AtomicBool::new(false);
+
 /// Called by `Page::borrow_phys`: whether to refuse this borrow ([`fail_nth_borrow`]).
+#[inline]
 pub(crate) fn borrow_hook() -> bool {
+    BORROW_FAULTS_ARMED.load(Ordering::Relaxed) && borrow_fault_due()
+}
+
+#[cold]
+fn borrow_fault_due() -> bool {
     let due = BORROW_FAULT.with(|f| {
         let mut f = f.borrow_mut();
         match f.as_mut() {
@@ -323,7 +334,11 @@ pub(crate) fn borrow_hook() -> bool {
         }
     });
     // Run outside the borrow of the cell: `before` may borrow pages itself.
-    due.map(|fault| (fault.before)()).is_some()
+    if let Some(fault) = due {
+        (fault.before)();
+        return true;
+    }
+    false
 }
 
 /// Whether freed pages are filled with poison on this thread (on by default; benchmarks turn it

@@ -258,8 +258,8 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     }
 
     /// Runs `map` on the kernel VM's table for `size` bytes at `va`, then invalidates what a
-    /// failed map briefly wrote ([`PageTable::take_undone`]), in every context: the upper half's
-    /// leaves are global.
+    /// failed map briefly wrote ([`PageTable::take_undone`]) in ASID 0, which for the upper
+    /// half's global leaves is every context.
     fn map_kernel(
         &mut self,
         va: u64,
@@ -271,7 +271,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         if let Some(range) = pt.take_undone() {
             let mut gather = Gather::new();
             gather.add_range(range);
-            gather.flush(&self.tlb, 0);
+            // As `kernel_unmap` does.
+            if pt.config().global {
+                gather.flush_shared(&self.tlb, 0);
+            } else {
+                gather.flush(&self.tlb, 0);
+            }
         }
         r
     }

@@ -256,7 +256,9 @@ impl PageTable {
     /// The range of the maps that failed with `EIO` while writing (a bug) since the last call,
     /// if any. Such a map clears what it wrote before it returns, but the GPU may have cached
     /// those descriptors meanwhile: the caller must invalidate this range before it lets go of
-    /// the pages the map was given.
+    /// the pages the map was given. (Nor is anything flushed from the firmware's data cache: a
+    /// protection the firmware caches would need the flush protocol, which runs on mappings
+    /// still in place. No map of the render node uses one.)
     pub fn take_undone(&mut self) -> Option<VaRange> {
         self.undone.take()
     }
@@ -427,8 +429,9 @@ impl PageTable {
     ///
     /// The descriptors are rewritten in place, valid throughout, with no break-before-make: the
     /// output address never changes, and the one user, the firmware cache flush, needs the
-    /// firmware to keep reaching the range while it goes from cached to uncached (the hardware
-    /// protocol remaps it uncached, then flushes; `uat-hardware.md`).
+    /// firmware to keep reaching the range while it goes from cached to uncached, and back when
+    /// the flush fails (the hardware protocol remaps it uncached, then flushes;
+    /// `uat-hardware.md`).
     pub fn reprot(&mut self, iova: u64, size: u64, prot: Prot, gather: &mut Gather) -> Result {
         let range = self.check_range(iova, size)?;
         let single = self.single_leaf(range);
