@@ -213,6 +213,7 @@ fn checked_floor(n: u64) -> f64 {
 /// (the store-bound floor most), so runs on different machines are not comparable.
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    // A field of the first CPU's block.
     let field = |name: &str| {
         cpuinfo
             .lines()
@@ -221,8 +222,8 @@ fn machine() -> String {
                 let (k, v) = l.split_once(':')?;
                 (k.trim() == name).then(|| v.trim().to_string())
             })
-            .unwrap_or_else(|| "?".into())
     };
+    let f = |name: &str| field(name).unwrap_or_else(|| "?".into());
     let mut caches = Vec::new();
     for i in 0.. {
         let dir = format!("/sys/devices/system/cpu/cpu0/cache/index{i}");
@@ -236,22 +237,20 @@ fn machine() -> String {
         }
     }
     // x86 names the model; arm64 gives the implementer and part numbers.
-    let cpu = if field("model name") != "?" {
-        format!(
-            "{} (family {} model {} stepping {})",
-            field("model name"),
-            field("cpu family"),
-            field("model"),
-            field("stepping")
-        )
-    } else {
-        format!(
+    let cpu = match field("model name") {
+        Some(model) => format!(
+            "{model} (family {} model {} stepping {})",
+            f("cpu family"),
+            f("model"),
+            f("stepping")
+        ),
+        None => format!(
             "CPU implementer {} part {} variant {} revision {}",
-            field("CPU implementer"),
-            field("CPU part"),
-            field("CPU variant"),
-            field("CPU revision")
-        )
+            f("CPU implementer"),
+            f("CPU part"),
+            f("CPU variant"),
+            f("CPU revision")
+        ),
     };
     format!(
         "{cpu}, {} CPUs; data and unified caches of CPU 0: {}",

@@ -258,7 +258,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     }
 
     /// Runs `map` on the kernel VM's table for `size` bytes at `va`, then invalidates what a
-    /// failed map briefly wrote ([`PageTable::take_undone`]) in ASID 0, which for the upper
+    /// failed map briefly wrote ([`PageTable::gather_undone`]) in ASID 0, which for the upper
     /// half's global leaves is every context.
     fn map_kernel(
         &mut self,
@@ -268,17 +268,21 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     ) -> Result {
         let pt = self.kernel_pt(va, size)?;
         let r = map(pt);
-        if let Some(range) = pt.take_undone() {
-            let mut gather = Gather::new();
-            gather.add_range(range);
-            // As `kernel_unmap` does.
-            if pt.config().global {
-                gather.flush_shared(&self.tlb, 0);
-            } else {
-                gather.flush(&self.tlb, 0);
-            }
-        }
+        let mut undone = Gather::new();
+        pt.gather_undone(&mut undone);
+        let global = pt.config().global;
+        self.kernel_flush(global, undone);
         r
+    }
+
+    /// Flushes `gather` of the kernel VM's upper half (`global`) or lower half.
+    fn kernel_flush(&self, global: bool, gather: Gather) {
+        // The lower half is the kernel context's alone (its leaves are non-global, ASID 0).
+        if global {
+            gather.flush_shared(&self.tlb, 0);
+        } else {
+            gather.flush(&self.tlb, 0);
+        }
     }
 
     /// The kernel VM's tables: the lower half's and the driver's part of the upper half's.
@@ -300,15 +304,10 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     pub fn kernel_unmap(&mut self, va: u64, size: u64) -> Result<usize> {
         self.fw_flush(None, va, size)?;
         let pt = self.kernel_pt(va, size)?;
-        let shared = pt.config().global;
+        let global = pt.config().global;
         let mut gather = Gather::new();
         let r = pt.unmap(va, size, &mut gather);
-        // The lower half is the kernel context's alone (its leaves are non-global, ASID 0).
-        if shared {
-            gather.flush_shared(&self.tlb, 0);
-        } else {
-            gather.flush(&self.tlb, 0);
-        }
+        self.kernel_flush(global, gather);
         r
     }
 
@@ -491,7 +490,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     }
 
     /// Runs `map` on the table of user VM `id`, noting that the VM is about to get mappings with
-    /// `prot`, then invalidates what a failed map briefly wrote ([`PageTable::take_undone`]) if
+    /// `prot`, then invalidates what a failed map briefly wrote ([`PageTable::gather_undone`]) if
     /// the VM holds a slot.
     fn map_user(
         &mut self,
@@ -502,10 +501,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let vm = self.vm_mut(id)?;
         vm.fw_cached |= prot.needs_fw_flush();
         let r = map(&mut vm.pt);
-        if let Some(range) = vm.pt.take_undone() {
-            let mut gather = Gather::new();
-            gather.add_range(range);
-            self.vm_flush(id, gather);
+        let mut undone = Gather::new();
+        vm.pt.gather_undone(&mut undone);
+        // Nothing to invalidate (a map that failed before writing, or did not fail) needs no
+        // look at the VM's slot.
+        if !undone.is_empty() {
+            self.vm_flush(id, undone);
         }
         r
     }

@@ -233,7 +233,7 @@ impl PageTable {
 
     /// After writing a map failed with `e` (a bug: everything was checked before): warns,
     /// clears every descriptor of `range` (the tables linked so far stay, empty; the caller has
-    /// counted them), notes the range for [`PageTable::take_undone`] and returns `EIO`.
+    /// counted them), notes the range for [`PageTable::gather_undone`] and returns `EIO`.
     fn undo_map(&mut self, range: VaRange, e: Error) -> Error {
         pr_warn!(
             "map of {:#x}..={:#x} failed while writing ({:?}), undone\n",
@@ -253,14 +253,16 @@ impl PageTable {
         EIO
     }
 
-    /// The range of the maps that failed with `EIO` while writing (a bug) since the last call,
-    /// if any. Such a map clears what it wrote before it returns, but the GPU may have cached
-    /// those descriptors meanwhile: the caller must invalidate this range before it lets go of
-    /// the pages the map was given. (Nor is anything flushed from the firmware's data cache: a
-    /// protection the firmware caches would need the flush protocol, which runs on mappings
-    /// still in place. No map of the render node uses one.)
-    pub fn take_undone(&mut self) -> Option<VaRange> {
-        self.undone.take()
+    /// Adds to `gather` the range of the maps that failed with `EIO` while writing (a bug)
+    /// since the last call, if any. Such a map clears what it wrote before it returns, but the
+    /// GPU may have cached those descriptors meanwhile: the caller must flush `gather` before it
+    /// lets go of the pages the map was given. (Nor is anything flushed from the firmware's data
+    /// cache: a protection the firmware caches would need the flush protocol, which runs on
+    /// mappings still in place. No map of the render node uses one.)
+    pub fn gather_undone(&mut self, gather: &mut Gather) {
+        if let Some(range) = self.undone.take() {
+            gather.add_range(range);
+        }
     }
 
     /// Maps `size` bytes at `iova` to the physically contiguous memory at `pa`.

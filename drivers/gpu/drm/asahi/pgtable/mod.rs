@@ -341,7 +341,7 @@ pub struct PageTable {
     walks: AtomicUsize,
     /// Whether dropping the object leaves every table as it is ([`PageTable::leak`]).
     leaked: bool,
-    /// The range of the maps that failed while writing since [`PageTable::take_undone`] last
+    /// The range of the maps that failed while writing since [`PageTable::gather_undone`] last
     /// ran: their descriptors were valid for a while, so the GPU may have cached them.
     undone: Option<VaRange>,
 }
@@ -1078,6 +1078,15 @@ mod tests {
         assert_eq!(pt.table_pages(), 0);
     }
 
+    /// What [`PageTable::gather_undone`] gives.
+    fn undone(pt: &mut PageTable) -> Option<VaRange> {
+        let mut gather = Gather::new();
+        pt.gather_undone(&mut gather);
+        let range = gather.range();
+        gather.finish_unbound();
+        range
+    }
+
     #[test]
     fn a_failure_while_writing_is_undone() {
         // Across two leaf tables: runs out on the second leaf table (the first one's two pages
@@ -1091,8 +1100,8 @@ mod tests {
             let r = range(start, 4);
             assert_eq!(pt.map_pages(r, Prot::GPU_SHARED_RW, Short(pages)), Err(EIO));
             // The range is for the caller to invalidate, once.
-            assert_eq!(pt.take_undone(), Some(r));
-            assert_eq!(pt.take_undone(), None);
+            assert_eq!(undone(&mut pt), Some(r));
+            assert_eq!(undone(&mut pt), None);
             let mut runs = 0;
             pt.for_each_mapping_all(|_| runs += 1).unwrap();
             assert_eq!(runs, 0);
@@ -1110,7 +1119,7 @@ mod tests {
                 pt.map(r.start, 0x8_0000_0000, UAT_PGSZ, Prot::GPU_SHARED_RW),
                 Err(EEXIST)
             );
-            assert_eq!(pt.take_undone(), None);
+            assert_eq!(undone(&mut pt), None);
         }
     }
 }
