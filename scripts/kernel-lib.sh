@@ -132,19 +132,23 @@ replay_data() {
 # checks the console.
 # $1: the checks' names for the closing line; the rest: banners that must be on the console
 # (the sanitizers were there). Sets `fail` to 1 on any failure, and `booted` (the end time).
-# QEMU_MEM: the guest's RAM in MiB (512). UAT_FUZZ_SECONDS (10) and UAT_FUZZ_SEED (0x5eed): the
+# QEMU_MEM: the guest's RAM in MiB (512); QEMU_SMP: its CPUs (2, so that the fuzzing's threads
+# run at once in the kernel). UAT_FUZZ_SECONDS (10) and UAT_FUZZ_SEED (0x5eed): the
 # ioctl fuzzing's length and seed (on the kernel's command line, which hands them to /init).
 boot_and_check() {
 	local what=$1
 	shift
-	local q=(qemu-system-aarch64 -M virt -cpu max -m "${QEMU_MEM:-512}" -nographic)
+	local smp=${QEMU_SMP:-2} mem=${QEMU_MEM:-512}
+	local q=(qemu-system-aarch64 -M virt -cpu max -smp "$smp" -m "$mem" -nographic)
 	local boot=$cache/boot console=$cache/console.log kunit summary total ours uapi fuzz banner
+	# The machine's own device tree names its CPUs and memory: one for each -smp and -m.
+	local virt=$boot/virt-${smp}cpu-${mem}M.dts
 	mkdir -p "$boot"
-	[ -f "$boot/virt.dts" ] || {
+	[ -f "$virt" ] || {
 		"${q[@]}" -machine dumpdtb="$boot/virt.dtb" >/dev/null 2>&1
-		dtc -q -I dtb -O dts -o "$boot/virt.dts" "$boot/virt.dtb"
+		dtc -q -I dtb -O dts -o "$virt" "$boot/virt.dtb"
 	}
-	cat "$boot/virt.dts" "$src/dt-bindings/examples/qemu-virt-uat.dtsi" >"$boot/board.dts"
+	cat "$virt" "$src/dt-bindings/examples/qemu-virt-uat.dtsi" >"$boot/board.dts"
 	dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
 	[ -f "$out/usr/include/drm/asahi_drm.h" ] || make -s "${K[@]}" headers
 	aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -isystem "$out/usr/include" -o "$boot/init" \

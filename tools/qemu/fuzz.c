@@ -5,7 +5,18 @@
  * closed while mapped, VMs destroyed under binds), from the seed and for the time init.c
  * gives. The kernel must answer every call with success or an errno of the expected set (a
  * corrupt page table would show as EIO); the sanitizers the kernel is built with watch the
- * rest, and the kmemleak scan after this run sees what the closed file left.
+ * rest, and the kmemleak scan after this run sees what the closed files left.
+ *
+ * The first half of the time, one caller makes the calls: its run is the seed's, call for call.
+ * The second half, four callers make them at once, three on one open file of the render node
+ * and one on another, the two files sharing buffers through PRIME: binds racing closes, VM
+ * destroys, kernel object binds and the other file's binds of the same buffer, which lockdep
+ * and the sanitizers watch (the guest has two CPUs). Each caller's calls follow from the seed;
+ * their interleaving does not, so a failure of this half may need a few runs to show again.
+ * The callers are processes that inherit the files: the kernel sees what threads of one client
+ * would make (the same open files, `struct drm_file`), and the guest's minimal kernel has no
+ * futexes for threads. A caller still in the kernel a minute after the end (a deadlock) fails
+ * the run.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -15,6 +26,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,6 +38,21 @@
 #define PG 0x4000ull
 
 static uint64_t state;
+
+/* One caller's calls: where they go, how big a buffer they ask for, for how long, their answers. */
+struct fuzzer {
+	/* The open file of the render node the calls go to. */
+	int fd;
+	/* Another one, which PRIME shares the buffers of `fd` with; -1 for none. */
+	int peer;
+	/* The largest GEM_CREATE size. */
+	uint64_t max_size;
+	uint64_t seed;
+	unsigned int seconds;
+	/* Whether other callers make calls on the same files meanwhile. */
+	int concurrent;
+	unsigned long calls, ok, unexpected;
+};
 
 static uint64_t rnd(void)
 {
@@ -94,9 +121,11 @@ static int allowed(int err)
  * call: otherwise a long run fills the guest (buffers, VMs and pinned kernel objects that no
  * call reaches again), and a guest whose only process is this one panics when it runs out of
  * memory. That is the test setup, not the driver: each client's memory is charged to its cgroup.
- * Returns 0 when nothing was released, 1 when the release succeeded, -1 when it failed.
+ * Returns 0 when nothing was released, 1 when the release succeeded, -1 when it failed. With
+ * other callers on the file, ENOENT is no failure: a VM_DESTROY of theirs may have taken the VM
+ * first (their calls name the others only now and then, but VM 4 is among their edge values).
  */
-static int release_out_of_reach(int fd, unsigned long req, const void *out)
+static int release_out_of_reach(const struct fuzzer *f, unsigned long req, const void *out)
 {
 	const struct drm_asahi_gem_create *gc = out;
 	const struct drm_asahi_vm_create *vc = out;
@@ -123,7 +152,9 @@ static int release_out_of_reach(int fd, unsigned long req, const void *out)
 	} else {
 		return 0;
 	}
-	if (ioctl(fd, rel, &r)) {
+	if (ioctl(f->fd, rel, &r)) {
+		if (errno == ENOENT && f->concurrent)
+			return 1;
 		printf("fuzz: FAILED: releasing with ioctl %#lx answered %s\n", rel,
 		       strerrorname_np(errno));
 		return -1;
@@ -131,7 +162,47 @@ static int release_out_of_reach(int fd, unsigned long req, const void *out)
 	return 1;
 }
 
-int uapi_fuzz(unsigned int seconds, uint64_t seed)
+/* Counts a call that answered `err`: a success, a refusal, or an unexpected answer. */
+static void count(struct fuzzer *f, unsigned long req, int err)
+{
+	f->calls++;
+	f->ok += !err;
+	if (!allowed(err)) {
+		f->unexpected++;
+		printf("fuzz: FAILED: ioctl %#lx answered %s\n", req, strerrorname_np(err));
+	}
+}
+
+/*
+ * Shares a buffer of `f->fd` with the other file: exports a handle below 8 (now and then with
+ * random flags) as a dma-buf and imports it there, where it names the same buffer. An import
+ * that gets a handle the calls do not reach is closed at once, as a create's.
+ */
+static void share(struct fuzzer *f)
+{
+	struct drm_prime_handle ph = { .handle = rnd() % 8, .flags = DRM_CLOEXEC | DRM_RDWR };
+	struct drm_gem_close cl = { 0 };
+	int err;
+
+	if (rnd() % 8 == 0)
+		ph.flags = val32();
+	err = ioctl(f->fd, DRM_IOCTL_PRIME_HANDLE_TO_FD, &ph) ? errno : 0;
+	count(f, DRM_IOCTL_PRIME_HANDLE_TO_FD, err);
+	if (err)
+		return;
+	ph.handle = 0;
+	err = ioctl(f->peer, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ph) ? errno : 0;
+	count(f, DRM_IOCTL_PRIME_FD_TO_HANDLE, err);
+	close(ph.fd);
+	if (err || ph.handle < 8)
+		return;
+	cl.handle = ph.handle;
+	err = ioctl(f->peer, DRM_IOCTL_GEM_CLOSE, &cl) ? errno : 0;
+	count(f, DRM_IOCTL_GEM_CLOSE, err);
+}
+
+/* Makes random calls for `f->seconds`, from `f->seed`. */
+static void run(struct fuzzer *f)
 {
 	struct drm_asahi_gem_bind_op ops[8];
 	union {
@@ -147,21 +218,18 @@ int uapi_fuzz(unsigned int seconds, uint64_t seed)
 		struct drm_gem_close cl;
 		unsigned char raw[256];
 	} a;
-	static unsigned char scratch[4096];
-	unsigned long calls = 0, ok = 0, unexpected = 0;
+	unsigned char scratch[4096];
 	struct timespec t0, t;
-	int fd;
 
-	state = seed | 1;
-	fd = open("/dev/dri/renderD128", O_RDWR);
-	if (fd < 0) {
-		printf("fuzz: cannot open the render node: %s\n", strerror(errno));
-		return 1;
-	}
+	state = f->seed | 1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	do {
 		unsigned long req;
-		int ret, err, kind = rnd() % 12;
+		int ret, err, kind = rnd() % (f->peer >= 0 ? 13 : 12);
+
+		/* Without another file, the calls are those of the kinds before sharing. */
+		if (kind == 11 && f->peer < 0)
+			kind = 12;
 
 		memset(&a, 0, sizeof(a));
 		if (rnd() % 8 == 0)
@@ -215,11 +283,11 @@ int uapi_fuzz(unsigned int seconds, uint64_t seed)
 		case 7:
 			req = DRM_IOCTL_ASAHI_GEM_CREATE;
 			/*
-			 * Sizes up to 64 MiB: binding a buffer pins all of it, and a guest
+			 * Sizes up to `max_size`: binding a buffer pins all of it, and a guest
 			 * whose only process is this one has nothing for the OOM killer to
 			 * kill (it would panic, which is the test setup, not the driver).
 			 */
-			a.gc.size = rnd() % 2 ? (1 + rnd() % 8) * PG : val64() % (64ull << 20);
+			a.gc.size = rnd() % 2 ? (1 + rnd() % 8) * PG : val64() % f->max_size;
 			a.gc.flags = rnd() % 4;
 			a.gc.vm_id = a.gc.flags & DRM_ASAHI_GEM_VM_PRIVATE ? 1 + rnd() % 3 : 0;
 			if (rnd() % 8 == 0)
@@ -242,32 +310,149 @@ int uapi_fuzz(unsigned int seconds, uint64_t seed)
 		case 10:
 			req = rnd() % 2 ? DRM_IOCTL_ASAHI_QUEUE_CREATE : DRM_IOCTL_ASAHI_SUBMIT;
 			break;
+		case 11:
+			share(f);
+			goto next;
 		default:
 			/* Closing handles, mapped ones included. */
 			req = DRM_IOCTL_GEM_CLOSE;
 			a.cl.handle = rnd() % 8;
 			break;
 		}
-		ret = ioctl(fd, req, &a);
+		ret = ioctl(f->fd, req, &a);
 		err = ret ? errno : 0;
-		calls++;
-		ok += !err;
-		if (!allowed(err)) {
-			unexpected++;
-			printf("fuzz: FAILED: ioctl %#lx answered %s\n", req, strerrorname_np(err));
-		}
+		count(f, req, err);
 		if (!err) {
-			int released = release_out_of_reach(fd, req, &a.raw[0]);
+			int released = release_out_of_reach(f, req, &a.raw[0]);
 
-			calls += released != 0;
-			ok += released > 0;
-			unexpected += released < 0;
+			f->calls += released != 0;
+			f->ok += released > 0;
+			f->unexpected += released < 0;
+		}
+next:
+		clock_gettime(CLOCK_MONOTONIC, &t);
+	} while (t.tv_sec - t0.tv_sec < (time_t)f->seconds);
+}
+
+static void report(const char *what, const struct fuzzer *f, unsigned int n)
+{
+	unsigned long calls = 0, ok = 0, unexpected = 0;
+
+	for (unsigned int i = 0; i < n; i++) {
+		calls += f[i].calls;
+		ok += f[i].ok;
+		unexpected += f[i].unexpected;
+	}
+	printf("fuzz: %s: %lu calls in %u s: %lu succeeded, %lu refused, %lu unexpected\n", what,
+	       calls, f[0].seconds, ok, calls - ok - unexpected, unexpected);
+}
+
+#define CALLERS 4
+
+/*
+ * The concurrent half: `CALLERS` processes, the last on `b`, the others on `a`, their counts in
+ * `f` (shared memory). The first and the last share buffers with the other file, and they alone
+ * import into it: an import gives back the handle the file already has for the buffer, and a
+ * handle another importer is closing at that moment is then closed twice, the second time
+ * under whatever buffer took its number since (a race of the client, which Mesa's import and
+ * close, under one lock, do not have). Buffers of at most 16 MiB: the two files keep up to 16
+ * and the callers make 4 more at a time. Returns non-zero if a caller did not finish (it is
+ * left in the kernel; the caller's files stay open).
+ */
+static int run_concurrent(struct fuzzer *f, int a, int b, unsigned int seconds, uint64_t seed)
+{
+	pid_t pid[CALLERS];
+	struct timespec t0, t;
+	int left = 0, stuck = 0;
+
+	for (unsigned int i = 0; i < CALLERS; i++) {
+		f[i] = (struct fuzzer){
+			.fd = i == CALLERS - 1 ? b : a,
+			.peer = i == CALLERS - 1 ? a : i == 0 ? b : -1,
+			.max_size = 16ull << 20,
+			/* The seed's own sequence for each caller (a multiplicative hash). */
+			.seed = seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull),
+			.seconds = seconds,
+			.concurrent = 1,
+		};
+		fflush(stdout);
+		pid[i] = fork();
+		if (pid[i] == 0) {
+			run(&f[i]);
+			fflush(stdout);
+			_exit(0);
+		}
+		if (pid[i] < 0) {
+			printf("fuzz: FAILED: cannot start caller %u: %s\n", i, strerror(errno));
+			f[i].unexpected++;
+			continue;
+		}
+		left++;
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (left) {
+		int status;
+		pid_t done = waitpid(-1, &status, WNOHANG);
+
+		if (done > 0) {
+			left--;
+			if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+				printf("fuzz: FAILED: a caller ended with status %#x\n", status);
+				f[0].unexpected++;
+			}
+			continue;
 		}
 		clock_gettime(CLOCK_MONOTONIC, &t);
-	} while (t.tv_sec - t0.tv_sec < (time_t)seconds);
-	close(fd);
-	printf("fuzz: %lu calls in %u s, seed %#llx: %lu succeeded, %lu refused, %lu unexpected\n",
-	       calls, seconds, (unsigned long long)seed, ok, calls - ok - unexpected, unexpected);
+		if (t.tv_sec - t0.tv_sec > (time_t)seconds + 60) {
+			printf("fuzz: FAILED: %d callers still in the kernel a minute on\n", left);
+			f[0].unexpected += left;
+			stuck = 1;
+			break;
+		}
+		usleep(10000);
+	}
+	return stuck;
+}
+
+int uapi_fuzz(unsigned int seconds, uint64_t seed)
+{
+	/* Shared with the callers of the concurrent half, which count into it. */
+	struct fuzzer *f = mmap(NULL, (1 + CALLERS) * sizeof(*f), PROT_READ | PROT_WRITE,
+				MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	unsigned long calls = 0, unexpected = 0;
+	int a, b, stuck;
+
+	if (f == MAP_FAILED) {
+		printf("fuzz: FAILED: no shared memory: %s\n", strerror(errno));
+		return 1;
+	}
+	a = open("/dev/dri/renderD128", O_RDWR);
+	b = open("/dev/dri/renderD128", O_RDWR);
+	if (a < 0 || b < 0) {
+		printf("fuzz: cannot open the render node: %s\n", strerror(errno));
+		return 1;
+	}
+	f[0] = (struct fuzzer){
+		.fd = a,
+		.peer = -1,
+		.max_size = 64ull << 20,
+		.seed = seed,
+		.seconds = seconds - seconds / 2,
+	};
+	run(&f[0]);
+	report("one caller", &f[0], 1);
+	stuck = run_concurrent(&f[1], a, b, seconds / 2, seed);
+	report("four callers, two files", &f[1], CALLERS);
+	if (!stuck) {
+		close(a);
+		close(b);
+	}
+	for (unsigned int i = 0; i < 1 + CALLERS; i++) {
+		calls += f[i].calls;
+		unexpected += f[i].unexpected;
+	}
+	printf("fuzz: %lu calls in %u s, seed %#llx: %lu unexpected\n", calls, seconds,
+	       (unsigned long long)seed, unexpected);
 	printf("fuzz: %lu passed, %lu failed\n", calls - unexpected, unexpected);
 	return unexpected != 0;
 }
