@@ -132,8 +132,8 @@ replay_data() {
 # checks the console.
 # $1: the checks' names for the closing line; the rest: banners that must be on the console
 # (the sanitizers were there). Sets `fail` to 1 on any failure, and `booted` (the end time).
-# QEMU_MEM: the guest's RAM in MiB (512); QEMU_SMP: its CPUs (2, so that the fuzzing's threads
-# run at once in the kernel). UAT_FUZZ_SECONDS (10) and UAT_FUZZ_SEED (0x5eed): the
+# QEMU_MEM: the guest's RAM in MiB (512); QEMU_SMP: its CPUs (2, so that the fuzzing's callers
+# run at once in the kernel; the console must say they all came up). UAT_FUZZ_SECONDS (10) and UAT_FUZZ_SEED (0x5eed): the
 # ioctl fuzzing's length and seed (on the kernel's command line, which hands them to /init).
 boot_and_check() {
 	local what=$1
@@ -146,7 +146,7 @@ boot_and_check() {
 	mkdir -p "$boot"
 	[ -f "$virt" ] || {
 		"${q[@]}" -machine dumpdtb="$boot/virt.dtb" >/dev/null 2>&1
-		dtc -q -I dtb -O dts -o "$virt" "$boot/virt.dtb"
+		dtc -q -I dtb -O dts -o "$virt.tmp" "$boot/virt.dtb" && mv "$virt.tmp" "$virt"
 	}
 	cat "$virt" "$src/dt-bindings/examples/qemu-virt-uat.dtsi" >"$boot/board.dts"
 	dtc -q -I dts -O dtb -o "$boot/board.dtb" "$boot/board.dts"
@@ -172,7 +172,8 @@ LIST
 		return 1
 	fi
 	log "booting in QEMU (ioctl fuzzing: $fuzz_secs s from seed $fuzz_seed)"
-	timeout $((600 + fuzz_secs)) "${q[@]}" -kernel "$out/arch/arm64/boot/Image" \
+	# The fuzzing waits a minute past its end for a caller stuck in the kernel.
+	timeout $((660 + fuzz_secs)) "${q[@]}" -kernel "$out/arch/arm64/boot/Image" \
 		-dtb "$boot/board.dtb" -initrd "$boot/initramfs.cpio" -no-reboot \
 		-append "console=ttyAMA0 panic=-1 kfence.sample_interval=1 UAT_FUZZ_SECONDS=$fuzz_secs UAT_FUZZ_SEED=$fuzz_seed" \
 		</dev/null >"$console" 2>&1 || true
@@ -222,7 +223,7 @@ PY
 		fail=1
 	fi
 	# The sanitizers and debug checks report on the console; first make sure they were there.
-	for banner in "$@"; do
+	for banner in "$@" "smp: Brought up 1 node, $smp CPU"; do
 		grep -q "$banner" "$console" || { log "not on the console: $banner"; fail=1; }
 	done
 	local reports='BUG:|WARNING:|Oops|Unable to handle|Kernel panic|possible circular locking|possible recursive locking|inconsistent lock state|suspicious RCU|sleeping function called from invalid context|KFENCE:|KASAN:|unreferenced object|kmemleak: [0-9]+ new suspected|page_owner|Bad page|list_add corruption|list_del corruption|refcount_t:'

@@ -49,7 +49,7 @@ struct fuzzer {
 	uint64_t max_size;
 	uint64_t seed;
 	unsigned int seconds;
-	/* Whether other callers make calls on the same files meanwhile. */
+	/* Whether other callers destroy VMs of the same file meanwhile. */
 	int concurrent;
 	unsigned long calls, ok, unexpected;
 };
@@ -72,8 +72,8 @@ static uint64_t val64(void)
 {
 	static const uint64_t edge[] = {
 		0, 1, PG - 1, PG, PG + 1, 2 * PG, 0x100000, 0x104000, 0x7800000000ull,
-		0x7fffffc000ull, 0x8000000000ull, 0x8000004000ull, 1ull << 48, ~0ull, ~0ull - PG + 1,
-		0x7fffffffffffffffull,
+		0x7fffffc000ull, 0x8000000000ull, 0x8000004000ull, 1ull << 48, ~0ull,
+		~0ull - PG + 1, 0x7fffffffffffffffull,
 	};
 
 	switch (rnd() % 4) {
@@ -122,8 +122,9 @@ static int allowed(int err)
  * call reaches again), and a guest whose only process is this one panics when it runs out of
  * memory. That is the test setup, not the driver: each client's memory is charged to its cgroup.
  * Returns 0 when nothing was released, 1 when the release succeeded, -1 when it failed. With
- * other callers on the file, ENOENT is no failure: a VM_DESTROY of theirs may have taken the VM
- * first (their calls name the others only now and then, but VM 4 is among their edge values).
+ * other callers making VM_DESTROYs on the file, a VM_DESTROY that answers ENOENT is no failure:
+ * one of theirs may have taken the VM first (their calls name the others only now and then, but
+ * 4, 5, 8 and 99 are among their edge values).
  */
 static int release_out_of_reach(const struct fuzzer *f, unsigned long req, const void *out)
 {
@@ -153,7 +154,7 @@ static int release_out_of_reach(const struct fuzzer *f, unsigned long req, const
 		return 0;
 	}
 	if (ioctl(f->fd, rel, &r)) {
-		if (errno == ENOENT && f->concurrent)
+		if (errno == ENOENT && f->concurrent && rel == DRM_IOCTL_ASAHI_VM_DESTROY)
 			return 1;
 		printf("fuzz: FAILED: releasing with ioctl %#lx answered %s\n", rel,
 		       strerrorname_np(errno));
@@ -176,7 +177,8 @@ static void count(struct fuzzer *f, unsigned long req, int err)
 /*
  * Shares a buffer of `f->fd` with the other file: exports a handle below 8 (now and then with
  * random flags) as a dma-buf and imports it there, where it names the same buffer. An import
- * that gets a handle the calls do not reach is closed at once, as a create's.
+ * that gets a handle the calls do not reach is closed at once, as a create's, and must close:
+ * this caller alone imports into that file (see run_concurrent()).
  */
 static void share(struct fuzzer *f)
 {
@@ -197,8 +199,14 @@ static void share(struct fuzzer *f)
 	if (err || ph.handle < 8)
 		return;
 	cl.handle = ph.handle;
-	err = ioctl(f->peer, DRM_IOCTL_GEM_CLOSE, &cl) ? errno : 0;
-	count(f, DRM_IOCTL_GEM_CLOSE, err);
+	f->calls++;
+	if (ioctl(f->peer, DRM_IOCTL_GEM_CLOSE, &cl)) {
+		printf("fuzz: FAILED: closing imported handle %u answered %s\n", cl.handle,
+		       strerrorname_np(errno));
+		f->unexpected++;
+		return;
+	}
+	f->ok++;
 }
 
 /* Makes random calls for `f->seconds`, from `f->seed`. */
@@ -349,15 +357,70 @@ static void report(const char *what, const struct fuzzer *f, unsigned int n)
 
 #define CALLERS 4
 
+/* A failure that is no call's answer (the caller could not start, crashed, or got stuck). */
+static void failed(struct fuzzer *f)
+{
+	f->calls++;
+	f->unexpected++;
+}
+
+/* Prints where the caller `pid` is in the kernel. */
+static void print_stack(pid_t pid)
+{
+	char path[64], buf[2048];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stack", pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n > 0) {
+		buf[n] = 0;
+		printf("%s", buf);
+	}
+}
+
+/*
+ * Whether the caller `*pid` (0 when done, or never started) of `f` just ended; a failure if it
+ * ended badly, or if it is `stuck` in the kernel, where it is left.
+ */
+static int reap(struct fuzzer *f, pid_t *pid, int stuck)
+{
+	int status;
+
+	if (*pid <= 0)
+		return 0;
+	if (stuck) {
+		printf("fuzz: FAILED: the caller of seed %#llx is still in the kernel:\n",
+		       (unsigned long long)f->seed);
+		print_stack(*pid);
+		failed(f);
+		return 0;
+	}
+	if (waitpid(*pid, &status, WNOHANG) != *pid)
+		return 0;
+	*pid = 0;
+	if (!WIFEXITED(status) || WEXITSTATUS(status)) {
+		printf("fuzz: FAILED: the caller of seed %#llx ended with status %#x\n",
+		       (unsigned long long)f->seed, status);
+		failed(f);
+	}
+	return 1;
+}
+
 /*
  * The concurrent half: `CALLERS` processes, the last on `b`, the others on `a`, their counts in
  * `f` (shared memory). The first and the last share buffers with the other file, and they alone
  * import into it: an import gives back the handle the file already has for the buffer, and a
  * handle another importer is closing at that moment is then closed twice, the second time
  * under whatever buffer took its number since (a race of the client, which Mesa's import and
- * close, under one lock, do not have). Buffers of at most 16 MiB: the two files keep up to 16
- * and the callers make 4 more at a time. Returns non-zero if a caller did not finish (it is
- * left in the kernel; the caller's files stay open).
+ * close, under one lock, do not have). Buffers of at most 16 MiB: each file keeps up to 7
+ * (handles 1 to 7) and up to 3 more pinned by kernel objects, and the callers make 4 more at a
+ * time. Returns non-zero if a caller did not finish (it is left in the kernel; the caller's
+ * files stay open).
  */
 static int run_concurrent(struct fuzzer *f, int a, int b, unsigned int seconds, uint64_t seed)
 {
@@ -367,14 +430,22 @@ static int run_concurrent(struct fuzzer *f, int a, int b, unsigned int seconds, 
 
 	for (unsigned int i = 0; i < CALLERS; i++) {
 		f[i] = (struct fuzzer){
-			.fd = i == CALLERS - 1 ? b : a,
-			.peer = i == CALLERS - 1 ? a : i == 0 ? b : -1,
+			.fd = a,
+			.peer = -1,
 			.max_size = 16ull << 20,
-			/* The seed's own sequence for each caller (a multiplicative hash). */
+			/* Each caller's own sequence: the seed XOR a golden-ratio multiple. */
 			.seed = seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull),
 			.seconds = seconds,
 			.concurrent = 1,
 		};
+		if (i == 0) {
+			f[i].peer = b;
+		} else if (i == CALLERS - 1) {
+			/* Alone on `b`. */
+			f[i].fd = b;
+			f[i].peer = a;
+			f[i].concurrent = 0;
+		}
 		fflush(stdout);
 		pid[i] = fork();
 		if (pid[i] == 0) {
@@ -384,31 +455,19 @@ static int run_concurrent(struct fuzzer *f, int a, int b, unsigned int seconds, 
 		}
 		if (pid[i] < 0) {
 			printf("fuzz: FAILED: cannot start caller %u: %s\n", i, strerror(errno));
-			f[i].unexpected++;
+			failed(&f[i]);
 			continue;
 		}
 		left++;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	while (left) {
-		int status;
-		pid_t done = waitpid(-1, &status, WNOHANG);
-
-		if (done > 0) {
-			left--;
-			if (!WIFEXITED(status) || WEXITSTATUS(status)) {
-				printf("fuzz: FAILED: a caller ended with status %#x\n", status);
-				f[0].unexpected++;
-			}
-			continue;
-		}
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if (t.tv_sec - t0.tv_sec > (time_t)seconds + 60) {
-			printf("fuzz: FAILED: %d callers still in the kernel a minute on\n", left);
-			f[0].unexpected += left;
-			stuck = 1;
+		stuck = t.tv_sec - t0.tv_sec > (time_t)seconds + 60;
+		for (unsigned int i = 0; i < CALLERS; i++)
+			left -= reap(&f[i], &pid[i], stuck);
+		if (stuck)
 			break;
-		}
 		usleep(10000);
 	}
 	return stuck;
@@ -441,6 +500,13 @@ int uapi_fuzz(unsigned int seconds, uint64_t seed)
 	};
 	run(&f[0]);
 	report("one caller", &f[0], 1);
+	/* A fresh file for the concurrent half: the first half's buffers (up to 64 MiB) go. */
+	close(a);
+	a = open("/dev/dri/renderD128", O_RDWR);
+	if (a < 0) {
+		printf("fuzz: cannot open the render node: %s\n", strerror(errno));
+		return 1;
+	}
 	stuck = run_concurrent(&f[1], a, b, seconds / 2, seed);
 	report("four callers, two files", &f[1], CALLERS);
 	if (!stuck) {
