@@ -133,8 +133,9 @@ replay_data() {
 # $1: the checks' names for the closing line; the rest: banners that must be on the console
 # (the sanitizers were there). Sets `fail` to 1 on any failure, and `booted` (the end time).
 # QEMU_MEM: the guest's RAM in MiB (512); QEMU_SMP: its CPUs (2, so that the fuzzing's callers
-# run at once in the kernel; the console must say they all came up). UAT_FUZZ_SECONDS (10) and UAT_FUZZ_SEED (0x5eed): the
-# ioctl fuzzing's length and seed (on the kernel's command line, which hands them to /init).
+# run at once in the kernel; the console must say they all came up). UAT_FUZZ_SECONDS (10) and
+# UAT_FUZZ_SEED (0x5eed): the ioctl fuzzing's length and seed (on the kernel's command line,
+# which hands them to /init).
 boot_and_check() {
 	local what=$1
 	shift

@@ -49,8 +49,8 @@ struct fuzzer {
 	uint64_t max_size;
 	uint64_t seed;
 	unsigned int seconds;
-	/* Whether other callers destroy VMs of the same file meanwhile. */
-	int concurrent;
+	/* Whether other callers destroy VMs of `fd` meanwhile. */
+	int shared_vms;
 	unsigned long calls, ok, unexpected;
 };
 
@@ -117,18 +117,20 @@ static int allowed(int err)
 /*
  * The calls name buffers by the handles below 8 (binds, mmap offsets, closes), VMs by the IDs
  * below 4 and kernel objects by the handles below 4, and only now and then others. What a
- * successful create makes beyond those is given back at once, its own release checked as any
- * call: otherwise a long run fills the guest (buffers, VMs and pinned kernel objects that no
- * call reaches again), and a guest whose only process is this one panics when it runs out of
- * memory. That is the test setup, not the driver: each client's memory is charged to its cgroup.
- * Returns 0 when nothing was released, 1 when the release succeeded, -1 when it failed. With
- * other callers making VM_DESTROYs on the file, a VM_DESTROY that answers ENOENT is no failure:
- * one of theirs may have taken the VM first (their calls name the others only now and then, but
- * 4, 5, 8 and 99 are among their edge values).
+ * successful create or import on the file `fd` makes beyond those is given back at once, and
+ * the release must succeed (counted as a call): otherwise a long run fills the guest (buffers,
+ * VMs and pinned kernel objects that no call reaches again), and a guest whose only process is
+ * this one panics when it runs out of memory. That is the test setup, not the driver: each
+ * client's memory is charged to its cgroup. With other callers making VM_DESTROYs on the file,
+ * a VM_DESTROY that answers ENOENT is no failure: one of theirs may have taken the VM first
+ * (their calls name the others only now and then, but 4, 5, 8 and 99 are among their edge
+ * values). An imported handle is this caller's alone: it alone imports into that file (see
+ * run_concurrent()).
  */
-static int release_out_of_reach(const struct fuzzer *f, unsigned long req, const void *out)
+static void release_out_of_reach(struct fuzzer *f, int fd, unsigned long req, const void *out)
 {
 	const struct drm_asahi_gem_create *gc = out;
+	const struct drm_prime_handle *ph = out;
 	const struct drm_asahi_vm_create *vc = out;
 	const struct drm_asahi_gem_bind_object *bo = out;
 	unsigned long rel;
@@ -142,6 +144,9 @@ static int release_out_of_reach(const struct fuzzer *f, unsigned long req, const
 	if (req == DRM_IOCTL_ASAHI_GEM_CREATE && gc->handle >= 8) {
 		rel = DRM_IOCTL_GEM_CLOSE;
 		r.cl.handle = gc->handle;
+	} else if (req == DRM_IOCTL_PRIME_FD_TO_HANDLE && ph->handle >= 8) {
+		rel = DRM_IOCTL_GEM_CLOSE;
+		r.cl.handle = ph->handle;
 	} else if (req == DRM_IOCTL_ASAHI_VM_CREATE && vc->vm_id >= 4) {
 		rel = DRM_IOCTL_ASAHI_VM_DESTROY;
 		r.vd.vm_id = vc->vm_id;
@@ -151,16 +156,17 @@ static int release_out_of_reach(const struct fuzzer *f, unsigned long req, const
 		r.bo.op = DRM_ASAHI_BIND_OBJECT_OP_UNBIND;
 		r.bo.object_handle = bo->object_handle;
 	} else {
-		return 0;
+		return;
 	}
-	if (ioctl(f->fd, rel, &r)) {
-		if (errno == ENOENT && f->concurrent && rel == DRM_IOCTL_ASAHI_VM_DESTROY)
-			return 1;
+	f->calls++;
+	if (ioctl(fd, rel, &r) &&
+	    !(errno == ENOENT && f->shared_vms && rel == DRM_IOCTL_ASAHI_VM_DESTROY)) {
 		printf("fuzz: FAILED: releasing with ioctl %#lx answered %s\n", rel,
 		       strerrorname_np(errno));
-		return -1;
+		f->unexpected++;
+		return;
 	}
-	return 1;
+	f->ok++;
 }
 
 /* Counts a call that answered `err`: a success, a refusal, or an unexpected answer. */
@@ -176,14 +182,12 @@ static void count(struct fuzzer *f, unsigned long req, int err)
 
 /*
  * Shares a buffer of `f->fd` with the other file: exports a handle below 8 (now and then with
- * random flags) as a dma-buf and imports it there, where it names the same buffer. An import
- * that gets a handle the calls do not reach is closed at once, as a create's, and must close:
- * this caller alone imports into that file (see run_concurrent()).
+ * random flags) as a dma-buf and imports it there, where it names the same buffer; a handle
+ * there that the calls do not reach is closed at once.
  */
 static void share(struct fuzzer *f)
 {
 	struct drm_prime_handle ph = { .handle = rnd() % 8, .flags = DRM_CLOEXEC | DRM_RDWR };
-	struct drm_gem_close cl = { 0 };
 	int err;
 
 	if (rnd() % 8 == 0)
@@ -196,17 +200,8 @@ static void share(struct fuzzer *f)
 	err = ioctl(f->peer, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ph) ? errno : 0;
 	count(f, DRM_IOCTL_PRIME_FD_TO_HANDLE, err);
 	close(ph.fd);
-	if (err || ph.handle < 8)
-		return;
-	cl.handle = ph.handle;
-	f->calls++;
-	if (ioctl(f->peer, DRM_IOCTL_GEM_CLOSE, &cl)) {
-		printf("fuzz: FAILED: closing imported handle %u answered %s\n", cl.handle,
-		       strerrorname_np(errno));
-		f->unexpected++;
-		return;
-	}
-	f->ok++;
+	if (!err)
+		release_out_of_reach(f, f->peer, DRM_IOCTL_PRIME_FD_TO_HANDLE, &ph);
 }
 
 /* Makes random calls for `f->seconds`, from `f->seed`. */
@@ -330,13 +325,8 @@ static void run(struct fuzzer *f)
 		ret = ioctl(f->fd, req, &a);
 		err = ret ? errno : 0;
 		count(f, req, err);
-		if (!err) {
-			int released = release_out_of_reach(f, req, &a.raw[0]);
-
-			f->calls += released != 0;
-			f->ok += released > 0;
-			f->unexpected += released < 0;
-		}
+		if (!err)
+			release_out_of_reach(f, f->fd, req, &a.raw[0]);
 next:
 		clock_gettime(CLOCK_MONOTONIC, &t);
 	} while (t.tv_sec - t0.tv_sec < (time_t)f->seconds);
@@ -436,7 +426,7 @@ static int run_concurrent(struct fuzzer *f, int a, int b, unsigned int seconds, 
 			/* Each caller's own sequence: the seed XOR a golden-ratio multiple. */
 			.seed = seed ^ ((i + 1) * 0x9e3779b97f4a7c15ull),
 			.seconds = seconds,
-			.concurrent = 1,
+			.shared_vms = 1,
 		};
 		if (i == 0) {
 			f[i].peer = b;
@@ -444,7 +434,7 @@ static int run_concurrent(struct fuzzer *f, int a, int b, unsigned int seconds, 
 			/* Alone on `b`. */
 			f[i].fd = b;
 			f[i].peer = a;
-			f[i].concurrent = 0;
+			f[i].shared_vms = 0;
 		}
 		fflush(stdout);
 		pid[i] = fork();
