@@ -271,12 +271,12 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let mut undone = Gather::new();
         pt.gather_undone(&mut undone);
         let global = pt.config().global;
-        self.kernel_flush(global, undone);
+        self.kernel_flush(global, &mut undone);
         r
     }
 
     /// Flushes `gather` of the kernel VM's upper half (`global`) or lower half.
-    fn kernel_flush(&self, global: bool, gather: Gather) {
+    fn kernel_flush(&self, global: bool, gather: &mut Gather) {
         // The lower half is the kernel context's alone (its leaves are non-global, ASID 0).
         if global {
             gather.flush_shared(&self.tlb, 0);
@@ -307,7 +307,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         let global = pt.config().global;
         let mut gather = Gather::new();
         let r = pt.unmap(va, size, &mut gather);
-        self.kernel_flush(global, gather);
+        self.kernel_flush(global, &mut gather);
         r
     }
 
@@ -506,7 +506,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         // Nothing to invalidate (a map that failed before writing, or did not fail) needs no
         // look at the VM's slot.
         if !undone.is_empty() {
-            self.vm_flush(id, undone);
+            self.vm_flush(id, &mut undone);
         }
         r
     }
@@ -588,7 +588,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         self.slots.held_by(id, vm.hint).map(|s| s as u16)
     }
 
-    fn finish(&self, gather: Gather, asid: Option<u16>) {
+    fn finish(&self, gather: &mut Gather, asid: Option<u16>) {
         match asid {
             Some(asid) => gather.flush(&self.tlb, asid),
             None => gather.finish_unbound(),
@@ -610,7 +610,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     fn vm_remove(&mut self, id: VmId, iova: u64, size: u64, prune: bool) -> Result<usize> {
         let mut gather = Gather::new();
         let r = self.vm_remove_gathered(id, iova, size, prune, &mut gather);
-        self.vm_flush(id, gather);
+        self.vm_flush(id, &mut gather);
         r
     }
 
@@ -643,13 +643,14 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
     pub fn vm_prune(&mut self, id: VmId, iova: u64, size: u64) -> Result<usize> {
         let mut gather = Gather::new();
         let r = self.vm_mut(id)?.pt.prune(iova, size, &mut gather);
-        self.vm_flush(id, gather);
+        self.vm_flush(id, &mut gather);
         r
     }
 
     /// Flushes what [`Uat::vm_remove_gathered`] collected for user VM `id`: invalidates the
-    /// range in its ASID (if it holds a slot), then frees the unlinked tables.
-    pub fn vm_flush(&self, id: VmId, gather: Gather) {
+    /// range in its ASID (if it holds a slot), then frees the unlinked tables. `gather` is empty
+    /// afterwards.
+    pub fn vm_flush(&self, id: VmId, gather: &mut Gather) {
         let asid = self.vm_asid(id);
         self.finish(gather, asid);
     }
@@ -764,7 +765,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
         for m in runs.iter() {
             reprot = reprot.and_then(|()| pt.reprot(m.va, m.size, m.prot.uncached(), &mut gather));
         }
-        self.finish(gather, asid);
+        self.finish(&mut gather, asid);
         let flushed = reprot.and_then(|()| self.fw_flush_runs(vm, asid, &runs));
         if flushed.is_err() {
             let mut gather = Gather::new();
@@ -774,7 +775,7 @@ impl<T: TlbInvalidate, F: FwChannel> Uat<T, F> {
                     let _ = pt.reprot(m.va, m.size, m.prot, &mut gather);
                 }
             }
-            self.finish(gather, asid);
+            self.finish(&mut gather, asid);
         }
         flushed
     }

@@ -242,8 +242,7 @@ where
     /// unlinked are freed.
     fn flush(&mut self) {
         if let Some(id) = self.vm.take() {
-            let gather = core::mem::take(&mut self.gather);
-            self.uat.vm_flush(id, gather);
+            self.uat.vm_flush(id, &mut self.gather);
         }
     }
 }
