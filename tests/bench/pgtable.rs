@@ -5,7 +5,9 @@
 //! descriptors into preallocated memory), all measured in one run so that the ratios are
 //! meaningful on a shared machine; then a replacing VM_BIND against a plain one, and the
 //! page-table memory of a large mapping. Each figure is the median of several rounds; each round
-//! times a batch of operations large enough to dwarf the clock's resolution.
+//! times a batch of operations large enough to dwarf the clock's resolution. The rounds of the
+//! sides of one comparison alternate in blocks, so that a slow spell of the machine falls on
+//! all of them (see [`compare`]).
 
 use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
 use aarch64_paging::idmap::IdTranslation;
@@ -26,6 +28,8 @@ const PG: u64 = 1 << 14;
 const PA: u64 = 0x10_0000_0000;
 const BASE: u64 = 0x1_0000_0000;
 const ROUNDS: usize = 15;
+/// Blocks the rounds of a comparison are run in (see [`compare`]).
+const BLOCKS: usize = 3;
 /// Pages touched per timed batch.
 const BATCH_PAGES: u64 = 1 << 17;
 
@@ -47,42 +51,106 @@ fn op_va(i: u64, n: u64) -> u64 {
     BASE + i * n * PG
 }
 
+/// Operations in a batch of `n`-page operations.
+fn batch_ops(n: u64) -> u64 {
+    (BATCH_PAGES / n).max(1)
+}
+
 #[derive(Clone, Copy)]
 struct Costs {
     map: f64,
     unmap: f64,
 }
 
-/// Times `ops` maps then `ops` unmaps of `n` pages; `warm` preallocates the tables (untimed).
-fn measure(n: u64, warm: bool) -> Costs {
-    let ops = (BATCH_PAGES / n).max(1);
-    let tlb = RecordingTlb::default();
-    let mut maps = Vec::new();
-    let mut unmaps = Vec::new();
-    let mut pt = PageTable::new(cfg()).unwrap();
-    for _ in 0..rounds() {
-        if warm {
-            pt.prealloc(BASE, ops * n * PG).unwrap();
+/// One side of a comparison, holding what persists between its rounds (tables, memory).
+trait Side {
+    /// Times one batch of maps then one of unmaps; ns per page of each.
+    fn round(&mut self) -> Costs;
+}
+
+/// Times the sides in `BLOCKS` blocks, side after side within a block: each side runs an
+/// untimed round (to bring its own tables back into the caches, as its previous round left them
+/// for the next in a run of rounds), then its share of the timed rounds. A slow spell of these
+/// machines (every figure 1.5–2× higher, for a fraction of a second or longer) used to cover one
+/// side's whole run of rounds and none of the next side's, when each side ran all its rounds in
+/// one go: in a third of such runs our single-page unmap came out slower than the peer's,
+/// measured right after it. Blocks of a few rounds spread a spell over all the sides. Returns
+/// each side's medians.
+fn compare(sides: &mut [&mut dyn Side]) -> Vec<Costs> {
+    let per_block = rounds().div_ceil(BLOCKS);
+    let mut all = vec![Vec::new(); sides.len()];
+    for _ in 0..BLOCKS {
+        for (side, costs) in sides.iter_mut().zip(&mut all) {
+            black_box(side.round());
+            for _ in 0..per_block {
+                costs.push(side.round());
+            }
         }
-        let t = Instant::now();
-        for i in 0..ops {
-            pt.map(op_va(i, n), PA, n * PG, Prot::GPU_SHARED_RW)
-                .unwrap();
-        }
-        maps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
-        let t = Instant::now();
-        for i in 0..ops {
-            let mut gather = Gather::new();
-            black_box(pt.unmap(op_va(i, n), n * PG, &mut gather).unwrap());
-            gather.flush(&tlb, 1);
-        }
-        unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
-        assert_eq!(pt.table_pages(), 0);
     }
-    Costs {
-        map: median(maps),
-        unmap: median(unmaps),
+    all.into_iter()
+        .map(|c: Vec<Costs>| Costs {
+            map: median(c.iter().map(|c| c.map).collect()),
+            unmap: median(c.iter().map(|c| c.unmap).collect()),
+        })
+        .collect()
+}
+
+/// Ours: `ops` maps then `ops` unmaps of `n` pages a round; `warm` preallocates the tables
+/// (untimed).
+struct Ours {
+    n: u64,
+    warm: bool,
+    pt: PageTable,
+    tlb: RecordingTlb,
+}
+
+impl Ours {
+    fn new(n: u64, warm: bool) -> Self {
+        Ours {
+            n,
+            warm,
+            pt: PageTable::new(cfg()).unwrap(),
+            tlb: RecordingTlb::default(),
+        }
     }
+}
+
+impl Side for Ours {
+    fn round(&mut self) -> Costs {
+        let ops = batch_ops(self.n);
+        if self.warm {
+            self.pt.prealloc(BASE, ops * self.n * PG).unwrap();
+        }
+        let map = time_maps(&mut self.pt, self.n);
+        let unmap = time_unmaps(&mut self.pt, &self.tlb, self.n);
+        assert_eq!(self.pt.table_pages(), 0);
+        Costs { map, unmap }
+    }
+}
+
+/// Times a batch of our `n`-page maps: ns per page.
+#[inline(never)]
+fn time_maps(pt: &mut PageTable, n: u64) -> f64 {
+    let ops = batch_ops(n);
+    let t = Instant::now();
+    for i in 0..ops {
+        pt.map(op_va(i, n), PA, n * PG, Prot::GPU_SHARED_RW)
+            .unwrap();
+    }
+    t.elapsed().as_nanos() as f64 / (ops * n) as f64
+}
+
+/// Times a batch of our `n`-page unmaps, each with its TLB flush: ns per page.
+#[inline(never)]
+fn time_unmaps(pt: &mut PageTable, tlb: &RecordingTlb, n: u64) -> f64 {
+    let ops = batch_ops(n);
+    let t = Instant::now();
+    for i in 0..ops {
+        let mut gather = Gather::new();
+        black_box(pt.unmap(op_va(i, n), n * PG, &mut gather).unwrap());
+        gather.flush(tlb, 1);
+    }
+    t.elapsed().as_nanos() as f64 / (ops * n) as f64
 }
 
 /// The peer's page size (its only granule).
@@ -99,114 +167,160 @@ fn peer_region(i: u64, n: u64) -> MemoryRegion {
 /// covers wholly, without reading them), then one `compact_subtables` a batch to free the tables
 /// the partial unmaps emptied. `warm` maps and unmaps the batch beforehand (untimed, without
 /// compacting), leaving its tables in place.
-fn measure_peer(n: u64, warm: bool) -> Costs {
-    let ops = (BATCH_PAGES / n).max(1);
-    let attrs = El1Attributes::VALID
-        | El1Attributes::ATTRIBUTE_INDEX_0
-        | El1Attributes::INNER_SHAREABLE
-        | El1Attributes::ACCESSED
-        | El1Attributes::NON_GLOBAL;
-    let unmapped = El1Attributes::empty();
-    let c = Constraints::NO_BLOCK_MAPPINGS;
-    let mut map = Mapping::with_asid_and_va_range(
-        IdTranslation::<El1Attributes>::new(),
-        1,
-        1,
-        El1And0,
-        VaRange::Lower,
-    );
-    let mut maps = Vec::new();
-    let mut unmaps = Vec::new();
-    for _ in 0..rounds() {
-        if warm {
+struct Peer {
+    n: u64,
+    warm: bool,
+    map: Mapping<IdTranslation<El1Attributes>, El1And0>,
+}
+
+impl Peer {
+    const ATTRS: El1Attributes = El1Attributes::VALID
+        .union(El1Attributes::ATTRIBUTE_INDEX_0)
+        .union(El1Attributes::INNER_SHAREABLE)
+        .union(El1Attributes::ACCESSED)
+        .union(El1Attributes::NON_GLOBAL);
+    const UNMAPPED: El1Attributes = El1Attributes::empty();
+    const C: Constraints = Constraints::NO_BLOCK_MAPPINGS;
+
+    fn new(n: u64, warm: bool) -> Self {
+        let map = Mapping::with_asid_and_va_range(
+            IdTranslation::<El1Attributes>::new(),
+            1,
+            1,
+            El1And0,
+            VaRange::Lower,
+        );
+        Peer { n, warm, map }
+    }
+}
+
+impl Side for Peer {
+    fn round(&mut self) -> Costs {
+        let (n, map) = (self.n, &mut self.map);
+        let ops = batch_ops(n);
+        if self.warm {
             let all =
                 MemoryRegion::new(peer_region(0, n).start().0, peer_region(ops - 1, n).end().0);
-            map.map_range(&all, PhysicalAddress(PA as usize), attrs, c)
+            map.map_range(&all, PhysicalAddress(PA as usize), Self::ATTRS, Self::C)
                 .unwrap();
-            map.map_range(&all, PhysicalAddress(0), unmapped, c)
+            map.map_range(&all, PhysicalAddress(0), Self::UNMAPPED, Self::C)
                 .unwrap();
         }
         let t = Instant::now();
         for i in 0..ops {
-            map.map_range(&peer_region(i, n), PhysicalAddress(PA as usize), attrs, c)
-                .unwrap();
+            map.map_range(
+                &peer_region(i, n),
+                PhysicalAddress(PA as usize),
+                Self::ATTRS,
+                Self::C,
+            )
+            .unwrap();
         }
-        maps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
+        let mapped = t.elapsed().as_nanos() as f64 / (ops * n) as f64;
         let t = Instant::now();
         for i in 0..ops {
-            map.map_range(&peer_region(i, n), PhysicalAddress(0), unmapped, c)
-                .unwrap();
+            map.map_range(
+                &peer_region(i, n),
+                PhysicalAddress(0),
+                Self::UNMAPPED,
+                Self::C,
+            )
+            .unwrap();
         }
         map.compact_subtables();
-        unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
-    }
-    black_box(&map);
-    Costs {
-        map: median(maps),
-        unmap: median(unmaps),
+        let unmapped = t.elapsed().as_nanos() as f64 / (ops * n) as f64;
+        black_box(&map);
+        Costs {
+            map: mapped,
+            unmap: unmapped,
+        }
     }
 }
 
 /// The floor: store `n` precomputed descriptors (then `n` zeroes) into preallocated memory.
-fn floor(n: u64) -> Costs {
-    let ops = (BATCH_PAGES / n).max(1);
-    let tmpl = PteTemplate::new(Prot::GPU_SHARED_RW, true);
-    let ptes: Vec<u64> = (0..n).map(|p| tmpl.pte(PA + p * PG)).collect();
-    let table: Vec<AtomicU64> = (0..ops * n).map(|_| AtomicU64::new(0)).collect();
-    let mut maps = Vec::new();
-    let mut unmaps = Vec::new();
-    for _ in 0..rounds() {
+struct Floor {
+    n: usize,
+    ptes: Vec<u64>,
+    table: Vec<AtomicU64>,
+}
+
+impl Floor {
+    fn new(n: u64) -> Self {
+        let tmpl = PteTemplate::new(Prot::GPU_SHARED_RW, true);
+        Floor {
+            n: n as usize,
+            ptes: (0..n).map(|p| tmpl.pte(PA + p * PG)).collect(),
+            table: (0..batch_ops(n) * n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Side for Floor {
+    fn round(&mut self) -> Costs {
+        let n = self.n;
+        let ops = self.table.len() / n;
         let t = Instant::now();
-        for i in 0..ops as usize {
-            let dst = &table[i * n as usize..(i + 1) * n as usize];
-            for (d, &v) in dst.iter().zip(black_box(&ptes)) {
+        for i in 0..ops {
+            let dst = &self.table[i * n..(i + 1) * n];
+            for (d, &v) in dst.iter().zip(black_box(&self.ptes)) {
                 d.store(v, Ordering::Relaxed);
             }
         }
-        maps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
+        let map = t.elapsed().as_nanos() as f64 / self.table.len() as f64;
         let t = Instant::now();
-        for i in 0..ops as usize {
-            for d in &table[i * n as usize..(i + 1) * n as usize] {
+        for i in 0..ops {
+            for d in &self.table[i * n..(i + 1) * n] {
                 d.store(0, Ordering::Relaxed);
             }
         }
-        unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
-        black_box(&table);
-    }
-    Costs {
-        map: median(maps),
-        unmap: median(unmaps),
+        let unmap = t.elapsed().as_nanos() as f64 / self.table.len() as f64;
+        black_box(&self.table);
+        Costs { map, unmap }
     }
 }
 
 /// The checked floor of an unmap: per operation, read the `n` descriptors through the first test
 /// of our corruption check ([`holds_only_pages`], the same code), then store `n` zeroes, in the
-/// memory and order of [`floor`]. What the guarantee that an unmap checks its whole run before
+/// memory and order of [`Floor`]. What the guarantee that an unmap checks its whole run before
 /// writing anything costs at the least: no argument checks, no table lookup, no counts, no TLB
-/// flush, no table freed.
-fn checked_floor(n: u64) -> f64 {
-    let ops = (BATCH_PAGES / n).max(1);
-    let check = LeafCheck::new(cfg().oas);
-    let tmpl = PteTemplate::new(Prot::GPU_SHARED_RW, true);
-    let table: Vec<AtomicU64> = (0..ops * n).map(|_| AtomicU64::new(0)).collect();
-    let mut unmaps = Vec::new();
-    for _ in 0..rounds() {
-        for (p, d) in table.iter().enumerate() {
-            d.store(tmpl.pte(PA + (p as u64 % n) * PG), Ordering::Relaxed);
+/// flush, no table freed. Its rounds time the unmap only (`map` is the untimed refill, 0).
+struct Checked {
+    n: usize,
+    check: LeafCheck,
+    tmpl: PteTemplate,
+    table: Vec<AtomicU64>,
+}
+
+impl Checked {
+    fn new(n: u64) -> Self {
+        Checked {
+            n: n as usize,
+            check: LeafCheck::new(cfg().oas),
+            tmpl: PteTemplate::new(Prot::GPU_SHARED_RW, true),
+            table: (0..batch_ops(n) * n).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl Side for Checked {
+    fn round(&mut self) -> Costs {
+        let n = self.n;
+        for (p, d) in self.table.iter().enumerate() {
+            d.store(self.tmpl.pte(PA + (p % n) as u64 * PG), Ordering::Relaxed);
         }
         let t = Instant::now();
-        for i in 0..ops as usize {
-            let run = black_box(&table[i * n as usize..(i + 1) * n as usize]);
+        for i in 0..self.table.len() / n {
+            let run = black_box(&self.table[i * n..(i + 1) * n]);
             // SAFETY: This thread alone accesses `table`.
-            assert!(unsafe { holds_only_pages(run, check) });
+            assert!(unsafe { holds_only_pages(run, self.check) });
             for d in run {
                 d.store(0, Ordering::Relaxed);
             }
         }
-        unmaps.push(t.elapsed().as_nanos() as f64 / (ops * n) as f64);
-        black_box(&table);
+        let unmap = t.elapsed().as_nanos() as f64 / self.table.len() as f64;
+        black_box(&self.table);
+        Costs { map: 0.0, unmap }
     }
-    median(unmaps)
 }
 
 /// The machine the figures come from, on one line: the ratios depend on its cores and caches
@@ -269,9 +383,10 @@ fn main() {
     // UAT_BENCH_QUICK=1: the page-table table only.
     let quick = std::env::var_os("UAT_BENCH_QUICK").is_some();
     println!(
-        "UAT page-table benchmark: ns per page, median of {} rounds of {BATCH_PAGES} pages",
-        rounds()
+        "UAT page-table benchmark: ns per page, median of {} rounds of {BATCH_PAGES} pages,",
+        rounds().div_ceil(BLOCKS) * BLOCKS
     );
+    println!("in {BLOCKS} blocks that alternate ours, the floor, the checked floor and the peer");
     println!("machine: {}", machine());
     println!(
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
@@ -288,15 +403,16 @@ fn main() {
         if only.is_some_and(|o| o != n) {
             continue;
         }
-        let fl = floor(n);
-        let checked = checked_floor(n);
         for warm in [true, false] {
-            let ours = measure(n, warm);
-            let peer = if ours_only {
-                ours
-            } else {
-                measure_peer(n, warm)
-            };
+            let (mut ours, mut peer) = (Ours::new(n, warm), Peer::new(n, warm));
+            let (mut fl, mut checked) = (Floor::new(n), Checked::new(n));
+            let mut sides: Vec<&mut dyn Side> = vec![&mut ours, &mut fl, &mut checked];
+            if !ours_only {
+                sides.push(&mut peer);
+            }
+            let costs = compare(&mut sides);
+            let (ours, fl, checked) = (costs[0], costs[1], costs[2].unmap);
+            let peer = costs.get(3).copied().unwrap_or(ours);
             let tables = if warm { "warm" } else { "cold" };
             unmaps.push((n, tables, ours.unmap, checked, fl.unmap));
             for (op, o, p, f) in [
