@@ -33,7 +33,8 @@ const BLOCKS: usize = 3;
 /// Pages touched per timed batch.
 const BATCH_PAGES: u64 = 1 << 17;
 
-/// Rounds of the page-table table: `ROUNDS`, or `UAT_BENCH_ROUNDS` (more, for profiling).
+/// Timed rounds of the page-table table: `ROUNDS`, or `UAT_BENCH_ROUNDS` (more, for profiling),
+/// rounded up to whole blocks by [`compare`]; each block adds an untimed round per side.
 fn rounds() -> usize {
     std::env::var("UAT_BENCH_ROUNDS")
         .ok()
@@ -70,12 +71,11 @@ trait Side {
 
 /// Times the sides in `BLOCKS` blocks, side after side within a block: each side runs an
 /// untimed round (to bring its own tables back into the caches, as its previous round left them
-/// for the next in a run of rounds), then its share of the timed rounds. A slow spell of these
-/// machines (every figure 1.5–2× higher, for a fraction of a second or longer) used to cover one
-/// side's whole run of rounds and none of the next side's, when each side ran all its rounds in
-/// one go: in a third of such runs our single-page unmap came out slower than the peer's,
-/// measured right after it. Blocks of a few rounds spread a spell over all the sides. Returns
-/// each side's medians.
+/// for the next in a run of rounds), then its share of the timed rounds. These machines have
+/// slow spells (every figure 1.5–2× higher, for a fraction of a second or longer), long enough
+/// to cover all the rounds of one side and none of the next when each side runs its rounds in
+/// one go; blocks of a few rounds spread a spell over all the sides. Returns each side's
+/// medians, in the order of `sides`.
 fn compare(sides: &mut [&mut dyn Side]) -> Vec<Costs> {
     let per_block = rounds().div_ceil(BLOCKS);
     let mut all = vec![Vec::new(); sides.len()];
@@ -128,7 +128,8 @@ impl Side for Ours {
     }
 }
 
-/// Times a batch of our `n`-page maps: ns per page.
+/// Times a batch of our `n`-page maps: ns per page. Out of line, like [`time_unmaps`], so that
+/// the timed loop is compiled the same whatever the harness around it.
 #[inline(never)]
 fn time_maps(pt: &mut PageTable, n: u64) -> f64 {
     let ops = batch_ops(n);
@@ -140,7 +141,8 @@ fn time_maps(pt: &mut PageTable, n: u64) -> f64 {
     t.elapsed().as_nanos() as f64 / (ops * n) as f64
 }
 
-/// Times a batch of our `n`-page unmaps, each with its TLB flush: ns per page.
+/// Times a batch of our `n`-page unmaps, each with its TLB flush: ns per page. Out of line (see
+/// [`time_maps`]).
 #[inline(never)]
 fn time_unmaps(pt: &mut PageTable, tlb: &RecordingTlb, n: u64) -> f64 {
     let ops = batch_ops(n);
@@ -311,7 +313,7 @@ impl Side for Checked {
         let t = Instant::now();
         for i in 0..self.table.len() / n {
             let run = black_box(&self.table[i * n..(i + 1) * n]);
-            // SAFETY: This thread alone accesses `table`.
+            // SAFETY: `round` holds `&mut self`: nothing else accesses `self.table`.
             assert!(unsafe { holds_only_pages(run, self.check) });
             for d in run {
                 d.store(0, Ordering::Relaxed);
@@ -380,13 +382,22 @@ fn machine() -> String {
 fn main() {
     // The real allocator does not poison freed pages; do not charge that to the table code.
     sim::set_poison_on_free(false);
-    // UAT_BENCH_QUICK=1: the page-table table only.
+    // UAT_BENCH_QUICK=1: the page-table tables only (ours, peer, floor; the checked floor).
     let quick = std::env::var_os("UAT_BENCH_QUICK").is_some();
+    // UAT_BENCH_OURS_ONLY=1: skip the peer (for profiling ours; its column then repeats ours).
+    let ours_only = std::env::var_os("UAT_BENCH_OURS_ONLY").is_some();
     println!(
         "UAT page-table benchmark: ns per page, median of {} rounds of {BATCH_PAGES} pages,",
         rounds().div_ceil(BLOCKS) * BLOCKS
     );
-    println!("in {BLOCKS} blocks that alternate ours, the floor, the checked floor and the peer");
+    println!(
+        "in {BLOCKS} blocks that alternate ours, the floor, the checked floor{}",
+        if ours_only {
+            " (no peer)"
+        } else {
+            " and the peer"
+        }
+    );
     println!("machine: {}", machine());
     println!(
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
@@ -396,8 +407,6 @@ fn main() {
     let only: Option<u64> = std::env::var("UAT_BENCH_PAGES")
         .ok()
         .and_then(|v| v.parse().ok());
-    // UAT_BENCH_OURS_ONLY=1: skip the peer (for profiling ours; its column then repeats ours).
-    let ours_only = std::env::var_os("UAT_BENCH_OURS_ONLY").is_some();
     let mut unmaps = Vec::new();
     for n in [1u64, 256, 65536] {
         if only.is_some_and(|o| o != n) {
@@ -410,14 +419,15 @@ fn main() {
             if !ours_only {
                 sides.push(&mut peer);
             }
+            // In the order of `sides`; without the peer, its column repeats ours.
             let costs = compare(&mut sides);
-            let (ours, fl, checked) = (costs[0], costs[1], costs[2].unmap);
-            let peer = costs.get(3).copied().unwrap_or(ours);
+            let (o, f, c) = (costs[0], costs[1], costs[2].unmap);
+            let p = costs.get(3).copied().unwrap_or(o);
             let tables = if warm { "warm" } else { "cold" };
-            unmaps.push((n, tables, ours.unmap, checked, fl.unmap));
+            unmaps.push((n, tables, o.unmap, c, f.unmap));
             for (op, o, p, f) in [
-                ("map", ours.map, peer.map, fl.map),
-                ("unmap", ours.unmap, peer.unmap, fl.unmap),
+                ("map", o.map, p.map, f.map),
+                ("unmap", o.unmap, p.unmap, f.unmap),
             ] {
                 println!(
                     "{:<6} {:>6} {:<6} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>9.2}",

@@ -378,13 +378,13 @@ fn span(start: u64, len: u64) -> VaRange {
 }
 
 /// Flushes `gather` in ASID `asid`; returns the (ASID, range) invalidated, if one range was and
-/// the flush left the gather empty (flushing it again invalidates nothing).
+/// the flush left the gather empty.
 fn flushed(mut gather: Gather, asid: u16) -> Option<(u16, VaRange)> {
     let tlb = RecordingTlb::default();
     gather.flush(&tlb, asid);
-    let first = tlb.last.get();
-    gather.flush(&tlb, asid);
-    first.filter(|_| gather.is_empty() && tlb.count.get() == 1)
+    tlb.last
+        .get()
+        .filter(|_| gather.is_empty() && tlb.count.get() == 1)
 }
 
 /// The physical addresses of every table page `pt` owns.
