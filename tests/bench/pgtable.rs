@@ -7,7 +7,8 @@
 //! page-table memory of a large mapping. Each figure is the median of several rounds; each round
 //! times a batch of operations large enough to dwarf the clock's resolution. The rounds of the
 //! sides of one comparison alternate in blocks, so that a slow spell of the machine falls on
-//! all of them (see [`compare`]).
+//! all of them (see [`compare`]), and each ratio is taken round by round (see
+//! [`Rounds::ratio`]).
 
 use aarch64_paging::descriptor::{El1Attributes, PhysicalAddress};
 use aarch64_paging::idmap::IdTranslation;
@@ -74,9 +75,9 @@ trait Side {
 /// for the next in a run of rounds), then its share of the timed rounds. These machines have
 /// slow spells (every figure 1.5–2× higher, for a fraction of a second or longer), long enough
 /// to cover all the rounds of one side and none of the next when each side runs its rounds in
-/// one go; blocks of a few rounds spread a spell over all the sides. Returns each side's
-/// medians, in the order of `sides`.
-fn compare(sides: &mut [&mut dyn Side]) -> Vec<Costs> {
+/// one go; blocks of a few rounds spread a spell over all the sides. Returns each side's timed
+/// rounds, in the order of `sides`.
+fn compare(sides: &mut [&mut dyn Side]) -> Vec<Rounds> {
     let per_block = rounds().div_ceil(BLOCKS);
     let mut all = vec![Vec::new(); sides.len()];
     for _ in 0..BLOCKS {
@@ -87,12 +88,41 @@ fn compare(sides: &mut [&mut dyn Side]) -> Vec<Costs> {
             }
         }
     }
-    all.into_iter()
-        .map(|c: Vec<Costs>| Costs {
-            map: median(c.iter().map(|c| c.map).collect()),
-            unmap: median(c.iter().map(|c| c.unmap).collect()),
-        })
-        .collect()
+    all.into_iter().map(Rounds).collect()
+}
+
+/// The map figure of a round.
+fn map(c: &Costs) -> f64 {
+    c.map
+}
+
+/// The unmap figure of a round.
+fn unmap(c: &Costs) -> f64 {
+    c.unmap
+}
+
+/// One side's timed rounds, in the order [`compare`] ran them.
+struct Rounds(Vec<Costs>);
+
+impl Rounds {
+    /// The median of `figure` over the rounds.
+    fn median(&self, figure: fn(&Costs) -> f64) -> f64 {
+        median(self.0.iter().map(figure).collect())
+    }
+
+    /// The median of `figure`'s ratios to `other`'s, round by round: the rounds at the same
+    /// place of the same block, which ran a few milliseconds apart. A slow spell that covers a
+    /// block of one side and not the other's skews the ratios of that block alone, where it would
+    /// tip the ratio of the two medians if it covered most of one side's rounds.
+    fn ratio(&self, other: &Rounds, figure: fn(&Costs) -> f64) -> f64 {
+        median(
+            self.0
+                .iter()
+                .zip(&other.0)
+                .map(|(a, b)| figure(a) / figure(b))
+                .collect(),
+        )
+    }
 }
 
 /// Ours: `ops` maps then `ops` unmaps of `n` pages a round; `warm` preallocates the tables
@@ -379,6 +409,16 @@ fn machine() -> String {
     )
 }
 
+/// A row of the checked-floor table: medians (ns per page) and round-by-round ratios.
+struct CheckedRow {
+    n: u64,
+    tables: &'static str,
+    ours: f64,
+    checked: f64,
+    ours_checked: f64,
+    checked_floor: f64,
+}
+
 fn main() {
     // The real allocator does not poison freed pages; do not charge that to the table code.
     sim::set_poison_on_free(false);
@@ -390,14 +430,15 @@ fn main() {
         "UAT page-table benchmark: ns per page, median of {} rounds of {BATCH_PAGES} pages,",
         rounds().div_ceil(BLOCKS) * BLOCKS
     );
+    let peer = if ours_only {
+        " (no peer)"
+    } else {
+        " and the peer"
+    };
     println!(
-        "in {BLOCKS} blocks that alternate ours, the floor, the checked floor{}",
-        if ours_only {
-            " (no peer)"
-        } else {
-            " and the peer"
-        }
+        "in {BLOCKS} blocks that alternate ours, the floor, the checked floor{peer}; a ratio is"
     );
+    println!("the median of the ratios of the rounds at the same place of the same block");
     println!("machine: {}", machine());
     println!(
         "{:<6} {:>6} {:<5} {:>9} {:>9} {:>9} {:>10} {:>9}",
@@ -420,25 +461,29 @@ fn main() {
                 sides.push(&mut peer);
             }
             // In the order of `sides`; without the peer, its column repeats ours.
-            let costs = compare(&mut sides);
-            let (o, f, c) = (costs[0], costs[1], costs[2].unmap);
-            let p = costs.get(3).copied().unwrap_or(o);
+            let rounds = compare(&mut sides);
+            let (o, f, c) = (&rounds[0], &rounds[1], &rounds[2]);
+            let p = rounds.get(3).unwrap_or(o);
             let tables = if warm { "warm" } else { "cold" };
-            unmaps.push((n, tables, o.unmap, c, f.unmap));
-            for (op, o, p, f) in [
-                ("map", o.map, p.map, f.map),
-                ("unmap", o.unmap, p.unmap, f.unmap),
-            ] {
+            unmaps.push(CheckedRow {
+                n,
+                tables,
+                ours: o.median(unmap),
+                checked: c.median(unmap),
+                ours_checked: o.ratio(c, unmap),
+                checked_floor: c.ratio(f, unmap),
+            });
+            for (op, figure) in [("map", map as fn(&Costs) -> f64), ("unmap", unmap)] {
                 println!(
                     "{:<6} {:>6} {:<6} {:>9.2} {:>9.2} {:>9.2} {:>10.2} {:>9.2}",
                     op,
                     n,
                     tables,
-                    o,
-                    p,
-                    f,
-                    o / f,
-                    p / o
+                    o.median(figure),
+                    p.median(figure),
+                    f.median(figure),
+                    o.ratio(f, figure),
+                    p.ratio(o, figure)
                 );
             }
         }
@@ -473,24 +518,20 @@ fn main() {
         "{:>6} {:<6} {:>9} {:>9} {:>13} {:>14} {:>10}",
         "pages", "tables", "ours", "checked", "ours/checked", "checked/floor", "checked+op"
     );
-    for &(n, tables, o, c, f) in &unmaps {
+    for row in &unmaps {
         let single = unmaps
             .iter()
-            .find(|u| u.0 == 1 && u.1 == tables)
-            .map(|u| u.2);
+            .find(|u| u.n == 1 && u.tables == row.tables)
+            .map(|u| u.ours);
         let composed = match single {
-            Some(op) if n > 1 && n < PTES_PER_TABLE as u64 => format!("{:.2}", c + op / n as f64),
+            Some(op) if row.n > 1 && row.n < PTES_PER_TABLE as u64 => {
+                format!("{:.2}", row.checked + op / row.n as f64)
+            }
             _ => "-".to_string(),
         };
         println!(
             "{:>6} {:<6} {:>9.2} {:>9.2} {:>13.2} {:>14.2} {:>10}",
-            n,
-            tables,
-            o,
-            c,
-            o / c,
-            c / f,
-            composed
+            row.n, row.tables, row.ours, row.checked, row.ours_checked, row.checked_floor, composed
         );
     }
     if !quick {
