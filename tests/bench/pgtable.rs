@@ -461,9 +461,9 @@ fn main() {
                 sides.push(&mut peer);
             }
             // In the order of `sides`; without the peer, its column repeats ours.
-            let rounds = compare(&mut sides);
-            let (o, f, c) = (&rounds[0], &rounds[1], &rounds[2]);
-            let p = rounds.get(3).unwrap_or(o);
+            let timed = compare(&mut sides);
+            let (o, f, c) = (&timed[0], &timed[1], &timed[2]);
+            let p = timed.get(3).unwrap_or(o);
             let tables = if warm { "warm" } else { "cold" };
             unmaps.push(CheckedRow {
                 n,
